@@ -1,0 +1,86 @@
+// The list of images and revisions in a store. Local stores are scanned; every store also
+// carries releases/index.json (rewritten by pack and gc) so HTTP stores can be listed.
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { NotFoundError, ReleaseError } from "./errors.ts";
+import { CATALOG_PATH, isImageName, latestPath } from "./layout.ts";
+import { isErrno, writeFileAtomic } from "./local-store.ts";
+import { LocalStoreReader } from "./local-store.ts";
+import type { StoreReader } from "./store-reader.ts";
+
+export interface Catalog {
+  /** Image name -> revisions present, ascending. */
+  images: Record<string, number[]>;
+}
+
+export async function scanLocalCatalog(root: string): Promise<Catalog> {
+  const images: Record<string, number[]> = {};
+  let names: string[];
+  try {
+    names = await readdir(join(root, "releases"));
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return { images };
+    throw err;
+  }
+  for (const name of names.sort()) {
+    if (!isImageName(name)) continue;
+    let files: string[];
+    try {
+      files = await readdir(join(root, "releases", name));
+    } catch (err) {
+      if (isErrno(err, "ENOTDIR")) continue;
+      throw err;
+    }
+    const revisions = files
+      .map((f) => /^([1-9]\d*)\.json$/.exec(f))
+      .filter((m) => m !== null)
+      .map((m) => Number(m[1]))
+      .sort((a, b) => a - b);
+    if (revisions.length > 0) images[name] = revisions;
+  }
+  return { images };
+}
+
+export async function writeCatalog(root: string): Promise<Catalog> {
+  const catalog = await scanLocalCatalog(root);
+  await writeFileAtomic(join(root, CATALOG_PATH), `${JSON.stringify(catalog, null, 2)}\n`);
+  return catalog;
+}
+
+export async function readCatalog(reader: StoreReader): Promise<Catalog> {
+  if (reader instanceof LocalStoreReader) return scanLocalCatalog(reader.location);
+  let bytes: Buffer;
+  try {
+    bytes = await reader.read(CATALOG_PATH);
+  } catch (err) {
+    if (err instanceof NotFoundError) return { images: {} };
+    throw err;
+  }
+  try {
+    const parsed = JSON.parse(bytes.toString("utf8")) as Catalog;
+    if (typeof parsed.images !== "object" || parsed.images === null) throw new Error("no images");
+    return parsed;
+  } catch (err) {
+    throw new ReleaseError(
+      `Cannot read ${reader.describe(CATALOG_PATH)}: ${(err as Error).message}`,
+    );
+  }
+}
+
+/** The revision `releases/NAME/latest` points to, or null when the image has none. */
+export async function readLatest(reader: StoreReader, name: string): Promise<number | null> {
+  let text: string;
+  try {
+    text = (await reader.read(latestPath(name))).toString("utf8").trim();
+  } catch (err) {
+    if (err instanceof NotFoundError) return null;
+    throw err;
+  }
+  const revision = Number(text);
+  if (!Number.isSafeInteger(revision) || revision < 1) {
+    throw new ReleaseError(
+      `Cannot read ${reader.describe(latestPath(name))}: "${text}" is not a revision number`,
+    );
+  }
+  return revision;
+}

@@ -1,0 +1,131 @@
+// Content-defined chunking with casync's buzhash rule, so cut points match `casync make`
+// byte for byte (same window, same table, same discriminator, same min/max handling).
+import { BUZHASH_TABLE } from "./buzhash-table.ts";
+
+/** Chunk size limits in bytes, as casync's `--chunk-size=MIN:AVG:MAX`. */
+export interface ChunkerParams {
+  min: number;
+  avg: number;
+  max: number;
+}
+
+/** casync's default chunk sizes: 16K:64K:256K. */
+export const DEFAULT_CHUNKER: Readonly<ChunkerParams> = Object.freeze({
+  min: 16 * 1024,
+  avg: 64 * 1024,
+  max: 256 * 1024,
+});
+
+/** The rolling hash window, in bytes (casync's CA_CHUNKER_WINDOW_SIZE). */
+export const WINDOW_SIZE = 48;
+/** The largest chunk we accept (casync's CA_CHUNK_SIZE_LIMIT_MAX is 128 MiB; we cap lower). */
+export const MAX_CHUNK_LIMIT = 16 * 1024 * 1024;
+/** The smallest minimum chunk size we accept: a chunk must cover at least one hash window. */
+export const MIN_CHUNK_LIMIT = 64;
+
+export class ChunkerParamsError extends Error {
+  readonly code = "ERR_CHUNKER_PARAMS";
+}
+
+/** Parses `MIN:AVG:MAX` with optional K/M suffixes (`16K:64K:256K`). */
+export function parseChunkSize(text: string): ChunkerParams {
+  const parts = text.split(":");
+  if (parts.length !== 3) {
+    throw new ChunkerParamsError(
+      `Cannot parse chunk size "${text}": expected MIN:AVG:MAX such as 16K:64K:256K`,
+    );
+  }
+  const [min, avg, max] = parts.map((part) => parseSize(part, text));
+  return validateChunkerParams({ min, avg, max });
+}
+
+function parseSize(part: string, whole: string): number {
+  const match = /^(\d+)([KkMm]?)$/.exec(part.trim());
+  if (!match) {
+    throw new ChunkerParamsError(
+      `Cannot parse chunk size "${whole}": "${part}" is not a number of bytes (suffix K or M allowed)`,
+    );
+  }
+  const unit = match[2].toUpperCase() === "K" ? 1024 : match[2].toUpperCase() === "M" ? 1 << 20 : 1;
+  return Number(match[1]) * unit;
+}
+
+export function validateChunkerParams(params: ChunkerParams): ChunkerParams {
+  const { min, avg, max } = params;
+  if (![min, avg, max].every(Number.isSafeInteger)) {
+    throw new ChunkerParamsError(`Chunk sizes must be integers, got ${min}:${avg}:${max}`);
+  }
+  if (min < MIN_CHUNK_LIMIT) {
+    throw new ChunkerParamsError(
+      `Minimum chunk size is ${min}, expected at least ${MIN_CHUNK_LIMIT}`,
+    );
+  }
+  if (max > MAX_CHUNK_LIMIT) {
+    throw new ChunkerParamsError(
+      `Maximum chunk size is ${max}, expected at most ${MAX_CHUNK_LIMIT}`,
+    );
+  }
+  if (!(min <= avg && avg <= max)) {
+    throw new ChunkerParamsError(`Chunk sizes ${min}:${avg}:${max} must satisfy MIN <= AVG <= MAX`);
+  }
+  return { min, avg, max };
+}
+
+/**
+ * casync's cut test divisor: chunks end up ~1.32x larger than the raw average, so the
+ * discriminator is corrected by the same empirical formula, then clamped to [min, max].
+ */
+export function discriminatorFor(params: ChunkerParams): number {
+  const d = Math.trunc(params.avg / (-1.42888852e-7 * params.avg + 1.33237515));
+  return Math.min(Math.max(d, params.min), params.max);
+}
+
+function rol32(x: number, n: number): number {
+  const s = n & 31;
+  return s === 0 ? x >>> 0 : ((x << s) | (x >>> (32 - s))) >>> 0;
+}
+
+/** Precomputed per-parameter state so the hot loop does no setup work. */
+export interface Chunker {
+  readonly params: ChunkerParams;
+  /**
+   * Returns the end (exclusive, absolute index into `data`) of the chunk that starts at `start`.
+   * The caller must pass at least `max` bytes (`end - start >= max`) unless `end` is the end of
+   * the input, in which case whatever remains is the last chunk.
+   */
+  findCut(data: Uint8Array, start: number, end: number): number;
+}
+
+export function createChunker(params: ChunkerParams = DEFAULT_CHUNKER): Chunker {
+  const { min, max } = validateChunkerParams(params);
+  const discriminator = discriminatorFor(params);
+  const target = discriminator - 1;
+  const table = BUZHASH_TABLE;
+  // The outgoing byte was rotated WINDOW_SIZE times since it entered.
+  const outTable = new Uint32Array(256);
+  for (let i = 0; i < 256; i++) outTable[i] = rol32(table[i], WINDOW_SIZE);
+  // casync skips hashing the first (min - window) bytes of each chunk: the first cut test
+  // happens once the chunk is `min` bytes long, over the window of its last 48 bytes.
+  const firstTest = Math.max(min, WINDOW_SIZE);
+
+  return {
+    params: { ...params },
+    findCut(data, start, end) {
+      const available = end - start;
+      if (available <= firstTest) return end;
+      const limit = Math.min(end, start + max);
+      let pos = start + firstTest;
+      let h = 0;
+      for (let i = pos - WINDOW_SIZE; i < pos; i++) {
+        h = (((h << 1) | (h >>> 31)) ^ table[data[i]]) >>> 0;
+      }
+      if (pos - start >= max || h % discriminator === target) return pos;
+      while (pos < limit) {
+        h = (((h << 1) | (h >>> 31)) ^ outTable[data[pos - WINDOW_SIZE]] ^ table[data[pos]]) >>> 0;
+        pos++;
+        if (h % discriminator === target) return pos;
+      }
+      return limit;
+    },
+  };
+}

@@ -1,0 +1,85 @@
+// Reading chunks: fetch, decompress with a bound, verify the SHA-256 before a byte is used.
+import { hash } from "node:crypto";
+import { promisify } from "node:util";
+import { zstdDecompress } from "node:zlib";
+import type { IndexChunk } from "./caibx.ts";
+import { ChunkCorruptError, ChunkMissingError, NotFoundError } from "./errors.ts";
+import { chunkFile } from "./layout.ts";
+import type { StoreReader } from "./store-reader.ts";
+
+const decompress = promisify(zstdDecompress);
+
+/** Where chunks are read from: a store reader and the folder of its chunk store. */
+export interface ChunkSource {
+  reader: StoreReader;
+  /** "chunks/" for an inetboot store; "" when the reader's root is itself a casync chunk store. */
+  prefix: string;
+}
+
+export function chunkLocation(source: ChunkSource, id: string): string {
+  return `${source.prefix}${chunkFile(id)}`;
+}
+
+const zeroIds = new Map<number, string>();
+
+/** The id of an all-zero chunk of `size` bytes (cached: images have few distinct ones). */
+export function zeroChunkId(size: number): string {
+  let id = zeroIds.get(size);
+  if (id === undefined) {
+    id = hash("sha256", Buffer.alloc(size), "hex");
+    zeroIds.set(size, id);
+  }
+  return id;
+}
+
+/** All-zero chunks are recognised by id and never fetched. */
+export function isZeroChunk(chunk: Pick<IndexChunk, "id" | "size">): boolean {
+  return zeroChunkId(chunk.size) === chunk.id;
+}
+
+export function sha256Hex(data: Uint8Array): string {
+  return hash("sha256", data, "hex");
+}
+
+/**
+ * Returns the uncompressed, verified bytes of `chunk`. Throws ChunkMissingError when the store
+ * lacks it and ChunkCorruptError when its bytes are not what its name promises.
+ */
+export async function loadChunk(
+  source: ChunkSource,
+  chunk: Pick<IndexChunk, "id" | "size">,
+): Promise<Buffer> {
+  if (isZeroChunk(chunk)) return Buffer.alloc(chunk.size);
+  const path = chunkLocation(source, chunk.id);
+  let compressed: Buffer;
+  try {
+    compressed = await source.reader.read(path);
+  } catch (err) {
+    if (err instanceof NotFoundError)
+      throw new ChunkMissingError(chunk.id, source.reader.describe(path));
+    throw err;
+  }
+  return verifyChunk(compressed, chunk, source.reader.describe(path));
+}
+
+/** Decompresses (never past the expected size) and checks length and SHA-256. */
+export async function verifyChunk(
+  compressed: Uint8Array,
+  chunk: Pick<IndexChunk, "id" | "size">,
+  where: string,
+): Promise<Buffer> {
+  let data: Buffer;
+  try {
+    data = await decompress(compressed, { maxOutputLength: chunk.size + 1 });
+  } catch (err) {
+    const why = err instanceof RangeError ? "larger than the index says" : "not a valid zstd frame";
+    throw new ChunkCorruptError(chunk.id, where, why);
+  }
+  if (data.length !== chunk.size) {
+    throw new ChunkCorruptError(chunk.id, where, `${data.length} bytes, expected ${chunk.size}`);
+  }
+  if (sha256Hex(data) !== chunk.id) {
+    throw new ChunkCorruptError(chunk.id, where, "its SHA-256 does not match its name");
+  }
+  return data;
+}

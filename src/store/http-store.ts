@@ -1,0 +1,124 @@
+// A store served by any static web server, CDN or object store, read over pooled keep-alive
+// connections (undici) with retries and exponential backoff.
+import { Agent, request } from "undici";
+import { FetchError, NotFoundError } from "./errors.ts";
+import type { StoreReader } from "./store-reader.ts";
+
+export interface HttpStoreOptions {
+  /** Connections kept open to the origin. */
+  connections?: number;
+  /** Attempts per request, the first included. */
+  attempts?: number;
+  /** Delay before the first retry, doubled (with jitter) for each further one. */
+  backoffMs?: number;
+  /** Time allowed for response headers, and between body bytes. */
+  timeoutMs?: number;
+}
+
+export const DEFAULT_HTTP_STORE_OPTIONS: Required<HttpStoreOptions> = Object.freeze({
+  connections: 16,
+  attempts: 4,
+  backoffMs: 100,
+  timeoutMs: 30_000,
+});
+
+/** Statuses worth another try: the origin or a proxy is overloaded or restarting. */
+function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 429 || status >= 500;
+}
+
+export class HttpStoreReader implements StoreReader {
+  readonly location: string;
+  readonly #agent: Agent;
+  readonly #options: Required<HttpStoreOptions>;
+
+  constructor(url: string, options: HttpStoreOptions = {}) {
+    this.location = url.endsWith("/") ? url : `${url}/`;
+    this.#options = { ...DEFAULT_HTTP_STORE_OPTIONS, ...options };
+    this.#agent = new Agent({
+      connections: this.#options.connections,
+      keepAliveTimeout: 30_000,
+      headersTimeout: this.#options.timeoutMs,
+      bodyTimeout: this.#options.timeoutMs,
+    });
+  }
+
+  describe(path: string): string {
+    return new URL(path, this.location).href;
+  }
+
+  async read(path: string): Promise<Buffer> {
+    const body = await this.#fetch("GET", path);
+    if (body === null) throw new NotFoundError(this.describe(path));
+    return body;
+  }
+
+  async size(path: string): Promise<number | null> {
+    const url = this.describe(path);
+    const res = await this.#withRetries("HEAD", url, async () => {
+      const r = await request(url, { method: "HEAD", dispatcher: this.#agent });
+      await r.body.dump();
+      return r;
+    });
+    if (res.statusCode === 404 || res.statusCode === 410) return null;
+    const length = Number(res.headers["content-length"]);
+    if (!Number.isSafeInteger(length)) {
+      throw new FetchError(`HEAD ${url}: the server sent no Content-Length`);
+    }
+    return length;
+  }
+
+  async #fetch(method: "GET", path: string): Promise<Buffer | null> {
+    const url = this.describe(path);
+    return this.#withRetries(method, url, async () => {
+      const r = await request(url, { method, dispatcher: this.#agent });
+      if (r.statusCode === 404 || r.statusCode === 410) {
+        await r.body.dump();
+        return null;
+      }
+      if (r.statusCode !== 200) {
+        await r.body.dump();
+        return { statusCode: r.statusCode };
+      }
+      return Buffer.from(await r.body.arrayBuffer());
+    }).then((res) => {
+      if (res === null || Buffer.isBuffer(res)) return res;
+      throw new FetchError(`GET ${url} answered HTTP ${res.statusCode}, expected 200`);
+    });
+  }
+
+  /** Runs `attempt` until it yields a non-retryable result or the attempts run out. */
+  async #withRetries<T>(method: string, url: string, attempt: () => Promise<T>): Promise<T> {
+    const { attempts, backoffMs } = this.#options;
+    let lastProblem = "";
+    for (let i = 0; i < attempts; i++) {
+      if (i > 0) {
+        const delay = backoffMs * 2 ** (i - 1) * (0.75 + Math.random() / 2);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+      try {
+        const result = await attempt();
+        const status = statusOf(result);
+        if (status === null || !isRetryableStatus(status)) return result;
+        lastProblem = `HTTP ${status}`;
+      } catch (err) {
+        lastProblem =
+          err instanceof Error
+            ? `${(err as NodeJS.ErrnoException).code ?? err.name}: ${err.message}`
+            : String(err);
+      }
+    }
+    throw new FetchError(`${method} ${url} failed after ${attempts} attempts: ${lastProblem}`);
+  }
+
+  async close(): Promise<void> {
+    await this.#agent.close();
+  }
+}
+
+function statusOf(result: unknown): number | null {
+  if (result !== null && typeof result === "object" && "statusCode" in result) {
+    return (result as { statusCode: number }).statusCode;
+  }
+  return null;
+}

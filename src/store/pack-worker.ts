@@ -1,0 +1,63 @@
+// Worker thread for `pack`: hashes, recognises zero chunks, compresses and stores new chunks.
+// The main thread only cuts; this is where the CPU time goes, so it runs on every core.
+import { existsSync, mkdirSync, renameSync, utimesSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parentPort, workerData } from "node:worker_threads";
+import { constants, zstdCompressSync } from "node:zlib";
+import { sha256Hex, zeroChunkId } from "./chunks.ts";
+import { chunkFile } from "./layout.ts";
+import { tempPathFor } from "./local-store.ts";
+import { KIND_NEW, KIND_REUSED, KIND_ZERO } from "./pack-protocol.ts";
+import type { PackBatch, PackBatchResult, PackWorkerInit } from "./pack-protocol.ts";
+
+const init = workerData as PackWorkerInit;
+const zeros = Buffer.alloc(init.maxChunk);
+const madeDirs = new Set<string>();
+
+function storeChunk(id: string, data: Uint8Array): number {
+  const dir = join(init.chunksDir, id.slice(0, 4));
+  const path = join(init.chunksDir, chunkFile(id));
+  if (existsSync(path)) {
+    // Fresh mtime tells a concurrent `gc` this chunk is in use (its grace period).
+    const now = new Date();
+    utimesSync(path, now, now);
+    return -1;
+  }
+  if (!madeDirs.has(dir)) {
+    mkdirSync(dir, { recursive: true });
+    madeDirs.add(dir);
+  }
+  const compressed = zstdCompressSync(data, {
+    params: { [constants.ZSTD_c_compressionLevel]: init.level },
+  });
+  const tmp = tempPathFor(path);
+  writeFileSync(tmp, compressed, { flag: "wx" });
+  renameSync(tmp, path);
+  return compressed.length;
+}
+
+parentPort!.on("message", (batch: PackBatch) => {
+  const buf = Buffer.from(batch.buffer);
+  const n = batch.cuts.length;
+  const result: PackBatchResult = {
+    seq: batch.seq,
+    ids: new Array<string>(n),
+    kinds: new Uint8Array(n),
+    stored: new Array<number>(n),
+  };
+  let s = batch.start;
+  for (let i = 0; i < n; i++) {
+    const e = batch.cuts[i];
+    const data = buf.subarray(s, e);
+    const zero = zeros.compare(data, 0, data.length, 0, data.length) === 0 && data.length > 0;
+    const id = zero ? zeroChunkId(data.length) : sha256Hex(data);
+    // Zero chunks are stored too (a few tiny files) so casync, which has no notion of them,
+    // can extract our images; inetboot clients recognise them by id and never fetch them.
+    const stored = storeChunk(id, data);
+    result.ids[i] = id;
+    result.kinds[i] = zero ? KIND_ZERO : stored < 0 ? KIND_REUSED : KIND_NEW;
+    result.stored[i] = Math.max(stored, 0);
+    s = e;
+  }
+  parentPort!.postMessage(result);
+});

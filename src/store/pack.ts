@@ -1,0 +1,295 @@
+// `inetboot pack`: stream an image through the casync chunker, store new chunks (in worker
+// threads), then publish the index and a (signed) release. Every file appears under its final
+// name only when complete, so a killed pack leaves a valid store and a re-run reuses its chunks.
+import { open, readFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import { join } from "node:path";
+import { Worker } from "node:worker_threads";
+import { CAIBX_DEFAULT_FLAGS, encodeBlobIndex } from "./caibx.ts";
+import type { IndexChunk } from "./caibx.ts";
+import { sha256Hex } from "./chunks.ts";
+import { createChunker, DEFAULT_CHUNKER } from "./chunker.ts";
+import type { ChunkerParams } from "./chunker.ts";
+import { scanLocalCatalog, writeCatalog } from "./catalog.ts";
+import { UsageError } from "./errors.ts";
+import { CHUNKS_DIR, indexPath, isImageName, latestPath, releasePath } from "./layout.ts";
+import { createFileAtomic, isErrno, writeFileAtomic } from "./local-store.ts";
+import { formatKeyId, signMessage } from "./minisign.ts";
+import type { SecretKey } from "./minisign.ts";
+import { KIND_NEW, KIND_REUSED, KIND_ZERO } from "./pack-protocol.ts";
+import type { PackBatch, PackBatchResult, PackWorkerInit } from "./pack-protocol.ts";
+import { encodeRelease, RELEASE_FORMAT } from "./release.ts";
+import type { Release } from "./release.ts";
+
+export const DEFAULT_ZSTD_LEVEL = 3;
+/** Bytes read per batch handed to a worker. */
+export const PACK_READ_SIZE = 4 * 1024 * 1024;
+
+export interface PackProgress {
+  bytesRead: number;
+  /** Total input size when known (regular files), else null. */
+  totalBytes: number | null;
+  chunks: number;
+  newChunks: number;
+  reusedChunks: number;
+  zeroChunks: number;
+  storedBytes: number;
+}
+
+export interface PackOptions {
+  store: string;
+  name: string;
+  key?: SecretKey;
+  chunker?: ChunkerParams;
+  level?: number;
+  workers?: number;
+  onProgress?: (progress: PackProgress) => void;
+}
+
+export interface PackSummary extends PackProgress {
+  name: string;
+  revision: number;
+  size: number;
+  uniqueChunks: number;
+  indexDigest: string;
+  releaseDigest: string;
+  releasePath: string;
+  signed: boolean;
+  seconds: number;
+  /** Image bytes per byte newly stored (dedup and compression together). */
+  dedupRatio: number;
+}
+
+class WorkerPool {
+  readonly #workers: { worker: Worker; busy: number }[] = [];
+  readonly #waiting = new Map<
+    number,
+    { resolve: (r: PackBatchResult) => void; reject: (e: Error) => void }
+  >();
+
+  constructor(count: number, init: PackWorkerInit) {
+    for (let i = 0; i < count; i++) {
+      const worker = new Worker(new URL("./pack-worker.ts", import.meta.url), { workerData: init });
+      const slot = { worker, busy: 0 };
+      worker.on("message", (r: PackBatchResult) => {
+        slot.busy--;
+        this.#waiting.get(r.seq)?.resolve(r);
+        this.#waiting.delete(r.seq);
+      });
+      worker.on("error", (err: Error) => this.#failAll(err));
+      this.#workers.push(slot);
+    }
+  }
+
+  #failAll(err: Error): void {
+    for (const w of this.#waiting.values()) w.reject(err);
+    this.#waiting.clear();
+  }
+
+  run(batch: PackBatch): Promise<PackBatchResult> {
+    const slot = this.#workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    slot.busy++;
+    const done = new Promise<PackBatchResult>((resolve, reject) =>
+      this.#waiting.set(batch.seq, { resolve, reject }),
+    );
+    slot.worker.postMessage(batch, [batch.buffer]);
+    return done;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#workers.map((w) => w.worker.terminate()));
+  }
+}
+
+export async function packImage(image: string, options: PackOptions): Promise<PackSummary> {
+  const started = performance.now();
+  if (!isImageName(options.name)) {
+    throw new UsageError(
+      `Image name "${options.name}" is not valid: use letters, digits, ".", "_", "+" and "-"`,
+    );
+  }
+  const params = options.chunker ?? DEFAULT_CHUNKER;
+  const chunker = createChunker(params);
+  const level = options.level ?? DEFAULT_ZSTD_LEVEL;
+  if (!Number.isInteger(level) || level < 1 || level > 19) {
+    throw new UsageError(`zstd level ${level} is out of range: expected 1 to 19`);
+  }
+  const fh = await open(image, "r").catch((err: NodeJS.ErrnoException) => {
+    throw new UsageError(`Cannot read image ${image}: ${err.message}`);
+  });
+  const st = await fh.stat();
+  const progress: PackProgress = {
+    bytesRead: 0,
+    totalBytes: st.isFile() ? st.size : null,
+    chunks: 0,
+    newChunks: 0,
+    reusedChunks: 0,
+    zeroChunks: 0,
+    storedBytes: 0,
+  };
+  const pool = new WorkerPool(options.workers ?? Math.max(1, availableParallelism()), {
+    chunksDir: join(options.store, CHUNKS_DIR),
+    level,
+    maxChunk: params.max,
+  });
+  const chunks: IndexChunk[] = [];
+  const seen = new Set<string>();
+  const pending = new Map<number, PackBatchResult>();
+  const batchSizes = new Map<number, { offset: number; cuts: number[]; start: number }>();
+  let nextToFlush = 0;
+  const inFlight = new Set<Promise<void>>();
+  const maxInFlight = 2 * (options.workers ?? availableParallelism());
+
+  const flush = (): void => {
+    for (let r = pending.get(nextToFlush); r; r = pending.get(nextToFlush)) {
+      const meta = batchSizes.get(r.seq)!;
+      let offset = meta.offset;
+      let s = meta.start;
+      for (let i = 0; i < r.ids.length; i++) {
+        const size = meta.cuts[i] - s;
+        s = meta.cuts[i];
+        const id = r.ids[i];
+        chunks.push({ offset, size, id });
+        offset += size;
+        progress.chunks++;
+        // Two workers may both store a chunk that repeats within one image: count it once.
+        const repeat = seen.has(id);
+        seen.add(id);
+        if (r.kinds[i] === KIND_ZERO) progress.zeroChunks++;
+        else if (r.kinds[i] === KIND_REUSED || repeat) progress.reusedChunks++;
+        else progress.newChunks++;
+        if (r.kinds[i] === KIND_NEW && !repeat) progress.storedBytes += r.stored[i];
+      }
+      pending.delete(nextToFlush);
+      batchSizes.delete(nextToFlush);
+      nextToFlush++;
+    }
+    options.onProgress?.({ ...progress });
+  };
+
+  try {
+    let seq = 0;
+    let imageOffset = 0;
+    let carry = Buffer.alloc(0);
+    let eof = false;
+    while (!eof || carry.length > 0) {
+      const buf = Buffer.allocUnsafeSlow(PACK_READ_SIZE + params.max);
+      carry.copy(buf, 0);
+      let end = carry.length;
+      while (!eof && end < buf.length) {
+        const { bytesRead } = await fh.read(buf, end, buf.length - end, null);
+        if (bytesRead === 0) eof = true;
+        end += bytesRead;
+        progress.bytesRead += bytesRead;
+      }
+      const cuts: number[] = [];
+      let s = 0;
+      while (s < end && (eof || end - s >= params.max)) {
+        s = chunker.findCut(buf, s, end);
+        cuts.push(s);
+      }
+      carry = Buffer.from(buf.subarray(s, end));
+      if (cuts.length === 0) continue;
+      const batch: PackBatch = {
+        seq: seq++,
+        buffer: buf.buffer,
+        start: buf.byteOffset,
+        cuts: cuts.map((c) => c + buf.byteOffset),
+      };
+      batchSizes.set(batch.seq, { offset: imageOffset, cuts: batch.cuts, start: batch.start });
+      imageOffset += s;
+      const job = pool.run(batch).then((r) => {
+        pending.set(r.seq, r);
+        flush();
+      });
+      const tracked: Promise<void> = job.finally(() => inFlight.delete(tracked));
+      inFlight.add(tracked);
+      if (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+  } finally {
+    await fh.close();
+    await pool.close();
+  }
+
+  const size =
+    chunks.length > 0 ? chunks[chunks.length - 1].offset + chunks[chunks.length - 1].size : 0;
+  const indexBytes = encodeBlobIndex({ flags: CAIBX_DEFAULT_FLAGS, chunker: params, chunks });
+  const indexDigest = sha256Hex(indexBytes);
+  try {
+    await createFileAtomic(join(options.store, indexPath(indexDigest)), indexBytes);
+  } catch (err) {
+    if (!isErrno(err, "EEXIST")) throw err;
+  }
+  const published = await publishRelease(options, {
+    size,
+    indexDigest,
+    chunks: chunks.length,
+    chunker: params,
+  });
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    ...progress,
+    name: options.name,
+    revision: published.release.revision,
+    size,
+    uniqueChunks: seen.size,
+    indexDigest,
+    releaseDigest: published.digest,
+    releasePath: published.path,
+    signed: options.key !== undefined,
+    seconds,
+    dedupRatio: progress.storedBytes > 0 ? size / progress.storedBytes : Infinity,
+  };
+}
+
+/**
+ * Claims the next revision of the image (exclusive create, so concurrent packs cannot take the
+ * same one), signs it, then moves the `latest` pointer and rewrites the catalog.
+ */
+async function publishRelease(
+  options: PackOptions,
+  content: Pick<Release, "size" | "chunks" | "chunker"> & { indexDigest: string },
+): Promise<{ release: Release; digest: string; path: string }> {
+  const { store, name, key } = options;
+  for (;;) {
+    const revisions = (await scanLocalCatalog(store)).images[name] ?? [];
+    const parentRevision = revisions.at(-1);
+    const parent =
+      parentRevision === undefined
+        ? null
+        : {
+            revision: parentRevision,
+            digest: sha256Hex(await readFile(join(store, releasePath(name, parentRevision)))),
+          };
+    const release: Release = {
+      format: RELEASE_FORMAT,
+      name,
+      revision: (parentRevision ?? 0) + 1,
+      created: new Date().toISOString(),
+      size: content.size,
+      index: content.indexDigest,
+      chunks: content.chunks,
+      chunker: { min: content.chunker.min, avg: content.chunker.avg, max: content.chunker.max },
+      compression: "zstd",
+      parent,
+      profile: null,
+      keyId: key ? formatKeyId(key.keyId) : null,
+    };
+    const bytes = encodeRelease(release);
+    const path = join(store, releasePath(name, release.revision));
+    try {
+      await createFileAtomic(path, bytes);
+    } catch (err) {
+      if (isErrno(err, "EEXIST")) continue; // another pack took this revision: take the next
+      throw err;
+    }
+    if (key) {
+      const trustedComment = `timestamp:${Math.floor(Date.now() / 1000)}\tfile:${release.revision}.json\timage:${name}\trevision:${release.revision}`;
+      await writeFileAtomic(`${path}.minisig`, signMessage(key, bytes, { trustedComment }));
+    }
+    await writeFileAtomic(join(store, latestPath(name)), `${release.revision}\n`);
+    await writeCatalog(store);
+    return { release, digest: sha256Hex(bytes), path };
+  }
+}

@@ -1,0 +1,268 @@
+// Resolving what a user names (NAME, NAME@REVISION, NAME@sha256:DIGEST, a release file or URL,
+// a .caibx path or URL) to a verified index and the chunk source to read it from.
+import { stat } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { decodeBlobIndex } from "./caibx.ts";
+import type { BlobIndex } from "./caibx.ts";
+import { isZeroChunk, sha256Hex } from "./chunks.ts";
+import type { ChunkSource } from "./chunks.ts";
+import { readCatalog, readLatest } from "./catalog.ts";
+import { NotFoundError, ReleaseError, UsageError } from "./errors.ts";
+import { CHUNKS_DIR, chunkFile, indexPath, isImageName, releasePath } from "./layout.ts";
+import { LocalStoreReader } from "./local-store.ts";
+import { decodeRelease } from "./release.ts";
+import type { Release } from "./release.ts";
+import { isUrl, openStoreReader } from "./store-reader.ts";
+import type { StoreReader } from "./store-reader.ts";
+import { acceptRelease, checkSignature } from "./trust.ts";
+import type { TrustPolicy, TrustVerdict } from "./trust.ts";
+
+export interface OpenedRelease {
+  release: Release;
+  /** SHA-256 of the release file: what a pin names. */
+  digest: string;
+  /** Path or URL of the release file. */
+  where: string;
+  trust: TrustVerdict;
+}
+
+export interface OpenedImage {
+  /** What was opened, for messages. */
+  label: string;
+  index: BlobIndex;
+  chunks: ChunkSource;
+  release: OpenedRelease | null;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** Store root (directory or URL); required unless SOURCE is a release path/URL. */
+  store?: string;
+  policy: TrustPolicy;
+  /** Record the accepted revision in the anti-rollback state (clients do; inspection does not). */
+  record?: boolean;
+}
+
+export type SourceSpec =
+  | { kind: "index"; location: string }
+  | { kind: "release-file"; location: string }
+  | { kind: "name"; name: string; revision?: number; digest?: string };
+
+export function parseSource(source: string): SourceSpec {
+  if (/\.caibx$/i.test(source)) return { kind: "index", location: source };
+  if (isUrl(source) || /\.json$/i.test(source)) return { kind: "release-file", location: source };
+  const m = /^([^@]+)(?:@(?:(\d+)|sha256:([0-9a-f]{64})))?$/.exec(source);
+  if (!m || !isImageName(m[1])) {
+    throw new UsageError(
+      `Cannot understand source "${source}": expected NAME, NAME@REVISION, NAME@sha256:DIGEST, a release .json file or URL, or a .caibx index`,
+    );
+  }
+  return { kind: "name", name: m[1], revision: m[2] ? Number(m[2]) : undefined, digest: m[3] };
+}
+
+/** Reads a file given as a local path or URL, with errors that name it. */
+async function readLocation(location: string): Promise<Buffer> {
+  const reader = openStoreReader(
+    isUrl(location) ? new URL(".", location).href : dirname(resolve(location)),
+  );
+  try {
+    const base = isUrl(location)
+      ? new URL(location).pathname.split("/").pop()!
+      : resolve(location).split("/").pop()!;
+    return await reader.read(base);
+  } finally {
+    await reader.close();
+  }
+}
+
+/** The store root of a release file at <root>/releases/<NAME>/<REV>.json. */
+function storeRootOf(location: string): string {
+  return isUrl(location)
+    ? new URL("../../../", location).href
+    : resolve(dirname(location), "..", "..");
+}
+
+async function readOptional(reader: StoreReader, path: string): Promise<Buffer | null> {
+  try {
+    return await reader.read(path);
+  } catch (err) {
+    if (err instanceof NotFoundError) return null;
+    throw err;
+  }
+}
+
+/** Opens, checks and (optionally) records the release at `path` in `reader`. */
+export async function openRelease(
+  reader: StoreReader,
+  path: string,
+  options: {
+    policy: TrustPolicy;
+    pinnedDigest?: string;
+    record?: boolean;
+    expect?: { name: string; revision?: number };
+  },
+): Promise<OpenedRelease> {
+  const where = reader.describe(path);
+  let bytes: Buffer;
+  try {
+    bytes = await reader.read(path);
+  } catch (err) {
+    if (err instanceof NotFoundError) throw new ReleaseError(`Release not found: ${where}`);
+    throw err;
+  }
+  const digest = sha256Hex(bytes);
+  if (options.pinnedDigest && digest !== options.pinnedDigest) {
+    throw new ReleaseError(
+      `Release ${where} has digest ${digest}, not the pinned ${options.pinnedDigest}`,
+    );
+  }
+  const sig = await readOptional(reader, `${path}.minisig`);
+  // The signature is checked before the content is trusted for anything.
+  const trust = checkSignature(bytes, sig?.toString("utf8") ?? null, {
+    policy: options.policy,
+    where,
+  });
+  const release = decodeRelease(bytes, where);
+  const expect = options.expect;
+  if (
+    expect &&
+    (release.name !== expect.name ||
+      (expect.revision !== undefined && release.revision !== expect.revision))
+  ) {
+    throw new ReleaseError(
+      `Refusing ${where}: it describes ${release.name} revision ${release.revision}, expected ${expect.name}${expect.revision !== undefined ? ` revision ${expect.revision}` : ""} (a release was moved or replaced)`,
+    );
+  }
+  if (options.record) {
+    await acceptRelease(release, {
+      digest,
+      pinned: options.pinnedDigest !== undefined,
+      statePath: trust.verified ? options.policy.statePath : null,
+    });
+  }
+  return { release, digest, where, trust };
+}
+
+/** Finds a release of `name` whose file has `digest` (for pinned roll-backs). */
+async function findByDigest(reader: StoreReader, name: string, digest: string): Promise<number> {
+  const catalog = await readCatalog(reader);
+  for (const revision of (catalog.images[name] ?? []).slice().reverse()) {
+    const bytes = await readOptional(reader, releasePath(name, revision));
+    if (bytes && sha256Hex(bytes) === digest) return revision;
+  }
+  throw new ReleaseError(`No release of ${name} in ${reader.location} has digest ${digest}`);
+}
+
+/** Reads and checks an index; `expectDigest` is the digest a release promised for it. */
+export async function loadIndex(
+  reader: StoreReader,
+  path: string,
+  expectDigest?: string,
+): Promise<BlobIndex> {
+  const where = reader.describe(path);
+  let bytes: Buffer;
+  try {
+    bytes = await reader.read(path);
+  } catch (err) {
+    if (err instanceof NotFoundError) throw new ReleaseError(`Index not found: ${where}`);
+    throw err;
+  }
+  if (expectDigest && sha256Hex(bytes) !== expectDigest) {
+    throw new ReleaseError(
+      `Index ${where} does not match the digest its release names (corrupt or replaced)`,
+    );
+  }
+  return decodeBlobIndex(bytes, where);
+}
+
+/** Decides whether chunks live under chunks/ (inetboot store) or at the root (a bare casync store). */
+async function chunkPrefix(reader: StoreReader, index: BlobIndex): Promise<string> {
+  if (reader instanceof LocalStoreReader) {
+    const s = await stat(reader.resolvePath(CHUNKS_DIR)).catch(() => null);
+    return s?.isDirectory() ? `${CHUNKS_DIR}/` : "";
+  }
+  const probe = index.chunks.find((c) => !isZeroChunk(c));
+  if (!probe) return `${CHUNKS_DIR}/`;
+  return (await reader.size(`${CHUNKS_DIR}/${chunkFile(probe.id)}`)) !== null
+    ? `${CHUNKS_DIR}/`
+    : "";
+}
+
+export async function openImage(source: string, options: OpenOptions): Promise<OpenedImage> {
+  const spec = parseSource(source);
+  if (spec.kind === "index") {
+    if (!options.store) {
+      throw new UsageError(
+        `Source ${source} is a bare index: pass --store DIR|URL where its chunks are`,
+      );
+    }
+    const index = decodeBlobIndex(await readLocation(spec.location), spec.location);
+    const reader = openStoreReader(options.store);
+    return {
+      label: spec.location,
+      index,
+      chunks: { reader, prefix: await chunkPrefix(reader, index) },
+      release: null,
+      close: () => reader.close(),
+    };
+  }
+  const reader = openStoreReader(
+    spec.kind === "release-file"
+      ? (options.store ?? storeRootOf(spec.location))
+      : requireStore(source, options),
+  );
+  try {
+    let release: OpenedRelease;
+    if (spec.kind === "release-file") {
+      const base = isUrl(spec.location) ? new URL(spec.location).href : resolve(spec.location);
+      const fileReader = openStoreReader(isUrl(base) ? new URL(".", base).href : dirname(base));
+      try {
+        release = await openRelease(fileReader, base.split("/").pop()!, {
+          policy: options.policy,
+          record: options.record,
+        });
+      } finally {
+        await fileReader.close();
+      }
+    } else {
+      let revision = spec.revision;
+      if (spec.digest) revision = await findByDigest(reader, spec.name, spec.digest);
+      if (revision === undefined) {
+        const latest = await readLatest(reader, spec.name);
+        if (latest === null) {
+          throw new ReleaseError(
+            `Image ${spec.name} has no releases in ${reader.location} (no ${reader.describe(`releases/${spec.name}/latest`)})`,
+          );
+        }
+        revision = latest;
+      }
+      release = await openRelease(reader, releasePath(spec.name, revision), {
+        policy: options.policy,
+        pinnedDigest: spec.digest,
+        record: options.record,
+        expect: { name: spec.name, revision },
+      });
+    }
+    const index = await loadIndex(reader, indexPath(release.release.index), release.release.index);
+    if (index.size !== release.release.size) {
+      throw new ReleaseError(
+        `Index of ${release.where} covers ${index.size} bytes, but the release says ${release.release.size}`,
+      );
+    }
+    return {
+      label: `${release.release.name}@${release.release.revision}`,
+      index,
+      chunks: { reader, prefix: `${CHUNKS_DIR}/` },
+      release,
+      close: () => reader.close(),
+    };
+  } catch (err) {
+    await reader.close();
+    throw err;
+  }
+}
+
+function requireStore(source: string, options: OpenOptions): string {
+  if (!options.store) throw new UsageError(`Source ${source} names an image: pass --store DIR|URL`);
+  return options.store;
+}

@@ -1,0 +1,24 @@
+// Read access to a store's static files, local or over HTTP. Paths are relative to the root.
+import { LocalStoreReader } from "./local-store.ts";
+import { HttpStoreReader } from "./http-store.ts";
+
+export interface StoreReader {
+  /** The root: a directory path or a URL ending in "/". */
+  readonly location: string;
+  /** Reads a whole file; throws NotFoundError when it does not exist. */
+  read(path: string): Promise<Buffer>;
+  /** The file's size in bytes, or null when it does not exist. */
+  size(path: string): Promise<number | null>;
+  /** The full path or URL of `path`, for messages. */
+  describe(path: string): string;
+  close(): Promise<void>;
+}
+
+export function isUrl(text: string): boolean {
+  return /^https?:\/\//i.test(text);
+}
+
+/** Opens `location` (a directory or an http(s) URL) as a store. */
+export function openStoreReader(location: string): StoreReader {
+  return isUrl(location) ? new HttpStoreReader(location) : new LocalStoreReader(location);
+}
