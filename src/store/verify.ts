@@ -1,0 +1,94 @@
+// `inetboot verify`: every chunk every release references is present and intact.
+import { ChunkCorruptError, ChunkMissingError, ReleaseError } from "./errors.ts";
+import { readCatalog } from "./catalog.ts";
+import { chunkLocation, isZeroChunk, loadChunk } from "./chunks.ts";
+import type { ChunkSource } from "./chunks.ts";
+import { indexPath, releasePath } from "./layout.ts";
+import { mapLimit } from "./parallel.ts";
+import { loadIndex, openRelease } from "./source.ts";
+import type { StoreReader } from "./store-reader.ts";
+import type { TrustPolicy } from "./trust.ts";
+
+export interface VerifyReport {
+  releases: {
+    name: string;
+    revision: number;
+    signer: string | null;
+    verified: boolean;
+    problem: string | null;
+  }[];
+  chunksChecked: number;
+  missing: { id: string; where: string }[];
+  corrupt: { id: string; where: string }[];
+  ok: boolean;
+}
+
+export async function verifyStore(
+  reader: StoreReader,
+  options: {
+    name?: string;
+    policy: TrustPolicy;
+    concurrency?: number;
+    onProgress?: (done: number, total: number) => void;
+  },
+): Promise<VerifyReport> {
+  const catalog = await readCatalog(reader);
+  const names = options.name ? [options.name] : Object.keys(catalog.images).sort();
+  const report: VerifyReport = {
+    releases: [],
+    chunksChecked: 0,
+    missing: [],
+    corrupt: [],
+    ok: true,
+  };
+  if (options.name && !catalog.images[options.name]) {
+    throw new ReleaseError(`Image ${options.name} is not in ${reader.location}`);
+  }
+  const wanted = new Map<string, number>();
+  for (const name of names) {
+    for (const revision of catalog.images[name]) {
+      const entry = {
+        name,
+        revision,
+        signer: null as string | null,
+        verified: false,
+        problem: null as string | null,
+      };
+      report.releases.push(entry);
+      try {
+        const opened = await openRelease(reader, releasePath(name, revision), {
+          policy: options.policy,
+          expect: { name, revision },
+        });
+        entry.signer = opened.trust.signer;
+        entry.verified = opened.trust.verified;
+        const index = await loadIndex(
+          reader,
+          indexPath(opened.release.index),
+          opened.release.index,
+        );
+        for (const c of index.chunks) if (!isZeroChunk(c)) wanted.set(c.id, c.size);
+      } catch (err) {
+        entry.problem = (err as Error).message;
+        report.ok = false;
+      }
+    }
+  }
+  const source: ChunkSource = { reader, prefix: "chunks/" };
+  const ids = [...wanted.keys()];
+  let done = 0;
+  await mapLimit(ids, options.concurrency ?? 8, async (id) => {
+    try {
+      await loadChunk(source, { id, size: wanted.get(id)! });
+    } catch (err) {
+      if (err instanceof ChunkMissingError)
+        report.missing.push({ id, where: reader.describe(chunkLocation(source, id)) });
+      else if (err instanceof ChunkCorruptError) report.corrupt.push({ id, where: err.message });
+      else throw err;
+    }
+    report.chunksChecked++;
+    options.onProgress?.(++done, ids.length);
+  });
+  if (report.missing.length > 0 || report.corrupt.length > 0) report.ok = false;
+  return report;
+}
