@@ -78,7 +78,7 @@ async function readLocation(location: string): Promise<Buffer> {
 /** The store root of a release file at <root>/releases/<NAME>/<REV>.json. */
 function storeRootOf(location: string): string {
   return isUrl(location)
-    ? new URL("../../../", location).href
+    ? new URL("../../", location).href
     : resolve(dirname(location), "..", "..");
 }
 

@@ -1,0 +1,54 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { describe, it } from "node:test";
+import { CAIBX_DEFAULT_FLAGS, decodeBlobIndex, encodeBlobIndex, IndexFormatError } from "./caibx.ts";
+import { DEFAULT_CHUNKER } from "./chunker.ts";
+
+const id = (s: string): string => createHash("sha256").update(s).digest("hex");
+const sample = {
+  flags: CAIBX_DEFAULT_FLAGS,
+  chunker: DEFAULT_CHUNKER,
+  chunks: [
+    { offset: 0, size: 20000, id: id("a") },
+    { offset: 20000, size: 70000, id: id("b") },
+    { offset: 90000, size: 5, id: id("c") },
+  ],
+};
+
+describe("caibx codec", () => {
+  it("round-trips and computes the image size", () => {
+    const bytes = encodeBlobIndex(sample);
+    assert.equal(bytes.length, 48 + 16 + 40 * 4);
+    const back = decodeBlobIndex(bytes);
+    assert.deepEqual(back, { ...sample, size: 90005 });
+  });
+
+  it("encodes an empty image as a header, a table header and a tail", () => {
+    const back = decodeBlobIndex(encodeBlobIndex({ ...sample, chunks: [] }));
+    assert.equal(back.size, 0);
+    assert.deepEqual(back.chunks, []);
+  });
+
+  it("names the file and the problem when the index is truncated", () => {
+    const bytes = encodeBlobIndex(sample);
+    assert.throws(() => decodeBlobIndex(bytes.subarray(0, bytes.length - 7), "x.caibx"), {
+      name: "Error",
+      message: /Cannot decode x\.caibx: chunk table is \d+ bytes, expected a multiple of 40/,
+    });
+    assert.throws(() => decodeBlobIndex(bytes.subarray(0, bytes.length - 40), "x.caibx"), IndexFormatError);
+    assert.throws(() => decodeBlobIndex(Buffer.from("hello"), "x.caibx"), { message: /expected at least 104/ });
+  });
+
+  it("refuses corrupt headers, offsets and SHA-512/256 indexes", () => {
+    const bytes = encodeBlobIndex(sample);
+    const badType = Buffer.from(bytes);
+    badType[8] ^= 1;
+    assert.throws(() => decodeBlobIndex(badType, "i"), { message: /not a \.caibx/ });
+    const backwards = Buffer.from(bytes);
+    backwards.writeBigUInt64LE(10n, 64 + 40); // second chunk ends before the first
+    assert.throws(() => decodeBlobIndex(backwards, "i"), { message: /chunk 1 ends at 10/ });
+    const sha512 = Buffer.from(bytes);
+    sha512.writeBigUInt64LE(0x2000000000000000n, 16);
+    assert.throws(() => decodeBlobIndex(sha512, "i"), { message: /SHA-512\/256/ });
+  });
+});

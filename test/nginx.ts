@@ -1,0 +1,69 @@
+// A real nginx serving a folder on loopback, started and stopped by the test.
+import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import type { TestContext } from "node:test";
+import { requireTool, tempDir } from "./helpers.ts";
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Nginx {
+  url: string;
+  accessLog: string;
+}
+
+/** Starts nginx serving `root` at http://127.0.0.1:PORT/; null when nginx cannot be had. */
+export async function startNginx(t: TestContext, root: string): Promise<Nginx | null> {
+  if (!requireTool(t, "nginx", "nginx-light")) return null;
+  const dir = tempDir(t, "inetboot-nginx-");
+  const port = await freePort();
+  const conf = join(dir, "nginx.conf");
+  writeFileSync(
+    conf,
+    `daemon off;
+${process.getuid?.() === 0 ? "user root;" : ""}
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events { worker_connections 256; }
+http {
+  access_log ${dir}/access.log;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  keepalive_requests 10000;
+  server {
+    listen 127.0.0.1:${port};
+    root ${root};
+  }
+}
+`,
+  );
+  const nginxBin = "/usr/sbin/nginx";
+  const child = spawn(nginxBin, ["-c", conf, "-p", dir], { stdio: "ignore" });
+  t.after(() => {
+    child.kill("SIGTERM");
+  });
+  const url = `http://127.0.0.1:${port}/`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      await fetch(url, { method: "HEAD" });
+      return { url, accessLog: join(dir, "access.log") };
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`nginx did not start on ${url}; see ${dir}/error.log`);
+}
