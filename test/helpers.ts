@@ -23,7 +23,11 @@ export interface RunResult {
   stderr: string;
 }
 
-export function run(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: options.env ?? process.env, cwd: options.cwd });
     let stdout = "";
@@ -44,7 +48,9 @@ export function inetboot(args: string[], env: NodeJS.ProcessEnv = {}): Promise<R
 export async function inetbootOk(args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
   const r = await inetboot(args, env);
   if (r.code !== 0) {
-    throw new Error(`inetboot ${args.join(" ")} exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+    throw new Error(
+      `inetboot ${args.join(" ")} exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`,
+    );
   }
   return r;
 }
@@ -67,10 +73,17 @@ export function requireTool(t: TestContext, cmd: string, pkg: string): boolean {
   if (found()) return true;
   if (process.getuid?.() === 0 && have("apt-get")) {
     try {
-      execFileSync("sh", ["-c", `apt-get install -y -qq ${pkg} || (apt-get update -qq && apt-get install -y -qq ${pkg})`], {
-        stdio: "ignore",
-        env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
-      });
+      execFileSync(
+        "sh",
+        [
+          "-c",
+          `apt-get install -y -qq ${pkg} || (apt-get update -qq && apt-get install -y -qq ${pkg})`,
+        ],
+        {
+          stdio: "ignore",
+          env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+        },
+      );
     } catch {
       // reported below
     }
@@ -84,7 +97,9 @@ export function requireTool(t: TestContext, cmd: string, pkg: string): boolean {
 
 /** Writes a test image from parts: numbers are that many random bytes, {zero: n} n zero bytes. */
 export function writeImage(path: string, parts: (number | { zero: number } | Buffer)[]): Buffer {
-  const buffers = parts.map((p) => (typeof p === "number" ? randomBytes(p) : Buffer.isBuffer(p) ? p : Buffer.alloc(p.zero)));
+  const buffers = parts.map((p) =>
+    typeof p === "number" ? randomBytes(p) : Buffer.isBuffer(p) ? p : Buffer.alloc(p.zero),
+  );
   const data = Buffer.concat(buffers);
   writeFileSync(path, data);
   return data;

@@ -35,14 +35,38 @@ describe("pack and extract round trips", () => {
       const data = writeImage(image, parts);
       const store = join(dir, "store");
       const out = join(dir, "out.bin");
-      await inetbootOk(["pack", image, "--store", store, "--name", "img", "--chunk-size", "16K:64K:256K"]);
-      await inetbootOk(["extract", "img", out, "--store", store, "--insecure", "--state", join(dir, "state.json")]);
+      await inetbootOk([
+        "pack",
+        image,
+        "--store",
+        store,
+        "--name",
+        "img",
+        "--chunk-size",
+        "16K:64K:256K",
+      ]);
+      await inetbootOk([
+        "extract",
+        "img",
+        out,
+        "--store",
+        store,
+        "--insecure",
+        "--state",
+        join(dir, "state.json"),
+      ]);
       assert.ok(readFileSync(out).equals(data), "extracted bytes differ");
-      const zeros = parts.reduce<number>((n, p) => n + (typeof p === "object" && "zero" in p ? p.zero : 0), 0);
+      const zeros = parts.reduce<number>(
+        (n, p) => n + (typeof p === "object" && "zero" in p ? p.zero : 0),
+        0,
+      );
       if (zeros >= 1_000_000) {
         // Holes where the image is zero: far fewer blocks allocated than the size.
         const allocated = statSync(out).blocks * 512;
-        assert.ok(allocated < data.length - zeros / 2, `output allocates ${allocated} of ${data.length} bytes`);
+        assert.ok(
+          allocated < data.length - zeros / 2,
+          `output allocates ${allocated} of ${data.length} bytes`,
+        );
       }
     });
   }
@@ -51,22 +75,43 @@ describe("pack and extract round trips", () => {
     const dir = tempDir(t);
     const store = join(dir, "store");
     const v1 = textLike(3_000_000, 7);
-    const v2 = Buffer.concat([v1.subarray(0, 1_000_000), Buffer.from("a small change"), v1.subarray(1_000_000)]);
+    const v2 = Buffer.concat([
+      v1.subarray(0, 1_000_000),
+      Buffer.from("a small change"),
+      v1.subarray(1_000_000),
+    ]);
     writeFileSync(join(dir, "v1"), v1);
     writeFileSync(join(dir, "v2"), v2);
-    const p1 = JSON.parse((await inetbootOk(["pack", join(dir, "v1"), "--store", store, "--name", "os", "--json"])).stdout) as Record<string, number>;
-    const p2 = JSON.parse((await inetbootOk(["pack", join(dir, "v2"), "--store", store, "--name", "os", "--json"])).stdout) as Record<string, number>;
+    const p1 = JSON.parse(
+      (await inetbootOk(["pack", join(dir, "v1"), "--store", store, "--name", "os", "--json"]))
+        .stdout,
+    ) as Record<string, number>;
+    const p2 = JSON.parse(
+      (await inetbootOk(["pack", join(dir, "v2"), "--store", store, "--name", "os", "--json"]))
+        .stdout,
+    ) as Record<string, number>;
     assert.equal(p1.revision, 1);
     assert.equal(p2.revision, 2);
-    assert.ok(p2.reusedChunks >= p2.chunks - 3, `revision 2 reused only ${p2.reusedChunks} of ${p2.chunks}`);
+    assert.ok(
+      p2.reusedChunks >= p2.chunks - 3,
+      `revision 2 reused only ${p2.reusedChunks} of ${p2.chunks}`,
+    );
     assert.ok(p2.newChunks >= 1 && p2.newChunks <= 3);
 
-    const diff = JSON.parse((await inetbootOk(["diff", "os@1", "os@2", "--store", store, "--json"])).stdout) as Record<string, number>;
+    const diff = JSON.parse(
+      (await inetbootOk(["diff", "os@1", "os@2", "--store", store, "--json"])).stdout,
+    ) as Record<string, number>;
     assert.equal(diff.fetchChunks, p2.newChunks);
-    assert.ok(diff.fetchBytes > 0 && diff.fetchBytes < 600_000, `diff says ${diff.fetchBytes} bytes`);
-    assert.ok(diff.fetchStoredBytes! > 0 && diff.fetchStoredBytes! < diff.fetchBytes);
+    assert.ok(
+      diff.fetchBytes > 0 && diff.fetchBytes < 600_000,
+      `diff says ${diff.fetchBytes} bytes`,
+    );
+    assert.ok(diff.fetchStoredBytes > 0 && diff.fetchStoredBytes < diff.fetchBytes);
 
-    const ls = JSON.parse((await inetbootOk(["ls", "--store", store, "--json"])).stdout) as Record<string, unknown>[];
+    const ls = JSON.parse((await inetbootOk(["ls", "--store", store, "--json"])).stdout) as Record<
+      string,
+      unknown
+    >[];
     assert.deepEqual(
       ls.map((r) => [r.name, r.revision, r.size]),
       [
@@ -80,9 +125,20 @@ describe("pack and extract round trips", () => {
     assert.match(text, /os\s+2\s+2\.86 MiB\s+45\s+unsigned\s+2\.79 MiB \(98%\)/);
 
     // Pinning by revision and the release's own parent link.
-    const r2 = JSON.parse(readFileSync(join(store, "releases/os/2.json"), "utf8")) as { parent: { revision: number } };
+    const r2 = JSON.parse(readFileSync(join(store, "releases/os/2.json"), "utf8")) as {
+      parent: { revision: number };
+    };
     assert.equal(r2.parent.revision, 1);
-    await inetbootOk(["extract", "os@1", join(dir, "o1"), "--store", store, "--insecure", "--state", join(dir, "s.json")]);
+    await inetbootOk([
+      "extract",
+      "os@1",
+      join(dir, "o1"),
+      "--store",
+      store,
+      "--insecure",
+      "--state",
+      join(dir, "s.json"),
+    ]);
     assert.ok(readFileSync(join(dir, "o1")).equals(v1));
   });
 });
@@ -105,7 +161,17 @@ describe("trust", () => {
   it("accepts a release signed by a trusted key, refuses untrusted, unsigned and tampered ones", async (t) => {
     const s = await signedStore(t);
     const out = join(s.dir, "out");
-    await inetbootOk(["extract", "os", out, "--store", s.store, "--trust", s.pub, "--state", s.state]);
+    await inetbootOk([
+      "extract",
+      "os",
+      out,
+      "--store",
+      s.store,
+      "--trust",
+      s.pub,
+      "--state",
+      s.state,
+    ]);
     assert.ok(readFileSync(out).equals(readFileSync(join(s.dir, "v2"))));
 
     const noKey = await inetboot(["extract", "os", out, "--store", s.store, "--state", s.state]);
@@ -114,14 +180,34 @@ describe("trust", () => {
 
     const other = join(s.dir, "other.key");
     await inetbootOk(["keygen", "--out", other]);
-    const wrong = await inetboot(["extract", "os", out, "--store", s.store, "--trust", `${other}.pub`, "--state", s.state]);
+    const wrong = await inetboot([
+      "extract",
+      "os",
+      out,
+      "--store",
+      s.store,
+      "--trust",
+      `${other}.pub`,
+      "--state",
+      s.state,
+    ]);
     assert.equal(wrong.code, 1);
     assert.match(wrong.stderr, /not trusted/);
 
     const release = join(s.store, "releases/os/2.json");
     const original = readFileSync(release, "utf8");
     writeFileSync(release, original.replace('"revision": 2', '"revision": 2 '));
-    const tampered = await inetboot(["extract", "os", out, "--store", s.store, "--trust", s.pub, "--state", s.state]);
+    const tampered = await inetboot([
+      "extract",
+      "os",
+      out,
+      "--store",
+      s.store,
+      "--trust",
+      s.pub,
+      "--state",
+      s.state,
+    ]);
     assert.equal(tampered.code, 1);
     assert.match(tampered.stderr, /Refusing release .*2\.json: .*does not match the signed file/);
     assert.doesNotMatch(tampered.stderr, /\n\s+at /, "no stack trace");
@@ -129,7 +215,17 @@ describe("trust", () => {
 
     writeImage(join(s.dir, "v3"), [1000]);
     await inetbootOk(["pack", join(s.dir, "v3"), "--store", s.store, "--name", "os"]);
-    const unsigned = await inetboot(["extract", "os", out, "--store", s.store, "--trust", s.pub, "--state", s.state]);
+    const unsigned = await inetboot([
+      "extract",
+      "os",
+      out,
+      "--store",
+      s.store,
+      "--trust",
+      s.pub,
+      "--state",
+      s.state,
+    ]);
     assert.equal(unsigned.code, 1);
     assert.match(unsigned.stderr, /is not signed .*pass --insecure/);
     await inetbootOk(["extract", "os", out, "--store", s.store, "--insecure", "--state", s.state]);
@@ -138,18 +234,67 @@ describe("trust", () => {
   it("never moves to a lower revision unless the release is pinned by digest", async (t) => {
     const s = await signedStore(t);
     const out = join(s.dir, "out");
-    await inetbootOk(["extract", "os@2", out, "--store", s.store, "--trust", s.pub, "--state", s.state]);
-    const down = await inetboot(["extract", "os@1", out, "--store", s.store, "--trust", s.pub, "--state", s.state]);
+    await inetbootOk([
+      "extract",
+      "os@2",
+      out,
+      "--store",
+      s.store,
+      "--trust",
+      s.pub,
+      "--state",
+      s.state,
+    ]);
+    const down = await inetboot([
+      "extract",
+      "os@1",
+      out,
+      "--store",
+      s.store,
+      "--trust",
+      s.pub,
+      "--state",
+      s.state,
+    ]);
     assert.equal(down.code, 1);
-    assert.match(down.stderr, /revision 2 was already accepted .*pin the release: os@sha256:[0-9a-f]{64}/);
+    assert.match(
+      down.stderr,
+      /revision 2 was already accepted .*pin the release: os@sha256:[0-9a-f]{64}/,
+    );
     const pin = /os@sha256:[0-9a-f]{64}/.exec(down.stderr)![0];
-    await inetbootOk(["extract", pin, out, "--store", s.store, "--trust", s.pub, "--state", s.state]);
+    await inetbootOk([
+      "extract",
+      pin,
+      out,
+      "--store",
+      s.store,
+      "--trust",
+      s.pub,
+      "--state",
+      s.state,
+    ]);
     assert.ok(readFileSync(out).equals(readFileSync(join(s.dir, "v1"))));
 
     // A release file replaced by an older signed one is refused for its path mismatch.
-    writeFileSync(join(s.store, "releases/os/2.json"), readFileSync(join(s.store, "releases/os/1.json")));
-    writeFileSync(join(s.store, "releases/os/2.json.minisig"), readFileSync(join(s.store, "releases/os/1.json.minisig")));
-    const moved = await inetboot(["extract", "os@2", out, "--store", s.store, "--trust", s.pub, "--state", join(s.dir, "fresh.json")]);
+    writeFileSync(
+      join(s.store, "releases/os/2.json"),
+      readFileSync(join(s.store, "releases/os/1.json")),
+    );
+    writeFileSync(
+      join(s.store, "releases/os/2.json.minisig"),
+      readFileSync(join(s.store, "releases/os/1.json.minisig")),
+    );
+    const moved = await inetboot([
+      "extract",
+      "os@2",
+      out,
+      "--store",
+      s.store,
+      "--trust",
+      s.pub,
+      "--state",
+      join(s.dir, "fresh.json"),
+    ]);
     assert.equal(moved.code, 1);
     assert.match(moved.stderr, /describes os revision 1, expected os revision 2/);
   });
@@ -157,7 +302,15 @@ describe("trust", () => {
   it("reads a release given as a file path", async (t) => {
     const s = await signedStore(t);
     const out = join(s.dir, "out");
-    await inetbootOk(["extract", join(s.store, "releases/os/1.json"), out, "--trust", s.pub, "--state", s.state]);
+    await inetbootOk([
+      "extract",
+      join(s.store, "releases/os/1.json"),
+      out,
+      "--trust",
+      s.pub,
+      "--state",
+      s.state,
+    ]);
     assert.ok(readFileSync(out).equals(readFileSync(join(s.dir, "v1"))));
   });
 });
@@ -185,11 +338,23 @@ describe("faults", () => {
     assert.match(v.stdout, /1 corrupt — FAILED/);
 
     const out = join(p.dir, "out");
-    const e = await inetboot(["extract", "img", out, "--store", p.store, "--insecure", "--state", p.state]);
+    const e = await inetboot([
+      "extract",
+      "img",
+      out,
+      "--store",
+      p.store,
+      "--insecure",
+      "--state",
+      p.state,
+    ]);
     assert.equal(e.code, 1);
     assert.match(e.stderr, new RegExp(`Chunk ${id} is corrupt`));
     assert.equal(existsSync(out), false, "a failed extract must not leave the output file");
-    assert.deepEqual(readdirSync(p.dir).filter((f) => f.endsWith(".tmp")), []);
+    assert.deepEqual(
+      readdirSync(p.dir).filter((f) => f.endsWith(".tmp")),
+      [],
+    );
   });
 
   it("a missing chunk is reported by name", async (t) => {
@@ -210,19 +375,46 @@ describe("faults", () => {
     const index = onlyIndex(p.store);
     const idx = readFileSync(index);
     writeFileSync(join(p.dir, "cut.caibx"), idx.subarray(0, idx.length - 13));
-    const bad = await inetboot(["extract", join(p.dir, "cut.caibx"), join(p.dir, "o"), "--store", p.store]);
+    const bad = await inetboot([
+      "extract",
+      join(p.dir, "cut.caibx"),
+      join(p.dir, "o"),
+      "--store",
+      p.store,
+    ]);
     assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /Cannot decode .*cut\.caibx: chunk table is \d+ bytes, expected a multiple of 40/);
+    assert.match(
+      bad.stderr,
+      /Cannot decode .*cut\.caibx: chunk table is \d+ bytes, expected a multiple of 40/,
+    );
     assert.doesNotMatch(bad.stderr, /\n\s+at /);
 
     writeFileSync(index, idx.subarray(0, 100));
-    const viaRelease = await inetboot(["extract", "img", join(p.dir, "o"), "--store", p.store, "--insecure", "--state", p.state]);
+    const viaRelease = await inetboot([
+      "extract",
+      "img",
+      join(p.dir, "o"),
+      "--store",
+      p.store,
+      "--insecure",
+      "--state",
+      p.state,
+    ]);
     assert.equal(viaRelease.code, 1);
     assert.match(viaRelease.stderr, /Index .*\.caibx does not match the digest its release names/);
 
     const release = join(p.store, "releases/img/1.json");
     writeFileSync(release, readFileSync(release).subarray(0, 50));
-    const r = await inetboot(["extract", "img", join(p.dir, "o"), "--store", p.store, "--insecure", "--state", p.state]);
+    const r = await inetboot([
+      "extract",
+      "img",
+      join(p.dir, "o"),
+      "--store",
+      p.store,
+      "--insecure",
+      "--state",
+      p.state,
+    ]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /Cannot read release .*releases\/img\/1\.json: not valid JSON/);
     assert.doesNotMatch(r.stderr, /\n\s+at /);
@@ -234,27 +426,45 @@ describe("faults", () => {
     const image = join(dir, "image");
     // Big enough that the kill lands mid-pack; compressible so chunks are not trivial.
     writeFileSync(image, Buffer.concat([textLike(40 << 20, 3), textLike(40 << 20, 4)]));
-    const child = spawn(process.execPath, [CLI, "pack", image, "--store", store, "--name", "img"], { stdio: "ignore" });
+    const child = spawn(process.execPath, [CLI, "pack", image, "--store", store, "--name", "img"], {
+      stdio: "ignore",
+    });
     // Kill once some chunks exist.
     for (let i = 0; i < 400; i++) {
       await new Promise((r) => setTimeout(r, 25));
-      if (existsSync(join(store, "chunks")) && readdirSync(join(store, "chunks")).length > 20) break;
+      if (existsSync(join(store, "chunks")) && readdirSync(join(store, "chunks")).length > 20)
+        break;
     }
     child.kill("SIGKILL");
     await new Promise((r) => child.on("close", r));
-    const before = existsSync(join(store, "chunks")) ? chunkFiles(store).filter((f) => f.endsWith(".cacnk")) : [];
+    const before = existsSync(join(store, "chunks"))
+      ? chunkFiles(store).filter((f) => f.endsWith(".cacnk"))
+      : [];
     assert.ok(before.length > 0, "the pack was killed before it stored anything");
-    assert.equal(existsSync(join(store, "releases/img/latest")), false, "a killed pack must not publish");
+    assert.equal(
+      existsSync(join(store, "releases/img/latest")),
+      false,
+      "a killed pack must not publish",
+    );
 
     // Every chunk under its final name is complete and intact.
     const { verifyChunk } = await import("../src/store/chunks.ts");
     for (const f of before) {
       const data = zstdDecompressSync(readFileSync(f));
-      await verifyChunk(readFileSync(f), { id: f.split("/").pop()!.replace(".cacnk", ""), size: data.length }, f);
+      await verifyChunk(
+        readFileSync(f),
+        { id: f.split("/").pop()!.replace(".cacnk", ""), size: data.length },
+        f,
+      );
     }
 
-    const rerun = JSON.parse((await inetbootOk(["pack", image, "--store", store, "--name", "img", "--json"])).stdout) as Record<string, number>;
-    assert.ok(rerun.reusedChunks >= before.length, `re-run reused ${rerun.reusedChunks}, expected at least ${before.length}`);
+    const rerun = JSON.parse(
+      (await inetbootOk(["pack", image, "--store", store, "--name", "img", "--json"])).stdout,
+    ) as Record<string, number>;
+    assert.ok(
+      rerun.reusedChunks >= before.length,
+      `re-run reused ${rerun.reusedChunks}, expected at least ${before.length}`,
+    );
     assert.equal(rerun.revision, 1);
     await inetbootOk(["verify", "--store", store]);
     // gc clears the temporary files the killed pack left (with no grace period).
@@ -276,7 +486,9 @@ describe("gc", () => {
       await inetbootOk(["pack", join(dir, `v${i}`), "--store", store, "--name", "img"]);
     }
     const count = chunkFiles(store).length;
-    const dry = JSON.parse((await inetbootOk(["gc", "--store", store, "--keep", "1", "--grace", "0", "--json"])).stdout) as {
+    const dry = JSON.parse(
+      (await inetbootOk(["gc", "--store", store, "--keep", "1", "--grace", "0", "--json"])).stdout,
+    ) as {
       releases: string[];
       chunks: string[];
       deleted: boolean;
@@ -285,19 +497,32 @@ describe("gc", () => {
     assert.ok(dry.chunks.length > 0);
     assert.equal(chunkFiles(store).length, count, "a dry run deletes nothing");
 
-    const grace = JSON.parse((await inetbootOk(["gc", "--store", store, "--keep", "1", "--json"])).stdout) as { chunks: string[]; recentKept: number };
+    const grace = JSON.parse(
+      (await inetbootOk(["gc", "--store", store, "--keep", "1", "--json"])).stdout,
+    ) as { chunks: string[]; recentKept: number };
     assert.equal(grace.chunks.length, 0, "fresh chunks are inside the grace period");
     assert.equal(grace.recentKept, dry.chunks.length);
 
     await inetbootOk(["gc", "--store", store, "--keep", "1", "--grace", "0", "--yes"]);
     assert.equal(chunkFiles(store).length, count - dry.chunks.length);
-    const ls = JSON.parse((await inetbootOk(["ls", "--store", store, "--json"])).stdout) as { revision: number }[];
+    const ls = JSON.parse((await inetbootOk(["ls", "--store", store, "--json"])).stdout) as {
+      revision: number;
+    }[];
     assert.deepEqual(
       ls.map((r) => r.revision),
       [3],
     );
     await inetbootOk(["verify", "--store", store]);
-    await inetbootOk(["extract", "img", join(dir, "o"), "--store", store, "--insecure", "--state", join(dir, "s")]);
+    await inetbootOk([
+      "extract",
+      "img",
+      join(dir, "o"),
+      "--store",
+      store,
+      "--insecure",
+      "--state",
+      join(dir, "s"),
+    ]);
     assert.ok(readFileSync(join(dir, "o")).equals(readFileSync(join(dir, "v3"))));
   });
 });

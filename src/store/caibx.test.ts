@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
-import { CAIBX_DEFAULT_FLAGS, decodeBlobIndex, encodeBlobIndex, IndexFormatError } from "./caibx.ts";
+import {
+  CAIBX_DEFAULT_FLAGS,
+  decodeBlobIndex,
+  encodeBlobIndex,
+  IndexFormatError,
+} from "./caibx.ts";
 import { DEFAULT_CHUNKER } from "./chunker.ts";
 
 const id = (s: string): string => createHash("sha256").update(s).digest("hex");
@@ -35,8 +40,13 @@ describe("caibx codec", () => {
       name: "Error",
       message: /Cannot decode x\.caibx: chunk table is \d+ bytes, expected a multiple of 40/,
     });
-    assert.throws(() => decodeBlobIndex(bytes.subarray(0, bytes.length - 40), "x.caibx"), IndexFormatError);
-    assert.throws(() => decodeBlobIndex(Buffer.from("hello"), "x.caibx"), { message: /expected at least 104/ });
+    assert.throws(
+      () => decodeBlobIndex(bytes.subarray(0, bytes.length - 40), "x.caibx"),
+      IndexFormatError,
+    );
+    assert.throws(() => decodeBlobIndex(Buffer.from("hello"), "x.caibx"), {
+      message: /expected at least 104/,
+    });
   });
 
   it("refuses corrupt headers, offsets and SHA-512/256 indexes", () => {

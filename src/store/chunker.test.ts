@@ -1,12 +1,18 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
-import { ChunkerParamsError, createChunker, DEFAULT_CHUNKER, discriminatorFor, parseChunkSize } from "./chunker.ts";
+import {
+  ChunkerParamsError,
+  createChunker,
+  DEFAULT_CHUNKER,
+  discriminatorFor,
+  parseChunkSize,
+} from "./chunker.ts";
 
 function cutAll(data: Buffer, params = DEFAULT_CHUNKER): number[] {
   const chunker = createChunker(params);
   const cuts: number[] = [];
-  for (let s = 0; s < data.length; ) {
+  for (let s = 0; s < data.length;) {
     s = chunker.findCut(data, s, data.length);
     cuts.push(s);
   }
@@ -39,7 +45,8 @@ describe("chunker", () => {
     for (const [i, cut] of cuts.entries()) {
       const size = cut - prev;
       assert.ok(size <= DEFAULT_CHUNKER.max, `chunk ${i} is ${size} bytes`);
-      if (i < cuts.length - 1) assert.ok(size >= DEFAULT_CHUNKER.min, `chunk ${i} is ${size} bytes`);
+      if (i < cuts.length - 1)
+        assert.ok(size >= DEFAULT_CHUNKER.min, `chunk ${i} is ${size} bytes`);
       prev = cut;
     }
     assert.equal(cuts.at(-1), data.length);
@@ -54,7 +61,10 @@ describe("chunker", () => {
     const a = new Set(cutAll(base).map((c) => c + 1000));
     const b = cutAll(shifted);
     const common = b.filter((c) => a.has(c)).length;
-    assert.ok(common >= b.length - 3, `only ${common} of ${b.length} cut points survived a 1000-byte insertion`);
+    assert.ok(
+      common >= b.length - 3,
+      `only ${common} of ${b.length} cut points survived a 1000-byte insertion`,
+    );
   });
 
   it("returns whatever remains as the last chunk, including tiny and empty tails", () => {

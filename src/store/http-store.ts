@@ -61,7 +61,8 @@ export class HttpStoreReader implements StoreReader {
       return r;
     });
     if (res.statusCode === 404 || res.statusCode === 410) return null;
-    if (res.statusCode !== 200) throw new FetchError(`HEAD ${url} answered HTTP ${res.statusCode}, expected 200`);
+    if (res.statusCode !== 200)
+      throw new FetchError(`HEAD ${url} answered HTTP ${res.statusCode}, expected 200`);
     const length = Number(res.headers["content-length"]);
     if (!Number.isSafeInteger(length)) {
       throw new FetchError(`HEAD ${url}: the server sent no Content-Length`);

@@ -21,7 +21,10 @@ describe("minisign", () => {
     assert.ok(pub.key.equals(sk.key) && pub.keyId.equals(sk.keyId));
     const back = decodeSecretKey(encodeSecretKey(sk));
     assert.ok(back.seed.equals(sk.seed) && back.key.equals(sk.key));
-    assert.match(encodePublicKey(sk), new RegExp(`minisign public key ${formatKeyId(sk.keyId)}\\n`));
+    assert.match(
+      encodePublicKey(sk),
+      new RegExp(`minisign public key ${formatKeyId(sk.keyId)}\\n`),
+    );
   });
 
   it("verifies its own signatures and returns the trusted comment", () => {
@@ -35,8 +38,12 @@ describe("minisign", () => {
     });
     const lines = sig.split("\n");
     lines[2] = "trusted comment: timestamp:2\tfile:1.json";
-    assert.throws(() => verifySignature(message, lines.join("\n"), { trusted: [sk] }), { message: /trusted comment was altered/ });
-    assert.throws(() => verifySignature(message, sig, { trusted: [generateKeyPair()] }), { message: /not trusted/ });
+    assert.throws(() => verifySignature(message, lines.join("\n"), { trusted: [sk] }), {
+      message: /trusted comment was altered/,
+    });
+    assert.throws(() => verifySignature(message, sig, { trusted: [generateKeyPair()] }), {
+      message: /not trusted/,
+    });
   });
 
   it("verifies a signature made by the minisign tool (fixed vector)", () => {
@@ -49,12 +56,21 @@ describe("minisign", () => {
       "sgb2ptQNgtzzlcjwYjdo6YE++nmRE7lYDhpTamCqEDeLzVjmUfoBdsLCHxnINdGXsWfNdBrRBqPtf53vhayrAg==",
       "",
     ].join("\n");
-    assert.equal(verifySignature(Buffer.from("hello release\n"), minisig, { trusted: [pub] }).trustedComment, "tc here");
+    assert.equal(
+      verifySignature(Buffer.from("hello release\n"), minisig, { trusted: [pub] }).trustedComment,
+      "tc here",
+    );
   });
 
   it("rejects malformed keys and signatures with what was expected", () => {
-    assert.throws(() => decodePublicKey("garbage", "k.pub"), { message: /Cannot read k\.pub: expected a minisign public key/ });
-    assert.throws(() => decodeSecretKey("garbage", "k"), { message: /expected an inetboot secret key/ });
-    assert.throws(() => verifySignature(message, "x\ny", { trusted: [sk] }), { message: /expected a minisign signature/ });
+    assert.throws(() => decodePublicKey("garbage", "k.pub"), {
+      message: /Cannot read k\.pub: expected a minisign public key/,
+    });
+    assert.throws(() => decodeSecretKey("garbage", "k"), {
+      message: /expected an inetboot secret key/,
+    });
+    assert.throws(() => verifySignature(message, "x\ny", { trusted: [sk] }), {
+      message: /expected a minisign signature/,
+    });
   });
 });
