@@ -167,14 +167,15 @@ export function buildProgram(): Command {
             ),
         });
         bar.done();
-        if (opts.json) return printJson(s);
+        const peakRssBytes = process.resourceUsage().maxRSS * 1024;
+        if (opts.json) return printJson({ ...s, peakRssBytes });
         console.log(
           [
             `Packed ${image} as ${s.name} revision ${s.revision}${s.signed ? " (signed)" : " (unsigned: pass --key to sign)"}`,
             `  size        ${formatBytes(s.size)} in ${s.chunks} chunks (${s.uniqueChunks} unique, ${s.zeroChunks} all-zero)`,
             `  new         ${s.newChunks} chunks, ${formatBytes(s.storedBytes)} stored; ${s.reusedChunks} reused`,
             `  dedup ratio ${Number.isFinite(s.dedupRatio) ? s.dedupRatio.toFixed(2) : "all reused"} (image bytes per stored byte)`,
-            `  time        ${s.seconds.toFixed(2)} s, ${formatRate(s.size, s.seconds)}`,
+            `  time        ${s.seconds.toFixed(2)} s, ${formatRate(s.size, s.seconds)}, peak memory ${formatBytes(peakRssBytes)}`,
             `  release     ${s.releasePath} sha256:${s.releaseDigest}`,
           ].join("\n"),
         );

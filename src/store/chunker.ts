@@ -85,6 +85,22 @@ function rol32(x: number, n: number): number {
   return s === 0 ? x >>> 0 : ((x << s) | (x >>> (32 - s))) >>> 0;
 }
 
+const ZERO_BLOCK = new Uint8Array(64 * 1024);
+
+function isZero(data: Uint8Array, from: number, to: number): boolean {
+  return Buffer.compare(data.subarray(from, to), ZERO_BLOCK.subarray(0, to - from)) === 0;
+}
+
+/** The first index in [from, limit) whose byte is not zero, or `limit`. */
+function zeroRunEnd(data: Uint8Array, from: number, limit: number): number {
+  let pos = from;
+  for (const step of [ZERO_BLOCK.length, 4096, 64]) {
+    while (pos + step <= limit && isZero(data, pos, pos + step)) pos += step;
+  }
+  while (pos < limit && data[pos] === 0) pos++;
+  return pos;
+}
+
 /** Precomputed per-parameter state so the hot loop does no setup work. */
 export interface Chunker {
   readonly params: ChunkerParams;
@@ -107,6 +123,26 @@ export function createChunker(params: ChunkerParams = DEFAULT_CHUNKER): Chunker 
   // casync skips hashing the first (min - window) bytes of each chunk: the first cut test
   // happens once the chunk is `min` bytes long, over the window of its last 48 bytes.
   const firstTest = Math.max(min, WINDOW_SIZE);
+  // Over a window of zeros the rolling hash is a constant. When that constant is not a cut,
+  // a run of zeros cannot hold a cut before `max`, so the scan can jump over it at memcmp speed
+  // (disk images are mostly zeros). Same cut points, much less work.
+  let hZero = 0;
+  for (let i = 0; i < WINDOW_SIZE; i++) hZero = (((hZero << 1) | (hZero >>> 31)) ^ table[0]) >>> 0;
+  const zeroSkip = hZero % discriminator !== target;
+
+  // The hot loop. `discriminator` and the tables are constants of this closure, which lets the
+  // JIT turn the modulo into a multiplication (5x faster than a generic modulo here).
+  let rolled = 0;
+  const roll = (data: Uint8Array, from: number, to: number, h0: number): number => {
+    let h = h0;
+    for (let pos = from; pos < to;) {
+      h = (((h << 1) | (h >>> 31)) ^ outTable[data[pos - WINDOW_SIZE]] ^ table[data[pos]]) >>> 0;
+      pos++;
+      if (h % discriminator === target) return pos;
+    }
+    rolled = h;
+    return -1;
+  };
 
   return {
     params: { ...params },
@@ -121,9 +157,16 @@ export function createChunker(params: ChunkerParams = DEFAULT_CHUNKER): Chunker 
       }
       if (pos - start >= max || h % discriminator === target) return pos;
       while (pos < limit) {
-        h = (((h << 1) | (h >>> 31)) ^ outTable[data[pos - WINDOW_SIZE]] ^ table[data[pos]]) >>> 0;
-        pos++;
-        if (h % discriminator === target) return pos;
+        // Between blocks: jump over a run of zeros (tested once per block, off the hot loop).
+        if (h === hZero && zeroSkip && isZero(data, pos - WINDOW_SIZE, pos)) {
+          pos = zeroRunEnd(data, pos, limit);
+          if (pos >= limit) return limit;
+        }
+        const blockEnd = Math.min(limit, pos + 4096);
+        const cut = roll(data, pos, blockEnd, h);
+        if (cut >= 0) return cut;
+        pos = blockEnd;
+        h = rolled;
       }
       return limit;
     },

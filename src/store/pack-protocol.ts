@@ -18,6 +18,8 @@ export interface PackBatch {
 /** Per chunk: its id, how it was handled, and the compressed bytes written (0 unless new). */
 export interface PackBatchResult {
   seq: number;
+  /** The batch's buffer, handed back for reuse so memory stays flat. */
+  buffer: ArrayBuffer;
   ids: string[];
   kinds: Uint8Array;
   stored: number[];

@@ -41,6 +41,7 @@ parentPort!.on("message", (batch: PackBatch) => {
   const n = batch.cuts.length;
   const result: PackBatchResult = {
     seq: batch.seq,
+    buffer: batch.buffer,
     ids: new Array<string>(n),
     kinds: new Uint8Array(n),
     stored: new Array<number>(n),
@@ -59,5 +60,5 @@ parentPort!.on("message", (batch: PackBatch) => {
     result.stored[i] = Math.max(stored, 0);
     s = e;
   }
-  parentPort!.postMessage(result);
+  parentPort!.postMessage(result, [batch.buffer]);
 });

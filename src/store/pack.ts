@@ -171,9 +171,11 @@ export async function packImage(image: string, options: PackOptions): Promise<Pa
     let seq = 0;
     let imageOffset = 0;
     let carry = Buffer.alloc(0);
+    // Read buffers come back from the workers and are reused: memory stays flat.
+    const spare: ArrayBuffer[] = [];
     let eof = false;
     while (!eof || carry.length > 0) {
-      const buf = Buffer.allocUnsafeSlow(PACK_READ_SIZE + params.max);
+      const buf = Buffer.from(spare.pop() ?? new ArrayBuffer(PACK_READ_SIZE + params.max));
       carry.copy(buf, 0);
       let end = carry.length;
       while (!eof && end < buf.length) {
@@ -199,6 +201,7 @@ export async function packImage(image: string, options: PackOptions): Promise<Pa
       batchSizes.set(batch.seq, { offset: imageOffset, cuts: batch.cuts, start: batch.start });
       imageOffset += s;
       const job = pool.run(batch).then((r) => {
+        spare.push(r.buffer);
         pending.set(r.seq, r);
         flush();
       });
