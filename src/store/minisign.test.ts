@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
   decodePublicKey,
@@ -10,6 +13,7 @@ import {
   signMessage,
   verifySignature,
 } from "./minisign.ts";
+import { loadTrustedKeys } from "./trust.ts";
 
 describe("minisign", () => {
   const sk = generateKeyPair();
@@ -71,6 +75,25 @@ describe("minisign", () => {
     });
     assert.throws(() => verifySignature(message, "x\ny", { trusted: [sk] }), {
       message: /expected a minisign signature/,
+    });
+  });
+});
+
+describe("trusted keys", () => {
+  it("loads a key line, a .pub file and a file of several keys", (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "keys-"));
+    t.after(() => rmSync(dir, { recursive: true }));
+    const [a, b] = [generateKeyPair(), generateKeyPair()];
+    writeFileSync(join(dir, "a.pub"), encodePublicKey(a));
+    const bLine = encodePublicKey(b).split("\n")[1];
+    writeFileSync(join(dir, "trusted"), `# fleet keys\n${encodePublicKey(a)}${bLine}\n`);
+    const ids = (values: string[]): string[] =>
+      loadTrustedKeys(values).map((k) => formatKeyId(k.keyId));
+    assert.deepEqual(ids([bLine]), [formatKeyId(b.keyId)]);
+    assert.deepEqual(ids([join(dir, "a.pub")]), [formatKeyId(a.keyId)]);
+    assert.deepEqual(ids([join(dir, "trusted")]), [formatKeyId(a.keyId), formatKeyId(b.keyId)]);
+    assert.throws(() => loadTrustedKeys([join(dir, "missing")]), {
+      message: /Cannot read trusted key .*missing/,
     });
   });
 });

@@ -35,17 +35,27 @@ export function defaultStatePath(): string {
   return join(dir, "accepted-releases.json");
 }
 
-/** Reads `--trust` values: a path to a minisign .pub file, or the key's base64 line itself. */
+/**
+ * Reads `--trust` values: the base64 line of a minisign public key, a `.pub` file, or a
+ * trusted-keys file holding several keys (one base64 line each; comment lines are ignored).
+ */
 export function loadTrustedKeys(values: readonly string[]): PublicKey[] {
-  return values.map((value) => {
-    if (/^RW[A-Za-z0-9+/=]{54}$/.test(value.trim())) return decodePublicKey(value, "--trust key");
+  return values.flatMap((value) => {
+    if (/^RW[A-Za-z0-9+/=]{54}$/.test(value.trim())) return [decodePublicKey(value, "--trust key")];
     let text: string;
     try {
       text = readFileSync(value, "utf8");
     } catch (err) {
       throw new ReleaseError(`Cannot read trusted key ${value}: ${(err as Error).message}`);
     }
-    return decodePublicKey(text, value);
+    const keyLines = text
+      .split(/\r?\n/)
+      .map((l) => l.trim())
+      .filter((l) => l !== "" && !l.startsWith("#") && !l.startsWith("untrusted comment:"));
+    if (keyLines.length === 0) throw new ReleaseError(`Trusted keys file ${value} holds no key`);
+    return keyLines.map((line, i) =>
+      decodePublicKey(line, keyLines.length > 1 ? `${value} key ${i + 1}` : value),
+    );
   });
 }
 
