@@ -60,16 +60,15 @@ export function parseSource(source: string): SourceSpec {
   return { kind: "name", name: m[1], revision: m[2] ? Number(m[2]) : undefined, digest: m[3] };
 }
 
-/** Reads a file given as a local path or URL, with errors that name it. */
-async function readLocation(location: string): Promise<Buffer> {
-  const reader = openStoreReader(
-    isUrl(location) ? new URL(".", location).href : dirname(resolve(location)),
-  );
+/** Runs `fn` with a reader on the folder of a local path or URL, and the file's name in it. */
+async function inFolderOf<T>(
+  location: string,
+  fn: (reader: StoreReader, file: string) => Promise<T>,
+): Promise<T> {
+  const full = isUrl(location) ? new URL(location).href : resolve(location);
+  const reader = openStoreReader(isUrl(full) ? new URL(".", full).href : dirname(full));
   try {
-    const base = isUrl(location)
-      ? new URL(location).pathname.split("/").pop()!
-      : resolve(location).split("/").pop()!;
-    return await reader.read(base);
+    return await fn(reader, decodeURIComponent(full.split("/").pop()!));
   } finally {
     await reader.close();
   }
@@ -80,6 +79,17 @@ function storeRootOf(location: string): string {
   return isUrl(location)
     ? new URL("../../", location).href
     : resolve(dirname(location), "..", "..");
+}
+
+/** Reads a file the caller cannot do without; absence is a ReleaseError naming `what` and where. */
+async function readRequired(reader: StoreReader, path: string, what: string): Promise<Buffer> {
+  try {
+    return await reader.read(path);
+  } catch (err) {
+    if (err instanceof NotFoundError)
+      throw new ReleaseError(`${what} not found: ${reader.describe(path)}`);
+    throw err;
+  }
 }
 
 async function readOptional(reader: StoreReader, path: string): Promise<Buffer | null> {
@@ -103,13 +113,7 @@ export async function openRelease(
   },
 ): Promise<OpenedRelease> {
   const where = reader.describe(path);
-  let bytes: Buffer;
-  try {
-    bytes = await reader.read(path);
-  } catch (err) {
-    if (err instanceof NotFoundError) throw new ReleaseError(`Release not found: ${where}`);
-    throw err;
-  }
+  const bytes = await readRequired(reader, path, "Release");
   const digest = sha256Hex(bytes);
   if (options.pinnedDigest && digest !== options.pinnedDigest) {
     throw new ReleaseError(
@@ -160,13 +164,7 @@ export async function loadIndex(
   expectDigest?: string,
 ): Promise<BlobIndex> {
   const where = reader.describe(path);
-  let bytes: Buffer;
-  try {
-    bytes = await reader.read(path);
-  } catch (err) {
-    if (err instanceof NotFoundError) throw new ReleaseError(`Index not found: ${where}`);
-    throw err;
-  }
+  const bytes = await readRequired(reader, path, "Index");
   if (expectDigest && sha256Hex(bytes) !== expectDigest) {
     throw new ReleaseError(
       `Index ${where} does not match the digest its release names (corrupt or replaced)`,
@@ -196,7 +194,8 @@ export async function openImage(source: string, options: OpenOptions): Promise<O
         `Source ${source} is a bare index: pass --store DIR|URL where its chunks are`,
       );
     }
-    const index = decodeBlobIndex(await readLocation(spec.location), spec.location);
+    const bytes = await inFolderOf(spec.location, (r, file) => readRequired(r, file, "Index"));
+    const index = decodeBlobIndex(bytes, spec.location);
     const reader = openStoreReader(options.store);
     return {
       label: spec.location,
@@ -214,16 +213,9 @@ export async function openImage(source: string, options: OpenOptions): Promise<O
   try {
     let release: OpenedRelease;
     if (spec.kind === "release-file") {
-      const base = isUrl(spec.location) ? new URL(spec.location).href : resolve(spec.location);
-      const fileReader = openStoreReader(isUrl(base) ? new URL(".", base).href : dirname(base));
-      try {
-        release = await openRelease(fileReader, base.split("/").pop()!, {
-          policy: options.policy,
-          record: options.record,
-        });
-      } finally {
-        await fileReader.close();
-      }
+      release = await inFolderOf(spec.location, (r, file) =>
+        openRelease(r, file, { policy: options.policy, record: options.record }),
+      );
     } else {
       let revision = spec.revision;
       if (spec.digest) revision = await findByDigest(reader, spec.name, spec.digest);
