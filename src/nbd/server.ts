@@ -1,0 +1,453 @@
+// An NBD server (fixed newstyle) exporting block devices to QEMU, the Linux kernel's nbd
+// client, libnbd tools and nbdfuse. Many requests in flight per connection, replies out of
+// order, bytes in flight capped per connection and per server (slow clients are back-pressured).
+import { createServer } from "node:net";
+import type { AddressInfo, Server, Socket } from "node:net";
+import { rm } from "node:fs/promises";
+import { OutOfRangeError, ReadOnlyError } from "../block/block-device.ts";
+import type { BlockDevice } from "../block/block-device.ts";
+import { silentLogger } from "../log.ts";
+import type { Logger } from "../log.ts";
+import { ByteQueue, ConnectionClosedError } from "./byte-queue.ts";
+import * as P from "./protocol.ts";
+
+export interface NbdExport {
+  name: string;
+  description?: string;
+  device: BlockDevice;
+}
+
+export interface NbdServerOptions {
+  exports: NbdExport[];
+  logger?: Logger;
+  /** Largest READ or WRITE accepted (bigger get EOVERFLOW/EINVAL). */
+  maxRequestBytes?: number;
+  /** Bytes of requests being served per connection before it stops reading new ones. */
+  maxInFlightPerConnection?: number;
+  /** The same, summed over all connections. */
+  maxInFlightPerServer?: number;
+}
+
+export const DEFAULT_NBD_OPTIONS = Object.freeze({
+  maxRequestBytes: 32 * 1024 * 1024,
+  maxInFlightPerConnection: 64 * 1024 * 1024,
+  maxInFlightPerServer: 256 * 1024 * 1024,
+});
+
+/** Where to listen: `unix:PATH` or `tcp:HOST:PORT` (see parseListen). */
+export type ListenAddress = { path: string } | { host: string; port: number };
+
+export function parseListen(text: string): ListenAddress {
+  if (text.startsWith("unix:")) return { path: text.slice(5) };
+  const m = /^(?:tcp:)?(\[[^\]]+\]|[^:]+):(\d+)$/.exec(text);
+  if (!m) throw new Error(`Cannot parse listen address "${text}": expected unix:PATH or tcp:HOST:PORT`);
+  return { host: m[1].replace(/^\[|\]$/g, ""), port: Number(m[2]) };
+}
+
+/** The NBD URI clients use for an export at an address (nbd://, nbd+unix://). */
+export function nbdUri(address: ListenAddress, exportName: string): string {
+  const name = encodeURIComponent(exportName);
+  if ("path" in address) return `nbd+unix:///${name}?socket=${address.path}`;
+  const host = address.host.includes(":") ? `[${address.host}]` : address.host;
+  return `nbd://${host}:${address.port}/${name}`;
+}
+
+const BASE_ALLOCATION_ID = 1;
+
+export class NbdServer {
+  readonly #exports = new Map<string, NbdExport>();
+  readonly #log: Logger;
+  readonly #opts: typeof DEFAULT_NBD_OPTIONS;
+  readonly #servers: Server[] = [];
+  readonly #sockets = new Set<Socket>();
+  readonly #unixPaths: string[] = [];
+  #inFlight = 0;
+  readonly #inFlightWaiters: (() => void)[] = [];
+  #nextConnection = 1;
+
+  constructor(options: NbdServerOptions) {
+    for (const e of options.exports) this.#exports.set(e.name, e);
+    this.#log = options.logger ?? silentLogger;
+    this.#opts = { ...DEFAULT_NBD_OPTIONS, ...stripUndefined(options) };
+  }
+
+  async listen(address: ListenAddress): Promise<ListenAddress> {
+    const server = createServer((socket) => this.handle(socket));
+    this.#servers.push(server);
+    if ("path" in address) {
+      await rm(address.path, { force: true });
+      this.#unixPaths.push(address.path);
+    }
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      if ("path" in address) server.listen(address.path, resolve);
+      else server.listen(address.port, address.host, resolve);
+    });
+    if ("path" in address) return address;
+    const a = server.address() as AddressInfo;
+    return { host: address.host, port: a.port };
+  }
+
+  /** Serves one connection (exposed so tests can hand in any socket). */
+  handle(socket: Socket): void {
+    socket.setNoDelay(true);
+    this.#sockets.add(socket);
+    socket.on("close", () => this.#sockets.delete(socket));
+    const conn = new Connection(this, socket, this.#nextConnection++);
+    conn.run().catch((err: unknown) => {
+      this.#log.warn({ conn: conn.id, err: (err as Error).message }, "nbd connection failed");
+      socket.destroy();
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    await Promise.all(this.#servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    for (const p of this.#unixPaths) await rm(p, { force: true });
+  }
+
+  get log(): Logger {
+    return this.#log;
+  }
+
+  get options(): typeof DEFAULT_NBD_OPTIONS {
+    return this.#opts;
+  }
+
+  exportNamed(name: string): NbdExport | undefined {
+    if (name === "" && this.#exports.size >= 1 && !this.#exports.has("")) return this.#exports.values().next().value;
+    return this.#exports.get(name);
+  }
+
+  exportNames(): string[] {
+    return [...this.#exports.keys()];
+  }
+
+  /** Server-wide in-flight accounting: waits while the server as a whole is over its cap. */
+  async acquire(bytes: number): Promise<void> {
+    while (this.#inFlight > 0 && this.#inFlight + bytes > this.#opts.maxInFlightPerServer) {
+      await new Promise<void>((r) => this.#inFlightWaiters.push(r));
+    }
+    this.#inFlight += bytes;
+  }
+
+  release(bytes: number): void {
+    this.#inFlight -= bytes;
+    for (const w of this.#inFlightWaiters.splice(0)) w();
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function transmissionFlags(device: BlockDevice): number {
+  let flags = P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_DF | P.NBD_FLAG_SEND_CACHE;
+  if (device.readOnly) flags |= P.NBD_FLAG_READ_ONLY | P.NBD_FLAG_CAN_MULTI_CONN;
+  else {
+    flags |= P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_FUA | P.NBD_FLAG_SEND_TRIM | P.NBD_FLAG_SEND_WRITE_ZEROES;
+  }
+  return flags;
+}
+
+function errnoFor(err: unknown): number {
+  if (err instanceof ReadOnlyError) return P.NBD_EPERM;
+  if (err instanceof OutOfRangeError) return P.NBD_EINVAL;
+  return P.NBD_EIO;
+}
+
+class Connection {
+  readonly id: number;
+  readonly #server: NbdServer;
+  readonly #socket: Socket;
+  readonly #in: ByteQueue;
+  readonly #log: Logger;
+  #structured = false;
+  #baseAllocation = false;
+  #noZeroes = false;
+  #inFlight = 0;
+  #waiters: (() => void)[] = [];
+  #pending = new Set<Promise<void>>();
+
+  constructor(server: NbdServer, socket: Socket, id: number) {
+    this.#server = server;
+    this.#socket = socket;
+    this.id = id;
+    this.#in = new ByteQueue(socket);
+    this.#log = server.log.child({ conn: id });
+  }
+
+  async run(): Promise<void> {
+    this.#log.debug({ remote: this.#socket.remoteAddress ?? "unix" }, "nbd connection");
+    this.#socket.write(P.encodeHandshake());
+    try {
+      const clientFlags = (await this.#in.read(4)).readUInt32BE(0);
+      if ((clientFlags & P.NBD_FLAG_C_FIXED_NEWSTYLE) === 0) {
+        throw new P.NbdProtocolError(`client flags 0x${clientFlags.toString(16)} lack FIXED_NEWSTYLE (old clients are not supported)`);
+      }
+      if ((clientFlags & ~(P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES)) !== 0) {
+        throw new P.NbdProtocolError(`unknown client flags 0x${clientFlags.toString(16)}`);
+      }
+      this.#noZeroes = (clientFlags & P.NBD_FLAG_C_NO_ZEROES) !== 0;
+      const chosen = await this.#negotiate();
+      if (!chosen) return;
+      this.#log.info({ export: chosen.name, structured: this.#structured }, "nbd client attached");
+      await this.#transmit(chosen);
+    } catch (err) {
+      if (err instanceof ConnectionClosedError) {
+        this.#log.debug("nbd client went away");
+      } else if (err instanceof P.NbdProtocolError) {
+        // Garbage from the client: this connection only is closed.
+        this.#log.warn({ err: err.message }, "nbd protocol error; closing the connection");
+      } else throw err;
+    } finally {
+      await Promise.allSettled(this.#pending);
+      this.#socket.end();
+    }
+  }
+
+  #reply(option: number, type: number, data?: Uint8Array): void {
+    this.#socket.write(P.encodeOptionReply(option, type, data));
+  }
+
+  /** Option haggling; returns the export to serve, or null when the client aborted. */
+  async #negotiate(): Promise<NbdExport | null> {
+    for (;;) {
+      const { option, length } = P.decodeOptionHeader(await this.#in.read(P.OPTION_HEADER_SIZE));
+      if (length > P.MAX_OPTION_LENGTH) {
+        await this.#in.skip(length);
+        this.#reply(option, P.NBD_REP_ERR_TOO_BIG);
+        continue;
+      }
+      const data = length > 0 ? await this.#in.read(length) : Buffer.alloc(0);
+      switch (option) {
+        case P.NBD_OPT_EXPORT_NAME: {
+          const e = this.#server.exportNamed(data.toString("utf8"));
+          if (!e) throw new P.NbdProtocolError(`unknown export "${data.toString("utf8")}" requested with NBD_OPT_EXPORT_NAME`);
+          this.#socket.write(P.encodeExportNameReply(e.device.size, transmissionFlags(e.device), this.#noZeroes));
+          return e;
+        }
+        case P.NBD_OPT_ABORT:
+          this.#reply(option, P.NBD_REP_ACK);
+          return null;
+        case P.NBD_OPT_LIST:
+          if (length !== 0) {
+            this.#reply(option, P.NBD_REP_ERR_INVALID);
+            break;
+          }
+          for (const name of this.#server.exportNames()) this.#reply(option, P.NBD_REP_SERVER, P.encodeServerEntry(name));
+          this.#reply(option, P.NBD_REP_ACK);
+          break;
+        case P.NBD_OPT_INFO:
+        case P.NBD_OPT_GO: {
+          let req: { name: string; requests: number[] };
+          try {
+            req = P.decodeInfoRequest(data);
+          } catch {
+            this.#reply(option, P.NBD_REP_ERR_INVALID);
+            break;
+          }
+          const e = this.#server.exportNamed(req.name);
+          if (!e) {
+            this.#reply(option, P.NBD_REP_ERR_UNKNOWN, Buffer.from(`no export named "${req.name}"`));
+            break;
+          }
+          this.#reply(option, P.NBD_REP_INFO, P.encodeInfoExport(e.device.size, transmissionFlags(e.device)));
+          if (req.requests.includes(P.NBD_INFO_NAME)) this.#reply(option, P.NBD_REP_INFO, P.encodeInfoString(P.NBD_INFO_NAME, e.name));
+          if (req.requests.includes(P.NBD_INFO_DESCRIPTION) && e.description) {
+            this.#reply(option, P.NBD_REP_INFO, P.encodeInfoString(P.NBD_INFO_DESCRIPTION, e.description));
+          }
+          this.#reply(option, P.NBD_REP_INFO, P.encodeInfoBlockSize(1, 4096, this.#server.options.maxRequestBytes));
+          this.#reply(option, P.NBD_REP_ACK);
+          if (option === P.NBD_OPT_GO) return e;
+          break;
+        }
+        case P.NBD_OPT_STRUCTURED_REPLY:
+          if (length !== 0) this.#reply(option, P.NBD_REP_ERR_INVALID);
+          else {
+            this.#structured = true;
+            this.#reply(option, P.NBD_REP_ACK);
+          }
+          break;
+        case P.NBD_OPT_LIST_META_CONTEXT:
+        case P.NBD_OPT_SET_META_CONTEXT: {
+          let req: { name: string; queries: string[] };
+          try {
+            req = P.decodeMetaContextRequest(data);
+          } catch {
+            this.#reply(option, P.NBD_REP_ERR_INVALID);
+            break;
+          }
+          if (!this.#structured) {
+            this.#reply(option, P.NBD_REP_ERR_INVALID, Buffer.from("negotiate NBD_OPT_STRUCTURED_REPLY first"));
+            break;
+          }
+          if (!this.#server.exportNamed(req.name)) {
+            this.#reply(option, P.NBD_REP_ERR_UNKNOWN);
+            break;
+          }
+          const listAll = option === P.NBD_OPT_LIST_META_CONTEXT && req.queries.length === 0;
+          const match = listAll || req.queries.some((q) => q === P.BASE_ALLOCATION || q === "base:");
+          if (option === P.NBD_OPT_SET_META_CONTEXT) this.#baseAllocation = match;
+          if (match) this.#reply(option, P.NBD_REP_META_CONTEXT, P.encodeMetaContext(BASE_ALLOCATION_ID, P.BASE_ALLOCATION));
+          this.#reply(option, P.NBD_REP_ACK);
+          break;
+        }
+        default:
+          this.#reply(option, P.NBD_REP_ERR_UNSUP);
+      }
+    }
+  }
+
+  async #transmit(e: NbdExport): Promise<void> {
+    const max = this.#server.options.maxRequestBytes;
+    for (;;) {
+      const req = P.decodeRequest(await this.#in.read(P.REQUEST_HEADER_SIZE));
+      if (req.type === P.NBD_CMD_DISC) {
+        this.#log.debug("nbd client disconnected");
+        return;
+      }
+      let payload: Buffer | null = null;
+      if (req.type === P.NBD_CMD_WRITE) {
+        if (req.length > max) {
+          // Keep the stream in sync: consume and drop the payload, then refuse.
+          await this.#in.skip(req.length);
+          this.#sendError(req, P.NBD_EINVAL, `write of ${req.length} bytes exceeds the maximum ${max}`);
+          continue;
+        }
+        payload = await this.#in.read(req.length);
+      }
+      const cost = req.type === P.NBD_CMD_READ || req.type === P.NBD_CMD_WRITE ? Math.min(req.length, max) : 0;
+      await this.#acquire(cost);
+      const job = this.#serve(e.device, req, payload).finally(() => this.#release(cost));
+      this.#pending.add(job);
+      void job.finally(() => this.#pending.delete(job));
+    }
+  }
+
+  async #acquire(bytes: number): Promise<void> {
+    const limit = this.#server.options.maxInFlightPerConnection;
+    while (this.#inFlight > 0 && (this.#inFlight + bytes > limit || this.#socket.writableLength > limit)) {
+      await new Promise<void>((r) => this.#waiters.push(r));
+    }
+    this.#inFlight += bytes;
+    await this.#server.acquire(bytes);
+  }
+
+  #release(bytes: number): void {
+    this.#inFlight -= bytes;
+    this.#server.release(bytes);
+    const wake = (): void => {
+      for (const w of this.#waiters.splice(0)) w();
+    };
+    // Let the socket drain before taking more work when replies pile up unsent.
+    if (this.#socket.writableLength > this.#server.options.maxInFlightPerConnection) this.#socket.once("drain", wake);
+    else wake();
+  }
+
+  #sendError(req: P.Request, errno: number, message: string): void {
+    this.#log.debug({ type: req.type, offset: req.offset, length: req.length, errno, message }, "nbd request refused");
+    if (this.#structured) this.#socket.write(P.encodeStructuredError(req.handle, errno, message));
+    else this.#socket.write(P.encodeSimpleReply(req.handle, errno));
+  }
+
+  #sendOk(req: P.Request): void {
+    if (this.#structured) {
+      this.#socket.write(P.encodeStructuredHeader(req.handle, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0));
+    } else this.#socket.write(P.encodeSimpleReply(req.handle, 0));
+  }
+
+  async #serve(device: BlockDevice, req: P.Request, payload: Buffer | null): Promise<void> {
+    const { offset, length } = req;
+    const inRange = offset + length <= device.size;
+    const fua = (req.flags & P.NBD_CMD_FLAG_FUA) !== 0;
+    try {
+      switch (req.type) {
+        case P.NBD_CMD_READ: {
+          if (length > this.#server.options.maxRequestBytes) {
+            return this.#sendError(req, P.NBD_EOVERFLOW, `read of ${length} bytes exceeds the maximum`);
+          }
+          if (!inRange) return this.#sendError(req, P.NBD_EINVAL, `read beyond the end of the export`);
+          const data = length === 0 ? Buffer.alloc(0) : await device.read(offset, length);
+          if (this.#structured) {
+            const head = P.encodeStructuredHeader(req.handle, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_OFFSET_DATA, 8 + length);
+            const off = Buffer.alloc(8);
+            off.writeBigUInt64BE(BigInt(offset));
+            this.#socket.cork();
+            this.#socket.write(head);
+            this.#socket.write(off);
+            this.#socket.write(data);
+            this.#socket.uncork();
+          } else {
+            this.#socket.cork();
+            this.#socket.write(P.encodeSimpleReply(req.handle, 0));
+            this.#socket.write(data);
+            this.#socket.uncork();
+          }
+          return;
+        }
+        case P.NBD_CMD_WRITE:
+          if (device.readOnly || !device.write) return this.#sendError(req, P.NBD_EPERM, "the export is read-only");
+          if (!inRange) return this.#sendError(req, P.NBD_ENOSPC, "write beyond the end of the export");
+          await device.write(offset, payload!, { fua });
+          return this.#sendOk(req);
+        case P.NBD_CMD_FLUSH:
+          await device.flush?.();
+          return this.#sendOk(req);
+        case P.NBD_CMD_TRIM:
+          if (device.readOnly) return this.#sendError(req, P.NBD_EPERM, "the export is read-only");
+          if (!inRange) return this.#sendError(req, P.NBD_EINVAL, "trim beyond the end of the export");
+          await device.trim?.(offset, length);
+          if (fua) await device.flush?.();
+          return this.#sendOk(req);
+        case P.NBD_CMD_WRITE_ZEROES:
+          if (device.readOnly) return this.#sendError(req, P.NBD_EPERM, "the export is read-only");
+          if (!inRange) return this.#sendError(req, P.NBD_ENOSPC, "write beyond the end of the export");
+          if (device.writeZeroes) await device.writeZeroes(offset, length, { fua });
+          else await device.write!(offset, Buffer.alloc(length), { fua });
+          return this.#sendOk(req);
+        case P.NBD_CMD_CACHE:
+          if (!inRange) return this.#sendError(req, P.NBD_EINVAL, "cache beyond the end of the export");
+          await device.read(offset, Math.min(length, this.#server.options.maxRequestBytes));
+          return this.#sendOk(req);
+        case P.NBD_CMD_BLOCK_STATUS:
+          return await this.#blockStatus(device, req, inRange);
+        default:
+          return this.#sendError(req, P.NBD_EINVAL, `unknown command ${req.type}`);
+      }
+    } catch (err) {
+      const errno = errnoFor(err);
+      this.#log.warn({ type: req.type, offset, length, err: (err as Error).message }, "nbd request failed");
+      this.#sendError(req, errno, (err as Error).message);
+    }
+  }
+
+  async #blockStatus(device: BlockDevice, req: P.Request, inRange: boolean): Promise<void> {
+    if (!this.#structured || !this.#baseAllocation) {
+      return this.#sendError(req, P.NBD_EINVAL, "negotiate structured replies and base:allocation first");
+    }
+    if (!inRange || req.length === 0) return this.#sendError(req, P.NBD_EINVAL, "block status outside the export");
+    const extents = device.extents
+      ? await device.extents(req.offset, req.length)
+      : [{ offset: req.offset, length: req.length, hole: false, zero: false }];
+    const end = req.offset + req.length;
+    const descriptors: [number, number][] = [];
+    for (const ext of extents) {
+      const from = Math.max(ext.offset, req.offset);
+      const to = Math.min(ext.offset + ext.length, end);
+      if (to <= from) continue;
+      const flags = (ext.hole ? P.NBD_STATE_HOLE : 0) | (ext.zero ? P.NBD_STATE_ZERO : 0);
+      // Descriptor lengths are 32-bit.
+      for (let pos = from; pos < to; pos += 0x80000000) descriptors.push([Math.min(0x80000000, to - pos), flags]);
+      if ((req.flags & P.NBD_CMD_FLAG_REQ_ONE) !== 0) break;
+    }
+    if ((req.flags & P.NBD_CMD_FLAG_REQ_ONE) !== 0) descriptors.splice(1);
+    const payload = Buffer.alloc(4 + 8 * descriptors.length);
+    payload.writeUInt32BE(BASE_ALLOCATION_ID, 0);
+    descriptors.forEach(([len, flags], i) => {
+      payload.writeUInt32BE(len, 4 + 8 * i);
+      payload.writeUInt32BE(flags, 8 + 8 * i);
+    });
+    this.#socket.write(Buffer.concat([P.encodeStructuredHeader(req.handle, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_BLOCK_STATUS, payload.length), payload]));
+  }
+}
