@@ -48,8 +48,16 @@ export class OutOfRangeError extends Error {
 }
 
 export function checkRange(device: { size: number }, offset: number, length: number): void {
-  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > device.size) {
-    throw new OutOfRangeError(`Request [${offset}, ${offset + length}) is outside the device (size ${device.size})`);
+  if (
+    !Number.isSafeInteger(offset) ||
+    !Number.isSafeInteger(length) ||
+    offset < 0 ||
+    length < 0 ||
+    offset + length > device.size
+  ) {
+    throw new OutOfRangeError(
+      `Request [${offset}, ${offset + length}) is outside the device (size ${device.size})`,
+    );
   }
 }
 
@@ -64,7 +72,12 @@ export function mergeExtents(extents: Extent[]): Extent[] {
   for (const e of extents) {
     if (e.length === 0) continue;
     const last = out[out.length - 1];
-    if (last && last.hole === e.hole && last.zero === e.zero && last.offset + last.length === e.offset) {
+    if (
+      last &&
+      last.hole === e.hole &&
+      last.zero === e.zero &&
+      last.offset + last.length === e.offset
+    ) {
       last.length += e.length;
     } else out.push({ ...e });
   }

@@ -64,12 +64,16 @@ export class ChunkedDevice implements BlockDevice {
         (data) => {
           this.#inFlight.delete(i);
           this.#memory.set(i, data);
-          if (this.#memory.size > this.#memoryChunks) this.#memory.delete(this.#memory.keys().next().value!);
+          if (this.#memory.size > this.#memoryChunks)
+            this.#memory.delete(this.#memory.keys().next().value!);
           return data;
         },
         (err: unknown) => {
           this.#inFlight.delete(i);
-          throw new BlockIoError(`Cannot read chunk ${chunk.id} at offset ${chunk.offset}: ${(err as Error).message}`, { cause: err });
+          throw new BlockIoError(
+            `Cannot read chunk ${chunk.id} at offset ${chunk.offset}: ${(err as Error).message}`,
+            { cause: err },
+          );
         },
       );
       this.#inFlight.set(i, pending);
@@ -117,7 +121,9 @@ export class ChunkedDevice implements BlockDevice {
   }
 
   write(): Promise<void> {
-    return Promise.reject(new ReadOnlyError("A chunked image is read-only; attach it with --cow FILE to write"));
+    return Promise.reject(
+      new ReadOnlyError("A chunked image is read-only; attach it with --cow FILE to write"),
+    );
   }
 
   async close(): Promise<void> {

@@ -19,6 +19,7 @@ import { isUrl, openStoreReader } from "../store/store-reader.ts";
 import { defaultStatePath, loadTrustedKeys } from "../store/trust.ts";
 import type { TrustPolicy } from "../store/trust.ts";
 import { verifyStore } from "../store/verify.ts";
+import { registerAttachCommands } from "./attach-command.ts";
 import { formatBytes, formatRate, formatTable } from "./format.ts";
 import { createProgressBar } from "./progress.ts";
 
@@ -400,6 +401,8 @@ export function buildProgram(): Command {
           console.log("Dry run: pass --yes to delete.");
       },
     );
+
+  registerAttachCommands(program, (flags, record) => trustPolicy(flags, { recordState: record }));
 
   return program;
 }

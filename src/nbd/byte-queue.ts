@@ -25,7 +25,9 @@ export class ByteQueue {
       this.#serve();
     });
     const close = (err?: Error): void => {
-      this.#closed ??= new ConnectionClosedError(err ? `Connection failed: ${err.message}` : "The client closed the connection");
+      this.#closed ??= new ConnectionClosedError(
+        err ? `Connection failed: ${err.message}` : "The client closed the connection",
+      );
       this.#serve();
     };
     socket.on("end", () => close());

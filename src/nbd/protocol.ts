@@ -114,12 +114,18 @@ export class NbdProtocolError extends Error {
 
 export function decodeOptionHeader(b: Buffer): OptionHeader {
   if (b.readBigUInt64BE(0) !== NBD_OPTS_MAGIC) {
-    throw new NbdProtocolError("Option does not start with IHAVEOPT: not an NBD client, or it lost sync");
+    throw new NbdProtocolError(
+      "Option does not start with IHAVEOPT: not an NBD client, or it lost sync",
+    );
   }
   return { option: b.readUInt32BE(8), length: b.readUInt32BE(12) };
 }
 
-export function encodeOptionReply(option: number, type: number, data: Uint8Array = Buffer.alloc(0)): Buffer {
+export function encodeOptionReply(
+  option: number,
+  type: number,
+  data: Uint8Array = Buffer.alloc(0),
+): Buffer {
   const b = Buffer.alloc(20 + data.length);
   b.writeBigUInt64BE(NBD_REP_MAGIC, 0);
   b.writeUInt32BE(option, 8);
@@ -164,15 +170,20 @@ export function encodeInfoString(type: number, text: string): Buffer {
 
 /** Payload of NBD_OPT_INFO / NBD_OPT_GO: export name and the info types requested. */
 export function decodeInfoRequest(data: Buffer): { name: string; requests: number[] } {
-  if (data.length < 6) throw new NbdProtocolError(`NBD_OPT_GO payload is ${data.length} bytes, expected at least 6`);
+  if (data.length < 6)
+    throw new NbdProtocolError(`NBD_OPT_GO payload is ${data.length} bytes, expected at least 6`);
   const nameLength = data.readUInt32BE(0);
   if (4 + nameLength + 2 > data.length) {
-    throw new NbdProtocolError(`NBD_OPT_GO name length ${nameLength} overruns the ${data.length}-byte payload`);
+    throw new NbdProtocolError(
+      `NBD_OPT_GO name length ${nameLength} overruns the ${data.length}-byte payload`,
+    );
   }
   const name = data.toString("utf8", 4, 4 + nameLength);
   const count = data.readUInt16BE(4 + nameLength);
   if (4 + nameLength + 2 + 2 * count !== data.length) {
-    throw new NbdProtocolError(`NBD_OPT_GO lists ${count} info requests but the payload is ${data.length} bytes`);
+    throw new NbdProtocolError(
+      `NBD_OPT_GO lists ${count} info requests but the payload is ${data.length} bytes`,
+    );
   }
   const requests: number[] = [];
   for (let i = 0; i < count; i++) requests.push(data.readUInt16BE(4 + nameLength + 2 + 2 * i));
@@ -234,7 +245,9 @@ export interface Request {
 
 export function decodeRequest(b: Buffer): Request {
   if (b.readUInt32BE(0) !== NBD_REQUEST_MAGIC) {
-    throw new NbdProtocolError(`Request magic is 0x${b.readUInt32BE(0).toString(16)}, expected 0x25609513`);
+    throw new NbdProtocolError(
+      `Request magic is 0x${b.readUInt32BE(0).toString(16)}, expected 0x25609513`,
+    );
   }
   const offset = b.readBigUInt64BE(16);
   return {
@@ -255,7 +268,12 @@ export function encodeSimpleReply(handle: Buffer, error: number): Buffer {
   return b;
 }
 
-export function encodeStructuredHeader(handle: Buffer, flags: number, type: number, length: number): Buffer {
+export function encodeStructuredHeader(
+  handle: Buffer,
+  flags: number,
+  type: number,
+  length: number,
+): Buffer {
   const b = Buffer.alloc(20);
   b.writeUInt32BE(NBD_STRUCTURED_REPLY_MAGIC, 0);
   b.writeUInt16BE(flags, 4);
@@ -271,5 +289,8 @@ export function encodeStructuredError(handle: Buffer, error: number, message: st
   payload.writeUInt32BE(error, 0);
   payload.writeUInt16BE(msg.length, 4);
   msg.copy(payload, 6);
-  return Buffer.concat([encodeStructuredHeader(handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, payload.length), payload]);
+  return Buffer.concat([
+    encodeStructuredHeader(handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, payload.length),
+    payload,
+  ]);
 }

@@ -40,7 +40,8 @@ export type ListenAddress = { path: string } | { host: string; port: number };
 export function parseListen(text: string): ListenAddress {
   if (text.startsWith("unix:")) return { path: text.slice(5) };
   const m = /^(?:tcp:)?(\[[^\]]+\]|[^:]+):(\d+)$/.exec(text);
-  if (!m) throw new Error(`Cannot parse listen address "${text}": expected unix:PATH or tcp:HOST:PORT`);
+  if (!m)
+    throw new Error(`Cannot parse listen address "${text}": expected unix:PATH or tcp:HOST:PORT`);
   return { host: m[1].replace(/^\[|\]$/g, ""), port: Number(m[2]) };
 }
 
@@ -115,7 +116,8 @@ export class NbdServer {
   }
 
   exportNamed(name: string): NbdExport | undefined {
-    if (name === "" && this.#exports.size >= 1 && !this.#exports.has("")) return this.#exports.values().next().value;
+    if (name === "" && this.#exports.size >= 1 && !this.#exports.has(""))
+      return this.#exports.values().next().value;
     return this.#exports.get(name);
   }
 
@@ -145,7 +147,11 @@ function transmissionFlags(device: BlockDevice): number {
   let flags = P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_DF | P.NBD_FLAG_SEND_CACHE;
   if (device.readOnly) flags |= P.NBD_FLAG_READ_ONLY | P.NBD_FLAG_CAN_MULTI_CONN;
   else {
-    flags |= P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_FUA | P.NBD_FLAG_SEND_TRIM | P.NBD_FLAG_SEND_WRITE_ZEROES;
+    flags |=
+      P.NBD_FLAG_SEND_FLUSH |
+      P.NBD_FLAG_SEND_FUA |
+      P.NBD_FLAG_SEND_TRIM |
+      P.NBD_FLAG_SEND_WRITE_ZEROES;
   }
   return flags;
 }
@@ -183,7 +189,9 @@ class Connection {
     try {
       const clientFlags = (await this.#in.read(4)).readUInt32BE(0);
       if ((clientFlags & P.NBD_FLAG_C_FIXED_NEWSTYLE) === 0) {
-        throw new P.NbdProtocolError(`client flags 0x${clientFlags.toString(16)} lack FIXED_NEWSTYLE (old clients are not supported)`);
+        throw new P.NbdProtocolError(
+          `client flags 0x${clientFlags.toString(16)} lack FIXED_NEWSTYLE (old clients are not supported)`,
+        );
       }
       if ((clientFlags & ~(P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES)) !== 0) {
         throw new P.NbdProtocolError(`unknown client flags 0x${clientFlags.toString(16)}`);
@@ -223,8 +231,13 @@ class Connection {
       switch (option) {
         case P.NBD_OPT_EXPORT_NAME: {
           const e = this.#server.exportNamed(data.toString("utf8"));
-          if (!e) throw new P.NbdProtocolError(`unknown export "${data.toString("utf8")}" requested with NBD_OPT_EXPORT_NAME`);
-          this.#socket.write(P.encodeExportNameReply(e.device.size, transmissionFlags(e.device), this.#noZeroes));
+          if (!e)
+            throw new P.NbdProtocolError(
+              `unknown export "${data.toString("utf8")}" requested with NBD_OPT_EXPORT_NAME`,
+            );
+          this.#socket.write(
+            P.encodeExportNameReply(e.device.size, transmissionFlags(e.device), this.#noZeroes),
+          );
           return e;
         }
         case P.NBD_OPT_ABORT:
@@ -235,7 +248,8 @@ class Connection {
             this.#reply(option, P.NBD_REP_ERR_INVALID);
             break;
           }
-          for (const name of this.#server.exportNames()) this.#reply(option, P.NBD_REP_SERVER, P.encodeServerEntry(name));
+          for (const name of this.#server.exportNames())
+            this.#reply(option, P.NBD_REP_SERVER, P.encodeServerEntry(name));
           this.#reply(option, P.NBD_REP_ACK);
           break;
         case P.NBD_OPT_INFO:
@@ -249,15 +263,32 @@ class Connection {
           }
           const e = this.#server.exportNamed(req.name);
           if (!e) {
-            this.#reply(option, P.NBD_REP_ERR_UNKNOWN, Buffer.from(`no export named "${req.name}"`));
+            this.#reply(
+              option,
+              P.NBD_REP_ERR_UNKNOWN,
+              Buffer.from(`no export named "${req.name}"`),
+            );
             break;
           }
-          this.#reply(option, P.NBD_REP_INFO, P.encodeInfoExport(e.device.size, transmissionFlags(e.device)));
-          if (req.requests.includes(P.NBD_INFO_NAME)) this.#reply(option, P.NBD_REP_INFO, P.encodeInfoString(P.NBD_INFO_NAME, e.name));
+          this.#reply(
+            option,
+            P.NBD_REP_INFO,
+            P.encodeInfoExport(e.device.size, transmissionFlags(e.device)),
+          );
+          if (req.requests.includes(P.NBD_INFO_NAME))
+            this.#reply(option, P.NBD_REP_INFO, P.encodeInfoString(P.NBD_INFO_NAME, e.name));
           if (req.requests.includes(P.NBD_INFO_DESCRIPTION) && e.description) {
-            this.#reply(option, P.NBD_REP_INFO, P.encodeInfoString(P.NBD_INFO_DESCRIPTION, e.description));
+            this.#reply(
+              option,
+              P.NBD_REP_INFO,
+              P.encodeInfoString(P.NBD_INFO_DESCRIPTION, e.description),
+            );
           }
-          this.#reply(option, P.NBD_REP_INFO, P.encodeInfoBlockSize(1, 4096, this.#server.options.maxRequestBytes));
+          this.#reply(
+            option,
+            P.NBD_REP_INFO,
+            P.encodeInfoBlockSize(1, 4096, this.#server.options.maxRequestBytes),
+          );
           this.#reply(option, P.NBD_REP_ACK);
           if (option === P.NBD_OPT_GO) return e;
           break;
@@ -279,7 +310,11 @@ class Connection {
             break;
           }
           if (!this.#structured) {
-            this.#reply(option, P.NBD_REP_ERR_INVALID, Buffer.from("negotiate NBD_OPT_STRUCTURED_REPLY first"));
+            this.#reply(
+              option,
+              P.NBD_REP_ERR_INVALID,
+              Buffer.from("negotiate NBD_OPT_STRUCTURED_REPLY first"),
+            );
             break;
           }
           if (!this.#server.exportNamed(req.name)) {
@@ -287,9 +322,15 @@ class Connection {
             break;
           }
           const listAll = option === P.NBD_OPT_LIST_META_CONTEXT && req.queries.length === 0;
-          const match = listAll || req.queries.some((q) => q === P.BASE_ALLOCATION || q === "base:");
+          const match =
+            listAll || req.queries.some((q) => q === P.BASE_ALLOCATION || q === "base:");
           if (option === P.NBD_OPT_SET_META_CONTEXT) this.#baseAllocation = match;
-          if (match) this.#reply(option, P.NBD_REP_META_CONTEXT, P.encodeMetaContext(BASE_ALLOCATION_ID, P.BASE_ALLOCATION));
+          if (match)
+            this.#reply(
+              option,
+              P.NBD_REP_META_CONTEXT,
+              P.encodeMetaContext(BASE_ALLOCATION_ID, P.BASE_ALLOCATION),
+            );
           this.#reply(option, P.NBD_REP_ACK);
           break;
         }
@@ -312,12 +353,17 @@ class Connection {
         if (req.length > max) {
           // Keep the stream in sync: consume and drop the payload, then refuse.
           await this.#in.skip(req.length);
-          this.#sendError(req, P.NBD_EINVAL, `write of ${req.length} bytes exceeds the maximum ${max}`);
+          this.#sendError(
+            req,
+            P.NBD_EINVAL,
+            `write of ${req.length} bytes exceeds the maximum ${max}`,
+          );
           continue;
         }
         payload = await this.#in.read(req.length);
       }
-      const cost = req.type === P.NBD_CMD_READ || req.type === P.NBD_CMD_WRITE ? Math.min(req.length, max) : 0;
+      const cost =
+        req.type === P.NBD_CMD_READ || req.type === P.NBD_CMD_WRITE ? Math.min(req.length, max) : 0;
       await this.#acquire(cost);
       const job = this.#serve(e.device, req, payload).finally(() => this.#release(cost));
       this.#pending.add(job);
@@ -327,7 +373,10 @@ class Connection {
 
   async #acquire(bytes: number): Promise<void> {
     const limit = this.#server.options.maxInFlightPerConnection;
-    while (this.#inFlight > 0 && (this.#inFlight + bytes > limit || this.#socket.writableLength > limit)) {
+    while (
+      this.#inFlight > 0 &&
+      (this.#inFlight + bytes > limit || this.#socket.writableLength > limit)
+    ) {
       await new Promise<void>((r) => this.#waiters.push(r));
     }
     this.#inFlight += bytes;
@@ -341,19 +390,25 @@ class Connection {
       for (const w of this.#waiters.splice(0)) w();
     };
     // Let the socket drain before taking more work when replies pile up unsent.
-    if (this.#socket.writableLength > this.#server.options.maxInFlightPerConnection) this.#socket.once("drain", wake);
+    if (this.#socket.writableLength > this.#server.options.maxInFlightPerConnection)
+      this.#socket.once("drain", wake);
     else wake();
   }
 
   #sendError(req: P.Request, errno: number, message: string): void {
-    this.#log.debug({ type: req.type, offset: req.offset, length: req.length, errno, message }, "nbd request refused");
+    this.#log.debug(
+      { type: req.type, offset: req.offset, length: req.length, errno, message },
+      "nbd request refused",
+    );
     if (this.#structured) this.#socket.write(P.encodeStructuredError(req.handle, errno, message));
     else this.#socket.write(P.encodeSimpleReply(req.handle, errno));
   }
 
   #sendOk(req: P.Request): void {
     if (this.#structured) {
-      this.#socket.write(P.encodeStructuredHeader(req.handle, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0));
+      this.#socket.write(
+        P.encodeStructuredHeader(req.handle, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0),
+      );
     } else this.#socket.write(P.encodeSimpleReply(req.handle, 0));
   }
 
@@ -365,12 +420,22 @@ class Connection {
       switch (req.type) {
         case P.NBD_CMD_READ: {
           if (length > this.#server.options.maxRequestBytes) {
-            return this.#sendError(req, P.NBD_EOVERFLOW, `read of ${length} bytes exceeds the maximum`);
+            return this.#sendError(
+              req,
+              P.NBD_EOVERFLOW,
+              `read of ${length} bytes exceeds the maximum`,
+            );
           }
-          if (!inRange) return this.#sendError(req, P.NBD_EINVAL, `read beyond the end of the export`);
+          if (!inRange)
+            return this.#sendError(req, P.NBD_EINVAL, `read beyond the end of the export`);
           const data = length === 0 ? Buffer.alloc(0) : await device.read(offset, length);
           if (this.#structured) {
-            const head = P.encodeStructuredHeader(req.handle, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_OFFSET_DATA, 8 + length);
+            const head = P.encodeStructuredHeader(
+              req.handle,
+              P.NBD_REPLY_FLAG_DONE,
+              P.NBD_REPLY_TYPE_OFFSET_DATA,
+              8 + length,
+            );
             const off = Buffer.alloc(8);
             off.writeBigUInt64BE(BigInt(offset));
             this.#socket.cork();
@@ -387,8 +452,10 @@ class Connection {
           return;
         }
         case P.NBD_CMD_WRITE:
-          if (device.readOnly || !device.write) return this.#sendError(req, P.NBD_EPERM, "the export is read-only");
-          if (!inRange) return this.#sendError(req, P.NBD_ENOSPC, "write beyond the end of the export");
+          if (device.readOnly || !device.write)
+            return this.#sendError(req, P.NBD_EPERM, "the export is read-only");
+          if (!inRange)
+            return this.#sendError(req, P.NBD_ENOSPC, "write beyond the end of the export");
           await device.write(offset, payload!, { fua });
           return this.#sendOk(req);
         case P.NBD_CMD_FLUSH:
@@ -396,18 +463,21 @@ class Connection {
           return this.#sendOk(req);
         case P.NBD_CMD_TRIM:
           if (device.readOnly) return this.#sendError(req, P.NBD_EPERM, "the export is read-only");
-          if (!inRange) return this.#sendError(req, P.NBD_EINVAL, "trim beyond the end of the export");
+          if (!inRange)
+            return this.#sendError(req, P.NBD_EINVAL, "trim beyond the end of the export");
           await device.trim?.(offset, length);
           if (fua) await device.flush?.();
           return this.#sendOk(req);
         case P.NBD_CMD_WRITE_ZEROES:
           if (device.readOnly) return this.#sendError(req, P.NBD_EPERM, "the export is read-only");
-          if (!inRange) return this.#sendError(req, P.NBD_ENOSPC, "write beyond the end of the export");
+          if (!inRange)
+            return this.#sendError(req, P.NBD_ENOSPC, "write beyond the end of the export");
           if (device.writeZeroes) await device.writeZeroes(offset, length, { fua });
           else await device.write!(offset, Buffer.alloc(length), { fua });
           return this.#sendOk(req);
         case P.NBD_CMD_CACHE:
-          if (!inRange) return this.#sendError(req, P.NBD_EINVAL, "cache beyond the end of the export");
+          if (!inRange)
+            return this.#sendError(req, P.NBD_EINVAL, "cache beyond the end of the export");
           await device.read(offset, Math.min(length, this.#server.options.maxRequestBytes));
           return this.#sendOk(req);
         case P.NBD_CMD_BLOCK_STATUS:
@@ -417,16 +487,24 @@ class Connection {
       }
     } catch (err) {
       const errno = errnoFor(err);
-      this.#log.warn({ type: req.type, offset, length, err: (err as Error).message }, "nbd request failed");
+      this.#log.warn(
+        { type: req.type, offset, length, err: (err as Error).message },
+        "nbd request failed",
+      );
       this.#sendError(req, errno, (err as Error).message);
     }
   }
 
   async #blockStatus(device: BlockDevice, req: P.Request, inRange: boolean): Promise<void> {
     if (!this.#structured || !this.#baseAllocation) {
-      return this.#sendError(req, P.NBD_EINVAL, "negotiate structured replies and base:allocation first");
+      return this.#sendError(
+        req,
+        P.NBD_EINVAL,
+        "negotiate structured replies and base:allocation first",
+      );
     }
-    if (!inRange || req.length === 0) return this.#sendError(req, P.NBD_EINVAL, "block status outside the export");
+    if (!inRange || req.length === 0)
+      return this.#sendError(req, P.NBD_EINVAL, "block status outside the export");
     const extents = device.extents
       ? await device.extents(req.offset, req.length)
       : [{ offset: req.offset, length: req.length, hole: false, zero: false }];
@@ -438,7 +516,8 @@ class Connection {
       if (to <= from) continue;
       const flags = (ext.hole ? P.NBD_STATE_HOLE : 0) | (ext.zero ? P.NBD_STATE_ZERO : 0);
       // Descriptor lengths are 32-bit.
-      for (let pos = from; pos < to; pos += 0x80000000) descriptors.push([Math.min(0x80000000, to - pos), flags]);
+      for (let pos = from; pos < to; pos += 0x80000000)
+        descriptors.push([Math.min(0x80000000, to - pos), flags]);
       if ((req.flags & P.NBD_CMD_FLAG_REQ_ONE) !== 0) break;
     }
     if ((req.flags & P.NBD_CMD_FLAG_REQ_ONE) !== 0) descriptors.splice(1);
@@ -448,6 +527,16 @@ class Connection {
       payload.writeUInt32BE(len, 4 + 8 * i);
       payload.writeUInt32BE(flags, 8 + 8 * i);
     });
-    this.#socket.write(Buffer.concat([P.encodeStructuredHeader(req.handle, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_BLOCK_STATUS, payload.length), payload]));
+    this.#socket.write(
+      Buffer.concat([
+        P.encodeStructuredHeader(
+          req.handle,
+          P.NBD_REPLY_FLAG_DONE,
+          P.NBD_REPLY_TYPE_BLOCK_STATUS,
+          payload.length,
+        ),
+        payload,
+      ]),
+    );
   }
 }

@@ -1,0 +1,287 @@
+// Verified chunk cache on local disk, over a `next` fetcher. The cache folder is laid out as a
+// store (chunks/XXXX/ID.cacnk, zstd, named by the SHA-256 of their content), so a warm cache
+// is also a valid local store for offline boots and for casync. A byte quota is kept with LRU
+// eviction that never evicts the pinned set; space is reserved before a chunk is written, so
+// the folder never holds more than the quota (a chunk bigger than the whole quota is served but
+// not cached). Chunks are re-verified on every read from disk: a corrupted cache file is
+// dropped and fetched again, never served.
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { readFile, rename, unlink, utimes, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { constants, zstdCompress } from "node:zlib";
+import { ChunkCorruptError } from "../store/errors.ts";
+import { chunkFile, isChunkId } from "../store/layout.ts";
+import { tempPathFor } from "../store/local-store.ts";
+import { verifyChunk } from "../store/chunks.ts";
+import { silentLogger } from "../log.ts";
+import type { Logger } from "../log.ts";
+import type { ChunkFetcher, ChunkRef } from "./chunk-fetcher.ts";
+
+const compress = promisify(zstdCompress);
+
+/** Default quota: 10 GiB. */
+export const DEFAULT_CACHE_QUOTA = 10 * 1024 ** 3;
+/** How stale a file's mtime may get before an access refreshes it (it records LRU order). */
+const TOUCH_INTERVAL_MS = 10 * 60 * 1000;
+
+export interface CacheStats {
+  hits: number;
+  misses: number;
+  bytesFetched: number;
+  evictions: number;
+  corruptDropped: number;
+}
+
+const EMPTY_STATS: CacheStats = {
+  hits: 0,
+  misses: 0,
+  bytesFetched: 0,
+  evictions: 0,
+  corruptDropped: 0,
+};
+
+/** The settings and counters kept in DIR/cache.json (absent on a new cache). */
+export function readCacheSettings(dir: string): {
+  quotaBytes?: number;
+  stats?: Partial<CacheStats>;
+} {
+  try {
+    return JSON.parse(readFileSync(join(dir, "cache.json"), "utf8")) as {
+      quotaBytes?: number;
+      stats?: Partial<CacheStats>;
+    };
+  } catch {
+    return {};
+  }
+}
+
+interface Entry {
+  bytes: number;
+  touchedMs: number;
+}
+
+/** The chunk store inside a cache folder. */
+export function cacheChunksDir(dir: string): string {
+  return join(dir, "chunks");
+}
+
+export class ChunkCache {
+  readonly dir: string;
+  readonly quotaBytes: number;
+  readonly stats: CacheStats = { ...EMPTY_STATS };
+  /** LRU order: Map iteration order, least recently used first. */
+  readonly #entries = new Map<string, Entry>();
+  #pinned = new Set<string>();
+  #totalBytes = 0;
+  readonly #log: Logger;
+  readonly #writing = new Map<string, Promise<void>>();
+
+  /** Counters of earlier sessions, from stats.json, so `cache status` reports all-time rates. */
+  readonly #earlier: CacheStats;
+
+  constructor(dir: string, options: { quotaBytes?: number; logger?: Logger } = {}) {
+    this.dir = resolve(dir);
+    this.#log = options.logger ?? silentLogger;
+    const saved = readCacheSettings(this.dir);
+    this.quotaBytes = options.quotaBytes ?? saved.quotaBytes ?? DEFAULT_CACHE_QUOTA;
+    this.#earlier = { ...EMPTY_STATS, ...saved.stats };
+    this.#scan();
+    if (options.quotaBytes !== undefined) this.saveSettings();
+  }
+
+  /** All-time counters: earlier sessions plus this one. */
+  get totals(): CacheStats {
+    const t = { ...this.#earlier };
+    for (const k of Object.keys(t) as (keyof CacheStats)[]) t[k] += this.stats[k];
+    return t;
+  }
+
+  /** Writes the quota and the all-time counters to cache.json. */
+  saveSettings(): void {
+    const text = JSON.stringify({ quotaBytes: this.quotaBytes, stats: this.totals }, null, 2);
+    try {
+      writeFileSync(join(this.dir, "cache.json.tmp"), `${text}\n`);
+      renameSync(join(this.dir, "cache.json.tmp"), join(this.dir, "cache.json"));
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, "cannot save cache.json");
+    }
+  }
+
+  /** Rebuilds the index from the folder (so the cache survives restarts), oldest first. */
+  #scan(): void {
+    const root = cacheChunksDir(this.dir);
+    mkdirSync(root, { recursive: true });
+    const found: [string, Entry][] = [];
+    for (const sub of readdirSync(root)) {
+      let files: string[];
+      try {
+        files = readdirSync(join(root, sub));
+      } catch {
+        continue;
+      }
+      for (const f of files) {
+        const path = join(root, sub, f);
+        if (f.endsWith(".tmp")) {
+          unlinkSync(path); // left by a killed process: never complete
+          continue;
+        }
+        const id = f.replace(/\.cacnk$/, "");
+        if (!isChunkId(id)) continue;
+        const st = statSync(path);
+        found.push([id, { bytes: st.size, touchedMs: st.mtimeMs }]);
+      }
+    }
+    found.sort((a, b) => a[1].touchedMs - b[1].touchedMs);
+    for (const [id, e] of found) {
+      this.#entries.set(id, e);
+      this.#totalBytes += e.bytes;
+    }
+  }
+
+  get totalBytes(): number {
+    return this.#totalBytes;
+  }
+
+  get chunkCount(): number {
+    return this.#entries.size;
+  }
+
+  has(id: string): boolean {
+    return this.#entries.has(id);
+  }
+
+  /** Chunks that eviction must never remove (the current release's boot profile). */
+  setPinned(ids: Iterable<string>): void {
+    this.#pinned = new Set(ids);
+  }
+
+  #path(id: string): string {
+    return join(cacheChunksDir(this.dir), chunkFile(id));
+  }
+
+  /** Verified bytes from disk, or null when absent or found corrupt (then dropped). */
+  async get(chunk: ChunkRef): Promise<Buffer | null> {
+    const entry = this.#entries.get(chunk.id);
+    if (!entry) return null;
+    const path = this.#path(chunk.id);
+    try {
+      const data = await verifyChunk(await readFile(path), chunk, path);
+      this.#entries.delete(chunk.id);
+      this.#entries.set(chunk.id, entry);
+      const now = Date.now();
+      if (now - entry.touchedMs > TOUCH_INTERVAL_MS) {
+        entry.touchedMs = now;
+        utimes(path, new Date(now), new Date(now)).catch(() => undefined);
+      }
+      return data;
+    } catch (err) {
+      if (err instanceof ChunkCorruptError) this.stats.corruptDropped++;
+      this.#log.warn(
+        { chunk: chunk.id, err: (err as Error).message },
+        "cache file unreadable or corrupt; dropping it",
+      );
+      this.#forget(chunk.id);
+      await unlink(path).catch(() => undefined);
+      return null;
+    }
+  }
+
+  #forget(id: string): void {
+    const e = this.#entries.get(id);
+    if (!e) return;
+    this.#entries.delete(id);
+    this.#totalBytes -= e.bytes;
+  }
+
+  /** Makes room for `bytes` more; false when only pinned chunks are left to evict. */
+  #reserve(bytes: number): boolean {
+    if (bytes > this.quotaBytes) return false;
+    for (const [id, e] of this.#entries) {
+      if (this.#totalBytes + bytes <= this.quotaBytes) break;
+      if (this.#pinned.has(id) || this.#writing.has(id)) continue;
+      this.#forget(id);
+      this.stats.evictions++;
+      unlink(this.#path(id)).catch(() => undefined);
+    }
+    if (this.#totalBytes + bytes > this.quotaBytes) return false;
+    this.#totalBytes += bytes;
+    return true;
+  }
+
+  /** Stores verified bytes (compressed, atomically). Space is reserved before the write. */
+  async put(chunk: ChunkRef, data: Buffer): Promise<void> {
+    if (this.#entries.has(chunk.id) || this.#writing.has(chunk.id)) return;
+    const job = (async () => {
+      const compressed = await compress(data, {
+        params: { [constants.ZSTD_c_compressionLevel]: 3 },
+      });
+      if (!this.#reserve(compressed.length)) return;
+      const path = this.#path(chunk.id);
+      const tmp = tempPathFor(path);
+      try {
+        mkdirSync(join(cacheChunksDir(this.dir), chunk.id.slice(0, 4)), { recursive: true });
+        await writeFile(tmp, compressed, { flag: "wx" });
+        await rename(tmp, path);
+        this.#entries.set(chunk.id, { bytes: compressed.length, touchedMs: Date.now() });
+      } catch (err) {
+        this.#totalBytes -= compressed.length;
+        await unlink(tmp).catch(() => undefined);
+        this.#log.warn(
+          { chunk: chunk.id, err: (err as Error).message },
+          "cannot write to the chunk cache",
+        );
+      }
+    })();
+    this.#writing.set(chunk.id, job);
+    try {
+      await job;
+    } finally {
+      this.#writing.delete(chunk.id);
+    }
+  }
+
+  /** A fetcher layer: serve from this cache, else from `next`, then keep what `next` gave. */
+  layer(next: ChunkFetcher): ChunkFetcher {
+    return {
+      fetch: async (chunk) => {
+        const cached = await this.get(chunk);
+        if (cached) {
+          this.stats.hits++;
+          return cached;
+        }
+        this.stats.misses++;
+        const data = await next.fetch(chunk);
+        this.stats.bytesFetched += data.length;
+        await this.put(chunk, data);
+        return data;
+      },
+      has: (chunk) => this.has(chunk.id),
+      close: () => next.close(),
+    };
+  }
+}
+
+const open = new Map<string, ChunkCache>();
+
+/** One cache object per folder per process, shared by every export that names the folder. */
+export function openChunkCache(
+  dir: string,
+  options: { quotaBytes?: number; logger?: Logger } = {},
+): ChunkCache {
+  const key = resolve(dir);
+  let cache = open.get(key);
+  if (!cache) {
+    cache = new ChunkCache(key, options);
+    open.set(key, cache);
+  }
+  return cache;
+}

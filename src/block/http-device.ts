@@ -1,0 +1,107 @@
+// Any raw image or ISO on any web server as a read-only block device, read by HTTP Range
+// requests (the httpfs case): nothing is downloaded that is not read.
+import { Agent, request } from "undici";
+import { BlockIoError, checkRange, dataExtent, ReadOnlyError } from "./block-device.ts";
+import type { BlockDevice, Extent } from "./block-device.ts";
+
+export class RangeUnsupportedError extends Error {
+  readonly code = "ERR_RANGE_UNSUPPORTED";
+}
+
+export class HttpDevice implements BlockDevice {
+  readonly url: string;
+  readonly size: number;
+  readonly readOnly = true;
+  readonly #agent: Agent;
+  requests = 0;
+  bytesFetched = 0;
+
+  private constructor(url: string, size: number, agent: Agent) {
+    this.url = url;
+    this.size = size;
+    this.#agent = agent;
+  }
+
+  static async open(
+    url: string,
+    options: { connections?: number; timeoutMs?: number } = {},
+  ): Promise<HttpDevice> {
+    const agent = new Agent({
+      connections: options.connections ?? 8,
+      headersTimeout: options.timeoutMs ?? 30_000,
+      bodyTimeout: options.timeoutMs ?? 30_000,
+    });
+    try {
+      // A one-byte range both finds the size (Content-Range) and proves Range support.
+      const res = await request(url, { dispatcher: agent, headers: { range: "bytes=0-0" } });
+      await res.body.dump();
+      if (res.statusCode === 200) {
+        throw new RangeUnsupportedError(
+          `${url} ignores Range requests (answered 200 to "Range: bytes=0-0"); serve it with a server that supports byte ranges, or pack it into a store`,
+        );
+      }
+      if (res.statusCode !== 206)
+        throw new BlockIoError(
+          `GET ${url} answered HTTP ${res.statusCode}, expected 206 Partial Content`,
+        );
+      const m = /\/(\d+)$/.exec(String(res.headers["content-range"] ?? ""));
+      if (!m)
+        throw new BlockIoError(
+          `${url} sent no usable Content-Range header ("${String(res.headers["content-range"])}")`,
+        );
+      return new HttpDevice(url, Number(m[1]), agent);
+    } catch (err) {
+      await agent.close();
+      if (err instanceof RangeUnsupportedError || err instanceof BlockIoError) throw err;
+      throw new BlockIoError(`Cannot open ${url}: ${(err as Error).message}`);
+    }
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    checkRange(this, offset, length);
+    if (length === 0) return Buffer.alloc(0);
+    let last = "";
+    for (let attempt = 0; attempt < 4; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+      try {
+        this.requests++;
+        const res = await request(this.url, {
+          dispatcher: this.#agent,
+          headers: { range: `bytes=${offset}-${offset + length - 1}` },
+        });
+        if (res.statusCode !== 206) {
+          await res.body.dump();
+          last = `HTTP ${res.statusCode}`;
+          if (res.statusCode < 500) break;
+          continue;
+        }
+        const data = Buffer.from(await res.body.arrayBuffer());
+        this.bytesFetched += data.length;
+        if (data.length !== length) {
+          last = `${data.length} bytes for a ${length}-byte range`;
+          continue;
+        }
+        return data;
+      } catch (err) {
+        last = (err as Error).message;
+      }
+    }
+    throw new BlockIoError(
+      `GET ${this.url} bytes ${offset}-${offset + length - 1} failed: ${last}`,
+    );
+  }
+
+  write(): Promise<void> {
+    return Promise.reject(
+      new ReadOnlyError("An HTTP image is read-only; attach it with --cow FILE to write"),
+    );
+  }
+
+  extents(offset: number, length: number): Promise<Extent[]> {
+    return Promise.resolve(dataExtent(offset, length));
+  }
+
+  async close(): Promise<void> {
+    await this.#agent.close();
+  }
+}

@@ -1,0 +1,208 @@
+// Builds the block stack for one source, top to bottom:
+//   tracer → copy-on-write overlay → prefetcher → chunked image → chunk cache → mirror set
+// or, for a plain file or http:// URL, tracer → overlay → file/HTTP device.
+import { readFile, stat } from "node:fs/promises";
+import { writeFileAtomic } from "../store/local-store.ts";
+import { join } from "node:path";
+import { ChunkMissingError, FetchError, NotFoundError, UsageError } from "../store/errors.ts";
+import { indexPath, latestPath, releasePath } from "../store/layout.ts";
+import { openImage } from "../store/source.ts";
+import type { OpenedImage } from "../store/source.ts";
+import { isUrl, openStoreReader } from "../store/store-reader.ts";
+import type { TrustPolicy } from "../store/trust.ts";
+import { isZeroChunk } from "../store/chunks.ts";
+import { silentLogger } from "../log.ts";
+import type { Logger } from "../log.ts";
+import type { BlockDevice } from "./block-device.ts";
+import { openChunkCache } from "./chunk-cache.ts";
+import type { ChunkCache } from "./chunk-cache.ts";
+import type { ChunkFetcher } from "./chunk-fetcher.ts";
+import { ChunkedDevice } from "./chunked-device.ts";
+import { CowDevice } from "./cow-device.ts";
+import { FileDevice } from "./file-device.ts";
+import { HttpDevice } from "./http-device.ts";
+import { MirrorSet } from "./mirror-set.ts";
+import type { MirrorStats } from "./mirror-set.ts";
+import { PrefetchDevice } from "./prefetch-device.ts";
+import type { PrefetchStats } from "./prefetch-device.ts";
+import { readProfile } from "./profile.ts";
+import type { ProfileEntry } from "./profile.ts";
+import { TraceDevice } from "./trace-device.ts";
+
+export interface StackOptions {
+  /** Store roots (directories or URLs); several are mirrors of one store. */
+  stores?: string[];
+  /** Chunk cache folder (also a local store for offline boots). */
+  cache?: string;
+  cacheQuotaBytes?: number;
+  /** Copy-on-write overlay file: makes the device writable. */
+  cow?: string;
+  /** Record first accesses to this boot profile file. */
+  trace?: string;
+  /** Prefetch the regions of this boot profile. */
+  profile?: string;
+  prefetchStreams?: number;
+  /** Use only the cache; never the network. */
+  offline?: boolean;
+  policy: TrustPolicy;
+  logger?: Logger;
+}
+
+export interface DeviceStack {
+  device: BlockDevice;
+  /** What was opened, for messages: NAME@REV, a path, a URL. */
+  label: string;
+  /** What the overlay is bound to: the index digest, or the file/URL and size. */
+  baseId: string;
+  image: OpenedImage | null;
+  cache: ChunkCache | null;
+  mirrors: MirrorSet | null;
+  prefetch: PrefetchStats | null;
+  mirrorStats(): MirrorStats[];
+  close(): Promise<void>;
+}
+
+/** A plain file or URL rather than an image from a store. */
+function isRawSource(source: string, options: StackOptions): boolean {
+  if (/\.(json|caibx)$/i.test(source)) return false;
+  if (isUrl(source)) return true;
+  return !options.stores?.length;
+}
+
+/** Keeps the release, its signature, its index and the `latest` pointer in the cache folder. */
+async function rememberRelease(image: OpenedImage, cacheDir: string): Promise<void> {
+  const r = image.release;
+  if (!r) return;
+  const reader = image.chunks.reader;
+  const files = [
+    releasePath(r.release.name, r.release.revision),
+    `${releasePath(r.release.name, r.release.revision)}.minisig`,
+    indexPath(r.release.index),
+  ];
+  for (const file of files) {
+    const target = join(cacheDir, file);
+    if (await stat(target).catch(() => null)) continue;
+    let bytes: Buffer;
+    try {
+      bytes = await reader.read(file);
+    } catch (err) {
+      if (err instanceof NotFoundError) continue; // an unsigned release has no .minisig
+      throw err;
+    }
+    await writeFileAtomic(target, bytes);
+  }
+  const latest = join(cacheDir, latestPath(r.release.name));
+  const current = Number(await readFile(latest, "utf8").catch(() => "0"));
+  if (!(current >= r.release.revision)) await writeFileAtomic(latest, `${r.release.revision}\n`);
+}
+
+class OfflineFetcher implements ChunkFetcher {
+  fetch(chunk: { id: string }): Promise<Buffer> {
+    return Promise.reject(
+      new ChunkMissingError(chunk.id, "the cache (running offline: the network is not used)"),
+    );
+  }
+  async close(): Promise<void> {}
+}
+
+export async function openDeviceStack(source: string, options: StackOptions): Promise<DeviceStack> {
+  const log = options.logger ?? silentLogger;
+  let device: BlockDevice;
+  let label = source;
+  let baseId: string;
+  let image: OpenedImage | null = null;
+  let cache: ChunkCache | null = null;
+  let mirrors: MirrorSet | null = null;
+  let prefetch: PrefetchDevice | null = null;
+  const profile: ProfileEntry[] | null = options.profile ? readProfile(options.profile) : null;
+
+  if (isRawSource(source, options)) {
+    const raw = isUrl(source)
+      ? await HttpDevice.open(source)
+      : await FileDevice.open(source, { readOnly: true });
+    baseId = `${source} ${raw.size}`;
+    device = raw;
+  } else {
+    const stores = options.stores ?? [];
+    if (options.offline && !options.cache)
+      throw new UsageError("--offline needs --cache DIR: the cache is the only source then");
+    if (options.offline) {
+      image = await openImage(source, {
+        store: options.cache,
+        policy: options.policy,
+        record: true,
+      });
+    } else {
+      try {
+        image = await openImage(source, { store: stores[0], policy: options.policy, record: true });
+      } catch (err) {
+        if (!(err instanceof FetchError) || !options.cache) throw err;
+        log.warn(
+          { err: err.message },
+          "the store cannot be reached; using the release kept in the cache",
+        );
+        image = await openImage(source, {
+          store: options.cache,
+          policy: options.policy,
+          record: true,
+        });
+      }
+    }
+    label = image.label;
+    baseId = image.release ? `sha256:${image.release.release.index}` : `${source}`;
+    let fetcher: ChunkFetcher;
+    if (options.offline) {
+      fetcher = new OfflineFetcher();
+    } else {
+      const prefix = image.chunks.prefix;
+      const sources =
+        stores.length > 1
+          ? stores.map((s) => ({ reader: openStoreReader(s), prefix }))
+          : [image.chunks];
+      mirrors = new MirrorSet(sources, { logger: log });
+      if (sources.length > 1) await mirrors.probe();
+      fetcher = mirrors;
+    }
+    if (options.cache) {
+      cache = openChunkCache(options.cache, { quotaBytes: options.cacheQuotaBytes, logger: log });
+      await rememberRelease(image, options.cache).catch((err: Error) =>
+        log.warn({ err: err.message }, "cannot keep the release in the cache"),
+      );
+      fetcher = cache.layer(fetcher);
+    }
+    const chunked = new ChunkedDevice(image.index, fetcher);
+    if (cache && profile) {
+      // The boot set is pinned: eviction never costs the next offline boot.
+      cache.setPinned(
+        profile.flatMap((e) =>
+          chunked
+            .chunksIn(e.offset, Math.min(e.length, chunked.size - e.offset))
+            .filter((c) => !isZeroChunk(c))
+            .map((c) => c.id),
+        ),
+      );
+    }
+    device = chunked;
+  }
+  if (profile) {
+    prefetch = new PrefetchDevice(device, profile, {
+      streams: options.prefetchStreams,
+      logger: log,
+    });
+    device = prefetch;
+  }
+  if (options.cow) device = await CowDevice.open(device, options.cow, { baseId });
+  if (options.trace) device = new TraceDevice(device, options.trace);
+  const top = device;
+  return {
+    device: top,
+    label,
+    baseId,
+    image,
+    cache,
+    mirrors,
+    prefetch: prefetch?.stats ?? null,
+    mirrorStats: () => mirrors?.stats ?? [],
+    close: () => top.close(),
+  };
+}

@@ -1,0 +1,44 @@
+// Boot profiles: the ordered list of regions a boot read first, as text lines
+// "OFFSET LENGTH MILLISECONDS" after a header line. Written by the tracer, read by the prefetcher.
+import { readFileSync } from "node:fs";
+
+export const PROFILE_HEADER = "inetboot-profile 1";
+
+export interface ProfileEntry {
+  offset: number;
+  length: number;
+  /** Milliseconds since the device was opened. */
+  ms: number;
+}
+
+export class ProfileFormatError extends Error {
+  readonly code = "ERR_PROFILE_FORMAT";
+}
+
+export function encodeProfileLine(e: ProfileEntry): string {
+  return `${e.offset} ${e.length} ${Math.round(e.ms)}\n`;
+}
+
+export function decodeProfile(text: string, name = "profile"): ProfileEntry[] {
+  const lines = text.split("\n");
+  if (lines[0].trim() !== PROFILE_HEADER) {
+    throw new ProfileFormatError(`Cannot read ${name}: the first line is not "${PROFILE_HEADER}"`);
+  }
+  const out: ProfileEntry[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (line === "") continue;
+    const parts = line.split(/\s+/).map(Number);
+    if (parts.length !== 3 || !parts.every((n) => Number.isSafeInteger(n) && n >= 0)) {
+      throw new ProfileFormatError(
+        `Cannot read ${name}: line ${i + 1} "${line}" is not "OFFSET LENGTH MS"`,
+      );
+    }
+    out.push({ offset: parts[0], length: parts[1], ms: parts[2] });
+  }
+  return out;
+}
+
+export function readProfile(path: string): ProfileEntry[] {
+  return decodeProfile(readFileSync(path, "utf8"), path);
+}
