@@ -202,18 +202,24 @@ export class ChunkCache {
     this.#totalBytes -= e.bytes;
   }
 
-  /** Makes room for `bytes` more; false when only pinned chunks are left to evict. */
-  #reserve(bytes: number): boolean {
+  /**
+   * Makes room for `bytes` more (accounting is synchronous so concurrent writers cannot
+   * overcommit; the evicted files are gone before the caller writes). False when only pinned
+   * chunks are left to evict.
+   */
+  async #reserve(bytes: number): Promise<boolean> {
     if (bytes > this.quotaBytes) return false;
-    for (const [id, e] of this.#entries) {
+    const victims: string[] = [];
+    for (const id of this.#entries.keys()) {
       if (this.#totalBytes + bytes <= this.quotaBytes) break;
       if (this.#pinned.has(id) || this.#writing.has(id)) continue;
       this.#forget(id);
       this.stats.evictions++;
-      unlink(this.#path(id)).catch(() => undefined);
+      victims.push(this.#path(id));
     }
     if (this.#totalBytes + bytes > this.quotaBytes) return false;
     this.#totalBytes += bytes;
+    await Promise.all(victims.map((p) => unlink(p).catch(() => undefined)));
     return true;
   }
 
@@ -224,7 +230,7 @@ export class ChunkCache {
       const compressed = await compress(data, {
         params: { [constants.ZSTD_c_compressionLevel]: 3 },
       });
-      if (!this.#reserve(compressed.length)) return;
+      if (!(await this.#reserve(compressed.length))) return;
       const path = this.#path(chunk.id);
       const tmp = tempPathFor(path);
       try {
