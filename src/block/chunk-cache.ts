@@ -217,10 +217,10 @@ export class ChunkCache {
       this.stats.evictions++;
       victims.push(this.#path(id));
     }
-    if (this.#totalBytes + bytes > this.quotaBytes) return false;
-    this.#totalBytes += bytes;
+    const fits = this.#totalBytes + bytes <= this.quotaBytes;
+    if (fits) this.#totalBytes += bytes;
     await Promise.all(victims.map((p) => unlink(p).catch(() => undefined)));
-    return true;
+    return fits;
   }
 
   /** Stores verified bytes (compressed, atomically). Space is reserved before the write. */
