@@ -1,0 +1,214 @@
+// One conformance suite, run against every block backend and layer (like hono's shared router
+// suite): the same reads, writes and extent queries must give the same answers everywhere.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import type { TestContext } from "node:test";
+import { OutOfRangeError } from "../src/block/block-device.ts";
+import type { BlockDevice } from "../src/block/block-device.ts";
+import { openChunkCache } from "../src/block/chunk-cache.ts";
+import { StoreChunkFetcher } from "../src/block/chunk-fetcher.ts";
+import { ChunkedDevice } from "../src/block/chunked-device.ts";
+import { CowDevice } from "../src/block/cow-device.ts";
+import { FileDevice } from "../src/block/file-device.ts";
+import { HttpDevice } from "../src/block/http-device.ts";
+import { MirrorSet } from "../src/block/mirror-set.ts";
+import { PrefetchDevice } from "../src/block/prefetch-device.ts";
+import { TraceDevice } from "../src/block/trace-device.ts";
+import { packImage } from "../src/store/pack.ts";
+import { openImage } from "../src/store/source.ts";
+import { openStoreReader } from "../src/store/store-reader.ts";
+import { tempDir, textLike } from "./helpers.ts";
+import { startNginx } from "./nginx.ts";
+
+interface Fixture {
+  dir: string;
+  data: Buffer;
+  image: string;
+  store: string;
+}
+
+async function fixture(t: TestContext): Promise<Fixture> {
+  const dir = tempDir(t);
+  // Text, zeros (whole zero chunks and a short run), random; not a multiple of 4096.
+  const data = Buffer.concat([
+    textLike(700_000, 2),
+    Buffer.alloc(1_100_000),
+    randomBytes(333_333),
+    Buffer.alloc(5000),
+    textLike(200_001, 3),
+  ]);
+  const image = join(dir, "disk.img");
+  writeFileSync(image, data);
+  const store = join(dir, "store");
+  await packImage(image, { store, name: "disk", workers: 1 });
+  return { dir, data, image, store };
+}
+
+async function chunked(
+  f: Fixture,
+  layer?: (fetch: StoreChunkFetcher) => import("../src/block/chunk-fetcher.ts").ChunkFetcher,
+): Promise<ChunkedDevice> {
+  const image = await openImage("disk", {
+    store: f.store,
+    policy: { trusted: [], insecure: true, statePath: null },
+  });
+  const fetcher = new StoreChunkFetcher(image.chunks);
+  return new ChunkedDevice(image.index, layer ? layer(fetcher) : fetcher);
+}
+
+type Factory = (t: TestContext, f: Fixture) => Promise<BlockDevice | null>;
+
+const factories: [string, Factory][] = [
+  ["file", (_t, f) => FileDevice.open(f.image)],
+  ["chunked image", (_t, f) => chunked(f)],
+  [
+    "chunked image + disk cache",
+    (_t, f) =>
+      chunked(f, (next) =>
+        openChunkCache(join(f.dir, "cache"), { quotaBytes: 1 << 30 }).layer(next),
+      ),
+  ],
+  [
+    "chunked image + mirror set",
+    async (_t, f) => {
+      const image = await openImage("disk", {
+        store: f.store,
+        policy: { trusted: [], insecure: true, statePath: null },
+      });
+      const mirrors = new MirrorSet([
+        image.chunks,
+        { reader: openStoreReader(f.store), prefix: "chunks/" },
+      ]);
+      return new ChunkedDevice(image.index, mirrors);
+    },
+  ],
+  [
+    "copy-on-write over chunked",
+    async (_t, f) =>
+      CowDevice.open(await chunked(f), join(f.dir, "overlay.cow"), { baseId: "test" }),
+  ],
+  [
+    "tracer over file",
+    async (_t, f) => new TraceDevice(await FileDevice.open(f.image), join(f.dir, "trace.profile")),
+  ],
+  [
+    "prefetcher over chunked",
+    async (_t, f) =>
+      new PrefetchDevice(await chunked(f), [{ offset: 0, length: f.data.length, ms: 0 }], {
+        streams: 2,
+      }),
+  ],
+  [
+    "HTTP range device (nginx)",
+    async (t, f) => {
+      const nginx = await startNginx(t, f.dir);
+      return nginx ? HttpDevice.open(`${nginx.url}disk.img`) : null;
+    },
+  ],
+];
+
+describe("block device conformance", () => {
+  for (const [name, make] of factories) {
+    it(name, async (t) => {
+      const f = await fixture(t);
+      const dev = await make(t, f);
+      if (!dev) return;
+      t.after(() => dev.close());
+      assert.equal(dev.size, f.data.length);
+
+      // Reads: aligned, unaligned, spanning chunks and zero runs, the last byte, empty.
+      const probes: [number, number][] = [
+        [0, 4096],
+        [1, 1],
+        [4095, 2],
+        [600_000, 300_000],
+        [650_000, 1_500_000],
+        [f.data.length - 1, 1],
+        [f.data.length - 70_000, 70_000],
+        [123, 0],
+      ];
+      for (let i = 0; i < 20; i++) {
+        const off = Math.floor(Math.random() * f.data.length);
+        probes.push([off, Math.min(f.data.length - off, 1 + Math.floor(Math.random() * 200_000))]);
+      }
+      const reads = await Promise.all(probes.map(([o, l]) => dev.read(o, l)));
+      probes.forEach(([o, l], i) =>
+        assert.ok(reads[i].equals(f.data.subarray(o, o + l)), `read(${o}, ${l}) differs`),
+      );
+
+      await assert.rejects(dev.read(f.data.length - 10, 11), OutOfRangeError);
+      await assert.rejects(dev.read(-1, 5), OutOfRangeError);
+
+      // Extents: start at the offset, stay within the range, and holes read as zeros.
+      if (dev.extents) {
+        const ext = await dev.extents(100, f.data.length - 100);
+        assert.equal(ext[0].offset, 100);
+        let pos = 100;
+        for (const e of ext) {
+          assert.equal(e.offset, pos, "extents are contiguous");
+          if (e.zero)
+            assert.ok(
+              f.data.subarray(e.offset, e.offset + e.length).every((b) => b === 0),
+              `extent at ${e.offset} claims zeros`,
+            );
+          pos += e.length;
+        }
+        assert.ok(pos <= f.data.length);
+      }
+
+      if (!dev.readOnly && dev.write) {
+        const expect = Buffer.from(f.data);
+        const writes: [number, Buffer][] = [
+          [0, randomBytes(10)],
+          [4090, randomBytes(20)],
+          [700_000, randomBytes(70_000)],
+          [f.data.length - 3, randomBytes(3)],
+        ];
+        await Promise.all(writes.map(([o, d]) => dev.write!(o, d)));
+        for (const [o, d] of writes) d.copy(expect, o);
+        await dev.writeZeroes?.(20_000, 5000);
+        expect.fill(0, 20_000, 25_000);
+        await dev.flush?.();
+        const back = await dev.read(0, f.data.length);
+        assert.ok(back.equals(expect), "data written does not read back");
+      } else if (dev.readOnly) {
+        await assert.rejects(
+          Promise.resolve().then(
+            () => dev.write?.(0, Buffer.alloc(1)) ?? Promise.reject(new Error("no write")),
+          ),
+        );
+      }
+    });
+  }
+
+  it("copy-on-write: the base is never written, the overlay persists, deleting it resets", async (t) => {
+    const f = await fixture(t);
+    const overlay = join(f.dir, "disk.cow");
+    const cow = await CowDevice.open(await FileDevice.open(f.image), overlay, { baseId: "base-1" });
+    await cow.write(1000, Buffer.from("hello overlay"));
+    await cow.flush();
+    await cow.close();
+    assert.ok(readFileSync(f.image).equals(f.data), "the base changed");
+    const again = await CowDevice.open(await FileDevice.open(f.image), overlay, {
+      baseId: "base-1",
+    });
+    assert.equal((await again.read(1000, 13)).toString(), "hello overlay");
+    assert.equal(again.writtenBlocks, 1);
+    await again.close();
+    const base = await FileDevice.open(f.image);
+    await assert.rejects(
+      CowDevice.open(base, overlay, { baseId: "base-2" }),
+      /was made for base base-1/,
+    );
+    rmSync(overlay);
+    const fresh = await CowDevice.open(base, overlay, { baseId: "base-2" });
+    assert.ok(
+      (await fresh.read(0, f.data.length)).equals(f.data),
+      "a new overlay reads as the base",
+    );
+    await fresh.close();
+  });
+});
