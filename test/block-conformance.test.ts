@@ -10,6 +10,7 @@ import { OutOfRangeError } from "../src/block/block-device.ts";
 import type { BlockDevice } from "../src/block/block-device.ts";
 import { openChunkCache } from "../src/block/chunk-cache.ts";
 import { StoreChunkFetcher } from "../src/block/chunk-fetcher.ts";
+import type { ChunkFetcher } from "../src/block/chunk-fetcher.ts";
 import { ChunkedDevice } from "../src/block/chunked-device.ts";
 import { CowDevice } from "../src/block/cow-device.ts";
 import { FileDevice } from "../src/block/file-device.ts";
@@ -49,7 +50,7 @@ async function fixture(t: TestContext): Promise<Fixture> {
 
 async function chunked(
   f: Fixture,
-  layer?: (fetch: StoreChunkFetcher) => import("../src/block/chunk-fetcher.ts").ChunkFetcher,
+  layer?: (fetch: StoreChunkFetcher) => ChunkFetcher,
 ): Promise<ChunkedDevice> {
   const image = await openImage("disk", {
     store: f.store,
