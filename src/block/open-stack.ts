@@ -1,6 +1,7 @@
 // Builds the block stack for one source, top to bottom:
 //   tracer → copy-on-write overlay → prefetcher → chunked image → chunk cache → mirror set
 // or, for a plain file or http:// URL, tracer → overlay → file/HTTP device.
+import { existsSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { writeFileAtomic } from "../store/local-store.ts";
 import { join } from "node:path";
@@ -66,7 +67,7 @@ export interface DeviceStack {
 function isRawSource(source: string, options: StackOptions): boolean {
   if (/\.(json|caibx)$/i.test(source)) return false;
   if (isUrl(source)) return true;
-  return !options.stores?.length;
+  return !options.offline && !options.stores?.length && existsSync(source);
 }
 
 /** Keeps the release, its signature, its index and the `latest` pointer in the cache folder. */

@@ -416,7 +416,8 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     await program.parseAsync(argv);
-    return 0;
+    // A command may set process.exitCode after printing its report (a failed check).
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof ReportedFailure) return 1;
     const e = err as Error & { code?: string; exitCode?: number };

@@ -1,6 +1,7 @@
 // Read access to a store's static files, local or over HTTP. Paths are relative to the root.
 import { LocalStoreReader } from "./local-store.ts";
 import { HttpStoreReader } from "./http-store.ts";
+import type { HttpStoreOptions } from "./http-store.ts";
 
 export interface StoreReader {
   /** The root: a directory path or a URL ending in "/". */
@@ -19,6 +20,6 @@ export function isUrl(text: string): boolean {
 }
 
 /** Opens `location` (a directory or an http(s) URL) as a store. */
-export function openStoreReader(location: string): StoreReader {
-  return isUrl(location) ? new HttpStoreReader(location) : new LocalStoreReader(location);
+export function openStoreReader(location: string, options: HttpStoreOptions = {}): StoreReader {
+  return isUrl(location) ? new HttpStoreReader(location, options) : new LocalStoreReader(location);
 }
