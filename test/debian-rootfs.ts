@@ -1,0 +1,83 @@
+// A Debian root filesystem for boot tests (debootstrap --variant=minbase), built once per
+// machine and kept in /var/tmp, plus the host's Debian kernel and initrd.
+import { execFileSync } from "node:child_process";
+import { chmodSync, existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { TestContext } from "node:test";
+import { requireTool } from "./helpers.ts";
+
+const ROOTFS = "/var/tmp/inetboot-test-rootfs-bookworm";
+const MIRROR = process.env.DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
+
+export interface BootKit {
+  kernel: string;
+  initrd: string;
+}
+
+/** The host's newest Debian kernel and initrd (installs linux-image-amd64 when root). */
+export function hostKernel(t: TestContext): BootKit | null {
+  const find = (): BootKit | null => {
+    const kernels = existsSync("/boot")
+      ? readdirSync("/boot")
+          .filter((f) => f.startsWith("vmlinuz-"))
+          .sort()
+      : [];
+    const k = kernels.at(-1);
+    if (!k) return null;
+    const initrd = `/boot/initrd.img-${k.slice("vmlinuz-".length)}`;
+    return existsSync(initrd) ? { kernel: `/boot/${k}`, initrd } : null;
+  };
+  if (!find() && process.getuid?.() === 0) {
+    try {
+      execFileSync(
+        "sh",
+        ["-c", "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-image-amd64"],
+        { stdio: "ignore" },
+      );
+    } catch {
+      // reported below
+    }
+  }
+  const kit = find();
+  if (kit) return kit;
+  const reason =
+    "SKIPPED: no Debian kernel and initrd in /boot (package linux-image-amd64; needs root)";
+  if (process.env.CI === "true") throw new Error(`${reason}; under CI=true a skip is a failure`);
+  t.skip(reason);
+  return null;
+}
+
+/**
+ * Builds (once) a minbase Debian tree and returns a copy in `dir` with `/inetboot-marker`, an
+ * init that prints a marker line and powers the machine off.
+ */
+export function debianTree(t: TestContext, dir: string): string | null {
+  if (!requireTool(t, "debootstrap", "debootstrap")) return null;
+  if (!existsSync(join(ROOTFS, "etc/os-release"))) {
+    if (process.getuid?.() !== 0) {
+      if (process.env.CI === "true") throw new Error("debootstrap needs root");
+      t.skip("SKIPPED: debootstrap needs root");
+      return null;
+    }
+    rmSync(ROOTFS, { recursive: true, force: true });
+    execFileSync("debootstrap", ["--variant=minbase", "bookworm", ROOTFS, MIRROR], {
+      stdio: "ignore",
+    });
+  }
+  const tree = join(dir, "rootfs");
+  execFileSync("cp", ["-a", ROOTFS, tree]);
+  const marker = join(tree, "inetboot-marker");
+  writeFileSync(
+    marker,
+    [
+      "#!/bin/sh",
+      "mount -t proc proc /proc",
+      'echo "INETBOOT-ROOT-OK $(. /etc/os-release; echo $PRETTY_NAME) $(grep " / " /proc/mounts)"',
+      "echo o > /proc/sysrq-trigger",
+      "while :; do :; done",
+      "",
+    ].join("\n"),
+  );
+  chmodSync(marker, 0o755);
+  return tree;
+}
