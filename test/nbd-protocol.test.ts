@@ -1,0 +1,177 @@
+// The NBD server under abuse: bad requests get the protocol's error and the connection stays
+// usable; garbage in the handshake closes that connection only. Plus tracing and prefetch.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { connect } from "node:net";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { FileDevice } from "../src/block/file-device.ts";
+import { decodeProfile } from "../src/block/profile.ts";
+import * as P from "../src/nbd/protocol.ts";
+import { NbdServer } from "../src/nbd/server.ts";
+import { startAttach } from "./attach.ts";
+import { inetbootOk, tempDir, textLike } from "./helpers.ts";
+import { TestNbdClient } from "./nbd-client.ts";
+
+describe("NBD server robustness", () => {
+  it("answers bad requests with errors and keeps the connection usable", async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(1 << 20);
+    writeFileSync(join(dir, "d.img"), data);
+    const server = new NbdServer({
+      exports: [{ name: "ro", device: await FileDevice.open(join(dir, "d.img")) }],
+      maxRequestBytes: 256 * 1024,
+    });
+    const sock = join(dir, "s.sock");
+    await server.listen({ path: sock });
+    t.after(() => server.close());
+    const c = await TestNbdClient.connect(sock, "ro");
+    t.after(() => c.close());
+    assert.equal(c.size, data.length);
+    assert.ok((c.flags & P.NBD_FLAG_READ_ONLY) !== 0);
+
+    assert.equal(
+      (await c.request(P.NBD_CMD_READ, data.length - 10, 20)).error,
+      P.NBD_EINVAL,
+      "read past the end",
+    );
+    assert.equal(
+      (await c.request(P.NBD_CMD_READ, 0, 1 << 20)).error,
+      P.NBD_EOVERFLOW,
+      "oversized read",
+    );
+    assert.equal(
+      (await c.request(P.NBD_CMD_WRITE, 0, 4, { data: Buffer.from("nope") })).error,
+      P.NBD_EPERM,
+      "write to read-only",
+    );
+    assert.equal(
+      (await c.request(P.NBD_CMD_WRITE, 0, 300 * 1024, { data: Buffer.alloc(300 * 1024) })).error,
+      P.NBD_EINVAL,
+      "oversized write",
+    );
+    assert.equal((await c.request(99, 0, 0)).error, P.NBD_EINVAL, "unknown command");
+    assert.equal(
+      (await c.request(P.NBD_CMD_TRIM, 0, 4096)).error,
+      P.NBD_EPERM,
+      "trim on read-only",
+    );
+    // Still in sync: many reads in flight at once, answered out of order, all correct.
+    const offsets = Array.from({ length: 64 }, () =>
+      Math.floor(Math.random() * (data.length - 4096)),
+    );
+    const got = await Promise.all(offsets.map((o) => c.readAt(o, 4096)));
+    offsets.forEach((o, i) => assert.ok(got[i].equals(data.subarray(o, o + 4096))));
+  });
+
+  it("closes only the connection that sends garbage; others keep working", async (t) => {
+    const dir = tempDir(t);
+    writeFileSync(join(dir, "d.img"), textLike(1 << 20));
+    const server = new NbdServer({
+      exports: [{ name: "", device: await FileDevice.open(join(dir, "d.img")) }],
+    });
+    const sock = join(dir, "s.sock");
+    await server.listen({ path: sock });
+    t.after(() => server.close());
+    const good = await TestNbdClient.connect(sock);
+    t.after(() => good.close());
+
+    for (const garbage of [
+      Buffer.from("GET / HTTP/1.1\r\n\r\n"),
+      Buffer.concat([Buffer.from([0, 0, 0, 3]), randomBytes(200)]),
+      Buffer.from([0, 0, 0, 0x80]),
+    ]) {
+      const bad = connect(sock);
+      const closed = new Promise<void>((r) => bad.on("close", () => r()));
+      bad.on("error", () => undefined);
+      bad.resume(); // read the handshake, so the FIN that follows is seen
+      bad.on("connect", () => bad.write(garbage));
+      await closed;
+    }
+    // An unknown export in NBD_OPT_GO is an error reply, not a dead server.
+    await assert.rejects(TestNbdClient.connect(sock, "no-such-export"), /NBD_OPT_GO failed: 6/);
+    assert.ok((await good.readAt(0, 100)).equals(textLike(1 << 20).subarray(0, 100)));
+  });
+});
+
+describe("tracing and prefetch through attach", () => {
+  it("--trace records first accesses in order; --profile prefetches them into the cache", async (t) => {
+    const dir = tempDir(t);
+    const data = Buffer.concat([textLike(3_000_000, 41), randomBytes(1_000_000)]);
+    writeFileSync(join(dir, "disk.img"), data);
+    await inetbootOk([
+      "pack",
+      join(dir, "disk.img"),
+      "--store",
+      join(dir, "store"),
+      "--name",
+      "disk",
+    ]);
+    const common = ["disk", "--store", join(dir, "store"), "--insecure", "--state", join(dir, "s")];
+    const sock = join(dir, "a.sock");
+    const profile = join(dir, "boot.profile");
+    const a = await startAttach(t, [...common, "--trace", profile, "--listen", `unix:${sock}`]);
+    const c = await TestNbdClient.connect(sock);
+    const reads: [number, number][] = [
+      [2_000_000, 8192],
+      [0, 4096],
+      [3_500_000, 100_000],
+      [0, 4096], // again: not a first access
+      [2_004_096, 4096], // inside blocks the first read touched: not new
+      [2_012_000, 4096], // beyond them: new
+    ];
+    for (const [o, l] of reads) await c.readAt(o, l);
+    c.close();
+    await a.stop();
+    const entries = decodeProfile(readFileSync(profile, "utf8"));
+    assert.deepEqual(
+      entries.map((e) => [e.offset, e.length]),
+      [
+        [2_000_000 - (2_000_000 % 4096), 12288],
+        [0, 4096],
+        [3_497_984, 102_400],
+        [2_011_136, 8192],
+      ],
+    );
+
+    const cache = join(dir, "cache");
+    const b = await startAttach(t, [
+      ...common,
+      "--profile",
+      profile,
+      "--cache",
+      cache,
+      "--listen",
+      `unix:${sock}`,
+    ]);
+    // Without a single demand read, the profile's chunks arrive in the cache.
+    let status: { offline: { canBootOffline: boolean; chunksNeeded: number } } | null = null;
+    for (let i = 0; i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = JSON.parse(
+        (
+          await inetbootOk([
+            "cache",
+            "status",
+            "--cache",
+            cache,
+            "--can-boot-offline",
+            "disk",
+            "--profile",
+            profile,
+            "--json",
+          ]).catch(() => ({ stdout: "null" }))
+        ).stdout,
+      ) as typeof status;
+      if (status?.offline.canBootOffline) break;
+    }
+    assert.equal(
+      status?.offline.canBootOffline,
+      true,
+      `prefetch did not fill the cache: ${JSON.stringify(status)}`,
+    );
+    assert.ok(status.offline.chunksNeeded >= 3);
+    await b.stop();
+  });
+});
