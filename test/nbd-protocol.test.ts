@@ -146,7 +146,8 @@ describe("tracing and prefetch through attach", () => {
       `unix:${sock}`,
     ]);
     // Without a single demand read, the profile's chunks arrive in the cache.
-    let status: { offline: { canBootOffline: boolean; chunksNeeded: number } } | null = null;
+    type Status = { offline: { canBootOffline: boolean; chunksNeeded: number } };
+    let status = null as Status | null;
     for (let i = 0; i < 100; i++) {
       await new Promise((r) => setTimeout(r, 100));
       status = JSON.parse(
@@ -163,7 +164,7 @@ describe("tracing and prefetch through attach", () => {
             "--json",
           ]).catch(() => ({ stdout: "null" }))
         ).stdout,
-      ) as typeof status;
+      ) as Status | null;
       if (status?.offline.canBootOffline) break;
     }
     assert.equal(
