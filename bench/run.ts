@@ -2,7 +2,8 @@
 // writes them, with the machine and the date, to bench/RESULTS.md.
 import { execFileSync } from "node:child_process";
 import { cpus, totalmem } from "node:os";
-import { writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { benchNbd } from "./nbd.ts";
 import { benchPack, buildImages, buildTars } from "./store-pack.ts";
 
 const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
@@ -34,17 +35,28 @@ function packSection(title: string, images: { v1: string; v2: string }): string 
   return lines.join("\n");
 }
 
-const sections = [
-  packSection("debootstrap minbase in a 2 GiB ext4 image", buildImages()),
-  packSection("the same trees as plain tar files (dense data, no zero runs)", buildTars()),
-];
-const report = [
-  `# Benchmark results`,
-  "",
-  `${new Date().toISOString().slice(0, 10)} on ${machine()}`,
-  "",
-  ...sections,
-  "",
-].join("\n");
-console.log(report);
-writeFileSync(new URL("RESULTS.md", import.meta.url), report);
+// `npm run bench -- nbd` runs only the named benchmarks (pack, nbd); no names runs them all.
+// Each writes bench/results/NAME.md with its machine and date; RESULTS.md joins them all.
+const benches: Record<string, () => Promise<string> | string> = {
+  pack: () =>
+    [
+      packSection("debootstrap minbase in a 2 GiB ext4 image", buildImages()),
+      packSection("the same trees as plain tar files (dense data, no zero runs)", buildTars()),
+    ].join("\n\n"),
+  nbd: () => benchNbd(),
+};
+const names = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(benches);
+const resultsDir = new URL("results/", import.meta.url);
+mkdirSync(resultsDir, { recursive: true });
+const stamp = `${new Date().toISOString().slice(0, 10)} on ${machine()}`;
+for (const name of names) {
+  const bench = benches[name];
+  if (!bench) throw new Error(`No benchmark named ${name}; known: ${Object.keys(benches).join(", ")}`);
+  const section = `${await bench()}\n\n_${stamp}_\n`;
+  console.log(section);
+  writeFileSync(new URL(`${name}.md`, resultsDir), section);
+}
+const all = Object.keys(benches)
+  .filter((n) => existsSync(new URL(`${n}.md`, resultsDir)))
+  .map((n) => readFileSync(new URL(`${n}.md`, resultsDir), "utf8"));
+writeFileSync(new URL("RESULTS.md", import.meta.url), ["# Benchmark results", "", ...all].join("\n"));

@@ -22,10 +22,12 @@ export interface Nginx {
   accessLog: string;
 }
 
-/** Starts nginx serving `root` at http://127.0.0.1:PORT/; null when nginx cannot be had. */
-export async function startNginx(t: TestContext, root: string): Promise<Nginx | null> {
-  if (!requireTool(t, "nginx", "nginx-light")) return null;
-  const dir = tempDir(t, "inetboot-nginx-");
+export interface NginxProcess extends Nginx {
+  stop: () => void;
+}
+
+/** Starts nginx serving `root` at http://127.0.0.1:PORT/ with its files in `dir`. */
+export async function startNginxProcess(root: string, dir: string): Promise<NginxProcess> {
   const port = await freePort();
   const conf = join(dir, "nginx.conf");
   writeFileSync(
@@ -35,7 +37,7 @@ ${process.getuid?.() === 0 ? "user root;" : ""}
 worker_processes 1;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log;
-events { worker_connections 256; }
+events { worker_connections 1024; }
 http {
   access_log ${dir}/access.log;
   client_body_temp_path ${dir}/body;
@@ -43,7 +45,8 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  keepalive_requests 10000;
+  keepalive_requests 100000;
+  sendfile on;
   server {
     listen 127.0.0.1:${port};
     root ${root};
@@ -51,19 +54,24 @@ http {
 }
 `,
   );
-  const nginxBin = "/usr/sbin/nginx";
-  const child = spawn(nginxBin, ["-c", conf, "-p", dir], { stdio: "ignore" });
-  t.after(() => {
-    child.kill("SIGTERM");
-  });
+  const child = spawn("/usr/sbin/nginx", ["-c", conf, "-p", dir], { stdio: "ignore" });
   const url = `http://127.0.0.1:${port}/`;
   for (let i = 0; i < 100; i++) {
     try {
       await fetch(url, { method: "HEAD" });
-      return { url, accessLog: join(dir, "access.log") };
+      return { url, accessLog: join(dir, "access.log"), stop: () => child.kill("SIGTERM") };
     } catch {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+  child.kill("SIGKILL");
   throw new Error(`nginx did not start on ${url}; see ${dir}/error.log`);
+}
+
+/** Starts nginx serving `root` for a test (stopped after it); null when nginx cannot be had. */
+export async function startNginx(t: TestContext, root: string): Promise<Nginx | null> {
+  if (!requireTool(t, "nginx", "nginx-light")) return null;
+  const nginx = await startNginxProcess(root, tempDir(t, "inetboot-nginx-"));
+  t.after(() => nginx.stop());
+  return nginx;
 }
