@@ -8,7 +8,7 @@
 //         recorded profile
 import { spawn, spawnSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, connect } from "node:net";
 import type { Server } from "node:net";
 import { join } from "node:path";
@@ -21,7 +21,7 @@ import { buildImages, OUT } from "./store-pack.ts";
 const REPO = new URL("../", import.meta.url).pathname;
 const CLI = join(REPO, "bin", "inetboot.js");
 const RTT_MS = 50;
-const COLD_LIMIT_S = 600;
+const COLD_LIMIT_S = 240;
 
 function sh(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: "utf8", maxBuffer: 64 << 20 });
@@ -42,9 +42,20 @@ interface Served {
   stop: () => Promise<void>;
 }
 
-async function serveInetboot(args: string[], sock: string): Promise<Served> {
-  rmSync(sock, { force: true });
-  const child = spawn(process.execPath, [CLI, "attach", ...args, "--listen", `unix:${sock}`], { stdio: ["ignore", "pipe", "ignore"] });
+let serial = 0;
+
+/** A fresh socket path per server, so no client ever meets a previous server's socket. */
+function socketFor(dir: string, name: string): string {
+  const path = join(dir, `${name}-${++serial}.sock`);
+  rmSync(path, { force: true }); // left by an earlier run
+  return path;
+}
+
+async function serveInetboot(args: string[], dir: string): Promise<Served> {
+  const sock = socketFor(dir, "inetboot");
+  const child = spawn(process.execPath, [CLI, "attach", ...args, "--listen", `unix:${sock}`], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
   const uri = await new Promise<string>((resolve, reject) => {
     child.stdout.once("data", (d: Buffer) => resolve(d.toString().trim()));
     child.once("exit", (code) => reject(new Error(`inetboot attach exited ${code}`)));
@@ -52,9 +63,11 @@ async function serveInetboot(args: string[], sock: string): Promise<Served> {
   return { uri, stop: () => stopChild(child) };
 }
 
-async function serveNbdkit(args: string[], sock: string): Promise<Served> {
-  rmSync(sock, { force: true });
-  const child = spawn("nbdkit", ["-f", "--exit-with-parent", "-U", sock, ...args], { stdio: "ignore" });
+async function serveNbdkit(args: string[], dir: string): Promise<Served> {
+  const sock = socketFor(dir, "nbdkit");
+  const child = spawn("nbdkit", ["-f", "-U", sock, ...args], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
   await waitForSocket(sock);
   return { uri: `nbd+unix:///?socket=${sock}`, stop: () => stopChild(child) };
 }
@@ -68,11 +81,20 @@ function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-function timeCommand(cmd: string, args: string[], limitS = COLD_LIMIT_S): number | null {
+/**
+ * Runs a command and returns its wall time, or null when it failed or ran past the limit.
+ * Asynchronous on purpose: the delay proxy lives in this process's event loop.
+ */
+function timeCommand(cmd: string, args: string[], limitS = COLD_LIMIT_S): Promise<number | null> {
   const t = performance.now();
-  const r = spawnSync(cmd, args, { stdio: "ignore", timeout: limitS * 1000 });
-  if (r.error || r.status !== 0) return null;
-  return (performance.now() - t) / 1000;
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: "ignore" });
+    const timer = setTimeout(() => child.kill("SIGKILL"), limitS * 1000);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve(code === 0 ? (performance.now() - t) / 1000 : null);
+    });
+  });
 }
 
 function fioIops(uri: string, depth: number): number {
@@ -139,14 +161,19 @@ function bootSet(indexFile: string): { offset: number; length: number }[] {
   for (let i = 0; i < 400; i++) {
     const c = data[Math.floor(rand() * data.length)];
     const length = 4096 * (1 + Math.floor(rand() * 32));
-    const offset = Math.min(c.offset + Math.floor((rand() * c.size) / 4096) * 4096, index.size - length);
+    const offset = Math.min(
+      c.offset + Math.floor((rand() * c.size) / 4096) * 4096,
+      index.size - length,
+    );
     out.push({ offset, length });
   }
   return out;
 }
 
-async function readSet(sock: string, set: { offset: number; length: number }[]): Promise<number> {
-  const c = await TestNbdClient.connect(sock);
+async function readSet(uri: string, set: { offset: number; length: number }[]): Promise<number> {
+  const c = await TestNbdClient.connect(
+    new URL(uri.replace("nbd+unix", "http")).searchParams.get("socket")!,
+  );
   const t = performance.now();
   for (const r of set) await c.readAt(r.offset, r.length); // one at a time, like a booting machine
   const s = (performance.now() - t) / 1000;
@@ -163,25 +190,26 @@ export async function benchNbd(): Promise<string> {
     sh(process.execPath, [CLI, "pack", v1, "--store", store, "--name", "debian"]);
   }
   const state = ["--insecure", "--state", join(work, "state.json")];
-  const sock = join(work, "nbd.sock");
   const rows: string[] = [];
-  const ratio = (a: number | null, b: number | null): string => (a && b ? `${(a / b).toFixed(2)}x` : "-");
-  const secs = (s: number | null): string => (s === null ? `> ${COLD_LIMIT_S} s (gave up)` : `${s.toFixed(2)} s`);
+  const ratio = (a: number | null, b: number | null): string =>
+    a && b ? `${(a / b).toFixed(2)}x` : "-";
+  const secs = (s: number | null): string =>
+    s === null ? `> ${COLD_LIMIT_S} s (gave up)` : `${s.toFixed(2)} s`;
 
   // Warm.
   const warmCache = join(work, "warm-cache");
-  let ib = await serveInetboot(["debian", "--store", store, "--cache", warmCache, ...state], sock);
-  timeCommand("nbdcopy", [ib.uri, "null:"]); // fills the cache
-  const ibSeq = timeCommand("nbdcopy", [ib.uri, "null:"]);
+  let ib = await serveInetboot(["debian", "--store", store, "--cache", warmCache, ...state], work);
+  await timeCommand("nbdcopy", [ib.uri, "null:"]); // fills the cache
+  const ibSeq = await timeCommand("nbdcopy", [ib.uri, "null:"]);
   const ibQd1 = fioIops(ib.uri, 1);
   const ibQd16 = fioIops(ib.uri, 16);
   await ib.stop();
-  let nk = await serveNbdkit(["file", v1], sock);
-  const nkSeq = timeCommand("nbdcopy", [nk.uri, "null:"]);
+  let nk = await serveNbdkit(["file", v1], work);
+  const nkSeq = await timeCommand("nbdcopy", [nk.uri, "null:"]);
   const nkQd1 = fioIops(nk.uri, 1);
   const nkQd16 = fioIops(nk.uri, 16);
   await nk.stop();
-  const size = Number(readFileSync(v1).length);
+  const size = statSync(v1).size;
   const mbps = (s: number | null): string => (s ? `${(size / 1e6 / s).toFixed(0)} MB/s` : "-");
   rows.push(
     "## NBD, warm (inetboot with a warm chunk cache vs `nbdkit file` on the raw image)",
@@ -197,7 +225,10 @@ export async function benchNbd(): Promise<string> {
   );
 
   // Cold over HTTP, direct and behind the delay proxy.
-  const nginx = await startNginxProcess(OUT, (mkdirSync(join(work, "nginx"), { recursive: true }), join(work, "nginx")));
+  const nginx = await startNginxProcess(
+    OUT,
+    (mkdirSync(join(work, "nginx"), { recursive: true }), join(work, "nginx")),
+  );
   const coldRows: string[] = [];
   try {
     for (const [label, rtt] of [
@@ -209,13 +240,16 @@ export async function benchNbd(): Promise<string> {
       const cold = join(work, "cold-cache");
       rmSync(cold, { recursive: true, force: true });
       let mark = wire(nginx.accessLog, 0).end;
-      ib = await serveInetboot(["debian", "--store", `${base}nbd-store`, "--cache", cold, ...state], sock);
-      const ibCold = timeCommand("nbdcopy", [ib.uri, "null:"]);
+      ib = await serveInetboot(
+        ["debian", "--store", `${base}nbd-store`, "--cache", cold, ...state],
+        work,
+      );
+      const ibCold = await timeCommand("nbdcopy", [ib.uri, "null:"]);
       await ib.stop();
       const ibWire = wire(nginx.accessLog, mark);
       mark = ibWire.end;
-      nk = await serveNbdkit(["curl", `url=${base}debian-v1.img`], sock);
-      const nkCold = timeCommand("nbdcopy", [nk.uri, "null:"]);
+      nk = await serveNbdkit(["curl", `url=${base}debian-v1.img`], work);
+      const nkCold = await timeCommand("nbdcopy", [nk.uri, "null:"]);
       await nk.stop();
       const nkWire = wire(nginx.accessLog, mark);
       proxy?.close();
@@ -235,16 +269,32 @@ export async function benchNbd(): Promise<string> {
     // Profile vs no profile, behind the delay proxy.
     const proxy = await delayProxy(new URL(nginx.url), RTT_MS);
     const latest = readFileSync(join(store, "releases", "debian", "latest"), "utf8").trim();
-    const release = JSON.parse(readFileSync(join(store, "releases", "debian", `${latest}.json`), "utf8")) as { index: string };
+    const release = JSON.parse(
+      readFileSync(join(store, "releases", "debian", `${latest}.json`), "utf8"),
+    ) as { index: string };
     const set = bootSet(join(store, "indexes", `${release.index}.caibx`));
     const profile = join(work, "boot.profile");
-    writeFileSync(profile, `inetboot-profile 1\n${set.map((r, i) => `${r.offset} ${r.length} ${i}`).join("\n")}\n`);
+    writeFileSync(
+      profile,
+      `inetboot-profile 1\n${set.map((r, i) => `${r.offset} ${r.length} ${i}`).join("\n")}\n`,
+    );
     const times: number[] = [];
     for (const withProfile of [false, true]) {
       const cold = join(work, "profile-cache");
       rmSync(cold, { recursive: true, force: true });
-      ib = await serveInetboot(["debian", "--store", `${proxy.url}nbd-store`, "--cache", cold, ...(withProfile ? ["--profile", profile] : []), ...state], sock);
-      times.push(await readSet(sock, set));
+      ib = await serveInetboot(
+        [
+          "debian",
+          "--store",
+          `${proxy.url}nbd-store`,
+          "--cache",
+          cold,
+          ...(withProfile ? ["--profile", profile] : []),
+          ...state,
+        ],
+        work,
+      );
+      times.push(await readSet(ib.uri, set));
       await ib.stop();
     }
     proxy.close();

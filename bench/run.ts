@@ -51,7 +51,8 @@ mkdirSync(resultsDir, { recursive: true });
 const stamp = `${new Date().toISOString().slice(0, 10)} on ${machine()}`;
 for (const name of names) {
   const bench = benches[name];
-  if (!bench) throw new Error(`No benchmark named ${name}; known: ${Object.keys(benches).join(", ")}`);
+  if (!bench)
+    throw new Error(`No benchmark named ${name}; known: ${Object.keys(benches).join(", ")}`);
   const section = `${await bench()}\n\n_${stamp}_\n`;
   console.log(section);
   writeFileSync(new URL(`${name}.md`, resultsDir), section);
@@ -59,4 +60,7 @@ for (const name of names) {
 const all = Object.keys(benches)
   .filter((n) => existsSync(new URL(`${n}.md`, resultsDir)))
   .map((n) => readFileSync(new URL(`${n}.md`, resultsDir), "utf8"));
-writeFileSync(new URL("RESULTS.md", import.meta.url), ["# Benchmark results", "", ...all].join("\n"));
+writeFileSync(
+  new URL("RESULTS.md", import.meta.url),
+  ["# Benchmark results", "", ...all].join("\n"),
+);

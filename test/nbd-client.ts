@@ -58,8 +58,15 @@ export class TestNbdClient {
     });
   }
 
-  static async connect(path: string, exportName = ""): Promise<TestNbdClient> {
-    const socket = connect(path);
+  static connect(path: string, exportName = ""): Promise<TestNbdClient> {
+    return TestNbdClient.#handshake(connect(path), exportName);
+  }
+
+  static connectTcp(port: number, exportName = ""): Promise<TestNbdClient> {
+    return TestNbdClient.#handshake(connect(port, "127.0.0.1"), exportName);
+  }
+
+  static async #handshake(socket: Socket, exportName: string): Promise<TestNbdClient> {
     await new Promise<void>((r, j) => socket.once("connect", r).once("error", j));
     const c = new TestNbdClient(socket);
     const hello = await c.read(18);

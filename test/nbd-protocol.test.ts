@@ -95,6 +95,54 @@ describe("NBD server robustness", () => {
   });
 });
 
+describe("NBD server limits and transports", () => {
+  it("back-pressures a client that sends requests but never reads replies", async (t) => {
+    const dir = tempDir(t);
+    writeFileSync(join(dir, "d.img"), Buffer.alloc(64 << 20));
+    const limit = 4 << 20;
+    const server = new NbdServer({
+      exports: [{ name: "", device: await FileDevice.open(join(dir, "d.img")) }],
+      maxInFlightPerConnection: limit,
+    });
+    const sock = join(dir, "s.sock");
+    await server.listen({ path: sock });
+    t.after(() => server.close());
+    const c = await TestNbdClient.connect(sock);
+    t.after(() => c.close());
+    c.socket.pause(); // never read a reply
+    for (let i = 0; i < 400; i++)
+      void c.request(P.NBD_CMD_READ, (i % 64) << 20, 1 << 20).catch(() => undefined);
+    let peak = 0;
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      peak = Math.max(peak, server.inFlightBytes);
+    }
+    // 400 MiB were asked for; the server holds at most its cap plus one request.
+    assert.ok(peak <= limit + (1 << 20), `server held ${peak} bytes in flight`);
+    const rss = process.memoryUsage().rss;
+    assert.ok(rss < 400 * 1024 * 1024, `test process RSS ${rss}`);
+  });
+
+  it("listens on TCP too and prints a usable nbd:// URI", async (t) => {
+    const dir = tempDir(t);
+    const data = textLike(1 << 20, 8);
+    writeFileSync(join(dir, "disk.img"), data);
+    const a = await startAttach(t, [
+      join(dir, "disk.img"),
+      "--listen",
+      "tcp:127.0.0.1:0",
+      "--export",
+      "disk",
+    ]);
+    const m = /^nbd:\/\/127\.0\.0\.1:(\d+)\/disk$/.exec(a.uri);
+    assert.ok(m, a.uri);
+    const c = await TestNbdClient.connectTcp(Number(m[1]), "disk");
+    assert.ok((await c.readAt(1000, 5000)).equals(data.subarray(1000, 6000)));
+    c.close();
+    await a.stop();
+  });
+});
+
 describe("tracing and prefetch through attach", () => {
   it("--trace records first accesses in order; --profile prefetches them into the cache", async (t) => {
     const dir = tempDir(t);

@@ -107,6 +107,11 @@ export class NbdServer {
     for (const p of this.#unixPaths) await rm(p, { force: true });
   }
 
+  /** Bytes of READ/WRITE requests being served right now, over all connections. */
+  get inFlightBytes(): number {
+    return this.#inFlight;
+  }
+
   get log(): Logger {
     return this.#log;
   }
