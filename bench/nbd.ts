@@ -218,7 +218,7 @@ export async function benchNbd(): Promise<string> {
     `| random 4 KiB reads, QD1 (fio nbd) | ${ibQd1.toFixed(0)} IOPS | ${nkQd1.toFixed(0)} IOPS | ${ratio(ibQd1, nkQd1)} |`,
     `| random 4 KiB reads, QD16 (fio nbd) | ${ibQd16.toFixed(0)} IOPS | ${nkQd16.toFixed(0)} IOPS | ${ratio(ibQd16, nkQd16)} |`,
     "",
-    "Note: nbdcopy skips what base:allocation reports as holes; inetboot reports all-zero chunks as holes, `nbdkit file` reports none (no extents support for this file system).",
+    "Note: nbdcopy skips what base:allocation reports as holes: all-zero chunks for inetboot, the sparse file's holes for `nbdkit file`.",
     "",
   );
 

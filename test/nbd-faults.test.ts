@@ -48,7 +48,7 @@ describe("mirror faults never turn into wrong data", () => {
       }));
       // No latency probe: the bad mirror is asked first, every time it is not penalised.
       const mirrors = new MirrorSet(sources, { timeoutMs: 1000, minHedgeMs: 100, penaltyMs: 0 });
-      const dev = new ChunkedDevice(image.index, mirrors, { memoryChunks: 0 });
+      const dev = new ChunkedDevice(image.index, mirrors, { memoryBytes: 0 });
       t.after(() => dev.close());
       const all = await dev.read(0, dev.size);
       assert.ok(all.equals(p.data), "data read through a faulty mirror differs");
@@ -66,7 +66,7 @@ describe("mirror faults never turn into wrong data", () => {
         [{ reader: openStoreReader(`${bad.url}store`, { attempts: 1 }), prefix: "chunks/" }],
         { timeoutMs: 500, rounds: 1 },
       );
-      const badDev = new ChunkedDevice(image.index, onlyBad, { memoryChunks: 0 });
+      const badDev = new ChunkedDevice(image.index, onlyBad, { memoryBytes: 0 });
       t.after(() => badDev.close());
       await assert.rejects(badDev.read(0, 100_000), BlockIoError);
       await image.close();

@@ -7,7 +7,8 @@ import { BlockIoError, checkRange, mergeExtents, ReadOnlyError } from "./block-d
 import type { BlockDevice, Extent } from "./block-device.ts";
 import type { ChunkFetcher } from "./chunk-fetcher.ts";
 
-export const DEFAULT_MEMORY_CHUNKS = 64;
+/** Decompressed, verified chunks kept in memory per device (LRU, by bytes): 256 MiB. */
+export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 
 export class ChunkedDevice implements BlockDevice {
   readonly size: number;
@@ -16,14 +17,15 @@ export class ChunkedDevice implements BlockDevice {
   readonly #fetcher: ChunkFetcher;
   readonly #zero: Uint8Array;
   readonly #memory = new Map<number, Buffer>();
-  readonly #memoryChunks: number;
+  readonly #memoryBytes: number;
+  #memoryUsed = 0;
   readonly #inFlight = new Map<number, Promise<Buffer>>();
 
-  constructor(index: BlobIndex, fetcher: ChunkFetcher, options: { memoryChunks?: number } = {}) {
+  constructor(index: BlobIndex, fetcher: ChunkFetcher, options: { memoryBytes?: number } = {}) {
     this.index = index;
     this.size = index.size;
     this.#fetcher = fetcher;
-    this.#memoryChunks = options.memoryChunks ?? DEFAULT_MEMORY_CHUNKS;
+    this.#memoryBytes = options.memoryBytes ?? DEFAULT_MEMORY_BYTES;
     this.#zero = Uint8Array.from(index.chunks, (c) => (isZeroChunk(c) ? 1 : 0));
   }
 
@@ -63,9 +65,15 @@ export class ChunkedDevice implements BlockDevice {
       pending = this.#fetcher.fetch(chunk).then(
         (data) => {
           this.#inFlight.delete(i);
-          this.#memory.set(i, data);
-          if (this.#memory.size > this.#memoryChunks)
-            this.#memory.delete(this.#memory.keys().next().value!);
+          if (data.length <= this.#memoryBytes && !this.#memory.has(i)) {
+            this.#memory.set(i, data);
+            this.#memoryUsed += data.length;
+            for (const [old, buf] of this.#memory) {
+              if (this.#memoryUsed <= this.#memoryBytes) break;
+              this.#memory.delete(old);
+              this.#memoryUsed -= buf.length;
+            }
+          }
           return data;
         },
         (err: unknown) => {
