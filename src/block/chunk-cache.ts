@@ -223,13 +223,15 @@ export class ChunkCache {
     return fits;
   }
 
-  /** Stores verified bytes (compressed, atomically). Space is reserved before the write. */
-  async put(chunk: ChunkRef, data: Buffer): Promise<void> {
+  /**
+   * Stores verified bytes atomically: the zstd frame they arrived in when given (no work),
+   * else compressed here. Space is reserved before the write.
+   */
+  async put(chunk: ChunkRef, data: Buffer, frame: Buffer | null = null): Promise<void> {
     if (this.#entries.has(chunk.id) || this.#writing.has(chunk.id)) return;
     const job = (async () => {
-      const compressed = await compress(data, {
-        params: { [constants.ZSTD_c_compressionLevel]: 3 },
-      });
+      const compressed =
+        frame ?? (await compress(data, { params: { [constants.ZSTD_c_compressionLevel]: 3 } }));
       if (!(await this.#reserve(compressed.length))) return;
       const path = this.#path(chunk.id);
       const tmp = tempPathFor(path);
@@ -265,10 +267,12 @@ export class ChunkCache {
           return cached;
         }
         this.stats.misses++;
-        const data = await next.fetch(chunk);
-        this.stats.bytesFetched += data.length;
-        await this.put(chunk, data);
-        return data;
+        const got = next.fetchWithFrame
+          ? await next.fetchWithFrame(chunk)
+          : { data: await next.fetch(chunk), frame: null };
+        this.stats.bytesFetched += got.data.length;
+        await this.put(chunk, got.data, got.frame);
+        return got.data;
       },
       has: (chunk) => this.has(chunk.id),
       close: () => next.close(),

@@ -1,14 +1,16 @@
 // Chunk-level sources under a chunked image: a store, a mirror set, a disk cache. Each returns
 // only verified bytes, or throws; a layer wraps a `next` fetcher like block layers do.
 import type { IndexChunk } from "../store/caibx.ts";
-import { loadChunk } from "../store/chunks.ts";
-import type { ChunkSource } from "../store/chunks.ts";
+import { loadChunkWithFrame } from "../store/chunks.ts";
+import type { ChunkSource, VerifiedChunk } from "../store/chunks.ts";
 
 export type ChunkRef = Pick<IndexChunk, "id" | "size">;
 
 export interface ChunkFetcher {
   /** The chunk's uncompressed, verified bytes. */
   fetch(chunk: ChunkRef): Promise<Buffer>;
+  /** The same, with the zstd frame it arrived in, so a cache can store it without recompressing. */
+  fetchWithFrame?(chunk: ChunkRef): Promise<VerifiedChunk>;
   /** Whether fetch() would be served locally without the network (caches say yes). */
   has?(chunk: ChunkRef): boolean;
   close(): Promise<void>;
@@ -25,10 +27,14 @@ export class StoreChunkFetcher implements ChunkFetcher {
   }
 
   async fetch(chunk: ChunkRef): Promise<Buffer> {
-    const data = await loadChunk(this.source, chunk);
+    return (await this.fetchWithFrame(chunk)).data;
+  }
+
+  async fetchWithFrame(chunk: ChunkRef): Promise<VerifiedChunk> {
+    const got = await loadChunkWithFrame(this.source, chunk);
     this.fetched++;
-    this.fetchedBytes += data.length;
-    return data;
+    this.fetchedBytes += got.data.length;
+    return got;
   }
 
   async close(): Promise<void> {

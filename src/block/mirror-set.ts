@@ -1,8 +1,8 @@
 // Several origins for one store. Chunks are asked of the fastest healthy mirror (measured
 // latency); a slow answer triggers a hedged request to the next mirror; an error, a timeout or
 // corrupt bytes fail over to the next at once. Only verified bytes are ever returned.
-import { loadChunk } from "../store/chunks.ts";
-import type { ChunkSource } from "../store/chunks.ts";
+import { loadChunkWithFrame } from "../store/chunks.ts";
+import type { ChunkSource, VerifiedChunk } from "../store/chunks.ts";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import { BlockIoError } from "./block-device.ts";
@@ -124,7 +124,7 @@ export class MirrorSet implements ChunkFetcher {
     );
   }
 
-  #attempt(m: Mirror, chunk: ChunkRef): Promise<Buffer> {
+  #attempt(m: Mirror, chunk: ChunkRef): Promise<VerifiedChunk> {
     m.stats.requests++;
     const started = performance.now();
     let timer: NodeJS.Timeout | undefined;
@@ -134,7 +134,7 @@ export class MirrorSet implements ChunkFetcher {
         this.#opts.timeoutMs,
       );
     });
-    return Promise.race([loadChunk(m.source, chunk), timeout])
+    return Promise.race([loadChunkWithFrame(m.source, chunk), timeout])
       .then((data) => {
         const ms = performance.now() - started;
         m.ewmaMs = m.ewmaMs === null ? ms : 0.8 * m.ewmaMs + 0.2 * ms;
@@ -144,13 +144,17 @@ export class MirrorSet implements ChunkFetcher {
   }
 
   async fetch(chunk: ChunkRef): Promise<Buffer> {
+    return (await this.fetchWithFrame(chunk)).data;
+  }
+
+  async fetchWithFrame(chunk: ChunkRef): Promise<VerifiedChunk> {
     const errors: string[] = [];
     for (let round = 0; round < this.#opts.rounds; round++) {
       if (round > 0) await new Promise((r) => setTimeout(r, 200 * round));
       const data = await this.#race(this.#order(), chunk, errors);
       if (data) {
         this.fetched++;
-        this.fetchedBytes += data.length;
+        this.fetchedBytes += data.data.length;
         return data;
       }
     }
@@ -163,7 +167,7 @@ export class MirrorSet implements ChunkFetcher {
    * Asks mirrors in order: the next one starts when the current fails or is slower than its
    * hedge delay. Resolves with the first verified answer, or null when every mirror failed.
    */
-  #race(order: Mirror[], chunk: ChunkRef, errors: string[]): Promise<Buffer | null> {
+  #race(order: Mirror[], chunk: ChunkRef, errors: string[]): Promise<VerifiedChunk | null> {
     return new Promise((resolve) => {
       let next = 0;
       let running = 0;

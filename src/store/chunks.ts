@@ -49,7 +49,21 @@ export async function loadChunk(
   source: ChunkSource,
   chunk: Pick<IndexChunk, "id" | "size">,
 ): Promise<Buffer> {
-  if (isZeroChunk(chunk)) return Buffer.alloc(chunk.size);
+  return (await loadChunkWithFrame(source, chunk)).data;
+}
+
+/** A verified chunk and the zstd frame it came in (what a cache can keep as it is). */
+export interface VerifiedChunk {
+  data: Buffer;
+  /** The compressed bytes as stored; null for zero chunks, which are never fetched. */
+  frame: Buffer | null;
+}
+
+export async function loadChunkWithFrame(
+  source: ChunkSource,
+  chunk: Pick<IndexChunk, "id" | "size">,
+): Promise<VerifiedChunk> {
+  if (isZeroChunk(chunk)) return { data: Buffer.alloc(chunk.size), frame: null };
   const path = chunkLocation(source, chunk.id);
   let compressed: Buffer;
   try {
@@ -59,7 +73,10 @@ export async function loadChunk(
       throw new ChunkMissingError(chunk.id, source.reader.describe(path));
     throw err;
   }
-  return verifyChunk(compressed, chunk, source.reader.describe(path));
+  return {
+    data: await verifyChunk(compressed, chunk, source.reader.describe(path)),
+    frame: compressed,
+  };
 }
 
 /** Decompresses (never past the expected size) and checks length and SHA-256. */
