@@ -125,6 +125,7 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
     device = raw;
   } else {
     const stores = options.stores ?? [];
+    let fromCache = options.offline === true;
     if (options.offline && !options.cache)
       throw new UsageError("--offline needs --cache DIR: the cache is the only source then");
     if (options.offline) {
@@ -137,6 +138,7 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
       try {
         image = await openImage(source, { store: stores[0], policy: options.policy, record: true });
       } catch (err) {
+        fromCache = true;
         if (!(err instanceof FetchError) || !options.cache) throw err;
         log.warn(
           { err: err.message },
@@ -156,10 +158,17 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
       fetcher = new OfflineFetcher();
     } else {
       const prefix = image.chunks.prefix;
-      const sources =
-        stores.length > 1
-          ? stores.map((s) => ({ reader: openStoreReader(s), prefix }))
-          : [image.chunks];
+      // One store that served the release: read chunks through the same reader. Otherwise
+      // (mirrors, or a release taken from the cache) one reader per store; with several, one
+      // attempt each: failing over beats retrying a sick mirror.
+      const sameReader = stores.length <= 1 && !fromCache;
+      const sources = sameReader
+        ? [image.chunks]
+        : stores.map((s) => ({
+            reader: openStoreReader(s, stores.length > 1 ? { attempts: 1 } : {}),
+            prefix,
+          }));
+      if (!sameReader) await image.chunks.reader.close();
       mirrors = new MirrorSet(sources, { logger: log });
       if (sources.length > 1) await mirrors.probe();
       fetcher = mirrors;
