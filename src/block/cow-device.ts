@@ -123,33 +123,33 @@ export class CowDevice implements BlockDevice {
     return n;
   }
 
-  async read(offset: number, length: number): Promise<Buffer> {
-    checkRange(this, offset, length);
-    const out = Buffer.alloc(length);
-    if (length === 0) return out;
-    const end = offset + length;
-    const jobs: Promise<void>[] = [];
-    // Walk runs of blocks that come from the same side.
+  /** Splits [offset, end) into runs of blocks that come from the same side (overlay or base). */
+  *#runs(offset: number, end: number): Generator<{ from: number; to: number; mine: boolean }> {
     let pos = offset;
     while (pos < end) {
       const block = Math.floor(pos / COW_BLOCK_SIZE);
       const mine = this.#has(block);
-      let runEnd = Math.min(end, (block + 1) * COW_BLOCK_SIZE);
-      while (runEnd < end && this.#has(Math.floor(runEnd / COW_BLOCK_SIZE)) === mine) {
-        runEnd = Math.min(end, runEnd + COW_BLOCK_SIZE);
+      let to = Math.min(end, (block + 1) * COW_BLOCK_SIZE);
+      while (to < end && this.#has(Math.floor(to / COW_BLOCK_SIZE)) === mine) {
+        to = Math.min(end, to + COW_BLOCK_SIZE);
       }
-      const from = pos;
-      const len = runEnd - pos;
+      yield { from: pos, to, mine };
+      pos = to;
+    }
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    checkRange(this, offset, length);
+    const out = Buffer.alloc(length);
+    const jobs: Promise<void>[] = [];
+    for (const { from, to, mine } of this.#runs(offset, offset + length)) {
+      const len = to - from;
       if (mine) {
-        jobs.push(
-          this.#fh
-            .read(out, from - offset, len, this.#layout.dataOffset + from)
-            .then(() => undefined),
-        );
+        const read = this.#fh.read(out, from - offset, len, this.#layout.dataOffset + from);
+        jobs.push(read.then(() => undefined));
       } else {
         jobs.push(this.#next.read(from, len).then((data) => void data.copy(out, from - offset)));
       }
-      pos = runEnd;
     }
     await Promise.all(jobs);
     return out;
@@ -229,25 +229,17 @@ export class CowDevice implements BlockDevice {
 
   async extents(offset: number, length: number): Promise<Extent[]> {
     checkRange(this, offset, length);
-    const end = offset + length;
     const out: Extent[] = [];
-    let pos = offset;
-    while (pos < end) {
-      const block = Math.floor(pos / COW_BLOCK_SIZE);
-      const mine = this.#has(block);
-      let runEnd = Math.min(end, (block + 1) * COW_BLOCK_SIZE);
-      while (runEnd < end && this.#has(Math.floor(runEnd / COW_BLOCK_SIZE)) === mine) {
-        runEnd = Math.min(end, runEnd + COW_BLOCK_SIZE);
+    for (const { from, to, mine } of this.#runs(offset, offset + length)) {
+      if (mine || !this.#next.extents) {
+        out.push({ offset: from, length: to - from, hole: false, zero: false });
+        continue;
       }
-      if (mine) out.push({ offset: pos, length: runEnd - pos, hole: false, zero: false });
-      else if (this.#next.extents) {
-        for (const e of await this.#next.extents(pos, runEnd - pos)) {
-          const from = Math.max(e.offset, pos);
-          const to = Math.min(e.offset + e.length, runEnd);
-          if (to > from) out.push({ ...e, offset: from, length: to - from });
-        }
-      } else out.push({ offset: pos, length: runEnd - pos, hole: false, zero: false });
-      pos = runEnd;
+      for (const e of await this.#next.extents(from, to - from)) {
+        const start = Math.max(e.offset, from);
+        const stop = Math.min(e.offset + e.length, to);
+        if (stop > start) out.push({ ...e, offset: start, length: stop - start });
+      }
     }
     return mergeExtents(out);
   }
