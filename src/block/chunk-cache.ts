@@ -32,6 +32,8 @@ const compress = promisify(zstdCompress);
 export const DEFAULT_CACHE_QUOTA = 10 * 1024 ** 3;
 /** How stale a file's mtime may get before an access refreshes it (it records LRU order). */
 const TOUCH_INTERVAL_MS = 10 * 60 * 1000;
+/** Cache writes allowed to run behind the reads that caused them. */
+const MAX_PENDING_WRITES = 64;
 
 export interface CacheStats {
   hits: number;
@@ -257,6 +259,11 @@ export class ChunkCache {
     }
   }
 
+  /** Waits for every cache write under way. */
+  async drain(): Promise<void> {
+    await Promise.all(this.#writing.values());
+  }
+
   /** A fetcher layer: serve from this cache, else from `next`, then keep what `next` gave. */
   layer(next: ChunkFetcher): ChunkFetcher {
     return {
@@ -271,11 +278,18 @@ export class ChunkCache {
           ? await next.fetchWithFrame(chunk)
           : { data: await next.fetch(chunk), frame: null };
         this.stats.bytesFetched += got.data.length;
-        await this.put(chunk, got.data, got.frame);
+        // The read does not wait for the cache file unless writes fall far behind.
+        const stored = this.put(chunk, got.data, got.frame).catch((err: Error) =>
+          this.#log.warn({ chunk: chunk.id, err: err.message }, "cannot cache chunk"),
+        );
+        if (this.#writing.size > MAX_PENDING_WRITES) await stored;
         return got.data;
       },
       has: (chunk) => this.has(chunk.id),
-      close: () => next.close(),
+      close: async () => {
+        await this.drain();
+        await next.close();
+      },
     };
   }
 }
