@@ -1,6 +1,6 @@
 // The base of block layers: every call goes to `next` unchanged. A layer overrides only what
 // it changes, like an nbdkit filter.
-import { ReadOnlyError } from "./block-device.ts";
+import { dataExtent, ReadOnlyError } from "./block-device.ts";
 import type { BlockDevice, Extent, WriteOptions } from "./block-device.ts";
 
 export class PassThroughDevice implements BlockDevice {
@@ -38,7 +38,7 @@ export class PassThroughDevice implements BlockDevice {
 
   extents(offset: number, length: number): Promise<Extent[]> {
     if (this.next.extents) return this.next.extents(offset, length);
-    return Promise.resolve([{ offset, length, hole: false, zero: false }]);
+    return Promise.resolve(dataExtent(offset, length));
   }
 
   close(): Promise<void> {

@@ -4,7 +4,7 @@
 import { createServer } from "node:net";
 import type { AddressInfo, Server, Socket } from "node:net";
 import { rm } from "node:fs/promises";
-import { OutOfRangeError, ReadOnlyError } from "../block/block-device.ts";
+import { dataExtent, OutOfRangeError, ReadOnlyError } from "../block/block-device.ts";
 import type { BlockDevice } from "../block/block-device.ts";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
@@ -512,7 +512,7 @@ class Connection {
       return this.#sendError(req, P.NBD_EINVAL, "block status outside the export");
     const extents = device.extents
       ? await device.extents(req.offset, req.length)
-      : [{ offset: req.offset, length: req.length, hole: false, zero: false }];
+      : dataExtent(req.offset, req.length);
     const end = req.offset + req.length;
     const descriptors: [number, number][] = [];
     for (const ext of extents) {
