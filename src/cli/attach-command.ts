@@ -10,10 +10,7 @@ import { isZeroChunk } from "../store/chunks.ts";
 import { openImage } from "../store/source.ts";
 import type { TrustPolicy } from "../store/trust.ts";
 import { formatBytes } from "./format.ts";
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
+import { collect } from "./options.ts";
 
 /** Parses 10G, 512M, 1048576. */
 export function parseBytes(text: string): number {

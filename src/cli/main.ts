@@ -1,5 +1,5 @@
 // The inetboot command line: the only place that reads argv, prints, and sets exit codes.
-import { Command, InvalidArgumentError } from "commander";
+import { Command } from "commander";
 import { chmod, readFile, writeFile } from "node:fs/promises";
 import { parseChunkSize } from "../store/chunker.ts";
 import { diffImages } from "../store/list.ts";
@@ -21,21 +21,11 @@ import type { TrustPolicy } from "../store/trust.ts";
 import { verifyStore } from "../store/verify.ts";
 import { registerAttachCommands } from "./attach-command.ts";
 import { formatBytes, formatRate, formatTable } from "./format.ts";
+import { collect, positiveInt } from "./options.ts";
 import { createProgressBar } from "./progress.ts";
 
 /** Raised for a failed check whose report was already printed: exit 1 without another message. */
 class ReportedFailure extends Error {}
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1)
-    throw new InvalidArgumentError("expected a positive whole number");
-  return n;
-}
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
 
 interface TrustFlags {
   trust: string[];
