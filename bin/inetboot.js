@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // Entry point for `npx inetboot`: Node 24 runs the TypeScript sources directly (type stripping).
+/* global process, console */
 const major = Number(process.versions.node.split(".")[0]);
 if (major < 24) {
   console.error(
