@@ -3,6 +3,14 @@
 import { Agent, request } from "undici";
 import { BlockIoError, checkRange, dataExtent, ReadOnlyError } from "./block-device.ts";
 import type { BlockDevice, Extent } from "./block-device.ts";
+import { RetriesExhaustedError, RetryableError, withBackoff } from "../store/retry.ts";
+
+/** Range reads: four tries, 100 ms backoff doubling. */
+const RANGE_RETRY = {
+  attempts: 4,
+  backoffMs: 100,
+  isFinal: (err: unknown) => err instanceof BlockIoError,
+};
 
 export class RangeUnsupportedError extends Error {
   readonly code = "ERR_RANGE_UNSUPPORTED";
@@ -60,35 +68,28 @@ export class HttpDevice implements BlockDevice {
   async read(offset: number, length: number): Promise<Buffer> {
     checkRange(this, offset, length);
     if (length === 0) return Buffer.alloc(0);
-    let last = "";
-    for (let attempt = 0; attempt < 4; attempt++) {
-      if (attempt > 0) await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
-      try {
+    const range = `bytes=${offset}-${offset + length - 1}`;
+    try {
+      return await withBackoff(async () => {
         this.requests++;
-        const res = await request(this.url, {
-          dispatcher: this.#agent,
-          headers: { range: `bytes=${offset}-${offset + length - 1}` },
-        });
+        const res = await request(this.url, { dispatcher: this.#agent, headers: { range } });
         if (res.statusCode !== 206) {
           await res.body.dump();
-          last = `HTTP ${res.statusCode}`;
-          if (res.statusCode < 500) break;
-          continue;
+          // A client error will not mend itself: give up at once.
+          if (res.statusCode < 500) throw new BlockIoError(`HTTP ${res.statusCode}`);
+          throw new RetryableError(`HTTP ${res.statusCode}`);
         }
         const data = Buffer.from(await res.body.arrayBuffer());
         this.bytesFetched += data.length;
         if (data.length !== length) {
-          last = `${data.length} bytes for a ${length}-byte range`;
-          continue;
+          throw new RetryableError(`${data.length} bytes for a ${length}-byte range`);
         }
         return data;
-      } catch (err) {
-        last = (err as Error).message;
-      }
+      }, RANGE_RETRY);
+    } catch (err) {
+      const problem = err instanceof RetriesExhaustedError ? err.problem : (err as Error).message;
+      throw new BlockIoError(`GET ${this.url} ${range} failed: ${problem}`);
     }
-    throw new BlockIoError(
-      `GET ${this.url} bytes ${offset}-${offset + length - 1} failed: ${last}`,
-    );
   }
 
   write(): Promise<void> {

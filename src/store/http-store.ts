@@ -2,6 +2,7 @@
 // connections (undici) with retries and exponential backoff.
 import { Agent, request } from "undici";
 import { FetchError, NotFoundError } from "./errors.ts";
+import { RetriesExhaustedError, RetryableError, withBackoff } from "./retry.ts";
 import type { StoreReader } from "./store-reader.ts";
 
 export interface HttpStoreOptions {
@@ -89,28 +90,21 @@ export class HttpStoreReader implements StoreReader {
     });
   }
 
-  /** Runs `attempt` until it yields a non-retryable result or the attempts run out. */
+  /** Runs `attempt` with backoff while it fails or answers a retryable status. */
   async #withRetries<T>(method: string, url: string, attempt: () => Promise<T>): Promise<T> {
-    const { attempts, backoffMs } = this.#options;
-    let lastProblem = "";
-    for (let i = 0; i < attempts; i++) {
-      if (i > 0) {
-        const delay = backoffMs * 2 ** (i - 1) * (0.75 + Math.random() / 2);
-        await new Promise((r) => setTimeout(r, delay));
-      }
-      try {
+    try {
+      return await withBackoff(async () => {
         const result = await attempt();
         const status = statusOf(result);
-        if (status === null || !isRetryableStatus(status)) return result;
-        lastProblem = `HTTP ${status}`;
-      } catch (err) {
-        lastProblem =
-          err instanceof Error
-            ? `${(err as NodeJS.ErrnoException).code ?? err.name}: ${err.message}`
-            : String(err);
-      }
+        if (status !== null && isRetryableStatus(status))
+          throw new RetryableError(`HTTP ${status}`);
+        return result;
+      }, this.#options);
+    } catch (err) {
+      if (err instanceof RetriesExhaustedError)
+        throw new FetchError(`${method} ${url} ${err.message}`);
+      throw err;
     }
-    throw new FetchError(`${method} ${url} failed after ${attempts} attempts: ${lastProblem}`);
   }
 
   async close(): Promise<void> {
