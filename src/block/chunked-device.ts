@@ -1,7 +1,8 @@
 // A chunked image (a casync index over a chunk fetcher) as a read-only block device. Reads map
 // to the chunks they cover; each chunk is fetched once even when many reads want it at once,
 // and a small in-memory LRU keeps the hottest decompressed chunks.
-import type { BlobIndex, IndexChunk } from "../store/caibx.ts";
+import { chunkIndexAt } from "../store/caibx.ts";
+import type { BlobIndex } from "../store/caibx.ts";
 import { isZeroChunk } from "../store/chunks.ts";
 import { BlockIoError, checkRange, mergeExtents, ReadOnlyError } from "./block-device.ts";
 import type { BlockDevice, Extent } from "./block-device.ts";
@@ -29,25 +30,9 @@ export class ChunkedDevice implements BlockDevice {
     this.#zero = Uint8Array.from(index.chunks, (c) => (isZeroChunk(c) ? 1 : 0));
   }
 
-  /** Index of the chunk holding byte `offset` (binary search over chunk offsets). */
+  /** Position in the index of the chunk holding byte `offset`. */
   chunkAt(offset: number): number {
-    const chunks = this.index.chunks;
-    let lo = 0;
-    let hi = chunks.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if (chunks[mid].offset <= offset) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
-  }
-
-  /** The chunks a byte range touches. */
-  chunksIn(offset: number, length: number): IndexChunk[] {
-    if (length === 0) return [];
-    const first = this.chunkAt(offset);
-    const last = this.chunkAt(offset + length - 1);
-    return this.index.chunks.slice(first, last + 1);
+    return chunkIndexAt(this.index, offset);
   }
 
   /** Bytes of one chunk by position in the index: memory, an in-flight fetch, or the fetcher. */

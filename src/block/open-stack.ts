@@ -11,7 +11,6 @@ import { openImage } from "../store/source.ts";
 import type { OpenedImage } from "../store/source.ts";
 import { isUrl, openStoreReader } from "../store/store-reader.ts";
 import type { TrustPolicy } from "../store/trust.ts";
-import { isZeroChunk } from "../store/chunks.ts";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import type { BlockDevice } from "./block-device.ts";
@@ -26,7 +25,7 @@ import { MirrorSet } from "./mirror-set.ts";
 import type { MirrorStats } from "./mirror-set.ts";
 import { PrefetchDevice } from "./prefetch-device.ts";
 import type { PrefetchStats } from "./prefetch-device.ts";
-import { readProfile } from "./profile.ts";
+import { profileChunks, readProfile } from "./profile.ts";
 import type { ProfileEntry } from "./profile.ts";
 import { TraceDevice } from "./trace-device.ts";
 
@@ -183,14 +182,7 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
     const chunked = new ChunkedDevice(image.index, fetcher);
     if (cache && profile) {
       // The boot set is pinned: eviction never costs the next offline boot.
-      cache.setPinned(
-        profile.flatMap((e) =>
-          chunked
-            .chunksIn(e.offset, Math.min(e.length, chunked.size - e.offset))
-            .filter((c) => !isZeroChunk(c))
-            .map((c) => c.id),
-        ),
-      );
+      cache.setPinned(profileChunks(image.index, profile).map((c) => c.id));
     }
     device = chunked;
   }

@@ -1,6 +1,9 @@
 // Boot profiles: the ordered list of regions a boot read first, as text lines
 // "OFFSET LENGTH MILLISECONDS" after a header line. Written by the tracer, read by the prefetcher.
 import { readFileSync } from "node:fs";
+import { chunksInRange } from "../store/caibx.ts";
+import type { BlobIndex, IndexChunk } from "../store/caibx.ts";
+import { isZeroChunk } from "../store/chunks.ts";
 
 export const PROFILE_HEADER = "inetboot-profile 1";
 
@@ -41,4 +44,13 @@ export function decodeProfile(text: string, name = "profile"): ProfileEntry[] {
 
 export function readProfile(path: string): ProfileEntry[] {
   return decodeProfile(readFileSync(path, "utf8"), path);
+}
+
+/** The distinct chunks (all-zero ones left out: never fetched) a profile's regions touch. */
+export function profileChunks(index: BlobIndex, profile: readonly ProfileEntry[]): IndexChunk[] {
+  const out = new Map<string, IndexChunk>();
+  for (const e of profile) {
+    for (const c of chunksInRange(index, e.offset, e.length)) if (!isZeroChunk(c)) out.set(c.id, c);
+  }
+  return [...out.values()];
 }

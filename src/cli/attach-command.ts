@@ -1,9 +1,8 @@
 // `inetboot attach` (serve one image over NBD until interrupted) and `inetboot cache status`.
 import type { Command } from "commander";
 import { openChunkCache, readCacheSettings } from "../block/chunk-cache.ts";
-import { ChunkedDevice } from "../block/chunked-device.ts";
 import { openDeviceStack } from "../block/open-stack.ts";
-import { readProfile } from "../block/profile.ts";
+import { profileChunks, readProfile } from "../block/profile.ts";
 import { createLogger } from "../log.ts";
 import { NbdServer, nbdUri, parseListen } from "../nbd/server.ts";
 import { isZeroChunk } from "../store/chunks.ts";
@@ -169,18 +168,10 @@ export function registerAttachCommands(
           };
           const image = await openImage(opts.canBootOffline, { store: opts.cache, policy });
           try {
-            const dev = new ChunkedDevice(image.index, {
-              fetch: () => Promise.reject(new Error("offline")),
-              close: async () => {},
-            });
             const wanted = opts.profile
-              ? readProfile(opts.profile).flatMap((e) =>
-                  dev.chunksIn(e.offset, Math.max(0, Math.min(e.length, dev.size - e.offset))),
-                )
-              : image.index.chunks;
-            const unique = new Map(
-              wanted.filter((ch) => !isZeroChunk(ch)).map((ch) => [ch.id, ch.size]),
-            );
+              ? profileChunks(image.index, readProfile(opts.profile))
+              : image.index.chunks.filter((ch) => !isZeroChunk(ch));
+            const unique = new Map(wanted.map((ch) => [ch.id, ch.size]));
             const missing = [...unique].filter(([id]) => !c.has(id));
             ok = missing.length === 0;
             report.offline = {

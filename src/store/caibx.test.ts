@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
 import {
   CAIBX_DEFAULT_FLAGS,
+  chunksInRange,
   decodeBlobIndex,
   encodeBlobIndex,
   IndexFormatError,
@@ -60,5 +61,16 @@ describe("caibx codec", () => {
     const sha512 = Buffer.from(bytes);
     sha512.writeBigUInt64LE(0x2000000000000000n, 16);
     assert.throws(() => decodeBlobIndex(sha512, "i"), { message: /SHA-512\/256/ });
+  });
+
+  it("finds the chunks a byte range touches, clipped to the image", () => {
+    const index = decodeBlobIndex(encodeBlobIndex(sample));
+    const ids = (o: number, l: number): string[] => chunksInRange(index, o, l).map((c) => c.id);
+    assert.deepEqual(ids(0, 1), [id("a")]);
+    assert.deepEqual(ids(19_999, 2), [id("a"), id("b")]);
+    assert.deepEqual(ids(50_000, 1_000_000), [id("b"), id("c")]);
+    assert.deepEqual(ids(90_004, 1), [id("c")]);
+    assert.deepEqual(ids(90_005, 10), []);
+    assert.deepEqual(ids(100, 0), []);
   });
 });

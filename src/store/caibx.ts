@@ -127,3 +127,23 @@ export function decodeBlobIndex(bytes: Uint8Array, name = "index"): BlobIndex {
   }
   return { flags, chunker, chunks, size: offset };
 }
+
+/** Position in `index.chunks` of the chunk holding byte `offset` (binary search). */
+export function chunkIndexAt(index: Pick<BlobIndex, "chunks">, offset: number): number {
+  const chunks = index.chunks;
+  let lo = 0;
+  let hi = chunks.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (chunks[mid].offset <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** The chunks a byte range touches; the range is clipped to the image. */
+export function chunksInRange(index: BlobIndex, offset: number, length: number): IndexChunk[] {
+  const end = Math.min(offset + length, index.size);
+  if (offset < 0 || end <= offset) return [];
+  return index.chunks.slice(chunkIndexAt(index, offset), chunkIndexAt(index, end - 1) + 1);
+}
