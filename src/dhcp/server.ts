@@ -1,0 +1,382 @@
+// The DHCP server: `full` hands out addresses from a pool (and boot information), `proxy` sits
+// beside an existing DHCP server and only answers network-boot firmware with where to boot from
+// (on port 67 and on the PXE port 4011), never with an address.
+import { createSocket } from "node:dgram";
+import type { RemoteInfo, Socket } from "node:dgram";
+import { silentLogger } from "../log.ts";
+import type { Logger } from "../log.ts";
+import { bindToInterface } from "../net/interface.ts";
+import { classifyFirmware } from "./firmware.ts";
+import type { Firmware } from "./firmware.ts";
+import type { LeaseDb } from "./leases.ts";
+import {
+  BOOTREPLY,
+  BOOTREQUEST,
+  BROADCAST_FLAG,
+  decodePacket,
+  DhcpDecodeError,
+  encodePacket,
+  encodeSubOptions,
+  ips,
+  macOf,
+  MessageType,
+  messageType,
+  messageTypeName,
+  Opt,
+  optIp,
+  optString,
+  str,
+  u32,
+  u8,
+} from "./packet.ts";
+import type { DhcpPacket } from "./packet.ts";
+
+export type DhcpMode = "full" | "proxy";
+
+/** What a network-boot client should load next. */
+export interface BootAnswer {
+  /** Boot file: a TFTP path for PXE, an http:// URL for iPXE and UEFI HTTP Boot. */
+  file: string;
+  /** Next server (TFTP); default the server's own address. */
+  nextServer?: string;
+  /** Option 17, e.g. an NBD or iSCSI root. */
+  rootPath?: string;
+}
+
+export interface DhcpClient {
+  mac: string;
+  firmware: Firmware;
+  hostname?: string;
+  /** The address the client has or is being given ("" when unknown). */
+  ip: string;
+  relay?: string;
+}
+
+export interface DhcpEvent {
+  stage: string;
+  mac: string;
+  ip?: string;
+  firmware?: Firmware;
+  file?: string;
+  hostname?: string;
+  detail?: string;
+}
+
+export interface DhcpServerOptions {
+  mode: DhcpMode;
+  /** Our address on the boot network: server identifier and default next-server. */
+  serverAddress: string;
+  /** Only hear and answer on this interface (SO_BINDTOIFINDEX). */
+  interface?: string;
+  bindAddress?: string;
+  port?: number;
+  proxyPort?: number;
+  clientPort?: number;
+  /** Full mode: the pool. */
+  leases?: LeaseDb;
+  netmask?: string;
+  router?: string[];
+  dns?: string[];
+  domain?: string;
+  leaseSeconds?: number;
+  /** Decides the boot file for a network-boot client; null means "do not answer it". */
+  boot: (client: DhcpClient) => BootAnswer | null;
+  onEvent?: (event: DhcpEvent) => void;
+  logger?: Logger;
+}
+
+const PXE_DISCOVERY_CONTROL = 6;
+/** Discovery control bit 3: boot the file in this offer, no boot-server discovery or menu. */
+const PXE_BOOT_FILE_DIRECTLY = 8;
+
+export class DhcpServer {
+  readonly #o: DhcpServerOptions;
+  readonly #log: Logger;
+  readonly #sockets: Socket[] = [];
+  #stats = { received: 0, dropped: 0, replies: 0 };
+
+  constructor(options: DhcpServerOptions) {
+    if (options.mode === "full" && !options.leases) throw new Error("full DHCP needs a pool");
+    this.#o = options;
+    this.#log = options.logger ?? silentLogger;
+  }
+
+  get stats(): { received: number; dropped: number; replies: number } {
+    return { ...this.#stats };
+  }
+
+  async start(): Promise<void> {
+    await this.#open(this.#o.port ?? 67, "dhcp");
+    await this.#open(this.#o.proxyPort ?? 4011, "pxe");
+  }
+
+  async #open(port: number, kind: "dhcp" | "pxe"): Promise<void> {
+    const socket = createSocket({ type: "udp4", reuseAddr: true });
+    socket.on("message", (msg, rinfo) => {
+      this.#handle(msg, rinfo, kind, socket).catch((err: unknown) => {
+        this.#log.error({ err, from: rinfo.address }, "dhcp request failed");
+      });
+    });
+    socket.on("error", (err) => this.#log.error({ err, port }, "dhcp socket error"));
+    await new Promise<void>((resolve, reject) => {
+      socket.once("error", reject);
+      socket.bind(port, this.#o.bindAddress ?? "0.0.0.0", () => {
+        socket.off("error", reject);
+        resolve();
+      });
+    });
+    socket.setBroadcast(true);
+    if (this.#o.interface && !bindToInterface(socket, this.#o.interface)) {
+      this.#log.warn(
+        { interface: this.#o.interface },
+        "cannot restrict DHCP to one interface on this platform: requests on every interface are answered",
+      );
+    }
+    this.#sockets.push(socket);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(
+      this.#sockets.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+    );
+  }
+
+  async #handle(msg: Buffer, rinfo: RemoteInfo, kind: "dhcp" | "pxe", socket: Socket) {
+    this.#stats.received++;
+    let req: DhcpPacket;
+    try {
+      req = decodePacket(msg);
+    } catch (err) {
+      if (!(err instanceof DhcpDecodeError)) throw err;
+      this.#stats.dropped++;
+      this.#log.warn(
+        { from: `${rinfo.address}:${rinfo.port}`, reason: err.message },
+        "malformed DHCP packet dropped",
+      );
+      return;
+    }
+    const type = messageType(req);
+    if (req.op !== BOOTREQUEST || req.htype !== 1 || req.hlen !== 6 || type === undefined) {
+      this.#stats.dropped++;
+      this.#log.debug({ from: rinfo.address, op: req.op, type }, "not a DHCP request; ignored");
+      return;
+    }
+    const firmware = classifyFirmware(req);
+    const client: DhcpClient = {
+      mac: macOf(req),
+      firmware,
+      hostname: optString(req, Opt.HOSTNAME),
+      ip: req.ciaddr !== "0.0.0.0" ? req.ciaddr : "",
+      relay: req.giaddr !== "0.0.0.0" ? req.giaddr : undefined,
+    };
+    const reply =
+      kind === "pxe"
+        ? this.#pxeRequest(req, type, client)
+        : this.#o.mode === "proxy"
+          ? this.#proxyRequest(req, type, client)
+          : await this.#fullRequest(req, type, client);
+    if (!reply) return;
+    const to =
+      kind === "pxe" ? { address: rinfo.address, port: rinfo.port } : this.#destination(req, reply);
+    await new Promise<void>((resolve) => {
+      socket.send(encodePacket(reply), to.port, to.address, (err) => {
+        if (err) this.#log.warn({ err, to }, "cannot send DHCP reply");
+        resolve();
+      });
+    });
+    this.#stats.replies++;
+  }
+
+  /** RFC 2131 4.1: relays get it on the server port; bound clients unicast; others broadcast. */
+  #destination(req: DhcpPacket, reply: DhcpPacket): { address: string; port: number } {
+    if (req.giaddr !== "0.0.0.0") return { address: req.giaddr, port: this.#o.port ?? 67 };
+    const clientPort = this.#o.clientPort ?? 68;
+    if (req.ciaddr !== "0.0.0.0" && messageType(reply) !== MessageType.NAK) {
+      return { address: req.ciaddr, port: clientPort };
+    }
+    // Without raw sockets a not-yet-configured client cannot be unicast (no ARP entry).
+    return { address: "255.255.255.255", port: clientPort };
+  }
+
+  #event(stage: string, client: DhcpClient, extra: Partial<DhcpEvent> = {}): void {
+    const event: DhcpEvent = {
+      stage,
+      mac: client.mac,
+      ip: client.ip || undefined,
+      firmware: client.firmware,
+      hostname: client.hostname,
+      ...extra,
+    };
+    this.#log.info(
+      {
+        event: stage,
+        mac: event.mac,
+        ip: event.ip,
+        arch: client.firmware.arch,
+        ipxe: client.firmware.ipxe,
+        file: event.file,
+        detail: event.detail,
+      },
+      `dhcp ${stage}`,
+    );
+    this.#o.onEvent?.(event);
+  }
+
+  #bootFor(client: DhcpClient): BootAnswer | null {
+    if (!client.firmware.netboot) return null;
+    const answer = this.#o.boot(client);
+    if (!answer) this.#event("dhcp-no-boot", client, { detail: "no boot file for this firmware" });
+    return answer;
+  }
+
+  #reply(req: DhcpPacket, type: number, yiaddr: string): DhcpPacket {
+    const options = new Map<number, Buffer>([
+      [Opt.MESSAGE_TYPE, u8(type)],
+      [Opt.SERVER_ID, ips([this.#o.serverAddress])],
+    ]);
+    return {
+      op: BOOTREPLY,
+      htype: req.htype,
+      hlen: req.hlen,
+      hops: 0,
+      xid: req.xid,
+      secs: 0,
+      flags: req.flags & BROADCAST_FLAG,
+      ciaddr: type === MessageType.ACK ? req.ciaddr : "0.0.0.0",
+      yiaddr,
+      siaddr: "0.0.0.0",
+      giaddr: req.giaddr,
+      chaddr: req.chaddr,
+      sname: "",
+      file: "",
+      options,
+    };
+  }
+
+  /** Adds the boot file, next server and the vendor-class echo PXE and HTTP Boot want. */
+  #addBoot(reply: DhcpPacket, client: DhcpClient, boot: BootAnswer): void {
+    const next = boot.nextServer ?? this.#o.serverAddress;
+    reply.siaddr = next;
+    if (Buffer.byteLength(boot.file) <= 127) reply.file = boot.file;
+    if (next.length <= 63) reply.sname = next;
+    reply.options.set(Opt.BOOTFILE, str(boot.file));
+    reply.options.set(Opt.TFTP_SERVER, str(next));
+    if (boot.rootPath) reply.options.set(Opt.ROOT_PATH, str(boot.rootPath));
+    if (client.firmware.http) {
+      reply.options.set(Opt.VENDOR_CLASS, str("HTTPClient"));
+    } else if (client.firmware.pxe) {
+      reply.options.set(Opt.VENDOR_CLASS, str("PXEClient"));
+      reply.options.set(
+        Opt.VENDOR_SPECIFIC,
+        encodeSubOptions([[PXE_DISCOVERY_CONTROL, u8(PXE_BOOT_FILE_DIRECTLY)]]),
+      );
+    }
+  }
+
+  #proxyRequest(req: DhcpPacket, type: number, client: DhcpClient): DhcpPacket | null {
+    // Only DISCOVERs from boot firmware; REQUESTs on 67 belong to the real DHCP server.
+    if (type !== MessageType.DISCOVER || !client.firmware.netboot) return null;
+    const boot = this.#bootFor(client);
+    if (!boot) return null;
+    const reply = this.#reply(req, MessageType.OFFER, "0.0.0.0");
+    this.#addBoot(reply, client, boot);
+    this.#event("proxy-offer", client, { file: boot.file });
+    return reply;
+  }
+
+  /** Port 4011: PXE clients ask the boot server directly (after a proxy offer). */
+  #pxeRequest(req: DhcpPacket, type: number, client: DhcpClient): DhcpPacket | null {
+    if (type !== MessageType.REQUEST && type !== MessageType.INFORM) return null;
+    const boot = this.#bootFor(client);
+    if (!boot) return null;
+    const reply = this.#reply(req, MessageType.ACK, "0.0.0.0");
+    this.#addBoot(reply, client, boot);
+    this.#event("pxe-ack", client, { file: boot.file });
+    return reply;
+  }
+
+  #addNetwork(reply: DhcpPacket, client: DhcpClient, withLease: boolean): void {
+    const o = this.#o;
+    if (o.netmask) reply.options.set(Opt.SUBNET_MASK, ips([o.netmask]));
+    if (o.router?.length) reply.options.set(Opt.ROUTER, ips(o.router));
+    if (o.dns?.length) reply.options.set(Opt.DNS, ips(o.dns));
+    if (o.domain) reply.options.set(Opt.DOMAIN_NAME, str(o.domain));
+    const reserved = o.leases?.reservation(client.mac)?.hostname;
+    if (reserved) reply.options.set(Opt.HOSTNAME, str(reserved));
+    if (withLease) {
+      const seconds = o.leaseSeconds ?? 3600;
+      reply.options.set(Opt.LEASE_TIME, u32(seconds));
+      reply.options.set(Opt.RENEWAL_TIME, u32(Math.floor(seconds / 2)));
+      reply.options.set(Opt.REBINDING_TIME, u32(Math.floor((seconds * 7) / 8)));
+    }
+    const boot = this.#bootFor(client);
+    if (boot) this.#addBoot(reply, client, boot);
+  }
+
+  async #fullRequest(
+    req: DhcpPacket,
+    type: number,
+    client: DhcpClient,
+  ): Promise<DhcpPacket | null> {
+    const leases = this.#o.leases as LeaseDb;
+    if (client.relay && !leases.inSubnet(client.relay)) {
+      this.#event("dhcp-ignored", client, { detail: `relay ${client.relay} is not on our subnet` });
+      return null;
+    }
+    switch (type) {
+      case MessageType.DISCOVER: {
+        const ip = leases.offer(client.mac, optIp(req, Opt.REQUESTED_IP));
+        if (!ip) {
+          this.#event("dhcp-pool-exhausted", client, { detail: "no free address in the range" });
+          return null;
+        }
+        client.ip = ip;
+        const reply = this.#reply(req, MessageType.OFFER, ip);
+        this.#addNetwork(reply, client, true);
+        this.#event("dhcp-offer", client, { file: reply.options.get(Opt.BOOTFILE)?.toString() });
+        return reply;
+      }
+      case MessageType.REQUEST: {
+        const serverId = optIp(req, Opt.SERVER_ID);
+        if (serverId && serverId !== this.#o.serverAddress) return null; // chose another server
+        const wanted = optIp(req, Opt.REQUESTED_IP) ?? (client.ip || undefined);
+        const lease = wanted ? await leases.commit(client.mac, wanted, client.hostname) : null;
+        if (!lease) {
+          this.#event("dhcp-nak", client, {
+            ip: wanted,
+            detail: "address not available to this client",
+          });
+          const nak = this.#reply(req, MessageType.NAK, "0.0.0.0");
+          nak.options.set(Opt.MESSAGE, str("requested address is not available"));
+          nak.flags |= req.giaddr !== "0.0.0.0" ? BROADCAST_FLAG : 0;
+          return nak;
+        }
+        client.ip = lease.ip;
+        const reply = this.#reply(req, MessageType.ACK, lease.ip);
+        this.#addNetwork(reply, client, true);
+        this.#event("dhcp-ack", client, { file: reply.options.get(Opt.BOOTFILE)?.toString() });
+        return reply;
+      }
+      case MessageType.DECLINE: {
+        const ip = optIp(req, Opt.REQUESTED_IP);
+        if (ip) await leases.decline(client.mac, ip);
+        this.#event("dhcp-decline", client, { ip });
+        return null;
+      }
+      case MessageType.RELEASE:
+        await leases.release(client.mac, req.ciaddr);
+        this.#event("dhcp-release", client);
+        return null;
+      case MessageType.INFORM: {
+        const reply = this.#reply(req, MessageType.ACK, "0.0.0.0");
+        reply.options.delete(Opt.LEASE_TIME);
+        this.#addNetwork(reply, client, false);
+        this.#event("dhcp-inform", client);
+        return reply;
+      }
+      default:
+        this.#log.debug({ type: messageTypeName(type), mac: client.mac }, "DHCP message ignored");
+        return null;
+    }
+  }
+}

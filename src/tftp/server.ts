@@ -1,0 +1,426 @@
+// A read-only TFTP server: RFC 1350 with option negotiation (2347), blksize (2348), timeout and
+// tsize (2349) and windowsize (7440). Each transfer has its own socket (its TID), retransmits
+// with backoff, and ends by itself; writes and paths outside the tree get an error packet.
+import { createSocket } from "node:dgram";
+import type { RemoteInfo, Socket } from "node:dgram";
+import { silentLogger } from "../log.ts";
+import type { Logger } from "../log.ts";
+import { bindToInterface } from "../net/interface.ts";
+import {
+  dataPacket,
+  decodeTftp,
+  encodeTftp,
+  ErrorCode,
+  MAX_BLKSIZE,
+  negotiate,
+  Op,
+  TftpDecodeError,
+} from "./protocol.ts";
+import type { TftpPacket } from "./protocol.ts";
+import { BufferSource, TftpError } from "./tree.ts";
+import type { TftpSource, TftpTree } from "./tree.ts";
+
+export interface TftpTransferEvent {
+  stage: "tftp-start" | "tftp-done" | "tftp-error";
+  client: string;
+  file: string;
+  bytes?: number;
+  ms?: number;
+  blksize?: number;
+  windowsize?: number;
+  error?: string;
+}
+
+export interface TftpServerOptions {
+  tree: TftpTree;
+  port?: number;
+  address?: string;
+  interface?: string;
+  maxBlksize?: number;
+  maxWindowsize?: number;
+  /** Retransmission timeout when the client asks for none. */
+  timeoutMs?: number;
+  /** Retransmissions of one window before the transfer is abandoned. */
+  retries?: number;
+  logger?: Logger;
+  onEvent?: (event: TftpTransferEvent) => void;
+}
+
+export interface TftpStats {
+  requests: number;
+  completed: number;
+  failed: number;
+  bytes: number;
+  dropped: number;
+  active: number;
+}
+
+type ResolvedOptions = TftpServerOptions & {
+  port: number;
+  address: string;
+  maxBlksize: number;
+  maxWindowsize: number;
+  timeoutMs: number;
+  retries: number;
+};
+
+export const DEFAULT_TFTP_OPTIONS = Object.freeze({
+  port: 69,
+  address: "0.0.0.0",
+  maxBlksize: MAX_BLKSIZE,
+  maxWindowsize: 64,
+  timeoutMs: 1000,
+  retries: 6,
+});
+
+export class TftpServer {
+  readonly #o: ResolvedOptions;
+  readonly #log: Logger;
+  #socket: Socket | null = null;
+  readonly #transfers = new Set<Transfer>();
+  #stats = { requests: 0, completed: 0, failed: 0, bytes: 0, dropped: 0 };
+
+  constructor(options: TftpServerOptions) {
+    this.#o = { ...DEFAULT_TFTP_OPTIONS, ...stripUndefined(options), tree: options.tree };
+    this.#log = options.logger ?? silentLogger;
+  }
+
+  get stats(): TftpStats {
+    return { ...this.#stats, active: this.#transfers.size };
+  }
+
+  get port(): number {
+    return this.#socket?.address().port ?? 0;
+  }
+
+  async start(): Promise<void> {
+    const socket = createSocket({ type: "udp4", reuseAddr: true });
+    socket.on("message", (msg, rinfo) => this.#request(msg, rinfo));
+    socket.on("error", (err) => this.#log.error({ err }, "tftp socket error"));
+    await bindSocket(socket, this.#o.port, this.#o.address);
+    if (this.#o.interface && !bindToInterface(socket, this.#o.interface)) {
+      this.#log.warn({ interface: this.#o.interface }, "cannot restrict TFTP to one interface");
+    }
+    this.#socket = socket;
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.#transfers) t.abort("server stopping");
+    const s = this.#socket;
+    this.#socket = null;
+    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+
+  #request(msg: Buffer, rinfo: RemoteInfo): void {
+    const client = `${rinfo.address}:${rinfo.port}`;
+    let packet: TftpPacket;
+    try {
+      packet = decodeTftp(msg);
+    } catch (err) {
+      if (!(err instanceof TftpDecodeError)) throw err;
+      this.#stats.dropped++;
+      this.#log.warn({ client, reason: err.message }, "malformed TFTP packet dropped");
+      return;
+    }
+    const main = this.#socket;
+    if (!main) return;
+    if (packet.op === Op.WRQ) {
+      this.#log.warn({ client, file: packet.filename }, "TFTP write refused");
+      sendError(main, rinfo, ErrorCode.ACCESS_VIOLATION, "This server is read-only");
+      return;
+    }
+    if (packet.op !== Op.RRQ) {
+      // ACKs and ERRORs for finished transfers land here; answer nothing (RFC 1350 says an
+      // unknown TID gets an error, but only on the transfer's own port).
+      this.#stats.dropped++;
+      return;
+    }
+    this.#stats.requests++;
+    const transfer = new Transfer(this.#o, this.#log, rinfo, packet, (event) => {
+      this.#transfers.delete(transfer);
+      if (event.stage === "tftp-done") {
+        this.#stats.completed++;
+        this.#stats.bytes += event.bytes ?? 0;
+      } else {
+        this.#stats.failed++;
+      }
+      this.#o.onEvent?.(event);
+    });
+    this.#transfers.add(transfer);
+    transfer.start().catch((err: unknown) => {
+      this.#log.error({ err, client }, "tftp transfer crashed");
+      transfer.abort("internal error");
+    });
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function bindSocket(socket: Socket, port: number, address: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    socket.once("error", reject);
+    socket.bind(port, address, () => {
+      socket.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+function sendError(socket: Socket, to: RemoteInfo, code: number, message: string): void {
+  socket.send(encodeTftp({ op: Op.ERROR, code, message }), to.port, to.address);
+}
+
+/** netascii (RFC 764): LF becomes CR LF, a bare CR becomes CR NUL. */
+function toNetascii(data: Buffer): Buffer {
+  const out: number[] = [];
+  for (const byte of data) {
+    if (byte === 0x0a) out.push(0x0d, 0x0a);
+    else if (byte === 0x0d) out.push(0x0d, 0x00);
+    else out.push(byte);
+  }
+  return Buffer.from(out);
+}
+
+const NETASCII_MAX = 16 * 1024 * 1024;
+
+class Transfer {
+  readonly #o: ResolvedOptions;
+  readonly #log: Logger;
+  readonly #peer: RemoteInfo;
+  readonly #req: Extract<TftpPacket, { op: 1 | 2 }>;
+  readonly #done: (event: TftpTransferEvent) => void;
+  readonly #client: string;
+  #socket: Socket | null = null;
+  #source: TftpSource | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #finished = false;
+  #started = Date.now();
+  #blksize = 512;
+  #windowsize = 1;
+  #timeoutMs = 1000;
+  /** Absolute number of the last block acknowledged (0 = none or the OACK). */
+  #acked = 0;
+  /** Absolute number of the last block sent. */
+  #sent = 0;
+  #lastBlock = 0;
+  #tries = 0;
+  #sending = false;
+
+  constructor(
+    o: ResolvedOptions,
+    log: Logger,
+    peer: RemoteInfo,
+    req: Extract<TftpPacket, { op: 1 | 2 }>,
+    done: (event: TftpTransferEvent) => void,
+  ) {
+    this.#o = o;
+    this.#log = log;
+    this.#peer = peer;
+    this.#req = req;
+    this.#done = done;
+    this.#client = `${peer.address}:${peer.port}`;
+  }
+
+  async start(): Promise<void> {
+    const socket = createSocket({ type: "udp4" });
+    this.#socket = socket;
+    socket.on("error", (err) => this.#fail(`socket error: ${err.message}`, false));
+    socket.on("message", (msg, rinfo) => this.#message(msg, rinfo));
+    await bindSocket(socket, 0, this.#o.address === "0.0.0.0" ? "0.0.0.0" : this.#o.address);
+    if (this.#o.interface) bindToInterface(socket, this.#o.interface);
+    const { filename, mode } = this.#req;
+    if (mode !== "octet" && mode !== "netascii") {
+      return this.#refuse(ErrorCode.ILLEGAL_OPERATION, `Unsupported mode "${mode}"`);
+    }
+    try {
+      this.#source = await this.#o.tree.open(filename);
+    } catch (err) {
+      if (err instanceof TftpError) return this.#refuse(err.code, err.message);
+      throw err;
+    }
+    if (mode === "netascii") {
+      const src = this.#source;
+      if (src.size > NETASCII_MAX) {
+        return this.#refuse(ErrorCode.ILLEGAL_OPERATION, "File too large for netascii; use octet");
+      }
+      this.#source = new BufferSource(toNetascii(await src.read(0, src.size)));
+      await src.close();
+    }
+    const size = this.#source.size;
+    const n = negotiate(this.#req.options, {
+      maxBlksize: this.#o.maxBlksize,
+      maxWindowsize: this.#o.maxWindowsize,
+      defaultTimeoutMs: this.#o.timeoutMs,
+      size,
+    });
+    this.#blksize = n.blksize;
+    this.#windowsize = n.windowsize;
+    this.#timeoutMs = n.timeoutMs;
+    this.#lastBlock = Math.floor(size / this.#blksize) + 1;
+    this.#o.onEvent?.({
+      stage: "tftp-start",
+      client: this.#client,
+      file: filename,
+      bytes: size,
+      blksize: this.#blksize,
+      windowsize: this.#windowsize,
+    });
+    this.#log.debug(
+      { client: this.#client, file: filename, options: Object.fromEntries(n.accepted) },
+      "tftp read",
+    );
+    if (n.accepted.size > 0) {
+      this.#oack = encodeTftp({ op: Op.OACK, options: n.accepted });
+      this.#send(this.#oack);
+      this.#arm();
+    } else {
+      await this.#sendWindow();
+    }
+  }
+
+  #oack: Buffer | null = null;
+  #oackAcked = false;
+
+  #send(buf: Buffer): void {
+    this.#socket?.send(buf, this.#peer.port, this.#peer.address);
+  }
+
+  #refuse(code: number, message: string): void {
+    if (this.#finished) return;
+    if (this.#socket) sendError(this.#socket, this.#peer, code, message);
+    this.#fail(message, false);
+  }
+
+  #arm(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    const backoff = this.#timeoutMs * Math.min(2 ** this.#tries, 8);
+    this.#timer = setTimeout(() => this.#timeout(), backoff);
+  }
+
+  #timeout(): void {
+    if (this.#finished) return;
+    if (++this.#tries > this.#o.retries) {
+      this.#refuse(ErrorCode.NOT_DEFINED, "Timed out waiting for the client");
+      return;
+    }
+    if (this.#oack && !this.#oackAcked) {
+      this.#send(this.#oack);
+      this.#arm();
+      return;
+    }
+    this.#sent = this.#acked; // resend the whole window after the last acknowledged block
+    this.#sendWindow().catch((err: unknown) => this.#fail(String(err), true));
+  }
+
+  /** Maps a 16-bit block number from an ACK to the absolute block it most likely means. */
+  #absolute(block: number): number {
+    const base = this.#acked;
+    let candidate = (base & ~0xffff) | block;
+    if (candidate < base - 0x8000) candidate += 0x10000;
+    else if (candidate > base + 0x8000) candidate -= 0x10000;
+    return candidate;
+  }
+
+  #message(msg: Buffer, rinfo: RemoteInfo): void {
+    if (rinfo.address !== this.#peer.address || rinfo.port !== this.#peer.port) {
+      // RFC 1350: a packet from an unknown TID gets an error, the transfer goes on.
+      if (this.#socket)
+        sendError(this.#socket, rinfo, ErrorCode.UNKNOWN_TID, "Unknown transfer ID");
+      return;
+    }
+    let packet: TftpPacket;
+    try {
+      packet = decodeTftp(msg);
+    } catch {
+      this.#log.warn({ client: this.#client }, "malformed TFTP packet in a transfer dropped");
+      return;
+    }
+    if (packet.op === Op.ERROR) {
+      this.#fail(`client sent error ${packet.code}: ${packet.message}`, false);
+      return;
+    }
+    if (packet.op !== Op.ACK || this.#finished) return;
+    if (this.#oack && !this.#oackAcked) {
+      if (packet.block !== 0) return;
+      this.#oackAcked = true; // ACK 0 confirms the OACK: data starts
+      this.#tries = 0;
+      this.#sendWindow().catch((err: unknown) => this.#fail(String(err), true));
+      return;
+    }
+    const block = this.#absolute(packet.block);
+    // Duplicate ACKs are ignored (answering each would double the traffic: the Sorcerer's
+    // Apprentice bug); the retransmission timer covers real losses.
+    if (block <= this.#acked) return;
+    if (block > this.#sent) return; // ACK for something never sent
+    this.#acked = block;
+    this.#tries = 0;
+    if (block >= this.#lastBlock) {
+      this.#finish();
+      return;
+    }
+    if (block < this.#sent) {
+      // Part of the window was lost: go on from the block after the one acknowledged.
+      this.#sent = block;
+    }
+    this.#sendWindow().catch((err: unknown) => this.#fail(String(err), true));
+  }
+
+  async #sendWindow(): Promise<void> {
+    if (this.#sending || this.#finished || !this.#source) return;
+    this.#sending = true;
+    try {
+      const last = Math.min(this.#acked + this.#windowsize, this.#lastBlock);
+      while (this.#sent < last && !this.#finished) {
+        const block = this.#sent + 1;
+        const data = await this.#source.read((block - 1) * this.#blksize, this.#blksize);
+        if (this.#finished) return;
+        this.#send(dataPacket(block, data));
+        this.#sent = block;
+      }
+      this.#arm();
+    } finally {
+      this.#sending = false;
+    }
+  }
+
+  #finish(): void {
+    const bytes = this.#source?.size ?? 0;
+    this.#cleanup();
+    this.#done({
+      stage: "tftp-done",
+      client: this.#client,
+      file: this.#req.filename,
+      bytes,
+      ms: Date.now() - this.#started,
+      blksize: this.#blksize,
+      windowsize: this.#windowsize,
+    });
+  }
+
+  #fail(error: string, log: boolean): void {
+    if (this.#finished) return;
+    if (log)
+      this.#log.error(
+        { client: this.#client, file: this.#req.filename, error },
+        "tftp transfer failed",
+      );
+    this.#cleanup();
+    this.#done({ stage: "tftp-error", client: this.#client, file: this.#req.filename, error });
+  }
+
+  abort(reason: string): void {
+    this.#refuse(ErrorCode.NOT_DEFINED, reason);
+  }
+
+  #cleanup(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    const socket = this.#socket;
+    // Keep the socket a moment so the client's last ACK retransmissions do not hit a closed port.
+    setTimeout(() => socket?.close(), 100).unref();
+    this.#source?.close().catch(() => undefined);
+  }
+}

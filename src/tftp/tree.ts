@@ -1,0 +1,132 @@
+// What the TFTP server serves: a read-only virtual tree of named files (iPXE first stages,
+// generated files) over an optional root folder. Files are read in large slices, so a transfer
+// costs one read per 256 KiB, not one per block.
+import { open } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import { resolveUnder, UnsafePathError } from "../net/safe-path.ts";
+import { isErrno } from "../store/local-store.ts";
+import { ErrorCode } from "./protocol.ts";
+
+export class TftpError extends Error {
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export interface TftpSource {
+  readonly size: number;
+  /** Bytes [offset, offset+length) (shorter only at the end of the file). */
+  read(offset: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export interface TftpTree {
+  /** Opens a file for reading, or throws TftpError (not found, access violation). */
+  open(path: string): Promise<TftpSource>;
+}
+
+const SLICE = 256 * 1024;
+
+class FileSource implements TftpSource {
+  readonly size: number;
+  readonly #fh: FileHandle;
+  #slice = Buffer.alloc(0);
+  #sliceAt = -1;
+
+  constructor(fh: FileHandle, size: number) {
+    this.#fh = fh;
+    this.size = size;
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    const end = Math.min(offset + length, this.size);
+    if (offset >= end) return Buffer.alloc(0);
+    if (this.#sliceAt < 0 || offset < this.#sliceAt || end > this.#sliceAt + this.#slice.length) {
+      const want = Math.max(SLICE, end - offset);
+      const buf = Buffer.allocUnsafe(Math.min(want, this.size - offset));
+      const { bytesRead } = await this.#fh.read(buf, 0, buf.length, offset);
+      this.#slice = buf.subarray(0, bytesRead);
+      this.#sliceAt = offset;
+    }
+    return this.#slice.subarray(offset - this.#sliceAt, end - this.#sliceAt);
+  }
+
+  close(): Promise<void> {
+    return this.#fh.close();
+  }
+}
+
+export class BufferSource implements TftpSource {
+  readonly #data: Buffer;
+  constructor(data: Buffer) {
+    this.#data = data;
+  }
+  get size(): number {
+    return this.#data.length;
+  }
+  read(offset: number, length: number): Promise<Buffer> {
+    return Promise.resolve(this.#data.subarray(offset, offset + length));
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+export async function openFileSource(path: string, shownAs: string): Promise<TftpSource> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, "r");
+  } catch (err) {
+    if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) {
+      throw new TftpError(ErrorCode.FILE_NOT_FOUND, `File not found: ${shownAs}`);
+    }
+    if (isErrno(err, "EACCES")) throw new TftpError(ErrorCode.ACCESS_VIOLATION, "Access denied");
+    throw err;
+  }
+  const st = await fh.stat();
+  if (!st.isFile()) {
+    await fh.close();
+    throw new TftpError(ErrorCode.FILE_NOT_FOUND, `Not a file: ${shownAs}`);
+  }
+  return new FileSource(fh, st.size);
+}
+
+export type VirtualFile = string | (() => Buffer | Promise<Buffer>);
+
+/** Named files (a host path or a generator) first, then the root folder if any. */
+export class VirtualTree implements TftpTree {
+  readonly #files = new Map<string, VirtualFile>();
+  readonly #root: string | null;
+
+  constructor(root: string | null, files: Record<string, VirtualFile> = {}) {
+    this.#root = root;
+    for (const [name, file] of Object.entries(files)) this.#files.set(normalizeName(name), file);
+  }
+
+  names(): string[] {
+    return [...this.#files.keys()];
+  }
+
+  async open(requested: string): Promise<TftpSource> {
+    const name = normalizeName(requested);
+    const file = this.#files.get(name);
+    if (typeof file === "string") return openFileSource(file, name);
+    if (file) return new BufferSource(await file());
+    if (!this.#root) throw new TftpError(ErrorCode.FILE_NOT_FOUND, `File not found: ${name}`);
+    let path: string;
+    try {
+      path = resolveUnder(this.#root, requested);
+    } catch (err) {
+      if (err instanceof UnsafePathError)
+        throw new TftpError(ErrorCode.ACCESS_VIOLATION, err.message);
+      throw err;
+    }
+    return openFileSource(path, name);
+  }
+}
+
+function normalizeName(name: string): string {
+  return name.replace(/\\/g, "/").replace(/^\/+/, "");
+}
