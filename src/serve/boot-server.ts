@@ -1,0 +1,502 @@
+// `inetboot serve`: DHCP (full or proxy), TFTP and HTTP in one process, answering boot firmware
+// with the right first stage and each machine with its boot plan, and recording every stage.
+import { createServer } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { basename, join } from "node:path";
+import { firmwareKey } from "../dhcp/firmware.ts";
+import { LeaseDb } from "../dhcp/leases.ts";
+import { formatMac, parseMac } from "../dhcp/packet.ts";
+import { DhcpServer } from "../dhcp/server.ts";
+import type { BootAnswer, DhcpClient } from "../dhcp/server.ts";
+import { RemoteFileCache } from "../http/file-cache.ts";
+import { sendFile } from "../http/send-file.ts";
+import { silentLogger } from "../log.ts";
+import type { Logger } from "../log.ts";
+import { interfaceAddress } from "../net/interface.ts";
+import { TftpServer } from "../tftp/server.ts";
+import { VirtualTree } from "../tftp/tree.ts";
+import type { Entry, FileRef, ServeConfig } from "./config.ts";
+import { EventLog } from "./events.ts";
+import type { EventInput } from "./events.ts";
+import { bootScript, entryScript, IPXE_FACTS } from "./ipxe-script.ts";
+import { OnceState } from "./once.ts";
+import { chooseEntry, ipxeArchNames } from "./plan.ts";
+import type { Choice, MachineFacts } from "./plan.ts";
+
+export interface BootServerOptions {
+  logger?: Logger;
+}
+
+class HttpError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function macFromQuery(value: string | null): string | undefined {
+  if (!value) return undefined;
+  try {
+    return formatMac(parseMac(value));
+  } catch {
+    return undefined;
+  }
+}
+
+export class BootServer {
+  readonly config: ServeConfig;
+  readonly events = new EventLog();
+  readonly #log: Logger;
+  readonly #address: string;
+  #http: Server | null = null;
+  #tftp: TftpServer | null = null;
+  #dhcp: DhcpServer | null = null;
+  #once: OnceState | null = null;
+  readonly #remote: RemoteFileCache;
+  readonly #firstStageFiles: Record<string, string> = {};
+
+  constructor(config: ServeConfig, options: BootServerOptions = {}) {
+    this.config = config;
+    this.#log = options.logger ?? silentLogger;
+    this.#remote = new RemoteFileCache(join(config.stateDir, "files"), this.#log);
+    const fromInterface = config.listen.interface
+      ? interfaceAddress(config.listen.interface)?.address
+      : undefined;
+    this.#address = config.listen.address ?? fromInterface ?? "127.0.0.1";
+    for (const path of Object.values(config.tftp.firstStages)) {
+      this.#firstStageFiles[basename(path)] = path;
+    }
+  }
+
+  /** The address machines reach this server at (DHCP next-server, URLs). */
+  get address(): string {
+    return this.#address;
+  }
+
+  get httpPort(): number {
+    return (this.#http?.address() as AddressInfo | null)?.port ?? this.config.http.port;
+  }
+
+  get tftpPort(): number {
+    return this.#tftp?.port ?? 0;
+  }
+
+  /** The base URL handed to machines in DHCP answers. */
+  get baseUrl(): string {
+    return this.config.http.publicUrl ?? `http://${this.#address}:${this.httpPort}`;
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    this.#once = await OnceState.open(join(c.stateDir, "once.json"));
+    await this.#startHttp();
+    if (c.tftp.enabled) {
+      this.#tftp = new TftpServer({
+        tree: new VirtualTree(c.tftp.root ?? null, this.#firstStageFiles),
+        port: c.tftp.port,
+        address: c.listen.interface ? "0.0.0.0" : this.#address,
+        interface: c.listen.interface,
+        maxBlksize: c.tftp.maxBlksize,
+        maxWindowsize: c.tftp.maxWindowsize,
+        logger: this.#log,
+        onEvent: (e) => {
+          const ip = e.client.split(":")[0];
+          this.#record({
+            stage: e.stage,
+            mac: this.events.macForIp(ip),
+            ip,
+            file: e.file,
+            bytes: e.bytes,
+            ms: e.ms,
+            detail: e.error,
+          });
+        },
+      });
+      await this.#tftp.start();
+    }
+    if (c.dhcp.mode !== "off") await this.#startDhcp();
+  }
+
+  async #startDhcp(): Promise<void> {
+    const c = this.config;
+    const iface = c.listen.interface ? interfaceAddress(c.listen.interface) : undefined;
+    let leases: LeaseDb | undefined;
+    const netmask = c.dhcp.netmask ?? iface?.netmask ?? "255.255.255.0";
+    if (c.dhcp.mode === "full" && c.dhcp.range) {
+      leases = await LeaseDb.open(
+        {
+          rangeStart: c.dhcp.range[0],
+          rangeEnd: c.dhcp.range[1],
+          netmask,
+          reservations: c.dhcp.reservations,
+          leaseSeconds: c.dhcp.leaseSeconds,
+        },
+        c.dhcp.leaseFile ?? join(c.stateDir, "leases.json"),
+      );
+    }
+    this.#dhcp = new DhcpServer({
+      mode: c.dhcp.mode === "full" ? "full" : "proxy",
+      serverAddress: this.#address,
+      interface: c.listen.interface,
+      port: c.dhcp.port,
+      proxyPort: c.dhcp.proxyPort,
+      leases,
+      netmask,
+      router: c.dhcp.router,
+      dns: c.dhcp.dns,
+      domain: c.dhcp.domain,
+      leaseSeconds: c.dhcp.leaseSeconds,
+      boot: (client) => this.#dhcpBoot(client),
+      onEvent: (e) => {
+        const facts = { firmware: e.firmware, hostname: e.hostname, uuid: e.firmware?.uuid };
+        this.#record(
+          { stage: e.stage, mac: e.mac, ip: e.ip, file: e.file, detail: e.detail },
+          facts,
+        );
+      },
+      logger: this.#log,
+    });
+    await this.#dhcp.start();
+  }
+
+  /** Plain PXE gets an iPXE first stage over TFTP, HTTP Boot its URL, iPXE the boot script. */
+  #dhcpBoot(client: DhcpClient): BootAnswer | null {
+    const fw = client.firmware;
+    if (fw.ipxe) return { file: `${this.baseUrl}/boot.ipxe` };
+    const stage = this.config.tftp.firstStages[firmwareKey(fw)];
+    if (!stage) {
+      this.#log.warn(
+        { mac: client.mac, firmware: firmwareKey(fw), arch: fw.arch },
+        `no iPXE first stage for ${fw.description}; set tftp.firstStages.${firmwareKey(fw)}`,
+      );
+      return null;
+    }
+    if (fw.http) return { file: `${this.baseUrl}/firmware/${basename(stage)}` };
+    if (!this.#tftp) {
+      this.#log.warn(
+        { mac: client.mac },
+        "a PXE client needs TFTP for its first stage; set tftp.enabled: true",
+      );
+      return null;
+    }
+    return { file: basename(stage), nextServer: this.#address };
+  }
+
+  #record(input: EventInput, facts?: Parameters<EventLog["record"]>[1]): void {
+    const e = this.events.record(input, facts);
+    if (
+      !input.stage.startsWith("dhcp") &&
+      !input.stage.startsWith("proxy") &&
+      !input.stage.startsWith("pxe")
+    ) {
+      this.#log.info(
+        {
+          event: e.stage,
+          mac: e.mac,
+          ip: e.ip,
+          file: e.file,
+          entry: e.entry,
+          rule: e.rule,
+          bytes: e.bytes,
+          detail: e.detail,
+        },
+        e.stage,
+      );
+    }
+  }
+
+  async #startHttp(): Promise<void> {
+    const server = createServer((req, res) => {
+      this.#route(req, res).catch((err: unknown) => {
+        const status = err instanceof HttpError ? err.status : 500;
+        if (status === 500) this.#log.error({ err, url: req.url }, "http request failed");
+        if (!res.headersSent) {
+          res.writeHead(status, { "Content-Type": "text/plain; charset=utf-8" });
+          res.end(`${(err as Error).message}\n`);
+        } else {
+          res.destroy();
+        }
+      });
+    });
+    server.keepAliveTimeout = 30_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (err: NodeJS.ErrnoException) => {
+        reject(
+          err.code === "EADDRINUSE"
+            ? new Error(
+                `HTTP port ${this.config.http.port} is in use; set http.port to another port`,
+              )
+            : err,
+        );
+      });
+      server.listen(this.config.http.port, this.config.http.address, () => resolve());
+    });
+    this.#http = server;
+  }
+
+  async stop(): Promise<void> {
+    await this.#dhcp?.stop();
+    await this.#tftp?.stop();
+    const http = this.#http;
+    this.#http = null;
+    if (http) {
+      http.closeAllConnections();
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+    }
+  }
+
+  #base(req: IncomingMessage): string {
+    if (this.config.http.publicUrl) return this.config.http.publicUrl;
+    const host = req.headers.host;
+    return host && /^[\w.:[\]-]+$/.test(host) ? `http://${host}` : this.baseUrl;
+  }
+
+  #clientIp(req: IncomingMessage): string {
+    return (req.socket.remoteAddress ?? "").replace(/^::ffff:/, "");
+  }
+
+  #facts(url: URL, req: IncomingMessage): MachineFacts {
+    const q = url.searchParams;
+    const labels: Record<string, string> = {};
+    for (const [k, v] of q) if (!IPXE_FACTS.includes(k) && v !== "") labels[k] = v;
+    return {
+      mac: macFromQuery(q.get("mac")) ?? this.events.macForIp(this.#clientIp(req)),
+      uuid: q.get("uuid")?.toLowerCase() || undefined,
+      arch: ipxeArchNames(q.get("buildarch") ?? undefined, q.get("platform") ?? undefined),
+      hostname: q.get("hostname") || undefined,
+      labels,
+    };
+  }
+
+  #send(res: ServerResponse, status: number, body: string, type: string): void {
+    res.writeHead(status, {
+      "Content-Type": type,
+      "Content-Length": Buffer.byteLength(body),
+      "Cache-Control": "no-store",
+    });
+    res.end(body);
+  }
+
+  #json(res: ServerResponse, value: unknown): void {
+    this.#send(res, 200, JSON.stringify(value, null, 1) + "\n", "application/json");
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://x");
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      throw new HttpError(405, `${req.method} is not supported here`);
+    }
+    const path = url.pathname;
+    const ip = this.#clientIp(req);
+    if (path === "/boot.ipxe") {
+      const facts = this.#facts(url, req);
+      this.#record({ stage: "http-boot-script", mac: facts.mac, ip });
+      this.#send(res, 200, bootScript(this.#base(req), facts.labels), "text/plain; charset=utf-8");
+      return;
+    }
+    if (path === "/ipxe/boot") return this.#plan(req, res, url);
+    let m = /^\/ipxe\/entry\/([^/]+)$/.exec(path);
+    if (m) return this.#entry(req, res, url, decodeURIComponent(m[1]));
+    m = /^\/files\/([^/]+)\/(kernel|initrd\/(\d+))$/.exec(path);
+    if (m)
+      return this.#file(
+        req,
+        res,
+        url,
+        decodeURIComponent(m[1]),
+        m[3] === undefined ? -1 : Number(m[3]),
+      );
+    m = /^\/firmware\/([^/]+)$/.exec(path);
+    if (m && this.#firstStageFiles[m[1]]) {
+      const bytes = await sendFile(req, res, this.#firstStageFiles[m[1]], {
+        cacheControl: "max-age=3600",
+      });
+      this.#record({
+        stage: "http-first-stage",
+        mac: this.events.macForIp(ip),
+        ip,
+        file: m[1],
+        bytes,
+      });
+      return;
+    }
+    if (path === "/api/events") {
+      const since = Number(url.searchParams.get("since") ?? 0) || 0;
+      const mac = macFromQuery(url.searchParams.get("mac"));
+      this.#json(res, this.events.events({ since, mac }));
+      return;
+    }
+    if (path === "/api/machines") {
+      this.#json(
+        res,
+        this.events.machines().map((m) => ({ ...m, next: this.#nextFor(m.mac) })),
+      );
+      return;
+    }
+    if (path === "/api/config") {
+      this.#json(res, {
+        source: this.config.source,
+        entries: [...this.config.entries.values()],
+        machines: this.config.machines,
+        default: this.config.default,
+        warnings: this.config.warnings,
+      });
+      return;
+    }
+    if (path === "/healthz") {
+      this.#send(res, 200, "ok\n", "text/plain");
+      return;
+    }
+    if (path === "/") {
+      this.#send(res, 200, this.#indexText(), "text/plain; charset=utf-8");
+      return;
+    }
+    throw new HttpError(
+      404,
+      `Nothing at ${path}. Boot clients start at /boot.ipxe; the API is at /api/machines and /api/events.`,
+    );
+  }
+
+  /** What a known machine would boot next (for the machines API). */
+  #nextFor(mac: string): Choice & { once?: string } {
+    const record = this.events.machine(mac);
+    const facts: MachineFacts = {
+      mac,
+      uuid: record?.uuid,
+      hostname: record?.hostname,
+      arch: record?.ipxe ? ipxeArchNames(record.ipxe.buildarch, record.ipxe.platform) : [],
+      labels: {},
+    };
+    return this.#resolveOnce(chooseEntry(this.config, facts), mac);
+  }
+
+  #resolveOnce(choice: Choice, mac: string | undefined): Choice & { once?: string } {
+    const entry = this.config.entries.get(choice.entry);
+    if (entry?.once && mac && this.#once?.consumed(mac, entry.name)) {
+      return {
+        entry: "local",
+        rule: `${choice.rule} (once: ${entry.name} already booted)`,
+        once: entry.name,
+      };
+    }
+    return choice;
+  }
+
+  #plan(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const facts = this.#facts(url, req);
+    const choice = this.#resolveOnce(chooseEntry(this.config, facts), facts.mac);
+    const entry = this.config.entries.get(choice.entry) as Entry;
+    const q = url.searchParams;
+    this.#record(
+      {
+        stage: "http-plan",
+        mac: facts.mac,
+        ip: this.#clientIp(req),
+        entry: entry.name,
+        rule: choice.rule,
+      },
+      {
+        hostname: facts.hostname,
+        uuid: facts.uuid,
+        ipxe: {
+          buildarch: q.get("buildarch") ?? undefined,
+          platform: q.get("platform") ?? undefined,
+        },
+      },
+    );
+    this.#sendEntry(req, res, url, entry, facts.mac);
+  }
+
+  #entry(req: IncomingMessage, res: ServerResponse, url: URL, name: string): void {
+    const entry = this.config.entries.get(name);
+    if (!entry) throw new HttpError(404, `No entry named "${name}" in ${this.config.source}`);
+    const facts = this.#facts(url, req);
+    this.#record({
+      stage: "http-entry",
+      mac: facts.mac,
+      ip: this.#clientIp(req),
+      entry: name,
+      rule: "menu",
+    });
+    this.#sendEntry(req, res, url, entry, facts.mac);
+  }
+
+  #sendEntry(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    entry: Entry,
+    mac?: string,
+  ): void {
+    if (entry.once && mac && entry.kind !== "kernel") void this.#once?.consume(mac, entry.name);
+    const query = new URLSearchParams(url.searchParams);
+    if (mac) query.set("mac", mac.replace(/:/g, "-"));
+    const script = entryScript(entry, {
+      base: this.#base(req),
+      query: query.toString(),
+      titleOf: (n) => this.config.entries.get(n)?.title ?? n,
+    });
+    this.#send(res, 200, script, "text/plain; charset=utf-8");
+  }
+
+  async #localPath(ref: FileRef): Promise<{ path: string; etag?: string }> {
+    if (ref.path) return { path: ref.path };
+    const cached = await this.#remote.get(ref.url as string, ref.sha256).catch((err: unknown) => {
+      throw new HttpError(502, (err as Error).message);
+    });
+    return { path: cached.path, etag: cached.sha256 };
+  }
+
+  async #file(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    name: string,
+    initrd: number,
+  ): Promise<void> {
+    const entry = this.config.entries.get(name);
+    if (entry?.kind !== "kernel") throw new HttpError(404, `No kernel entry named "${name}"`);
+    const ref = initrd < 0 ? entry.kernel : entry.initrd[initrd];
+    if (!ref) throw new HttpError(404, `Entry "${name}" has no initrd ${initrd}`);
+    const ip = this.#clientIp(req);
+    const mac = macFromQuery(url.searchParams.get("mac")) ?? this.events.macForIp(ip);
+    const stage = initrd < 0 ? "http-kernel" : "http-initrd";
+    const { path, etag } = await this.#localPath(ref);
+    const started = Date.now();
+    const bytes = await sendFile(req, res, path, { etag, cacheControl: "no-cache" });
+    if (bytes < 0) {
+      this.#record({ stage: `${stage}-missing`, mac, ip, entry: name, file: path });
+      throw new HttpError(404, `The file ${path} of entry "${name}" does not exist on the server`);
+    }
+    if (initrd < 0 && entry.once && mac) await this.#once?.consume(mac, name);
+    this.#record({
+      stage,
+      mac,
+      ip,
+      entry: name,
+      file: ref.url ?? ref.path,
+      bytes,
+      ms: Date.now() - started,
+    });
+  }
+
+  #indexText(): string {
+    const c = this.config;
+    const lines = [
+      "inetboot boot server",
+      "",
+      `configuration: ${c.source}`,
+      `iPXE boot script: ${this.baseUrl}/boot.ipxe`,
+      `DHCP: ${c.dhcp.mode}${c.listen.interface ? ` on ${c.listen.interface}` : ""}`,
+      `TFTP: ${c.tftp.enabled ? `port ${this.tftpPort}` : "off"}`,
+      `entries: ${[...c.entries.keys()].join(", ")}`,
+      `default: ${c.default}`,
+      "",
+      "API: /api/machines /api/events /api/config",
+    ];
+    for (const w of c.warnings) lines.push(`warning: ${w}`);
+    return lines.join("\n") + "\n";
+  }
+}

@@ -1,0 +1,603 @@
+// The boot server's configuration: YAML, validated at load with errors that name the file, the
+// line and what was expected. Structure errors stop the server; problems it can live with (a
+// kernel file that is not there yet) are warnings, shown at start and on the dashboard.
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { isMap, LineCounter, parseDocument } from "yaml";
+import type { Document } from "yaml";
+import { ipToNumber, isIpv4, parseMac, formatMac } from "../dhcp/packet.ts";
+import type { Reservation } from "../dhcp/leases.ts";
+
+/** A file the server hands out: a host path or an http(s) URL (fetched once, cached). */
+export interface FileRef {
+  path?: string;
+  url?: string;
+  /** Expected SHA-256 (hex) of a URL's content; checked before first use. */
+  sha256?: string;
+}
+
+interface EntryBase {
+  name: string;
+  title: string;
+  /** Boot this once, then the machine gets `local`. */
+  once: boolean;
+}
+
+export type Entry = EntryBase &
+  (
+    | { kind: "kernel"; kernel: FileRef; initrd: FileRef[]; cmdline: string }
+    | { kind: "menu"; items: string[]; timeoutSeconds: number; defaultItem?: string }
+    | { kind: "chain"; url: string }
+    | { kind: "sanboot"; url: string }
+    | { kind: "local" }
+    | { kind: "shell" }
+  );
+
+export interface MatchRule {
+  /** "machines[2]" or the rule's `name`. */
+  name: string;
+  line: number;
+  match: {
+    mac?: string;
+    uuid?: string;
+    arch?: string;
+    hostname?: string;
+    labels?: Record<string, string>;
+  };
+  boot: string;
+}
+
+export type DhcpModeSetting = "off" | "proxy" | "full";
+
+export interface ServeConfig {
+  /** Where it came from ("(built-in defaults)" or a file path). */
+  source: string;
+  listen: { interface?: string; address?: string };
+  dhcp: {
+    mode: DhcpModeSetting;
+    port: number;
+    proxyPort: number;
+    range?: [string, string];
+    netmask?: string;
+    router: string[];
+    dns: string[];
+    domain?: string;
+    leaseSeconds: number;
+    leaseFile?: string;
+    reservations: Reservation[];
+  };
+  tftp: {
+    enabled: boolean;
+    port: number;
+    root?: string;
+    /** Firmware key ("bios", "uefi-x86_64", ...) → iPXE first stage file. */
+    firstStages: Record<string, string>;
+    maxBlksize: number;
+    maxWindowsize: number;
+  };
+  http: { port: number; address: string; publicUrl?: string };
+  /** State folder: leases, one-shot state, cached remote kernels. */
+  stateDir: string;
+  entries: Map<string, Entry>;
+  machines: MatchRule[];
+  default: string;
+  warnings: string[];
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(source: string, problems: string[]) {
+    super(`${source}: ${problems.length} problem(s):\n  ${problems.join("\n  ")}`);
+    this.problems = problems;
+  }
+}
+
+export const BUILTIN_MENU = "menu";
+const ENTRY_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const DEFAULT_IPXE_DIRS = ["/usr/lib/ipxe", "/usr/share/ipxe"];
+
+function defaultStateDir(): string {
+  const base = process.env.INETBOOT_STATE_DIR ?? join(homedir(), ".local", "state", "inetboot");
+  return join(base, "serve");
+}
+
+/** Debian's ipxe package (or a configured folder): the first stage for each firmware. */
+export function findFirstStages(dirs = DEFAULT_IPXE_DIRS): Record<string, string> {
+  const out: Record<string, string> = {};
+  const wanted: [string, string][] = [
+    ["bios", "undionly.kpxe"],
+    ["uefi-x86_64", "ipxe.efi"],
+    ["uefi-i386", "ipxe-i386.efi"],
+    ["uefi-arm64", "ipxe-arm64.efi"],
+  ];
+  for (const [key, file] of wanted) {
+    const found = dirs.map((d) => join(d, file)).find((p) => existsSync(p));
+    if (found) out[key] = found;
+  }
+  return out;
+}
+
+type Path = (string | number)[];
+
+/** Walks the parsed YAML with the document at hand to report lines. */
+class Checker {
+  readonly problems: string[] = [];
+  readonly warnings: string[] = [];
+  readonly #doc: Document;
+  readonly #lines: LineCounter;
+  readonly #source: string;
+
+  constructor(doc: Document, lines: LineCounter, source: string) {
+    this.#doc = doc;
+    this.#lines = lines;
+    this.#source = source;
+  }
+
+  line(path: Path): number {
+    for (let p = path; ; p = p.slice(0, -1)) {
+      const node = p.length ? this.#doc.getIn(p, true) : this.#doc.contents;
+      const range = (node as { range?: [number, number, number] } | null)?.range;
+      if (range) return this.#lines.linePos(range[0]).line;
+      if (p.length === 0) return 1;
+    }
+  }
+
+  #where(path: Path): string {
+    const name = path
+      .map((p) => (typeof p === "number" ? `[${p}]` : `.${p}`))
+      .join("")
+      .slice(1);
+    return `${this.#source}:${this.line(path)}: ${name || "(top level)"}`;
+  }
+
+  error(path: Path, message: string): void {
+    this.problems.push(`${this.#where(path)}: ${message}`);
+  }
+
+  warn(path: Path, message: string): void {
+    this.warnings.push(`${this.#where(path)}: ${message}`);
+  }
+
+  object(v: unknown, path: Path, keys: string[]): Record<string, unknown> | undefined {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "object" || Array.isArray(v)) {
+      this.error(path, `expected a mapping with keys ${keys.join(", ")}`);
+      return undefined;
+    }
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      if (!keys.includes(k))
+        this.error([...path, k], `unknown key "${k}"; expected one of ${keys.join(", ")}`);
+    }
+    return o;
+  }
+
+  string(v: unknown, path: Path, what = "a string"): string | undefined {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v === "string" && v.length > 0) return v;
+    if (typeof v === "number") return String(v);
+    this.error(path, `expected ${what}`);
+    return undefined;
+  }
+
+  int(v: unknown, path: Path, min: number, max: number): number | undefined {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v === "number" && Number.isInteger(v) && v >= min && v <= max) return v;
+    this.error(path, `expected a whole number from ${min} to ${max}`);
+    return undefined;
+  }
+
+  bool(v: unknown, path: Path): boolean | undefined {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v === "boolean") return v;
+    this.error(path, "expected true or false");
+    return undefined;
+  }
+
+  ip(v: unknown, path: Path): string | undefined {
+    const s = this.string(v, path, "an IPv4 address");
+    if (s !== undefined && !isIpv4(s)) {
+      this.error(path, `"${s}" is not an IPv4 address`);
+      return undefined;
+    }
+    return s;
+  }
+
+  ipList(v: unknown, path: Path): string[] {
+    if (v === undefined || v === null) return [];
+    const list = Array.isArray(v) ? v : [v];
+    return list
+      .map((x, i) => this.ip(x, Array.isArray(v) ? [...path, i] : path))
+      .filter((x) => x !== undefined);
+  }
+
+  mac(v: unknown, path: Path): string | undefined {
+    const s = this.string(v, path, "a MAC address");
+    if (s === undefined) return undefined;
+    try {
+      return formatMac(parseMac(s));
+    } catch (err) {
+      this.error(path, (err as Error).message);
+      return undefined;
+    }
+  }
+
+  oneOf<T extends string>(v: unknown, path: Path, values: readonly T[]): T | undefined {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v === "string" && (values as readonly string[]).includes(v)) return v as T;
+    this.error(path, `expected one of ${values.join(", ")}, got ${JSON.stringify(v)}`);
+    return undefined;
+  }
+}
+
+function fileRef(c: Checker, v: unknown, path: Path, baseDir: string): FileRef | undefined {
+  let location: string | undefined;
+  let sha256: string | undefined;
+  if (typeof v === "object" && v !== null && !Array.isArray(v)) {
+    const o = c.object(v, path, ["url", "path", "sha256"]) ?? {};
+    location = c.string(o.url ?? o.path, [...path, o.url !== undefined ? "url" : "path"]);
+    sha256 = c.string(o.sha256, [...path, "sha256"]);
+    if (sha256 !== undefined && !/^[0-9a-f]{64}$/i.test(sha256)) {
+      c.error([...path, "sha256"], "expected 64 hex digits");
+    }
+  } else {
+    location = c.string(v, path, "a file path or an http(s) URL");
+  }
+  if (location === undefined) return undefined;
+  if (/^https?:\/\//i.test(location)) return { url: location, sha256: sha256?.toLowerCase() };
+  if (/^[a-z]+:\/\//i.test(location)) {
+    c.error(path, `"${location}": only local paths and http(s) URLs can be served`);
+    return undefined;
+  }
+  const full = isAbsolute(location) ? location : resolve(baseDir, location);
+  if (!existsSync(full))
+    c.warn(path, `file ${full} does not exist (yet); machines booting this entry will fail`);
+  return { path: full, sha256: sha256?.toLowerCase() };
+}
+
+const ENTRY_KEYS = [
+  "title",
+  "once",
+  "kernel",
+  "initrd",
+  "cmdline",
+  "menu",
+  "timeout",
+  "default",
+  "chain",
+  "sanboot",
+  "local",
+  "shell",
+];
+
+function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | undefined {
+  const path = ["entries", name];
+  if (!ENTRY_NAME.test(name)) {
+    c.error(path, `entry name "${name}" must be letters, digits, "_", "." or "-" (64 at most)`);
+  }
+  const o = c.object(v, path, ENTRY_KEYS);
+  if (!o) {
+    c.error(path, "expected a mapping (kernel, menu, chain, sanboot or local)");
+    return undefined;
+  }
+  const kinds = ["kernel", "menu", "chain", "sanboot", "local", "shell"].filter(
+    (k) => o[k] !== undefined,
+  );
+  if (kinds.length !== 1) {
+    c.error(
+      path,
+      kinds.length === 0
+        ? "an entry needs one of kernel, menu, chain, sanboot or local"
+        : `an entry is one kind; this one has ${kinds.join(" and ")}`,
+    );
+    return undefined;
+  }
+  const base = {
+    name,
+    title: c.string(o.title, [...path, "title"]) ?? name,
+    once: c.bool(o.once, [...path, "once"]) ?? false,
+  };
+  switch (kinds[0]) {
+    case "kernel": {
+      const kernel = fileRef(c, o.kernel, [...path, "kernel"], baseDir);
+      const rawInitrd =
+        o.initrd === undefined ? [] : Array.isArray(o.initrd) ? o.initrd : [o.initrd];
+      const initrd = rawInitrd
+        .map((x, i) =>
+          fileRef(
+            c,
+            x,
+            Array.isArray(o.initrd) ? [...path, "initrd", i] : [...path, "initrd"],
+            baseDir,
+          ),
+        )
+        .filter((x) => x !== undefined);
+      const cmdline = c.string(o.cmdline, [...path, "cmdline"]) ?? "";
+      return kernel ? { ...base, kind: "kernel", kernel, initrd, cmdline } : undefined;
+    }
+    case "menu": {
+      if (!Array.isArray(o.menu) || o.menu.length === 0) {
+        c.error([...path, "menu"], "expected a list of entry names");
+        return undefined;
+      }
+      const items = o.menu
+        .map((x, i) => c.string(x, [...path, "menu", i], "an entry name"))
+        .filter((x) => x !== undefined);
+      return {
+        ...base,
+        kind: "menu",
+        items,
+        timeoutSeconds: c.int(o.timeout, [...path, "timeout"], 0, 3600) ?? 10,
+        defaultItem: c.string(o.default, [...path, "default"]),
+      };
+    }
+    case "chain":
+    case "sanboot": {
+      const url = c.string(o[kinds[0]], [...path, kinds[0]], "a URL");
+      return url ? { ...base, kind: kinds[0], url } : undefined;
+    }
+    case "local":
+      return { ...base, kind: "local" };
+    default:
+      return { ...base, kind: "shell" };
+  }
+}
+
+function builtinEntries(): [string, Entry][] {
+  return [
+    ["local", { name: "local", title: "Boot from the local disk", once: false, kind: "local" }],
+    ["shell", { name: "shell", title: "iPXE shell", once: false, kind: "shell" }],
+  ];
+}
+
+/** Parses and validates a configuration. `text` null means the built-in defaults. */
+export function parseConfig(text: string | null, source: string): ServeConfig {
+  const lines = new LineCounter();
+  const doc = parseDocument(text ?? "{}", {
+    lineCounter: lines,
+    prettyErrors: false,
+    uniqueKeys: true,
+  });
+  if (doc.errors.length) {
+    throw new ConfigError(
+      source,
+      doc.errors.map(
+        (e) => `${source}:${lines.linePos(e.pos[0]).line}: ${e.message.split("\n")[0]}`,
+      ),
+    );
+  }
+  if (doc.contents !== null && !isMap(doc.contents)) {
+    throw new ConfigError(source, [`${source}:1: expected a mapping at the top level`]);
+  }
+  const c = new Checker(doc, lines, source);
+  const raw = (doc.toJS() ?? {}) as unknown;
+  const top =
+    c.object(
+      raw,
+      [],
+      ["listen", "dhcp", "tftp", "http", "state", "entries", "machines", "default"],
+    ) ?? {};
+  const baseDir = text === null ? process.cwd() : dirname(resolve(source));
+
+  const listenRaw = c.object(top.listen, ["listen"], ["interface", "address"]) ?? {};
+  const listen = {
+    interface: c.string(listenRaw.interface, ["listen", "interface"]),
+    address: c.ip(listenRaw.address, ["listen", "address"]),
+  };
+
+  const d =
+    c.object(
+      top.dhcp,
+      ["dhcp"],
+      [
+        "mode",
+        "port",
+        "proxyPort",
+        "range",
+        "netmask",
+        "router",
+        "dns",
+        "domain",
+        "leaseTime",
+        "leaseFile",
+        "reservations",
+      ],
+    ) ?? {};
+  const mode = c.oneOf(d.mode, ["dhcp", "mode"], ["off", "proxy", "full"] as const) ?? "off";
+  let range: [string, string] | undefined;
+  if (d.range !== undefined) {
+    if (!Array.isArray(d.range) || d.range.length !== 2) {
+      c.error(["dhcp", "range"], "expected [first, last] addresses");
+    } else {
+      const a = c.ip(d.range[0], ["dhcp", "range", 0]);
+      const b = c.ip(d.range[1], ["dhcp", "range", 1]);
+      if (a && b) {
+        if (ipToNumber(a) > ipToNumber(b)) c.error(["dhcp", "range"], `${a} comes after ${b}`);
+        else range = [a, b];
+      }
+    }
+  }
+  const reservations: Reservation[] = [];
+  if (d.reservations !== undefined) {
+    if (!Array.isArray(d.reservations))
+      c.error(["dhcp", "reservations"], "expected a list of { mac, ip, hostname }");
+    else {
+      d.reservations.forEach((r, i) => {
+        const p = ["dhcp", "reservations", i];
+        const o = c.object(r, p, ["mac", "ip", "hostname"]) ?? {};
+        const mac = c.mac(o.mac, [...p, "mac"]);
+        const ip = c.ip(o.ip, [...p, "ip"]);
+        if (!mac || !ip) c.error(p, "a reservation needs mac and ip");
+        else reservations.push({ mac, ip, hostname: c.string(o.hostname, [...p, "hostname"]) });
+      });
+    }
+  }
+  const dhcp: ServeConfig["dhcp"] = {
+    mode,
+    port: c.int(d.port, ["dhcp", "port"], 1, 65535) ?? 67,
+    proxyPort: c.int(d.proxyPort, ["dhcp", "proxyPort"], 1, 65535) ?? 4011,
+    range,
+    netmask: c.ip(d.netmask, ["dhcp", "netmask"]),
+    router: c.ipList(d.router, ["dhcp", "router"]),
+    dns: c.ipList(d.dns, ["dhcp", "dns"]),
+    domain: c.string(d.domain, ["dhcp", "domain"]),
+    leaseSeconds: c.int(d.leaseTime, ["dhcp", "leaseTime"], 60, 365 * 86400) ?? 3600,
+    leaseFile: c.string(d.leaseFile, ["dhcp", "leaseFile"]),
+    reservations,
+  };
+  if (mode !== "off" && !listen.interface) {
+    c.error(
+      ["dhcp", "mode"],
+      `DHCP ${mode} mode needs listen.interface (the boot network's interface)`,
+    );
+  }
+  if (mode === "full" && !range) c.error(["dhcp"], "full mode needs range: [first, last]");
+
+  const t =
+    c.object(
+      top.tftp,
+      ["tftp"],
+      ["enabled", "port", "root", "firstStages", "maxBlksize", "maxWindowsize"],
+    ) ?? {};
+  const firstStages = findFirstStages();
+  const fs =
+    c.object(
+      t.firstStages,
+      ["tftp", "firstStages"],
+      ["bios", "uefi-x86_64", "uefi-i386", "uefi-arm64", "uefi-arm32", "uefi-riscv64"],
+    ) ?? {};
+  for (const [key, value] of Object.entries(fs)) {
+    const p = c.string(value, ["tftp", "firstStages", key]);
+    if (!p) continue;
+    const full = resolve(baseDir, p);
+    if (!existsSync(full)) c.warn(["tftp", "firstStages", key], `file ${full} does not exist`);
+    firstStages[key] = full;
+  }
+  const tftpRoot = c.string(t.root, ["tftp", "root"]);
+  const tftp = {
+    enabled: c.bool(t.enabled, ["tftp", "enabled"]) ?? false,
+    port: c.int(t.port, ["tftp", "port"], 1, 65535) ?? 69,
+    root: tftpRoot ? resolve(baseDir, tftpRoot) : undefined,
+    firstStages,
+    maxBlksize: c.int(t.maxBlksize, ["tftp", "maxBlksize"], 512, 65464) ?? 65464,
+    maxWindowsize: c.int(t.maxWindowsize, ["tftp", "maxWindowsize"], 1, 65535) ?? 64,
+  };
+  if (tftp.root && !existsSync(tftp.root))
+    c.warn(["tftp", "root"], `folder ${tftp.root} does not exist`);
+  if (mode !== "off" && !tftp.enabled && !firstStages.bios) {
+    c.warn(
+      ["tftp"],
+      "TFTP is off: only iPXE and UEFI HTTP Boot clients can boot (plain PXE needs tftp.enabled)",
+    );
+  }
+
+  const h = c.object(top.http, ["http"], ["port", "address", "publicUrl"]) ?? {};
+  const http = {
+    port: c.int(h.port, ["http", "port"], 0, 65535) ?? 8080,
+    address: c.ip(h.address, ["http", "address"]) ?? "0.0.0.0",
+    publicUrl: c.string(h.publicUrl, ["http", "publicUrl"])?.replace(/\/+$/, ""),
+  };
+
+  const entries = new Map<string, Entry>(builtinEntries());
+  const rawEntries =
+    c.object(top.entries, ["entries"], Object.keys((top.entries as object | null) ?? {})) ?? {};
+  for (const [name, v] of Object.entries(rawEntries)) {
+    const e = entry(c, name, v, baseDir);
+    if (e) entries.set(name, e);
+  }
+  if (!entries.has(BUILTIN_MENU)) {
+    const items = [...entries.keys()].filter((n) => n !== "local" && n !== "shell");
+    entries.set(BUILTIN_MENU, {
+      name: BUILTIN_MENU,
+      title: "inetboot",
+      once: false,
+      kind: "menu",
+      items: [...items, "local", "shell"],
+      timeoutSeconds: 10,
+      defaultItem: items[0] ?? "local",
+    });
+  }
+  for (const e of entries.values()) {
+    if (e.kind !== "menu") continue;
+    e.items.forEach((item, i) => {
+      if (!entries.has(item)) c.error(["entries", e.name, "menu", i], `no entry named "${item}"`);
+    });
+    if (e.defaultItem && !e.items.includes(e.defaultItem)) {
+      c.error(["entries", e.name, "default"], `"${e.defaultItem}" is not one of this menu's items`);
+    }
+  }
+
+  const machines: MatchRule[] = [];
+  if (top.machines !== undefined && top.machines !== null) {
+    if (!Array.isArray(top.machines)) c.error(["machines"], "expected a list of { match, boot }");
+    else {
+      top.machines.forEach((m, i) => {
+        const p = ["machines", i];
+        const o = c.object(m, p, ["name", "match", "boot"]) ?? {};
+        const mt =
+          c.object(o.match, [...p, "match"], ["mac", "uuid", "arch", "hostname", "labels"]) ?? {};
+        const match: MatchRule["match"] = {
+          mac: c.mac(mt.mac, [...p, "match", "mac"]),
+          uuid: c.string(mt.uuid, [...p, "match", "uuid"])?.toLowerCase(),
+          arch: c.string(mt.arch, [...p, "match", "arch"]),
+          hostname: c.string(mt.hostname, [...p, "match", "hostname"]),
+        };
+        if (mt.labels !== undefined) {
+          const l =
+            c.object(
+              mt.labels,
+              [...p, "match", "labels"],
+              Object.keys((mt.labels as object | null) ?? {}),
+            ) ?? {};
+          match.labels = Object.fromEntries(Object.entries(l).map(([k, v]) => [k, String(v)]));
+        }
+        const boot = c.string(o.boot, [...p, "boot"], "an entry name");
+        if (!boot) c.error(p, "a machine rule needs boot: ENTRY");
+        else if (!entries.has(boot)) c.error([...p, "boot"], `no entry named "${boot}"`);
+        if (Object.values(match).every((x) => x === undefined)) {
+          c.error(
+            [...p, "match"],
+            "a rule needs at least one of mac, uuid, arch, hostname, labels",
+          );
+        }
+        if (boot)
+          machines.push({
+            name: c.string(o.name, [...p, "name"]) ?? `machines[${i}]`,
+            line: c.line(p),
+            match,
+            boot,
+          });
+      });
+    }
+  }
+  const def = c.string(top.default, ["default"], "an entry name") ?? BUILTIN_MENU;
+  if (!entries.has(def)) c.error(["default"], `no entry named "${def}"`);
+
+  const state = c.string(top.state, ["state"]);
+  if (c.problems.length) throw new ConfigError(source, c.problems);
+  return {
+    source,
+    listen,
+    dhcp,
+    tftp,
+    http,
+    stateDir: state ? resolve(baseDir, state) : defaultStateDir(),
+    entries,
+    machines,
+    default: def,
+    warnings: c.warnings,
+  };
+}
+
+export async function loadConfig(file: string | null): Promise<ServeConfig> {
+  if (file === null) return parseConfig(null, "(built-in defaults)");
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new ConfigError(file, [`cannot read the configuration: ${(err as Error).message}`]);
+  }
+  return parseConfig(text, file);
+}

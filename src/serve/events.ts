@@ -1,0 +1,135 @@
+// Every stage of every boot as an event (DHCP offer/ack, TFTP file, script, kernel, initrd),
+// kept in a bounded ring for /api/events, folded into one record per machine for /api/machines,
+// and passed to listeners (live pages, metrics).
+import type { Firmware } from "../dhcp/firmware.ts";
+
+export interface BootEvent {
+  /** Increasing event number (for ?since=). */
+  seq: number;
+  time: string;
+  stage: string;
+  mac?: string;
+  ip?: string;
+  file?: string;
+  entry?: string;
+  rule?: string;
+  detail?: string;
+  bytes?: number;
+  ms?: number;
+}
+
+export interface MachineRecord {
+  mac: string;
+  ip?: string;
+  hostname?: string;
+  uuid?: string;
+  firmware?: {
+    arch: number;
+    kind: string;
+    cpu: string;
+    description: string;
+    ipxe: boolean;
+    http: boolean;
+  };
+  /** iPXE's own report (buildarch, platform). */
+  ipxe?: { buildarch?: string; platform?: string };
+  lastStage: string;
+  lastSeen: string;
+  /** The entry it was last given and the rule that chose it. */
+  entry?: string;
+  rule?: string;
+  firstSeen: string;
+  events: number;
+}
+
+export type EventInput = Omit<BootEvent, "seq" | "time">;
+export type EventListener = (event: BootEvent, machine: MachineRecord | undefined) => void;
+
+export class EventLog {
+  readonly #ring: BootEvent[] = [];
+  readonly #capacity: number;
+  readonly #machines = new Map<string, MachineRecord>();
+  readonly #listeners = new Set<EventListener>();
+  #seq = 0;
+
+  constructor(capacity = 5000) {
+    this.#capacity = capacity;
+  }
+
+  record(
+    input: EventInput,
+    facts: {
+      firmware?: Firmware;
+      hostname?: string;
+      uuid?: string;
+      ipxe?: MachineRecord["ipxe"];
+    } = {},
+  ): BootEvent {
+    const event: BootEvent = { seq: ++this.#seq, time: new Date().toISOString(), ...input };
+    for (const k of Object.keys(event) as (keyof BootEvent)[]) {
+      if (event[k] === undefined || event[k] === "") delete event[k];
+    }
+    this.#ring.push(event);
+    if (this.#ring.length > this.#capacity)
+      this.#ring.splice(0, this.#ring.length - this.#capacity);
+    let machine: MachineRecord | undefined;
+    if (event.mac) {
+      machine = this.#machines.get(event.mac) ?? {
+        mac: event.mac,
+        lastStage: event.stage,
+        lastSeen: event.time,
+        firstSeen: event.time,
+        events: 0,
+      };
+      machine.lastStage = event.stage;
+      machine.lastSeen = event.time;
+      machine.events++;
+      if (event.ip) machine.ip = event.ip;
+      if (event.entry) machine.entry = event.entry;
+      if (event.rule) machine.rule = event.rule;
+      if (facts.hostname) machine.hostname = facts.hostname;
+      if (facts.uuid) machine.uuid = facts.uuid;
+      if (facts.ipxe) machine.ipxe = { ...machine.ipxe, ...facts.ipxe };
+      if (facts.firmware) {
+        const f = facts.firmware;
+        machine.firmware = {
+          arch: f.arch,
+          kind: f.kind,
+          cpu: f.cpu,
+          description: f.description,
+          ipxe: f.ipxe,
+          http: f.http,
+        };
+      }
+      this.#machines.set(event.mac, machine);
+    }
+    for (const listener of this.#listeners) listener(event, machine);
+    return event;
+  }
+
+  /** Events after `since` (all kept ones by default), optionally for one machine. */
+  events(options: { since?: number; mac?: string; limit?: number } = {}): BootEvent[] {
+    const since = options.since ?? 0;
+    const out = this.#ring.filter((e) => e.seq > since && (!options.mac || e.mac === options.mac));
+    return options.limit ? out.slice(-options.limit) : out;
+  }
+
+  machines(): MachineRecord[] {
+    return [...this.#machines.values()].sort((a, b) => b.lastSeen.localeCompare(a.lastSeen));
+  }
+
+  machine(mac: string): MachineRecord | undefined {
+    return this.#machines.get(mac);
+  }
+
+  /** The client IP → MAC mapping learned from DHCP (TFTP and HTTP requests carry only an IP). */
+  macForIp(ip: string): string | undefined {
+    for (const m of this.#machines.values()) if (m.ip === ip) return m.mac;
+    return undefined;
+  }
+
+  subscribe(listener: EventListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+}

@@ -1,0 +1,86 @@
+// iPXE scripts: the generic /boot.ipxe that reports who is asking, and one script per entry
+// kind (kernel, menu, chain, sanboot, local, shell).
+import type { Entry } from "./config.ts";
+
+/** What iPXE reports about itself; the rest of the query becomes labels. */
+export const IPXE_FACTS = ["mac", "uuid", "buildarch", "platform", "asset", "hostname", "serial"];
+
+const REPORT =
+  "mac=${netX/mac:hexhyp}&uuid=${uuid}&buildarch=${buildarch}&platform=${platform}" +
+  "&asset=${asset:uristring}&hostname=${hostname:uristring}&serial=${serial:uristring}";
+
+/** Text on one line with no iPXE expansion: titles and messages from the config. */
+function line(text: string): string {
+  return text.replace(/[\r\n\t]+/g, " ").replace(/\$\{/g, "$ {");
+}
+
+function labelQuery(labels: Record<string, string>): string {
+  return Object.entries(labels)
+    .map(([k, v]) => `&${encodeURIComponent(k)}=${encodeURIComponent(v)}`)
+    .join("");
+}
+
+/** The first script: chains to the per-machine plan with iPXE's facts in the query. */
+export function bootScript(base: string, labels: Record<string, string>): string {
+  return `#!ipxe\necho inetboot: asking ${line(base)} for this machine's boot plan\nchain --autofree ${base}/ipxe/boot?${REPORT}${labelQuery(labels)} || goto failed\nexit\n:failed\necho inetboot: could not reach the boot server; dropping to the iPXE shell\nshell\n`;
+}
+
+export interface ScriptContext {
+  base: string;
+  /** The query string (without "?") identifying the machine, passed on to files and entries. */
+  query: string;
+  /** Titles of the entries a menu lists. */
+  titleOf: (name: string) => string;
+}
+
+const FAILED = (what: string): string =>
+  `goto end\n:failed\necho inetboot: ${line(what)} failed; dropping to the iPXE shell (type exit to go on)\nshell\n:end\n`;
+
+export function entryScript(entry: Entry, ctx: ScriptContext): string {
+  const head = `#!ipxe\n`;
+  const q = ctx.query ? `?${ctx.query}` : "";
+  const name = encodeURIComponent(entry.name);
+  switch (entry.kind) {
+    case "kernel": {
+      const initrdNames = entry.initrd.map((_, i) => `initrd${i}.img`);
+      const cmdline = [...initrdNames.map((n) => `initrd=${n}`), line(entry.cmdline)]
+        .filter(Boolean)
+        .join(" ");
+      const initrds = initrdNames
+        .map(
+          (n, i) => `initrd --name ${n} ${ctx.base}/files/${name}/initrd/${i}${q} || goto failed\n`,
+        )
+        .join("");
+      return (
+        head +
+        `echo inetboot: booting ${line(entry.title)}\n` +
+        `kernel ${ctx.base}/files/${name}/kernel${q} ${cmdline} || goto failed\n` +
+        initrds +
+        `boot || goto failed\n` +
+        FAILED(`booting ${entry.name}`)
+      );
+    }
+    case "menu": {
+      const items = entry.items.map((i) => `item ${i} ${line(ctx.titleOf(i))}\n`).join("");
+      const def = entry.defaultItem ?? entry.items[0];
+      return (
+        head +
+        `:start\nmenu ${line(entry.title)}\n${items}` +
+        `choose --timeout ${entry.timeoutSeconds * 1000} --default ${def} selected || goto cancel\n` +
+        `chain --autofree ${ctx.base}/ipxe/entry/\${selected}${q} || goto failed\n` +
+        `goto start\n:cancel\necho inetboot: menu cancelled\nexit\n` +
+        FAILED("the chosen entry")
+      );
+    }
+    case "chain":
+      return (
+        head + `chain --autofree ${entry.url} || goto failed\n` + FAILED(`chaining ${entry.url}`)
+      );
+    case "sanboot":
+      return head + `sanboot ${entry.url} || goto failed\n` + FAILED(`sanboot ${entry.url}`);
+    case "local":
+      return head + `echo inetboot: booting from the local disk\nexit\n`;
+    case "shell":
+      return head + `shell\n`;
+  }
+}
