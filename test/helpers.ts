@@ -2,7 +2,7 @@
 // Debian when missing and root; skipped loudly otherwise, and failing under CI=true).
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
@@ -69,7 +69,15 @@ function have(cmd: string): boolean {
  * reason) when it cannot be had; under CI=true that is a failure instead.
  */
 export function requireTool(t: TestContext, cmd: string, pkg: string): boolean {
-  const found = (): boolean => have(cmd) || have(`/usr/sbin/${cmd}`);
+  return requireThing(t, () => have(cmd) || have(`/usr/sbin/${cmd}`), cmd, pkg);
+}
+
+/** Like requireTool, for a file a Debian package installs (firmware, ROMs). */
+export function requireFile(t: TestContext, path: string, pkg: string): boolean {
+  return requireThing(t, () => existsSync(path), path, pkg);
+}
+
+function requireThing(t: TestContext, found: () => boolean, cmd: string, pkg: string): boolean {
   if (found()) return true;
   if (process.getuid?.() === 0 && have("apt-get")) {
     try {

@@ -1,7 +1,6 @@
 // QEMU (TCG) boots a Debian root filesystem from `inetboot attach` over NBD, with the host's
 // kernel and initrd, and chunks coming over HTTP from a real nginx.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { it } from "node:test";
@@ -9,61 +8,7 @@ import { startAttach } from "./attach.ts";
 import { debianTree, hostKernel } from "./debian-rootfs.ts";
 import { inetbootOk, requireTool, run, tempDir } from "./helpers.ts";
 import { startNginx } from "./nginx.ts";
-
-/** Boots QEMU until `marker` appears on the serial console (or the timeout); returns the output. */
-export async function bootUntil(
-  args: string[],
-  marker: RegExp,
-  timeoutMs: number,
-): Promise<string> {
-  const qemu = spawn("qemu-system-x86_64", [
-    "-accel",
-    "tcg",
-    "-m",
-    "512",
-    "-nographic",
-    "-no-reboot",
-    "-display",
-    "none",
-    "-serial",
-    "stdio",
-    "-monitor",
-    "none",
-    ...args,
-  ]);
-  let out = "";
-  qemu.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  qemu.stderr.on("data", (d: Buffer) => (out += d.toString()));
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () =>
-          reject(
-            new Error(
-              `no ${marker} on the serial console within ${timeoutMs / 1000} s:\n${out.slice(-3000)}`,
-            ),
-          ),
-        timeoutMs,
-      );
-      const check = (): void => {
-        if (marker.test(out)) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      qemu.stdout.on("data", check);
-      qemu.on("exit", () => {
-        check();
-        clearTimeout(timer);
-        if (!marker.test(out))
-          reject(new Error(`QEMU exited before ${marker}:\n${out.slice(-3000)}`));
-      });
-    });
-  } finally {
-    qemu.kill("SIGKILL");
-  }
-  return out.replace(/\r/g, "");
-}
+import { bootUntil } from "./qemu.ts";
 
 it(
   "QEMU boots a Debian root filesystem over NBD from a store behind nginx",
