@@ -464,6 +464,9 @@ export class BootServer {
     const mac = macFromQuery(url.searchParams.get("mac")) ?? this.events.macForIp(ip);
     const stage = initrd < 0 ? "http-kernel" : "http-initrd";
     const { path, etag } = await this.#localPath(ref);
+    // A one-shot entry is used up when its kernel is fetched (before the reply, so the
+    // machine's next request already sees it).
+    if (initrd < 0 && entry.once && mac) await this.#once?.consume(mac, name);
     const started = Date.now();
     const bytes = await sendFile(req, res, path, { etag, cacheControl: "no-cache" });
     if (bytes < 0) {
