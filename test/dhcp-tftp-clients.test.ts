@@ -185,6 +185,9 @@ describe("real DHCP and TFTP clients against inetboot serve", { timeout: 300_000
     // (lan.exec blocks this process: let the server's log lines in before counting.)
     await serve.waitFor(() => serve.logs.filter((l) => l.event === "tftp-done").length >= 8);
     const refused = serve.logs.filter((l) => l.event === "tftp-error").map((l) => String(l.detail));
-    assert.ok(refused.some((d) => /goes above its root/.test(d)), refused.join("; "));
+    assert.ok(
+      refused.some((d) => /goes above its root/.test(d)),
+      refused.join("; "),
+    );
   });
 });
