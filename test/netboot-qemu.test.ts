@@ -155,7 +155,9 @@ describe("QEMU network boot from inetboot serve", { timeout: 900_000 }, () => {
       { netns: lan.server, memoryMb: 1024 },
     );
     assert.match(out, /inetboot\.test=hello/);
-    const stages = serve.logs.map((l) => `${String(l.event)}:${String(l.file ?? "")}`);
+    const stages = serve.logs.map(
+      (l) => `${String(l.event)}:${typeof l.file === "string" ? l.file : ""}`,
+    );
     assert.ok(stages.includes("tftp-done:ipxe.efi"), `ipxe.efi over TFTP in ${stages.join(", ")}`);
     const plan = serve.logs.find((l) => l.event === "http-plan");
     assert.equal(plan?.entry, "hello");

@@ -189,7 +189,7 @@ export async function startServe(
       const check = (): boolean => {
         const hit = logs.find(pred);
         if (hit) {
-          waiters.delete(check as () => void);
+          waiters.delete(check);
           clearTimeout(timer);
           resolve(hit);
           return true;
@@ -197,10 +197,10 @@ export async function startServe(
         return false;
       };
       const timer = setTimeout(() => {
-        waiters.delete(check as () => void);
+        waiters.delete(check);
         reject(new Error(`timed out waiting for a serve log line; stderr:\n${err.slice(-4000)}`));
       }, timeoutMs);
-      if (!check()) waiters.add(check as () => void);
+      if (!check()) waiters.add(check);
     });
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(

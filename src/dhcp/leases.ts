@@ -84,7 +84,7 @@ export class LeaseDb {
     let data: LeaseFile;
     try {
       data = JSON.parse(text) as LeaseFile;
-      if (data.format !== "inetboot-leases 1") throw new Error(`unknown format ${data.format}`);
+      if (data.format !== "inetboot-leases 1") throw new Error("not an inetboot-leases 1 file");
     } catch (err) {
       throw new LeaseFileError(
         `Lease file ${file} is unreadable (${(err as Error).message}); move it away to start with no leases`,

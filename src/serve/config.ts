@@ -546,11 +546,7 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
         };
         if (mt.labels !== undefined) {
           const l =
-            c.object(
-              mt.labels,
-              [...p, "match", "labels"],
-              Object.keys((mt.labels as object | null) ?? {}),
-            ) ?? {};
+            c.object(mt.labels, [...p, "match", "labels"], Object.keys(mt.labels ?? {})) ?? {};
           match.labels = Object.fromEntries(Object.entries(l).map(([k, v]) => [k, String(v)]));
         }
         const boot = c.string(o.boot, [...p, "boot"], "an entry name");

@@ -21,6 +21,7 @@ export class OnceState {
       if (!isErrno(err, "ENOENT")) {
         throw new Error(
           `One-shot state ${file} is unreadable (${(err as Error).message}); remove it to reset`,
+          { cause: err },
         );
       }
     }
