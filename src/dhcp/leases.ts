@@ -51,6 +51,8 @@ export class LeaseDb {
   readonly #reservedByMac = new Map<string, Reservation>();
   readonly #reservedIps = new Set<string>();
   #writing: Promise<void> = Promise.resolve();
+  /** A write scheduled but not started yet: later changes ride along with it. */
+  #queued: Promise<void> | null = null;
 
   private constructor(pool: PoolConfig, file: string | null, now: () => number) {
     this.#pool = pool;
@@ -214,11 +216,17 @@ export class LeaseDb {
     return [...this.#leases.values()].filter((l) => l.expires > now);
   }
 
-  /** Writes the file; writes are serialised and each caller waits for one including its change. */
+  /**
+   * Writes the file. Writes never overlap, and changes made while one is under way are written
+   * together by the next one (under load, one fsync covers many ACKs); each caller resolves once
+   * a write that includes its change is on disk.
+   */
   #persist(): Promise<void> {
     const file = this.#file;
     if (!file) return Promise.resolve();
+    if (this.#queued) return this.#queued;
     const write = async (): Promise<void> => {
+      this.#queued = null;
       const now = this.#now();
       const data: LeaseFile = {
         format: "inetboot-leases 1",
@@ -227,9 +235,10 @@ export class LeaseDb {
           .filter(([, until]) => until > now)
           .map(([ip, until]) => ({ ip, until })),
       };
-      await writeFileAtomic(file, JSON.stringify(data, null, 1) + "\n");
+      await writeFileAtomic(file, JSON.stringify(data) + "\n");
     };
-    this.#writing = this.#writing.then(write, write);
-    return this.#writing;
+    this.#queued = this.#writing.then(write, write);
+    this.#writing = this.#queued;
+    return this.#queued;
   }
 }
