@@ -3,6 +3,7 @@
 import { execFileSync } from "node:child_process";
 import { cpus, totalmem } from "node:os";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { benchBootServer } from "./boot-server.ts";
 import { benchNbd } from "./nbd.ts";
 import { benchPack, buildImages, buildTars } from "./store-pack.ts";
 
@@ -35,7 +36,7 @@ function packSection(title: string, images: { v1: string; v2: string }): string 
   return lines.join("\n");
 }
 
-// `npm run bench -- nbd` runs only the named benchmarks (pack, nbd); no names runs them all.
+// `npm run bench -- nbd` runs only the named benchmarks (pack, nbd, serve); no names runs them all.
 // Each writes bench/results/NAME.md with its machine and date; RESULTS.md joins them all.
 const benches: Record<string, () => Promise<string> | string> = {
   pack: () =>
@@ -44,6 +45,7 @@ const benches: Record<string, () => Promise<string> | string> = {
       packSection("the same trees as plain tar files (dense data, no zero runs)", buildTars()),
     ].join("\n\n"),
   nbd: () => benchNbd(),
+  serve: () => benchBootServer(),
 };
 const names = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(benches);
 const resultsDir = new URL("results/", import.meta.url);

@@ -43,18 +43,27 @@ export class TestLan {
   readonly server: string;
   readonly serverAddress: string;
   readonly prefix: string;
+  readonly prefixLength: number;
   readonly #namespaces: string[] = [];
   readonly #children = new Set<ChildProcess>();
   #hosts = 0;
 
-  constructor(subnet = "10.99.0") {
+  /** `subnet` is the first three octets; the server is .1 with `prefixLength` (24 or wider). */
+  constructor(subnet = "10.99.0", prefixLength = 24) {
     this.prefix = subnet;
+    this.prefixLength = prefixLength;
     this.server = `ibsrv-${this.id}`;
     this.serverAddress = `${subnet}.1`;
     this.#addNs(this.server);
     this.exec(this.server, "ip", ["link", "set", "lo", "up"]);
     this.exec(this.server, "ip", ["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
-    this.exec(this.server, "ip", ["addr", "add", `${this.serverAddress}/24`, "dev", "br0"]);
+    this.exec(this.server, "ip", [
+      "addr",
+      "add",
+      `${this.serverAddress}/${prefixLength}`,
+      "dev",
+      "br0",
+    ]);
     this.exec(this.server, "ip", ["link", "set", "br0", "up"]);
   }
 
@@ -93,7 +102,8 @@ export class TestLan {
     this.exec(this.server, "ip", ["link", "set", outside, "master", "br0", "up"]);
     this.exec(ns, "ip", ["link", "set", "lo", "up"]);
     this.exec(ns, "ip", ["link", "set", "eth0", "up"]);
-    if (address) this.exec(ns, "ip", ["addr", "add", `${address}/24`, "dev", "eth0"]);
+    if (address)
+      this.exec(ns, "ip", ["addr", "add", `${address}/${this.prefixLength}`, "dev", "eth0"]);
     return { ns, ifname: "eth0", address };
   }
 

@@ -9,7 +9,8 @@ import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { BootServer } from "../src/serve/boot-server.ts";
 import { parseConfig } from "../src/serve/config.ts";
-import { tempDir } from "./helpers.ts";
+import { CLI, inetboot, tempDir } from "./helpers.ts";
+import { createLan, requireNetns } from "./netns.ts";
 import { startNginx } from "./nginx.ts";
 
 const MAC = "52:54:00:12:34:56";
@@ -204,5 +205,42 @@ default: net
     const gone = await fetch(`${base}/files/gone/kernel`);
     assert.equal(gone.status, 502);
     assert.match(await gone.text(), /answered 404; check the URL/);
+  });
+});
+
+describe("inetboot serve on the command line", () => {
+  it("checks a configuration: exit 2 with file:line problems, or OK", async (t) => {
+    const dir = tempDir(t);
+    const bad = join(dir, "bad.yaml");
+    writeFileSync(bad, "dhcp:\n  mode: proxi\n");
+    const r = await inetboot(["serve", "--config", bad, "--check"]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, new RegExp(`${bad}:2: dhcp\\.mode: expected one of off, proxy, full`));
+    const good = join(dir, "good.yaml");
+    writeFileSync(good, "entries:\n  x: { chain: http://example.org/x.ipxe }\ndefault: x\n");
+    const ok = await inetboot(["serve", "--config", good, "--check"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /OK \(\d+ entries, 0 machine rules\)/);
+  });
+
+  it("npm start's built-in defaults serve the menu on port 8080 (in a namespace)", async (t) => {
+    if (!requireNetns(t)) return;
+    const lan = createLan(t);
+    const child = lan.spawn(lan.server, process.execPath, [CLI, "serve"], {
+      INETBOOT_STATE_DIR: tempDir(t),
+    });
+    let err = "";
+    child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
+    for (let i = 0; i < 100 && !err.includes("Try it now"); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(err, /HTTP {3}http:\/\/127\.0\.0\.1:8080\//);
+    assert.match(err, /Next: write a config/);
+    const script = lan.exec(lan.server, "curl", [
+      "-sf",
+      "http://127.0.0.1:8080/ipxe/boot?mac=52-54-00-00-00-01",
+    ]);
+    assert.match(script, /^#!ipxe\n:start\nmenu inetboot\n/);
+    assert.match(script, /item local Boot from the local disk/);
   });
 });
