@@ -44,6 +44,10 @@ class DhcpClientPool {
     const socket = createSocket({ type: "udp4", reuseAddr: true });
     await new Promise<void>((r) => socket.bind(68, "0.0.0.0", () => r()));
     socket.setBroadcast(true);
+    socket.on("error", (err) => {
+      console.error(`DHCP socket: ${err.message}`);
+      process.exit(1);
+    });
     return new DhcpClientPool(socket, server);
   }
 

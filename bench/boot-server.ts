@@ -333,6 +333,8 @@ export async function benchBootServer(): Promise<string> {
   const lan = new TestLan("10.99.0", 16);
   try {
     const client = lan.addHost("10.99.0.9").ns;
+    // Limited broadcasts (DHCP) need a route out of the client namespace.
+    lan.exec(client, "ip", ["route", "add", "default", "dev", "eth0"]);
     const sections = [
       (await benchTftp(lan, client, dir)).join("\n"),
       (await benchDhcp(lan, client, dir)).join("\n"),
