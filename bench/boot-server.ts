@@ -74,6 +74,18 @@ function inetbootServe(lan: TestLan, dir: string, yaml: string): ChildProcess {
   });
 }
 
+/** dnsmasq on the LAN's bridge, in the foreground, no DNS, no config file, plus `args`. */
+function dnsmasq(lan: TestLan, args: string[]): ChildProcess {
+  const base = [
+    "--no-daemon",
+    "--conf-file=/dev/null",
+    "--port=0",
+    "--interface=br0",
+    "--bind-interfaces",
+  ];
+  return lan.spawn(lan.server, "dnsmasq", [...base, ...args]);
+}
+
 function tftpServers(lan: TestLan, dir: string, root: string): Server[] {
   return [
     {
@@ -92,16 +104,7 @@ function tftpServers(lan: TestLan, dir: string, root: string): Server[] {
     },
     {
       name: "dnsmasq",
-      start: () =>
-        lan.spawn(lan.server, "dnsmasq", [
-          "--no-daemon",
-          "--conf-file=/dev/null",
-          "--port=0",
-          "--enable-tftp",
-          `--tftp-root=${root}`,
-          "--interface=br0",
-          "--bind-interfaces",
-        ]),
+      start: () => dnsmasq(lan, ["--enable-tftp", `--tftp-root=${root}`]),
     },
   ];
 }
@@ -244,12 +247,7 @@ async function benchDhcp(lan: TestLan, client: string, dir: string): Promise<str
     {
       name: "dnsmasq",
       start: () =>
-        lan.spawn(lan.server, "dnsmasq", [
-          "--no-daemon",
-          "--conf-file=/dev/null",
-          "--port=0",
-          "--interface=br0",
-          "--bind-interfaces",
+        dnsmasq(lan, [
           "--dhcp-range=10.99.1.0,10.99.40.255,255.255.0.0,1h",
           "--dhcp-lease-max=20000",
           "--no-ping",

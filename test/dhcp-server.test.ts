@@ -15,14 +15,10 @@ import {
   ipToBuffer,
 } from "../src/dhcp/packet.ts";
 import { DhcpServer } from "../src/dhcp/server.ts";
+import { dhcpFixture as fixture } from "./dhcp-fixtures.ts";
 import { tempDir } from "./helpers.ts";
 import { createLan, requireNetns } from "./netns.ts";
 import { freePort } from "./nginx.ts";
-
-function fixture(name: string): Buffer {
-  const text = readFileSync(new URL(`fixtures/dhcp/${name}.hex`, import.meta.url), "utf8");
-  return Buffer.from(text.replace(/\s/g, ""), "hex");
-}
 
 it("answers a relay agent (giaddr) on the server port, with an address from the pool", async (t) => {
   const port = await freePort();

@@ -19,13 +19,9 @@ import {
 import { encodeTftp, Op } from "../src/tftp/protocol.ts";
 import { TftpServer } from "../src/tftp/server.ts";
 import { VirtualTree } from "../src/tftp/tree.ts";
+import { dhcpFixture as fixture } from "./dhcp-fixtures.ts";
 import { run, tempDir } from "./helpers.ts";
 import { freePort } from "./nginx.ts";
-
-function fixture(name: string): Buffer {
-  const text = readFileSync(new URL(`fixtures/dhcp/${name}.hex`, import.meta.url), "utf8");
-  return Buffer.from(text.replace(/\s/g, ""), "hex");
-}
 
 async function blast(socket: Socket, port: number, packets: Buffer[]): Promise<void> {
   for (let i = 0; i < packets.length; i++) {

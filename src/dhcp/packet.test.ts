@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import fc from "fast-check";
+import {
+  allDhcpFixtures as allFixtures,
+  dhcpFixture as fixture,
+} from "../../test/dhcp-fixtures.ts";
 import { classifyFirmware, firmwareKey } from "./firmware.ts";
 import {
   clientUuid,
@@ -20,21 +23,6 @@ import {
   userClasses,
 } from "./packet.ts";
 import type { DhcpPacket } from "./packet.ts";
-
-const FIXTURES = new URL("../../test/fixtures/dhcp/", import.meta.url);
-
-function fixture(name: string): Buffer {
-  return Buffer.from(
-    readFileSync(new URL(`${name}.hex`, FIXTURES), "utf8").replace(/\s/g, ""),
-    "hex",
-  );
-}
-
-function allFixtures(): [string, Buffer][] {
-  return readdirSync(FIXTURES)
-    .filter((f) => f.endsWith(".hex"))
-    .map((f) => [f.slice(0, -4), fixture(f.slice(0, -4))]);
-}
 
 describe("DHCP codec, golden packets captured from real clients and servers", () => {
   it("re-encodes every captured packet byte for byte", () => {

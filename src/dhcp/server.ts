@@ -5,7 +5,7 @@ import { createSocket } from "node:dgram";
 import type { RemoteInfo, Socket } from "node:dgram";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
-import { bindToInterface } from "../net/interface.ts";
+import { bindToInterface, bindUdp } from "../net/interface.ts";
 import { classifyFirmware } from "./firmware.ts";
 import type { Firmware } from "./firmware.ts";
 import type { LeaseDb } from "./leases.ts";
@@ -118,13 +118,7 @@ export class DhcpServer {
       });
     });
     socket.on("error", (err) => this.#log.error({ err, port }, "dhcp socket error"));
-    await new Promise<void>((resolve, reject) => {
-      socket.once("error", reject);
-      socket.bind(port, this.#o.bindAddress ?? "0.0.0.0", () => {
-        socket.off("error", reject);
-        resolve();
-      });
-    });
+    await bindUdp(socket, port, this.#o.bindAddress ?? "0.0.0.0");
     socket.setBroadcast(true);
     if (this.#o.interface && !bindToInterface(socket, this.#o.interface)) {
       this.#log.warn(

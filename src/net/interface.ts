@@ -72,3 +72,14 @@ export function bindToInterface(socket: Socket, name: string): boolean {
   set({ _handle: { fd: socketFd(socket) } }, SOL_SOCKET, SO_BINDTOIFINDEX, interfaceIndex(name));
   return true;
 }
+
+/** Binds a UDP socket, rejecting with the bind error (EADDRINUSE, EACCES) instead of emitting it. */
+export function bindUdp(socket: Socket, port: number, address: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    socket.once("error", reject);
+    socket.bind(port, address, () => {
+      socket.off("error", reject);
+      resolve();
+    });
+  });
+}

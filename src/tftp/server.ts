@@ -5,7 +5,7 @@ import { createSocket } from "node:dgram";
 import type { RemoteInfo, Socket } from "node:dgram";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
-import { bindToInterface } from "../net/interface.ts";
+import { bindToInterface, bindUdp } from "../net/interface.ts";
 import {
   dataPacket,
   decodeTftp,
@@ -97,7 +97,7 @@ export class TftpServer {
     const socket = createSocket({ type: "udp4", reuseAddr: true });
     socket.on("message", (msg, rinfo) => this.#request(msg, rinfo));
     socket.on("error", (err) => this.#log.error({ err }, "tftp socket error"));
-    await bindSocket(socket, this.#o.port, this.#o.address);
+    await bindUdp(socket, this.#o.port, this.#o.address);
     if (this.#o.interface && !bindToInterface(socket, this.#o.interface)) {
       this.#log.warn({ interface: this.#o.interface }, "cannot restrict TFTP to one interface");
     }
@@ -156,16 +156,6 @@ export class TftpServer {
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-function bindSocket(socket: Socket, port: number, address: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    socket.once("error", reject);
-    socket.bind(port, address, () => {
-      socket.off("error", reject);
-      resolve();
-    });
-  });
 }
 
 function sendError(socket: Socket, to: RemoteInfo, code: number, message: string): void {
@@ -228,7 +218,7 @@ class Transfer {
     this.#socket = socket;
     socket.on("error", (err) => this.#fail(`socket error: ${err.message}`, false));
     socket.on("message", (msg, rinfo) => this.#message(msg, rinfo));
-    await bindSocket(socket, 0, this.#o.address === "0.0.0.0" ? "0.0.0.0" : this.#o.address);
+    await bindUdp(socket, 0, this.#o.address);
     if (this.#o.interface) bindToInterface(socket, this.#o.interface);
     const { filename, mode } = this.#req;
     if (mode !== "octet" && mode !== "netascii") {
