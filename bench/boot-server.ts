@@ -69,9 +69,14 @@ interface Server {
 function inetbootServe(lan: TestLan, dir: string, yaml: string): ChildProcess {
   const config = join(dir, `serve-${Date.now()}.yaml`);
   writeFileSync(config, yaml);
-  return lan.spawn(lan.server, process.execPath, [CLI, "serve", "--config", config], {
-    INETBOOT_LOG_LEVEL: "warn",
-  });
+  // Logging at the default level, like dnsmasq's, to a discarded output.
+  return lan.spawn(
+    lan.server,
+    process.execPath,
+    [CLI, "serve", "--config", config],
+    {},
+    { quiet: true },
+  );
 }
 
 /** dnsmasq on the LAN's bridge, in the foreground, no DNS, no config file, plus `args`. */
@@ -83,7 +88,7 @@ function dnsmasq(lan: TestLan, args: string[]): ChildProcess {
     "--interface=br0",
     "--bind-interfaces",
   ];
-  return lan.spawn(lan.server, "dnsmasq", [...base, ...args]);
+  return lan.spawn(lan.server, "dnsmasq", [...base, ...args], {}, { quiet: true });
 }
 
 function tftpServers(lan: TestLan, dir: string, root: string): Server[] {
@@ -100,7 +105,13 @@ function tftpServers(lan: TestLan, dir: string, root: string): Server[] {
     {
       name: "tftpd-hpa",
       start: () =>
-        lan.spawn(lan.server, "in.tftpd", ["-L", "-s", root, "-a", `${lan.serverAddress}:69`]),
+        lan.spawn(
+          lan.server,
+          "in.tftpd",
+          ["-L", "-s", root, "-a", `${lan.serverAddress}:69`],
+          {},
+          { quiet: true },
+        ),
     },
     {
       name: "dnsmasq",

@@ -116,10 +116,18 @@ export class TestLan {
   }
 
   /** Starts a long-running process in a namespace; it is killed when the LAN is torn down. */
-  spawn(ns: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  spawn(
+    ns: string,
+    cmd: string,
+    args: string[],
+    env: NodeJS.ProcessEnv = {},
+    options: { quiet?: boolean } = {},
+  ): ChildProcess {
+    // quiet: output discarded, for callers that block their event loop (an unread pipe would
+    // stall a chatty server such as dnsmasq).
     const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], {
       env: { ...process.env, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["ignore", options.quiet ? "ignore" : "pipe", options.quiet ? "ignore" : "pipe"],
     });
     this.#children.add(child);
     child.on("exit", () => this.#children.delete(child));
