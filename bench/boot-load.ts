@@ -220,7 +220,10 @@ async function bootLoad(server: string, clients: number, httpBase: string): Prom
         const urls = [...plan.matchAll(/(?:kernel|initrd --name \S+) (\S+)/g)].map((m) => m[1]);
         if (urls.length < 2)
           throw new Error(`plan without kernel and initrd: ${plan.slice(0, 200)}`);
-        for (const u of urls) bytes += await get(u);
+        for (const u of urls) {
+          const n = await get(u); // (not `bytes += await`: that reads bytes before waiting)
+          bytes += n;
+        }
         times.push(performance.now() - t0);
       } catch (err) {
         failures.push((err as Error).message);

@@ -43,13 +43,22 @@ it("negotiates within limits and leaves out bad options (RFC 2347-2349, 7440)", 
     ]),
     limits,
   );
-  assert.deepEqual([n.blksize, n.windowsize, n.timeoutMs], [8192, 16, 3000]);
+  // The window is also capped at 64 KiB: 8 blocks of 8192.
+  assert.deepEqual([n.blksize, n.windowsize, n.timeoutMs], [8192, 8, 3000]);
   assert.deepEqual(Object.fromEntries(n.accepted), {
     blksize: "8192",
     tsize: "12345",
-    windowsize: "16",
+    windowsize: "8",
     timeout: "3",
   });
+  const small = negotiate(
+    new Map([
+      ["blksize", "1468"],
+      ["windowsize", "64"],
+    ]),
+    limits,
+  );
+  assert.equal(small.windowsize, 16);
   const bad = negotiate(
     new Map([
       ["blksize", "4"],

@@ -7,7 +7,7 @@ import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import { bindToInterface, bindUdp } from "../net/interface.ts";
 import {
-  dataPacket,
+  dataHeader,
   decodeTftp,
   encodeTftp,
   ErrorCode,
@@ -185,6 +185,8 @@ class Transfer {
   #socket: Socket | null = null;
   #source: TftpSource | null = null;
   #timer: NodeJS.Timeout | null = null;
+  #deadline = 0;
+  #connected = false;
   #finished = false;
   #started = Date.now();
   #blksize = 512;
@@ -219,6 +221,14 @@ class Transfer {
     socket.on("error", (err) => this.#fail(`socket error: ${err.message}`, false));
     socket.on("message", (msg, rinfo) => this.#message(msg, rinfo));
     await bindUdp(socket, 0, this.#o.address);
+    // Connected to the client's TID: sends skip the per-packet address lookup, and the kernel
+    // drops datagrams from any other port (RFC 1350's "unknown TID").
+    await new Promise<void>((resolve, reject) => {
+      socket.connect(this.#peer.port, this.#peer.address, (err?: Error) =>
+        err ? reject(err) : resolve(),
+      );
+    });
+    this.#connected = true;
     if (this.#o.interface) bindToInterface(socket, this.#o.interface);
     const { filename, mode } = this.#req;
     if (mode !== "octet" && mode !== "netascii") {
@@ -274,19 +284,31 @@ class Transfer {
   #oackAcked = false;
 
   #send(buf: Buffer): void {
-    this.#socket?.send(buf, this.#peer.port, this.#peer.address);
+    this.#socket?.send(buf);
   }
 
   #refuse(code: number, message: string): void {
     if (this.#finished) return;
-    if (this.#socket) sendError(this.#socket, this.#peer, code, message);
+    if (this.#connected) this.#send(encodeTftp({ op: Op.ERROR, code, message }));
     this.#fail(message, false);
   }
 
+  /**
+   * (Re)starts the retransmission clock. One timer per transfer, pushed forward by moving a
+   * deadline rather than clearing and re-creating it for every block.
+   */
   #arm(): void {
-    if (this.#timer) clearTimeout(this.#timer);
     const backoff = this.#timeoutMs * Math.min(2 ** this.#tries, 8);
-    this.#timer = setTimeout(() => this.#timeout(), backoff);
+    this.#deadline = performance.now() + backoff;
+    this.#timer ??= setTimeout(() => this.#tick(), backoff);
+  }
+
+  #tick(): void {
+    this.#timer = null;
+    if (this.#finished) return;
+    const left = this.#deadline - performance.now();
+    if (left > 1) this.#timer = setTimeout(() => this.#tick(), left);
+    else this.#timeout();
   }
 
   #timeout(): void {
@@ -314,12 +336,8 @@ class Transfer {
   }
 
   #message(msg: Buffer, rinfo: RemoteInfo): void {
-    if (rinfo.address !== this.#peer.address || rinfo.port !== this.#peer.port) {
-      // RFC 1350: a packet from an unknown TID gets an error, the transfer goes on.
-      if (this.#socket)
-        sendError(this.#socket, rinfo, ErrorCode.UNKNOWN_TID, "Unknown transfer ID");
-      return;
-    }
+    // (The socket is connected to the client's TID: the kernel already drops other senders.)
+    if (rinfo.address !== this.#peer.address || rinfo.port !== this.#peer.port) return;
     let packet: TftpPacket;
     try {
       packet = decodeTftp(msg);
@@ -364,9 +382,13 @@ class Transfer {
       const last = Math.min(this.#acked + this.#windowsize, this.#lastBlock);
       while (this.#sent < last && !this.#finished) {
         const block = this.#sent + 1;
-        const data = await this.#source.read((block - 1) * this.#blksize, this.#blksize);
+        const offset = (block - 1) * this.#blksize;
+        // The common case (data already read ahead) stays synchronous: no await per block.
+        const data =
+          this.#source.peek(offset, this.#blksize) ??
+          (await this.#source.read(offset, this.#blksize));
         if (this.#finished) return;
-        this.#send(dataPacket(block, data));
+        this.#socket?.send([dataHeader(block), data]);
         this.#sent = block;
       }
       this.#arm();

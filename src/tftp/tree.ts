@@ -19,6 +19,8 @@ export interface TftpSource {
   readonly size: number;
   /** Bytes [offset, offset+length) (shorter only at the end of the file). */
   read(offset: number, length: number): Promise<Buffer>;
+  /** The same bytes when they are already in memory, else null (the transfer's fast path). */
+  peek(offset: number, length: number): Buffer | null;
   close(): Promise<void>;
 }
 
@@ -38,6 +40,15 @@ class FileSource implements TftpSource {
   constructor(fh: FileHandle, size: number) {
     this.#fh = fh;
     this.size = size;
+  }
+
+  peek(offset: number, length: number): Buffer | null {
+    const end = Math.min(offset + length, this.size);
+    if (offset >= end) return Buffer.alloc(0);
+    if (this.#sliceAt < 0 || offset < this.#sliceAt || end > this.#sliceAt + this.#slice.length) {
+      return null;
+    }
+    return this.#slice.subarray(offset - this.#sliceAt, end - this.#sliceAt);
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -66,8 +77,11 @@ export class BufferSource implements TftpSource {
   get size(): number {
     return this.#data.length;
   }
+  peek(offset: number, length: number): Buffer {
+    return this.#data.subarray(offset, offset + length);
+  }
   read(offset: number, length: number): Promise<Buffer> {
-    return Promise.resolve(this.#data.subarray(offset, offset + length));
+    return Promise.resolve(this.peek(offset, length));
   }
   close(): Promise<void> {
     return Promise.resolve();
