@@ -1,5 +1,6 @@
 // Load generator for the boot-server benchmark, run inside a client network namespace:
 //   dhcp SERVER COUNT CONCURRENCY       DISCOVER→OFFER→REQUEST→ACK transactions, bounded
+//   tftp SERVER COUNT FILE              COUNT concurrent TFTP reads of FILE (blksize 1468)
 //   boot SERVER CLIENTS HTTP_BASE       CLIENTS simulated machines booting at once: DHCP,
 //                                       TFTP first stage, /boot.ipxe, the plan, kernel, initrd
 // Prints one JSON line with the results. Every wait has a timeout; the run stops by itself.
@@ -207,11 +208,9 @@ async function bootLoad(server: string, clients: number, httpBase: string): Prom
       const t0 = performance.now();
       try {
         await pool.lease(100_000 + i, true);
-        bytes += await tftpGet(
-          server === "broadcast" ? "10.99.0.1" : server,
-          "undionly.kpxe",
-          1468,
-        );
+        const tftpServer = server === "broadcast" ? "10.99.0.1" : server;
+        const firstStage = await tftpGet(tftpServer, "undionly.kpxe", 1468);
+        bytes += firstStage; // (not `bytes += await`: that reads bytes before waiting)
         const mac = `02-00-00-01-${((i >> 8) & 255).toString(16).padStart(2, "0")}-${(i & 255).toString(16).padStart(2, "0")}`;
         await get(`${httpBase}/boot.ipxe`);
         const plan = await (
@@ -221,7 +220,7 @@ async function bootLoad(server: string, clients: number, httpBase: string): Prom
         if (urls.length < 2)
           throw new Error(`plan without kernel and initrd: ${plan.slice(0, 200)}`);
         for (const u of urls) {
-          const n = await get(u); // (not `bytes += await`: that reads bytes before waiting)
+          const n = await get(u);
           bytes += n;
         }
         times.push(performance.now() - t0);
@@ -246,10 +245,24 @@ async function bootLoad(server: string, clients: number, httpBase: string): Prom
   );
 }
 
+/** COUNT concurrent TFTP reads of one file (a lab powering on at once). */
+async function tftpLoad(server: string, count: number, file: string): Promise<void> {
+  const started = performance.now();
+  const results = await Promise.allSettled(
+    Array.from({ length: count }, () => tftpGet(server, file, 1468)),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const ok = results.filter((r) => r.status === "fulfilled");
+  const bytes = ok.reduce((sum, r) => sum + r.value, 0);
+  const failures = count - ok.length;
+  console.log(JSON.stringify({ count, failures, seconds, bytes }));
+}
+
 const [mode, server, a, b] = process.argv.slice(2);
 if (mode === "dhcp") await dhcpLoad(server, Number(a), Number(b));
 else if (mode === "boot") await bootLoad(server, Number(a), b);
+else if (mode === "tftp") await tftpLoad(server, Number(a), b);
 else
   throw new Error(
-    "usage: boot-load.ts dhcp SERVER COUNT CONCURRENCY | boot SERVER CLIENTS HTTP_BASE",
+    "usage: boot-load.ts dhcp SERVER COUNT CONCURRENCY | tftp SERVER COUNT FILE | boot SERVER CLIENTS HTTP_BASE",
   );

@@ -50,12 +50,19 @@ export class LeaseDb {
   readonly #declined = new Map<string, number>(); // ip -> until
   readonly #reservedByMac = new Map<string, Reservation>();
   readonly #reservedIps = new Set<string>();
+  readonly #start: number;
+  readonly #end: number;
+  /** Where the next scan for a free address starts. */
+  #cursor: number;
   #writing: Promise<void> = Promise.resolve();
   /** A write scheduled but not started yet: later changes ride along with it. */
   #queued: Promise<void> | null = null;
 
   private constructor(pool: PoolConfig, file: string | null, now: () => number) {
     this.#pool = pool;
+    this.#start = ipToNumber(pool.rangeStart);
+    this.#end = ipToNumber(pool.rangeEnd);
+    this.#cursor = this.#start;
     this.#file = file;
     this.#now = now;
     for (const r of pool.reservations) {
@@ -113,7 +120,7 @@ export class LeaseDb {
 
   #inRange(ip: string): boolean {
     const n = ipToNumber(ip);
-    return n >= ipToNumber(this.#pool.rangeStart) && n <= ipToNumber(this.#pool.rangeEnd);
+    return n >= this.#start && n <= this.#end;
   }
 
   /** Whether `ip` may be given to `mac` right now. */
@@ -150,10 +157,15 @@ export class LeaseDb {
     if (requested) candidates.push(requested);
     let ip = candidates.find((c) => this.#availableTo(c, mac));
     if (!ip && !reservation) {
-      const end = ipToNumber(this.#pool.rangeEnd);
-      for (let n = ipToNumber(this.#pool.rangeStart); n <= end; n++) {
-        if (this.#availableTo(numberToIp(n), mac)) {
-          ip = numberToIp(n);
+      // Scan from where the last allocation ended (wrapping once): new clients cost O(1)
+      // instead of a walk over every address already given out.
+      const size = this.#end - this.#start + 1;
+      for (let i = 0; i < size; i++) {
+        const n = this.#start + ((this.#cursor - this.#start + i) % size);
+        const candidate = numberToIp(n);
+        if (this.#availableTo(candidate, mac)) {
+          ip = candidate;
+          this.#cursor = n + 1 > this.#end ? this.#start : n + 1;
           break;
         }
       }
