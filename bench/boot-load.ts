@@ -125,19 +125,40 @@ class DhcpClientPool {
   }
 }
 
-/** A minimal TFTP read with blksize, lockstep; resolves with the bytes received. */
+/**
+ * A minimal TFTP read with blksize, lockstep, retransmitting its last packet (the request or
+ * the last ACK) after a second of silence, up to 6 times, like PXE ROMs; resolves with the bytes.
+ */
 function tftpGet(server: string, file: string, blksize: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createSocket("udp4");
     let bytes = 0;
     let expected = 1;
     let peerPort = 69;
-    const timer = setTimeout(() => {
-      s.close();
-      reject(new Error(`TFTP ${file} timed out`));
-    }, 30_000);
+    let last = encodeTftp({
+      op: Op.RRQ,
+      filename: file,
+      mode: "octet",
+      options: new Map([["blksize", String(blksize)]]),
+    });
+    let silentTries = 0;
+    let progressed = true;
+    const send = (buf: Buffer): void => {
+      last = buf;
+      progressed = true;
+      s.send(buf, peerPort, server);
+    };
+    const retry = setInterval(() => {
+      if (progressed) {
+        progressed = false;
+        silentTries = 0;
+        return;
+      }
+      if (++silentTries > 6) return done(new Error(`TFTP ${file} timed out`));
+      s.send(last, peerPort, server);
+    }, 1000);
     const done = (err?: Error): void => {
-      clearTimeout(timer);
+      clearInterval(retry);
       s.close();
       if (err) reject(err);
       else resolve(bytes);
@@ -145,29 +166,17 @@ function tftpGet(server: string, file: string, blksize: number): Promise<number>
     s.on("message", (msg, rinfo) => {
       peerPort = rinfo.port;
       const p = decodeTftp(msg);
-      if (p.op === Op.OACK) {
-        s.send(encodeTftp({ op: Op.ACK, block: 0 }), peerPort, server);
-        return;
-      }
+      if (p.op === Op.OACK) return send(encodeTftp({ op: Op.ACK, block: 0 }));
       if (p.op === Op.ERROR) return done(new Error(`TFTP error ${p.message}`));
       if (p.op !== Op.DATA) return;
       if (p.block === (expected & 0xffff)) {
         bytes += p.data.length;
         expected++;
       }
-      s.send(encodeTftp({ op: Op.ACK, block: p.block }), peerPort, server);
+      send(encodeTftp({ op: Op.ACK, block: p.block }));
       if (p.data.length < blksize && p.block === ((expected - 1) & 0xffff)) done();
     });
-    s.send(
-      encodeTftp({
-        op: Op.RRQ,
-        filename: file,
-        mode: "octet",
-        options: new Map([["blksize", String(blksize)]]),
-      }),
-      69,
-      server,
-    );
+    send(last);
   });
 }
 
