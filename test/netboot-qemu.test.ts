@@ -31,13 +31,14 @@ function config(
   lan: TestLan,
   s: { dir: string; kernel: string; initrd: string },
   dhcp: string,
+  tftp = true,
 ): string {
   const path = join(s.dir, "serve.yaml");
   writeFileSync(
     path,
     `listen: { interface: br0, address: ${lan.serverAddress} }
 dhcp: ${dhcp}
-tftp: { enabled: true }
+tftp: { enabled: ${tftp} }
 http: { port: 8080 }
 state: ${join(s.dir, "state")}
 entries:
@@ -124,12 +125,13 @@ describe("QEMU network boot from inetboot serve", { timeout: 900_000 }, () => {
     assert.ok(stages.includes("http-kernel"));
   });
 
-  it("UEFI (OVMF): PXE fetches ipxe.efi over TFTP, iPXE then boots over HTTP", async (t) => {
+  /** Boots OVMF (no iPXE option ROM: its own virtio-net driver and PXE/HTTP clients). */
+  async function uefiBoot(t: TestContext, tftp: boolean): Promise<string[] | null> {
     const s = setup(t);
     const code = "/usr/share/OVMF/OVMF_CODE_4M.fd";
     const varsTemplate = "/usr/share/OVMF/OVMF_VARS_4M.fd";
     if (!s || !requireFile(t, code, "ovmf") || !requireFile(t, "/usr/lib/ipxe/ipxe.efi", "ipxe")) {
-      return;
+      return null;
     }
     const vars = join(s.dir, "vars.fd");
     copyFileSync(varsTemplate, vars);
@@ -137,7 +139,7 @@ describe("QEMU network boot from inetboot serve", { timeout: 900_000 }, () => {
     const tap = lan.addTap();
     const serve = await startServe(
       lan,
-      config(lan, s, `{ mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150] }`),
+      config(lan, s, `{ mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150] }`, tftp),
     );
     const out = await bootUntil(
       [
@@ -147,7 +149,6 @@ describe("QEMU network boot from inetboot serve", { timeout: 900_000 }, () => {
         `if=pflash,format=raw,unit=0,readonly=on,file=${code}`,
         "-drive",
         `if=pflash,format=raw,unit=1,file=${vars}`,
-        // No iPXE option ROM: OVMF's own virtio-net driver and PXE client do the first step.
         ...qemuNet(tap, ""),
       ],
       MARKER,
@@ -155,11 +156,24 @@ describe("QEMU network boot from inetboot serve", { timeout: 900_000 }, () => {
       { netns: lan.server, memoryMb: 1024 },
     );
     assert.match(out, /inetboot\.test=hello/);
-    const stages = serve.logs.map(
-      (l) => `${String(l.event)}:${typeof l.file === "string" ? l.file : ""}`,
-    );
-    assert.ok(stages.includes("tftp-done:ipxe.efi"), `ipxe.efi over TFTP in ${stages.join(", ")}`);
     const plan = serve.logs.find((l) => l.event === "http-plan");
     assert.equal(plan?.entry, "hello");
+    return serve.logs.map((l) => `${String(l.event)}:${typeof l.file === "string" ? l.file : ""}`);
+  }
+
+  it("UEFI (OVMF): PXE fetches ipxe.efi over TFTP, iPXE then boots over HTTP", async (t) => {
+    const stages = await uefiBoot(t, true);
+    if (!stages) return;
+    assert.ok(stages.includes("tftp-done:ipxe.efi"), `ipxe.efi over TFTP in ${stages.join(", ")}`);
+  });
+
+  it("UEFI HTTP Boot (OVMF): no TFTP; the firmware gets ipxe.efi by an http:// URL", async (t) => {
+    const stages = await uefiBoot(t, false);
+    if (!stages) return;
+    assert.ok(
+      stages.includes("http-first-stage:ipxe.efi"),
+      `ipxe.efi over HTTP in ${stages.join(", ")}`,
+    );
+    assert.ok(!stages.some((s) => s.startsWith("tftp-")), "no TFTP at all");
   });
 });
