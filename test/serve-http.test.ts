@@ -223,6 +223,18 @@ describe("inetboot serve on the command line", () => {
     assert.match(ok.stdout, /OK \(\d+ entries, 0 machine rules\)/);
   });
 
+  it("stops with a clear message when the boot interface does not exist", async (t) => {
+    const dir = tempDir(t);
+    const config = join(dir, "serve.yaml");
+    writeFileSync(
+      config,
+      `listen: { interface: nosuch0 }\ndhcp: { mode: proxy }\nhttp: { port: 0 }\nstate: ${dir}/state\n`,
+    );
+    const r = await inetboot(["serve", "--config", config]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Network interface "nosuch0" does not exist \(this host has: .*lo/);
+  });
+
   it("npm start's built-in defaults serve the menu on port 8080 (in a namespace)", async (t) => {
     if (!requireNetns(t)) return;
     const lan = createLan(t);

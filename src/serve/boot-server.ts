@@ -13,7 +13,7 @@ import { RemoteFileCache } from "../http/file-cache.ts";
 import { sendFile } from "../http/send-file.ts";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
-import { interfaceAddress } from "../net/interface.ts";
+import { interfaceAddress, interfaceIndex } from "../net/interface.ts";
 import { TftpServer } from "../tftp/server.ts";
 import { VirtualTree } from "../tftp/tree.ts";
 import type { Entry, FileRef, ServeConfig } from "./config.ts";
@@ -88,7 +88,17 @@ export class BootServer {
     return this.config.http.publicUrl ?? `http://${this.#address}:${this.httpPort}`;
   }
 
+  /** Starts every configured part; if one cannot start, the others are stopped again. */
   async start(): Promise<void> {
+    try {
+      await this.#start();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  async #start(): Promise<void> {
     const c = this.config;
     this.#once = await OnceState.open(join(c.stateDir, "once.json"));
     await this.#startHttp();
@@ -121,7 +131,13 @@ export class BootServer {
 
   async #startDhcp(): Promise<void> {
     const c = this.config;
+    if (c.listen.interface) interfaceIndex(c.listen.interface); // says so if it does not exist
     const iface = c.listen.interface ? interfaceAddress(c.listen.interface) : undefined;
+    if (!c.listen.address && !iface) {
+      throw new Error(
+        `Interface ${c.listen.interface} has no IPv4 address for DHCP to answer from; give it one or set listen.address`,
+      );
+    }
     let leases: LeaseDb | undefined;
     const netmask = c.dhcp.netmask ?? iface?.netmask ?? "255.255.255.0";
     if (c.dhcp.mode === "full" && c.dhcp.range) {
