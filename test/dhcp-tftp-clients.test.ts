@@ -170,6 +170,8 @@ describe("real DHCP and TFTP clients against inetboot serve", { timeout: 300_000
     if (existsSync(ipxe)) {
       sh(`curl -s -o ${out}/c4 tftp://${server}/undionly.kpxe`);
       assert.deepEqual(fetched("c4"), readFileSync(ipxe), "iPXE first stage from the virtual tree");
+      sh(`curl -s -o ${out}/c5 tftp://${server}/snponly.efi`);
+      assert.deepEqual(fetched("c5"), readFileSync("/usr/lib/ipxe/snponly.efi"), "snponly.efi too");
     }
 
     const traversal = sh(`atftp --get -r ../secret.txt -l ${out}/x1 ${server}`);

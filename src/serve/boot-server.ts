@@ -65,6 +65,7 @@ export class BootServer {
       ? interfaceAddress(config.listen.interface)?.address
       : undefined;
     this.#address = config.listen.address ?? fromInterface ?? "127.0.0.1";
+    Object.assign(this.#firstStageFiles, config.tftp.ipxeFiles);
     for (const path of Object.values(config.tftp.firstStages)) {
       this.#firstStageFiles[basename(path)] = path;
     }

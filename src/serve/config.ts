@@ -74,6 +74,8 @@ export interface ServeConfig {
     root?: string;
     /** Firmware key ("bios", "uefi-x86_64", ...) → iPXE first stage file. */
     firstStages: Record<string, string>;
+    /** Every iPXE binary found on the host (undionly.kpxe, ipxe.efi, snponly.efi, ...), by name. */
+    ipxeFiles: Record<string, string>;
     maxBlksize: number;
     maxWindowsize: number;
   };
@@ -101,6 +103,25 @@ const DEFAULT_IPXE_DIRS = ["/usr/lib/ipxe", "/usr/share/ipxe"];
 function defaultStateDir(): string {
   const base = process.env.INETBOOT_STATE_DIR ?? join(homedir(), ".local", "state", "inetboot");
   return join(base, "serve");
+}
+
+const IPXE_BINARIES = [
+  "undionly.kpxe",
+  "undionly.kkpxe",
+  "ipxe.pxe",
+  "ipxe.efi",
+  "snponly.efi",
+  "ipxe.lkrn",
+];
+
+/** Every iPXE binary in Debian's ipxe package folders, by file name (served over TFTP and HTTP). */
+export function findIpxeFiles(dirs = DEFAULT_IPXE_DIRS): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of IPXE_BINARIES) {
+    const found = dirs.map((d) => join(d, name)).find((p) => existsSync(p));
+    if (found) out[name] = found;
+  }
+  return out;
 }
 
 /** Debian's ipxe package (or a configured folder): the first stage for each firmware. */
@@ -481,6 +502,7 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
     port: c.int(t.port, ["tftp", "port"], 1, 65535) ?? 69,
     root: tftpRoot ? resolve(baseDir, tftpRoot) : undefined,
     firstStages,
+    ipxeFiles: findIpxeFiles(),
     maxBlksize: c.int(t.maxBlksize, ["tftp", "maxBlksize"], 512, 65464) ?? 65464,
     maxWindowsize: c.int(t.maxWindowsize, ["tftp", "maxWindowsize"], 1, 65535) ?? 64,
   };
