@@ -79,6 +79,8 @@ export interface DhcpServerOptions {
   dns?: string[];
   domain?: string;
   leaseSeconds?: number;
+  /** Option 17 for any client (full mode), e.g. the NBD root of the machine's image entry. */
+  rootPath?: (client: DhcpClient) => string | undefined;
   /** Decides the boot file for a network-boot client; null means "do not answer it". */
   boot: (client: DhcpClient) => BootAnswer | null;
   onEvent?: (event: DhcpEvent) => void;
@@ -303,6 +305,8 @@ export class DhcpServer {
       reply.options.set(Opt.RENEWAL_TIME, u32(Math.floor(seconds / 2)));
       reply.options.set(Opt.REBINDING_TIME, u32(Math.floor((seconds * 7) / 8)));
     }
+    const rootPath = o.rootPath?.(client);
+    if (rootPath) reply.options.set(Opt.ROOT_PATH, str(rootPath));
     const boot = this.#bootFor(client);
     if (boot) this.#addBoot(reply, client, boot);
   }

@@ -120,6 +120,17 @@ export class NbdServer {
     return this.#opts;
   }
 
+  /** Adds (or replaces) an export; connections already open keep the device they had. */
+  setExport(e: NbdExport): void {
+    this.#exports.set(e.name, e);
+  }
+
+  removeExport(name: string): NbdExport | undefined {
+    const e = this.#exports.get(name);
+    this.#exports.delete(name);
+    return e;
+  }
+
   exportNamed(name: string): NbdExport | undefined {
     if (name === "" && this.#exports.size >= 1 && !this.#exports.has(""))
       return this.#exports.values().next().value;

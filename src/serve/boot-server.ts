@@ -14,14 +14,16 @@ import { sendFile } from "../http/send-file.ts";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import { interfaceAddress, interfaceIndex } from "../net/interface.ts";
+import { NbdServer } from "../nbd/server.ts";
 import { TftpServer } from "../tftp/server.ts";
 import { VirtualTree } from "../tftp/tree.ts";
 import type { Entry, FileRef, ServeConfig } from "./config.ts";
 import { EventLog } from "./events.ts";
 import type { EventInput } from "./events.ts";
-import { bootScript, entryScript, IPXE_FACTS } from "./ipxe-script.ts";
+import { ImageExports } from "./image-exports.ts";
+import { bootScript, entryScript, errorScript, IPXE_FACTS } from "./ipxe-script.ts";
 import { OnceState } from "./once.ts";
-import { chooseEntry, ipxeArchNames } from "./plan.ts";
+import { chooseEntry, firmwareArchNames, ipxeArchNames } from "./plan.ts";
 import type { Choice, MachineFacts } from "./plan.ts";
 
 export interface BootServerOptions {
@@ -54,6 +56,9 @@ export class BootServer {
   #tftp: TftpServer | null = null;
   #dhcp: DhcpServer | null = null;
   #once: OnceState | null = null;
+  #nbd: NbdServer | null = null;
+  #nbdPort = 0;
+  #images: ImageExports | null = null;
   readonly #remote: RemoteFileCache;
   readonly #firstStageFiles: Record<string, string> = {};
 
@@ -127,6 +132,7 @@ export class BootServer {
       });
       await this.#tftp.start();
     }
+    if ([...c.entries.values()].some((e) => e.kind === "image")) await this.#startNbd();
     if (c.dhcp.mode !== "off") await this.#startDhcp();
   }
 
@@ -166,6 +172,7 @@ export class BootServer {
       domain: c.dhcp.domain,
       leaseSeconds: c.dhcp.leaseSeconds,
       boot: (client) => this.#dhcpBoot(client),
+      rootPath: (client) => this.#rootPath(client),
       onEvent: (e) => {
         const facts = { firmware: e.firmware, hostname: e.hostname, uuid: e.firmware?.uuid };
         this.#record(
@@ -176,6 +183,20 @@ export class BootServer {
       logger: this.#log,
     });
     await this.#dhcp.start();
+  }
+
+  /** "server,export,nbd0" (Debian's nbdroot= syntax) when the machine boots an image entry. */
+  #rootPath(client: DhcpClient): string | undefined {
+    const facts: MachineFacts = {
+      mac: client.mac,
+      arch: firmwareArchNames(client.firmware),
+      hostname: client.hostname,
+      labels: {},
+    };
+    const entry = this.config.entries.get(chooseEntry(this.config, facts).entry);
+    if (entry?.kind !== "image" || !this.#images) return undefined;
+    const name = ImageExports.exportName(entry.name, client.mac);
+    return this.#images.has(name) ? `${this.#address},${name},nbd0` : undefined;
   }
 
   /** Plain PXE gets an iPXE first stage over TFTP, HTTP Boot its URL, iPXE the boot script. */
@@ -253,8 +274,29 @@ export class BootServer {
     this.#http = server;
   }
 
+  async #startNbd(): Promise<void> {
+    const c = this.config;
+    const nbd = new NbdServer({ exports: [], logger: this.#log });
+    const host = c.listen.interface ? "0.0.0.0" : this.#address;
+    const bound = await nbd.listen({ host, port: c.nbd.port });
+    this.#nbd = nbd;
+    this.#nbdPort = "port" in bound ? bound.port : 0;
+    this.#images = new ImageExports({
+      nbd,
+      stateDir: c.stateDir,
+      cacheDir: c.cacheDir,
+      logger: this.#log,
+    });
+  }
+
+  get nbdPort(): number {
+    return this.#nbdPort;
+  }
+
   async stop(): Promise<void> {
     await this.#dhcp?.stop();
+    await this.#nbd?.close();
+    await this.#images?.close();
     await this.#tftp?.stop();
     const http = this.#http;
     this.#http = null;
@@ -401,7 +443,7 @@ export class BootServer {
     return choice;
   }
 
-  #plan(req: IncomingMessage, res: ServerResponse, url: URL): void {
+  #plan(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const facts = this.#facts(url, req);
     const choice = this.#resolveOnce(chooseEntry(this.config, facts), facts.mac);
     const entry = this.config.entries.get(choice.entry) as Entry;
@@ -423,10 +465,10 @@ export class BootServer {
         },
       },
     );
-    this.#sendEntry(req, res, url, entry, facts.mac);
+    return this.#sendEntry(req, res, url, entry, facts.mac);
   }
 
-  #entry(req: IncomingMessage, res: ServerResponse, url: URL, name: string): void {
+  #entry(req: IncomingMessage, res: ServerResponse, url: URL, name: string): Promise<void> {
     const entry = this.config.entries.get(name);
     if (!entry) throw new HttpError(404, `No entry named "${name}" in ${this.config.source}`);
     const facts = this.#facts(url, req);
@@ -437,25 +479,61 @@ export class BootServer {
       entry: name,
       rule: "menu",
     });
-    this.#sendEntry(req, res, url, entry, facts.mac);
+    return this.#sendEntry(req, res, url, entry, facts.mac);
   }
 
-  #sendEntry(
+  async #sendEntry(
     req: IncomingMessage,
     res: ServerResponse,
     url: URL,
     entry: Entry,
     mac?: string,
-  ): void {
-    if (entry.once && mac && entry.kind !== "kernel") void this.#once?.consume(mac, entry.name);
+  ): Promise<void> {
+    const text = "text/plain; charset=utf-8";
+    const usesKernel = entry.kind === "kernel" || entry.kind === "image";
+    if (entry.once && mac && !usesKernel) void this.#once?.consume(mac, entry.name);
+    let rootCmdline: string | undefined;
+    if (entry.kind === "image") {
+      const ip = this.#clientIp(req);
+      if (!mac) {
+        this.#send(
+          res,
+          200,
+          errorScript(`${entry.name} needs the machine's MAC (chain /boot.ipxe)`),
+          text,
+        );
+        return;
+      }
+      try {
+        const name = await this.#imageExport(entry, mac);
+        const host = new URL(this.#base(req)).hostname;
+        rootCmdline = `root=/dev/nbd0 nbdroot=${host},${name},nbd0 ip=dhcp`;
+        this.#record({ stage: "nbd-export", mac, ip, entry: entry.name, detail: name });
+      } catch (err) {
+        const message = `cannot open image ${entry.image.source}: ${(err as Error).message}`;
+        this.#record({ stage: "image-error", mac, ip, entry: entry.name, detail: message });
+        this.#log.error(
+          { entry: entry.name, err: (err as Error).message },
+          "image cannot be opened",
+        );
+        this.#send(res, 200, errorScript(message), text);
+        return;
+      }
+    }
     const query = new URLSearchParams(url.searchParams);
     if (mac) query.set("mac", mac.replace(/:/g, "-"));
     const script = entryScript(entry, {
       base: this.#base(req),
       query: query.toString(),
       titleOf: (n) => this.config.entries.get(n)?.title ?? n,
+      rootCmdline,
     });
-    this.#send(res, 200, script, "text/plain; charset=utf-8");
+    this.#send(res, 200, script, text);
+  }
+
+  #imageExport(entry: Extract<Entry, { kind: "image" }>, mac: string): Promise<string> {
+    if (!this.#images) throw new Error("the NBD server is not running");
+    return this.#images.prepare(entry, mac);
   }
 
   async #localPath(ref: FileRef): Promise<{ path: string; etag?: string }> {
@@ -474,7 +552,9 @@ export class BootServer {
     initrd: number,
   ): Promise<void> {
     const entry = this.config.entries.get(name);
-    if (entry?.kind !== "kernel") throw new HttpError(404, `No kernel entry named "${name}"`);
+    if (entry?.kind !== "kernel" && entry?.kind !== "image") {
+      throw new HttpError(404, `No kernel entry named "${name}"`);
+    }
     const ref = initrd < 0 ? entry.kernel : entry.initrd[initrd];
     if (!ref) throw new HttpError(404, `Entry "${name}" has no initrd ${initrd}`);
     const ip = this.#clientIp(req);

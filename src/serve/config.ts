@@ -18,6 +18,16 @@ export interface FileRef {
   sha256?: string;
 }
 
+/** A root disk streamed from a chunk store (exported over NBD by the server). */
+export interface ImageRef {
+  /** NAME, NAME@REV or NAME@sha256:DIGEST (a pinned release: roll-back). */
+  source: string;
+  stores: string[];
+  /** Minisign public keys (files or base64 lines). */
+  trust: string[];
+  insecure: boolean;
+}
+
 interface EntryBase {
   name: string;
   title: string;
@@ -28,6 +38,15 @@ interface EntryBase {
 export type Entry = EntryBase &
   (
     | { kind: "kernel"; kernel: FileRef; initrd: FileRef[]; cmdline: string }
+    | {
+        kind: "image";
+        kernel: FileRef;
+        initrd: FileRef[];
+        cmdline: string;
+        image: ImageRef;
+        /** ephemeral: a fresh overlay each boot; per-machine: one kept per MAC. */
+        disk: "ephemeral" | "per-machine";
+      }
     | { kind: "menu"; items: string[]; timeoutSeconds: number; defaultItem?: string }
     | { kind: "chain"; url: string }
     | { kind: "sanboot"; url: string }
@@ -80,6 +99,10 @@ export interface ServeConfig {
     maxWindowsize: number;
   };
   http: { port: number; address: string; publicUrl?: string };
+  /** Where image entries are exported (NBD, the Linux kernel's nbdroot=). */
+  nbd: { port: number };
+  /** The shared chunk cache of image entries (default STATE/cache). */
+  cacheDir: string;
   /** State folder: leases, one-shot state, cached remote kernels. */
   stateDir: string;
   entries: Map<string, Entry>;
@@ -279,6 +302,8 @@ function fileRef(c: Checker, v: unknown, path: Path, baseDir: string): FileRef |
 }
 
 const ENTRY_KEYS = [
+  "image",
+  "disk",
   "title",
   "once",
   "kernel",
@@ -303,9 +328,13 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
     c.error(path, "expected a mapping (kernel, menu, chain, sanboot or local)");
     return undefined;
   }
-  const kinds = ["kernel", "menu", "chain", "sanboot", "local", "shell"].filter(
-    (k) => o[k] !== undefined,
-  );
+  const kinds = (
+    o.image !== undefined ? ["image"] : ["kernel", "menu", "chain", "sanboot", "local", "shell"]
+  ).filter((k) => o[k] !== undefined);
+  if (o.image !== undefined) {
+    const others = ["menu", "chain", "sanboot", "local", "shell"].filter((k) => o[k] !== undefined);
+    if (others.length) c.error(path, `an image entry cannot also be ${others.join(" or ")}`);
+  }
   if (kinds.length !== 1) {
     c.error(
       path,
@@ -337,6 +366,61 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         .filter((x) => x !== undefined);
       const cmdline = c.string(o.cmdline, [...path, "cmdline"]) ?? "";
       return kernel ? { ...base, kind: "kernel", kernel, initrd, cmdline } : undefined;
+    }
+    case "image": {
+      const ip = [...path, "image"];
+      const io = c.object(o.image, ip, ["name", "store", "trust", "insecure"]) ?? {};
+      const source = c.string(
+        io.name,
+        [...ip, "name"],
+        "an image name (NAME, NAME@REV, NAME@sha256:…)",
+      );
+      const list = (v: unknown, key: string): string[] =>
+        (v === undefined ? [] : Array.isArray(v) ? v : [v])
+          .map((x, i) => c.string(x, Array.isArray(v) ? [...ip, key, i] : [...ip, key]))
+          .filter((x) => x !== undefined)
+          .map((x) =>
+            /^[a-z]+:\/\//i.test(x) || /^RW[A-Za-z0-9+/=]{54}$/.test(x) ? x : resolve(baseDir, x),
+          );
+      const stores = list(io.store, "store");
+      const trust = list(io.trust, "trust");
+      const insecure = c.bool(io.insecure, [...ip, "insecure"]) ?? false;
+      if (!source) c.error(ip, "an image needs name");
+      if (stores.length === 0)
+        c.error(ip, "an image needs store: a URL or folder (or a list of mirrors)");
+      if (trust.length === 0 && !insecure) {
+        c.error(
+          ip,
+          "an image needs trust: [public key files] (or insecure: true to accept unsigned releases)",
+        );
+      }
+      if (o.kernel === undefined)
+        c.error(path, "an image entry needs kernel (and usually initrd) to boot it");
+      const kernel = fileRef(c, o.kernel, [...path, "kernel"], baseDir);
+      const rawInitrd =
+        o.initrd === undefined ? [] : Array.isArray(o.initrd) ? o.initrd : [o.initrd];
+      const initrd = rawInitrd
+        .map((x, i) =>
+          fileRef(
+            c,
+            x,
+            Array.isArray(o.initrd) ? [...path, "initrd", i] : [...path, "initrd"],
+            baseDir,
+          ),
+        )
+        .filter((x) => x !== undefined);
+      const disk =
+        c.oneOf(o.disk, [...path, "disk"], ["ephemeral", "per-machine"] as const) ?? "ephemeral";
+      if (!kernel || !source) return undefined;
+      return {
+        ...base,
+        kind: "image",
+        kernel,
+        initrd,
+        cmdline: c.string(o.cmdline, [...path, "cmdline"]) ?? "",
+        image: { source, stores, trust, insecure },
+        disk,
+      };
     }
     case "menu": {
       if (!Array.isArray(o.menu) || o.menu.length === 0) {
@@ -398,7 +482,7 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
     c.object(
       raw,
       [],
-      ["listen", "dhcp", "tftp", "http", "state", "entries", "machines", "default"],
+      ["listen", "dhcp", "tftp", "http", "nbd", "cache", "state", "entries", "machines", "default"],
     ) ?? {};
   const baseDir = text === null ? process.cwd() : dirname(resolve(source));
 
@@ -594,6 +678,11 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
   if (!entries.has(def)) c.error(["default"], `no entry named "${def}"`);
 
   const state = c.string(top.state, ["state"]);
+  const stateDir = state ? resolve(baseDir, state) : defaultStateDir();
+  const n = c.object(top.nbd, ["nbd"], ["port"]) ?? {};
+  const nbd = { port: c.int(n.port, ["nbd", "port"], 0, 65535) ?? 10809 };
+  const cacheRaw = c.object(top.cache, ["cache"], ["dir"]) ?? {};
+  const cacheDir = c.string(cacheRaw.dir, ["cache", "dir"]);
   if (c.problems.length) throw new ConfigError(source, c.problems);
   return {
     source,
@@ -601,7 +690,9 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
     dhcp,
     tftp,
     http,
-    stateDir: state ? resolve(baseDir, state) : defaultStateDir(),
+    stateDir,
+    nbd,
+    cacheDir: cacheDir ? resolve(baseDir, cacheDir) : join(stateDir, "cache"),
     entries,
     machines,
     default: def,

@@ -31,6 +31,17 @@ export interface ScriptContext {
   query: string;
   /** Titles of the entries a menu lists. */
   titleOf: (name: string) => string;
+  /** Added to a kernel's command line (an image entry's nbdroot=). */
+  rootCmdline?: string;
+}
+
+/** A script that shows why a machine cannot boot and stops in the iPXE shell. */
+export function errorScript(message: string): string {
+  return `#!ipxe
+echo inetboot: ${line(message)}
+echo inetboot: dropping to the iPXE shell (type exit to go on)
+shell
+`;
 }
 
 const FAILED = (what: string): string =>
@@ -41,9 +52,14 @@ export function entryScript(entry: Entry, ctx: ScriptContext): string {
   const q = ctx.query ? `?${ctx.query}` : "";
   const name = encodeURIComponent(entry.name);
   switch (entry.kind) {
-    case "kernel": {
+    case "kernel":
+    case "image": {
       const initrdNames = entry.initrd.map((_, i) => `initrd${i}.img`);
-      const cmdline = [...initrdNames.map((n) => `initrd=${n}`), line(entry.cmdline)]
+      const cmdline = [
+        ...initrdNames.map((n) => `initrd=${n}`),
+        line(entry.cmdline),
+        ctx.rootCmdline ? line(ctx.rootCmdline) : "",
+      ]
         .filter(Boolean)
         .join(" ");
       const initrds = initrdNames

@@ -1,0 +1,121 @@
+// Image entries: the server opens each image's latest trusted release once (chunk store →
+// mirror set → the server's shared chunk cache → chunked device) and exports it over NBD to
+// each machine through a copy-on-write overlay of its own: fresh every boot (`ephemeral`) or
+// kept per MAC across boots (`per-machine`).
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { CowDevice } from "../block/cow-device.ts";
+import { openDeviceStack } from "../block/open-stack.ts";
+import type { DeviceStack } from "../block/open-stack.ts";
+import { PassThroughDevice } from "../block/pass-through.ts";
+import { silentLogger } from "../log.ts";
+import type { Logger } from "../log.ts";
+import type { NbdServer } from "../nbd/server.ts";
+import { loadTrustedKeys } from "../store/trust.ts";
+import type { Entry } from "./config.ts";
+
+type ImageEntry = Extract<Entry, { kind: "image" }>;
+
+/** The shared base under many overlays: closing one machine's overlay must not close it. */
+class SharedBase extends PassThroughDevice {
+  override close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+export interface ImageExportsOptions {
+  nbd: NbdServer;
+  stateDir: string;
+  cacheDir: string;
+  logger?: Logger;
+}
+
+export class ImageExports {
+  readonly #o: ImageExportsOptions;
+  readonly #log: Logger;
+  readonly #bases = new Map<string, Promise<DeviceStack>>();
+  readonly #overlays = new Map<string, Promise<CowDevice>>();
+
+  constructor(options: ImageExportsOptions) {
+    this.#o = options;
+    this.#log = options.logger ?? silentLogger;
+  }
+
+  /** The image's block stack, opened on first use (the release is resolved and verified then). */
+  base(entry: ImageEntry): Promise<DeviceStack> {
+    let p = this.#bases.get(entry.name);
+    if (!p) {
+      p = openDeviceStack(entry.image.source, {
+        stores: entry.image.stores,
+        cache: this.#o.cacheDir,
+        policy: {
+          trusted: loadTrustedKeys(entry.image.trust),
+          insecure: entry.image.insecure,
+          statePath: join(this.#o.stateDir, "accepted-releases.json"),
+        },
+        logger: this.#log,
+      });
+      this.#bases.set(entry.name, p);
+      p.then(
+        (stack) => this.#log.info({ entry: entry.name, image: stack.label }, "image opened"),
+        () => this.#bases.delete(entry.name), // the next boot tries again
+      );
+    }
+    return p;
+  }
+
+  static exportName(entry: string, mac: string): string {
+    return `${entry}-${mac.replace(/:/g, "-")}`;
+  }
+
+  /** Makes the machine's export ready (a fresh overlay for ephemeral disks); returns its name. */
+  async prepare(entry: ImageEntry, mac: string): Promise<string> {
+    const name = ImageExports.exportName(entry.name, mac);
+    const stack = await this.base(entry);
+    const dir = join(this.#o.stateDir, "overlays", entry.name);
+    const path = join(dir, `${mac.replace(/:/g, "-")}.cow`);
+    const existing = this.#overlays.get(name);
+    if (existing && entry.disk === "per-machine") return existing.then(() => name);
+    if (existing) {
+      this.#overlays.delete(name);
+      this.#o.nbd.removeExport(name);
+      await (await existing.catch(() => null))?.close();
+    }
+    const opened = (async () => {
+      await mkdir(dir, { recursive: true });
+      if (entry.disk === "ephemeral") await rm(path, { force: true });
+      return CowDevice.open(new SharedBase(stack.device), path, { baseId: stack.baseId });
+    })();
+    this.#overlays.set(name, opened);
+    let device: CowDevice;
+    try {
+      device = await opened;
+    } catch (err) {
+      this.#overlays.delete(name);
+      throw err;
+    }
+    this.#o.nbd.setExport({ name, description: `${stack.label} for ${mac}`, device });
+    return name;
+  }
+
+  has(name: string): boolean {
+    return this.#overlays.has(name);
+  }
+
+  /** Cache statistics of the opened images (for the API). */
+  async stats(): Promise<Record<string, unknown>[]> {
+    const out: Record<string, unknown>[] = [];
+    for (const [entry, p] of this.#bases) {
+      const stack = await p.catch(() => null);
+      if (stack) out.push({ entry, image: stack.label, cache: stack.cache?.stats ?? null });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.#overlays.values()) await (await p.catch(() => null))?.close();
+    for (const p of this.#bases.values()) await (await p.catch(() => null))?.close();
+    this.#overlays.clear();
+    this.#bases.clear();
+  }
+}
