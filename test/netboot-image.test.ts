@@ -1,29 +1,58 @@
 // End to end: QEMU network-boots a Debian root filesystem that inetboot serve streams from a
 // signed image in a chunk store and exports over NBD (the host's Debian kernel and initrd with
 // nbd-client's initramfs support: root=/dev/nbd0 nbdroot=SERVER,EXPORT,nbd0 ip=dhcp). A
-// per-machine disk keeps what the first boot wrote.
+// per-machine disk keeps what the first boot wrote; as a caching gateway in front of nginx
+// mirrors, a tampered chunk is caught and failed over, a warm boot fetches nothing, and a boot
+// with the origin gone works from the cache.
 import assert from "node:assert/strict";
-import { chmodSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { it } from "node:test";
+import { after, describe, it } from "node:test";
+import type { TestContext } from "node:test";
+import { decodeBlobIndex } from "../src/store/caibx.ts";
+import { chunkFile } from "../src/store/layout.ts";
 import { debianTree, hostKernel } from "./debian-rootfs.ts";
 import { inetbootOk, requireTool, run, tempDir } from "./helpers.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
+import type { TestLan } from "./netns.ts";
+import { nginxConfig } from "./nginx.ts";
 import { bootUntil } from "./qemu.ts";
 
 const MAC = "52:54:00:12:34:77";
+const MARKER = /INETBOOT-IMAGE-BOOT count=\d+ [^\n]*\n/;
 
-it(
-  "QEMU boots a Debian image streamed over NBD; a per-machine disk keeps its writes",
-  { timeout: 900_000 },
-  async (t) => {
-    if (!requireNetns(t) || !requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
-    if (!requireTool(t, "mkfs.ext4", "e2fsprogs")) return;
+interface Built {
+  dir: string;
+  store: string;
+  key: string;
+  kernel: string;
+  initrd: string;
+}
+
+let built: Promise<Built | null> | null = null;
+const shared = mkdtempSync(join(tmpdir(), "inetboot-image-"));
+after(() => rmSync(shared, { recursive: true, force: true }));
+
+/** The Debian image (minbase + a marker init counting boots), packed and signed, built once. */
+function buildImage(t: TestContext): Promise<Built | null> {
+  built ??= (async () => {
+    if (!requireNetns(t) || !requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return null;
+    if (!requireTool(t, "mkfs.ext4", "e2fsprogs") || !requireTool(t, "nginx", "nginx-light"))
+      return null;
     const kit = hostKernel(t);
-    if (!kit) return;
-    const dir = tempDir(t);
-    const tree = debianTree(t, dir);
-    if (!tree) return;
+    const tree = kit && debianTree(t, shared);
+    if (!kit || !tree) return null;
     const init = join(tree, "inetboot-persist");
     writeFileSync(
       init,
@@ -39,7 +68,7 @@ it(
       ].join("\n"),
     );
     chmodSync(init, 0o755);
-    const image = join(dir, "root.img");
+    const image = join(shared, "root.img");
     const mk = await run("mkfs.ext4", [
       "-q",
       "-F",
@@ -51,59 +80,149 @@ it(
       "1G",
     ]);
     assert.equal(mk.code, 0, mk.stderr);
-    await inetbootOk(["keygen", "--out", join(dir, "k")]);
-    await inetbootOk([
-      "pack",
-      image,
-      "--store",
-      join(dir, "store"),
-      "--name",
-      "debian",
-      "--key",
-      join(dir, "k"),
-    ]);
+    rmSync(tree, { recursive: true, force: true });
+    const key = join(shared, "k");
+    await inetbootOk(["keygen", "--out", key]);
+    const store = join(shared, "store");
+    await inetbootOk(["pack", image, "--store", store, "--name", "debian", "--key", key]);
+    rmSync(image);
+    return { dir: shared, store, key, kernel: kit.kernel, initrd: kit.initrd };
+  })();
+  return built;
+}
 
-    const lan = createLan(t);
-    const tap = lan.addTap();
-    const config = join(dir, "serve.yaml");
-    writeFileSync(
-      config,
-      `listen: { interface: br0, address: ${lan.serverAddress} }
+function serveConfig(lan: TestLan, dir: string, b: Built, image: string, disk: string): string {
+  const path = join(dir, "serve.yaml");
+  writeFileSync(
+    path,
+    `listen: { interface: br0, address: ${lan.serverAddress} }
 dhcp: { mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150] }
 http: { port: 8080 }
 state: ${dir}/state
 entries:
   debian:
-    image: { name: debian, store: ${dir}/store, trust: [${dir}/k.pub] }
-    kernel: ${kit.kernel}
-    initrd: [${kit.initrd}]
+    image: ${image}
+    kernel: ${b.kernel}
+    initrd: [${b.initrd}]
     cmdline: console=ttyS0 init=/inetboot-persist panic=-1
-    disk: per-machine
+    disk: ${disk}
 machines:
   - { match: { mac: "${MAC}" }, boot: debian }
 `,
-    );
-    const serve = await startServe(lan, config);
-    const args = [
-      "-netdev",
-      `tap,id=n0,ifname=${tap},script=no,downscript=no`,
-      "-device",
-      `virtio-net-pci,netdev=n0,mac=${MAC}`,
-      "-boot",
-      "n",
-    ];
-    const marker = /INETBOOT-IMAGE-BOOT count=\d+ [^\n]*\n/;
-    const first = await bootUntil(args, marker, 400_000, { netns: lan.server, memoryMb: 1024 });
-    assert.match(first, /INETBOOT-IMAGE-BOOT count=1 \/dev\/nbd0 \/ ext4 rw/);
-    const second = await bootUntil(args, marker, 400_000, { netns: lan.server, memoryMb: 1024 });
+  );
+  return path;
+}
+
+function qemuArgs(tap: string): string[] {
+  return [
+    "-netdev",
+    `tap,id=n0,ifname=${tap},script=no,downscript=no`,
+    "-device",
+    `virtio-net-pci,netdev=n0,mac=${MAC}`,
+    "-boot",
+    "n",
+  ];
+}
+
+describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_200_000 }, () => {
+  it("QEMU boots the Debian image over NBD; a per-machine disk keeps its writes", async (t) => {
+    const b = await buildImage(t);
+    if (!b) return;
+    const dir = tempDir(t);
+    const lan = createLan(t);
+    const tap = lan.addTap();
+    const image = `{ name: debian, store: ${b.store}, trust: [${b.key}.pub] }`;
+    const serve = await startServe(lan, serveConfig(lan, dir, b, image, "per-machine"));
+    const boot = (): Promise<string> =>
+      bootUntil(qemuArgs(tap), MARKER, 400_000, { netns: lan.server, memoryMb: 1024 });
+    assert.match(await boot(), /INETBOOT-IMAGE-BOOT count=1 \/dev\/nbd0 \/ ext4 rw/);
     assert.match(
-      second,
+      await boot(),
       /INETBOOT-IMAGE-BOOT count=2 /,
-      "the per-machine overlay kept the first boot's write",
+      "the overlay kept the first boot's write",
     );
     const stages = serve.logs.map((l) => l.event);
     assert.ok(stages.includes("nbd-export"), stages.join(","));
     const opened = serve.logs.find((l) => l.msg === "image opened");
     assert.match(String(opened?.image), /^debian@1/);
-  },
-);
+  });
+
+  it("caching gateway: a tampered chunk fails over, a warm boot fetches nothing, the cache boots offline", async (t) => {
+    const b = await buildImage(t);
+    if (!b) return;
+    const dir = tempDir(t);
+    // Two mirrors on one nginx in the server's namespace. Each has one chunk replaced by another
+    // (valid zstd, wrong content: only the hash check can catch it): A the first chunk, B the
+    // second, so whichever mirror the set prefers, a tampered chunk is met and the other mirror
+    // has it right.
+    const web = join(dir, "web");
+    for (const m of ["a", "b"]) cpSync(b.store, join(web, m), { recursive: true });
+    const indexes = join(web, "a", "indexes");
+    const index = decodeBlobIndex(readFileSync(join(indexes, readdirSync(indexes)[0])));
+    const distinct = [...new Map(index.chunks.map((c) => [c.id, c])).values()];
+    const [x, y, z] = distinct;
+    const tamper = (mirror: string, victim: string, donor: string): void =>
+      copyFileSync(
+        join(web, mirror, "chunks", chunkFile(donor)),
+        join(web, mirror, "chunks", chunkFile(victim)),
+      );
+    tamper("a", x.id, z.id);
+    tamper("b", y.id, z.id);
+
+    const lan = createLan(t);
+    const tap = lan.addTap();
+    const nginxDir = join(dir, "nginx");
+    mkdirSync(nginxDir);
+    const nginx = lan.spawn(lan.server, "/usr/sbin/nginx", [
+      "-c",
+      nginxConfig(web, nginxDir, 8090),
+      "-p",
+      nginxDir,
+    ]);
+    for (let i = 0; i < 100; i++) {
+      try {
+        lan.exec(lan.server, "curl", ["-sf", "-o", "/dev/null", "http://127.0.0.1:8090/b/"]);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const chunkGets = (): number =>
+      readFileSync(join(nginxDir, "access.log"), "utf8")
+        .split("\n")
+        .filter((l) => l.includes(".cacnk")).length;
+    const image = `{ name: debian, store: [http://127.0.0.1:8090/a, http://127.0.0.1:8090/b], trust: [${b.key}.pub] }`;
+    const config = serveConfig(lan, dir, b, image, "ephemeral");
+    let serve = await startServe(lan, config);
+    const boot = (): Promise<string> =>
+      bootUntil(qemuArgs(tap), MARKER, 400_000, { netns: lan.server, memoryMb: 1024 });
+
+    assert.match(await boot(), /count=1 /, "cold boot through the mirrors");
+    const failover = serve.logs.find((l) => l.msg === "mirror failed; failing over");
+    assert.match(
+      String(failover?.err),
+      new RegExp(`${x.id.slice(0, 16)}|${y.id.slice(0, 16)}`),
+      "a tampered chunk was caught",
+    );
+    assert.ok(!serve.logs.some((l) => l.msg === "cannot keep the release in the cache"));
+    const cold = chunkGets();
+    assert.ok(cold > 10, `cold boot fetched ${cold} chunks`);
+
+    assert.match(await boot(), /count=1 /, "ephemeral: a fresh overlay each boot");
+    assert.equal(chunkGets(), cold, "a warm boot fetches no chunk from the origin");
+
+    // The origin goes away and the server restarts: the release and the boot set come from the cache.
+    nginx.kill("SIGTERM");
+    await new Promise((r) => nginx.once("exit", r));
+    serve.child.kill("SIGTERM");
+    await new Promise((r) => serve.child.once("exit", r));
+    serve = await startServe(lan, config);
+    assert.match(await boot(), /count=1 /, "boots with the origin stopped");
+    assert.ok(
+      serve.logs.some(
+        (l) => l.msg === "the store cannot be reached; using the release kept in the cache",
+      ),
+      "used the cached release",
+    );
+  });
+});

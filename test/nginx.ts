@@ -26,9 +26,8 @@ export interface NginxProcess extends Nginx {
   stop: () => void;
 }
 
-/** Starts nginx serving `root` at http://127.0.0.1:PORT/ with its files in `dir`. */
-export async function startNginxProcess(root: string, dir: string): Promise<NginxProcess> {
-  const port = await freePort();
+/** An nginx.conf serving `root` on 127.0.0.1:`port`, keeping its files in `dir`. */
+export function nginxConfig(root: string, dir: string, port: number): string {
   const conf = join(dir, "nginx.conf");
   writeFileSync(
     conf,
@@ -54,6 +53,13 @@ http {
 }
 `,
   );
+  return conf;
+}
+
+/** Starts nginx serving `root` at http://127.0.0.1:PORT/ with its files in `dir`. */
+export async function startNginxProcess(root: string, dir: string): Promise<NginxProcess> {
+  const port = await freePort();
+  const conf = nginxConfig(root, dir, port);
   const child = spawn("/usr/sbin/nginx", ["-c", conf, "-p", dir], { stdio: "ignore" });
   const url = `http://127.0.0.1:${port}/`;
   for (let i = 0; i < 100; i++) {

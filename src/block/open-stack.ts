@@ -153,6 +153,7 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
     label = image.label;
     baseId = image.release ? `sha256:${image.release.release.index}` : `${source}`;
     let fetcher: ChunkFetcher;
+    let unusedReader: { close(): Promise<void> } | null = null;
     if (options.offline) {
       fetcher = new OfflineFetcher();
     } else {
@@ -167,7 +168,8 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
             reader: openStoreReader(s, stores.length > 1 ? { attempts: 1 } : {}),
             prefix,
           }));
-      if (!sameReader) await image.chunks.reader.close();
+      // (The release's own reader is closed below, after the cache has kept the release.)
+      if (!sameReader) unusedReader = image.chunks.reader;
       mirrors = new MirrorSet(sources, { logger: log });
       if (sources.length > 1) await mirrors.probe();
       fetcher = mirrors;
@@ -179,6 +181,7 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
       );
       fetcher = cache.layer(fetcher);
     }
+    await unusedReader?.close();
     const chunked = new ChunkedDevice(image.index, fetcher);
     if (cache && profile) {
       // The boot set is pinned: eviction never costs the next offline boot.
