@@ -75,6 +75,25 @@ describe("serve configuration", () => {
     assert.match(text, /serve\.yaml:10: bogus: unknown key "bogus"/);
   });
 
+  it("checks image entries: store, trust, kernel, disk", () => {
+    const p = problems(`entries:\n  img:\n    image: { name: debian }\n    disk: forever\n`).join(
+      "\n",
+    );
+    assert.match(p, /serve\.yaml:3: entries\.img\.image: an image needs store/);
+    assert.match(p, /an image needs trust: \[public key files\]/);
+    assert.match(p, /serve\.yaml:3: entries\.img: an image entry needs kernel/);
+    assert.match(p, /serve\.yaml:4: entries\.img\.disk: expected one of ephemeral, per-machine/);
+    const c = parseConfig(
+      `entries:\n  img:\n    image: { name: debian@sha256:${"a".repeat(64)}, store: [http://a/s, http://b/s], insecure: true }\n    kernel: /k\n`,
+      "serve.yaml",
+    );
+    const e = c.entries.get("img");
+    assert.ok(e?.kind === "image");
+    assert.deepEqual(e.image.stores, ["http://a/s", "http://b/s"]);
+    assert.equal(e.disk, "ephemeral");
+    assert.equal(c.nbd.port, 10809);
+  });
+
   it("needs an interface for DHCP and a range for full mode; reports YAML syntax errors with a line", () => {
     const p = problems("dhcp: { mode: full }\n");
     assert.ok(p.some((x) => /needs listen\.interface/.test(x)));
