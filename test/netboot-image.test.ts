@@ -143,6 +143,15 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
     );
     const stages = serve.logs.map((l) => l.event);
     assert.ok(stages.includes("nbd-export"), stages.join(","));
+    const images = lan.exec(lan.server, "curl", ["-sf", "http://127.0.0.1:8080/api/images"]);
+    const [stats] = JSON.parse(images) as {
+      entry: string;
+      image: string;
+      cache: { misses: number };
+    }[];
+    assert.equal(stats.entry, "debian");
+    assert.ok(stats.cache.misses > 0, "chunks came through the server's cache");
+    assert.match(stats.image, /^debian@1/);
     const opened = serve.logs.find((l) => l.msg === "image opened");
     assert.match(String(opened?.image), /^debian@1/);
   });

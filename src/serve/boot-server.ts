@@ -394,6 +394,10 @@ export class BootServer {
       );
       return;
     }
+    if (path === "/api/images") {
+      this.#json(res, (await this.#images?.stats()) ?? []);
+      return;
+    }
     if (path === "/api/config") {
       this.#json(res, {
         source: this.config.source,
@@ -594,7 +598,7 @@ export class BootServer {
       `entries: ${[...c.entries.keys()].join(", ")}`,
       `default: ${c.default}`,
       "",
-      "API: /api/machines /api/events /api/config",
+      "API: /api/machines /api/events /api/images /api/config",
     ];
     for (const w of c.warnings) lines.push(`warning: ${w}`);
     return lines.join("\n") + "\n";

@@ -107,7 +107,14 @@ export class ImageExports {
     const out: Record<string, unknown>[] = [];
     for (const [entry, p] of this.#bases) {
       const stack = await p.catch(() => null);
-      if (stack) out.push({ entry, image: stack.label, cache: stack.cache?.stats ?? null });
+      if (stack) {
+        out.push({
+          entry,
+          image: stack.label,
+          cache: stack.cache?.stats ?? null,
+          mirrors: stack.mirrorStats(),
+        });
+      }
     }
     return out;
   }
