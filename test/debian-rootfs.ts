@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
-import { requireTool } from "./helpers.ts";
+import { inetbootOk, requireTool, run } from "./helpers.ts";
 
 const ROOTFS = "/var/tmp/inetboot-test-rootfs-bookworm";
 const MIRROR = process.env.DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
@@ -80,4 +80,20 @@ export function debianTree(t: TestContext, dir: string): string | null {
   );
   chmodSync(marker, 0o755);
   return tree;
+}
+
+/** Makes a 1 GiB ext4 image of `tree` and packs it, signed, as NAME into DIR/store. */
+export async function packTree(
+  tree: string,
+  dir: string,
+  name: string,
+): Promise<{ image: string; store: string; key: string }> {
+  const image = join(dir, "root.img");
+  const mk = await run("mkfs.ext4", ["-q", "-F", "-d", tree, "-E", "root_owner=0:0", image, "1G"]);
+  if (mk.code !== 0) throw new Error(`mkfs.ext4 failed: ${mk.stderr}`);
+  const key = join(dir, "k");
+  await inetbootOk(["keygen", "--out", key]);
+  const store = join(dir, "store");
+  await inetbootOk(["pack", image, "--store", store, "--name", name, "--key", key]);
+  return { image, store, key };
 }

@@ -22,8 +22,8 @@ import { after, describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { decodeBlobIndex } from "../src/store/caibx.ts";
 import { chunkFile } from "../src/store/layout.ts";
-import { debianTree, hostKernel } from "./debian-rootfs.ts";
-import { inetbootOk, requireTool, run, tempDir } from "./helpers.ts";
+import { debianTree, hostKernel, packTree } from "./debian-rootfs.ts";
+import { requireTool, tempDir } from "./helpers.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
 import { nginxConfig } from "./nginx.ts";
@@ -68,23 +68,8 @@ function buildImage(t: TestContext): Promise<Built | null> {
       ].join("\n"),
     );
     chmodSync(init, 0o755);
-    const image = join(shared, "root.img");
-    const mk = await run("mkfs.ext4", [
-      "-q",
-      "-F",
-      "-d",
-      tree,
-      "-E",
-      "root_owner=0:0",
-      image,
-      "1G",
-    ]);
-    assert.equal(mk.code, 0, mk.stderr);
+    const { image, store, key } = await packTree(tree, shared, "debian");
     rmSync(tree, { recursive: true, force: true });
-    const key = join(shared, "k");
-    await inetbootOk(["keygen", "--out", key]);
-    const store = join(shared, "store");
-    await inetbootOk(["pack", image, "--store", store, "--name", "debian", "--key", key]);
     rmSync(image);
     return { dir: shared, store, key, kernel: kit.kernel, initrd: kit.initrd };
   })();

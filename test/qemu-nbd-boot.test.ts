@@ -5,8 +5,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { it } from "node:test";
 import { startAttach } from "./attach.ts";
-import { debianTree, hostKernel } from "./debian-rootfs.ts";
-import { inetbootOk, requireTool, run, tempDir } from "./helpers.ts";
+import { debianTree, hostKernel, packTree } from "./debian-rootfs.ts";
+import { inetbootOk, requireTool, tempDir } from "./helpers.ts";
 import { startNginx } from "./nginx.ts";
 import { bootUntil } from "./qemu.ts";
 
@@ -24,29 +24,7 @@ it(
     const dir = tempDir(t);
     const tree = debianTree(t, dir);
     if (!tree) return;
-    const image = join(dir, "root.img");
-    const mk = await run("mkfs.ext4", [
-      "-q",
-      "-F",
-      "-d",
-      tree,
-      "-E",
-      "root_owner=0:0",
-      image,
-      "1G",
-    ]);
-    assert.equal(mk.code, 0, mk.stderr);
-    await inetbootOk(["keygen", "--out", join(dir, "k")]);
-    await inetbootOk([
-      "pack",
-      image,
-      "--store",
-      join(dir, "store"),
-      "--name",
-      "debian",
-      "--key",
-      join(dir, "k"),
-    ]);
+    await packTree(tree, dir, "debian");
     const nginx = await startNginx(t, dir);
     if (!nginx) return;
     const sock = join(dir, "nbd.sock");

@@ -301,6 +301,14 @@ function fileRef(c: Checker, v: unknown, path: Path, baseDir: string): FileRef |
   return { path: full, sha256: sha256?.toLowerCase() };
 }
 
+/** `initrd:` as one file or a list of them. */
+function initrds(c: Checker, v: unknown, path: Path, baseDir: string): FileRef[] {
+  const list = v === undefined ? [] : Array.isArray(v) ? v : [v];
+  return list
+    .map((x, i) => fileRef(c, x, Array.isArray(v) ? [...path, i] : path, baseDir))
+    .filter((x) => x !== undefined);
+}
+
 const ENTRY_KEYS = [
   "image",
   "disk",
@@ -352,18 +360,7 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
   switch (kinds[0]) {
     case "kernel": {
       const kernel = fileRef(c, o.kernel, [...path, "kernel"], baseDir);
-      const rawInitrd =
-        o.initrd === undefined ? [] : Array.isArray(o.initrd) ? o.initrd : [o.initrd];
-      const initrd = rawInitrd
-        .map((x, i) =>
-          fileRef(
-            c,
-            x,
-            Array.isArray(o.initrd) ? [...path, "initrd", i] : [...path, "initrd"],
-            baseDir,
-          ),
-        )
-        .filter((x) => x !== undefined);
+      const initrd = initrds(c, o.initrd, [...path, "initrd"], baseDir);
       const cmdline = c.string(o.cmdline, [...path, "cmdline"]) ?? "";
       return kernel ? { ...base, kind: "kernel", kernel, initrd, cmdline } : undefined;
     }
@@ -397,18 +394,7 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
       if (o.kernel === undefined)
         c.error(path, "an image entry needs kernel (and usually initrd) to boot it");
       const kernel = fileRef(c, o.kernel, [...path, "kernel"], baseDir);
-      const rawInitrd =
-        o.initrd === undefined ? [] : Array.isArray(o.initrd) ? o.initrd : [o.initrd];
-      const initrd = rawInitrd
-        .map((x, i) =>
-          fileRef(
-            c,
-            x,
-            Array.isArray(o.initrd) ? [...path, "initrd", i] : [...path, "initrd"],
-            baseDir,
-          ),
-        )
-        .filter((x) => x !== undefined);
+      const initrd = initrds(c, o.initrd, [...path, "initrd"], baseDir);
       const disk =
         c.oneOf(o.disk, [...path, "disk"], ["ephemeral", "per-machine"] as const) ?? "ephemeral";
       if (!kernel || !source) return undefined;
