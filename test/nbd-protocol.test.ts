@@ -95,6 +95,34 @@ describe("NBD server robustness", () => {
   });
 });
 
+describe("NBD exports that belong to one machine each", () => {
+  it("without a default export, the empty name and other names get nothing", async (t) => {
+    const dir = tempDir(t);
+    writeFileSync(join(dir, "d.img"), textLike(1 << 20));
+    const server = new NbdServer({ exports: [], defaultExport: false });
+    const sock = join(dir, "s.sock");
+    await server.listen({ path: sock });
+    t.after(() => server.close());
+    server.setExport({
+      name: "debian-52-54-00-00-00-01",
+      device: await FileDevice.open(join(dir, "d.img")),
+    });
+    await assert.rejects(TestNbdClient.connect(sock, ""), /NBD_OPT_GO failed: 6/);
+    await assert.rejects(
+      TestNbdClient.connect(sock, "debian-52-54-00-00-00-02"),
+      /NBD_OPT_GO failed: 6/,
+    );
+    const own = await TestNbdClient.connect(sock, "debian-52-54-00-00-00-01");
+    t.after(() => own.close());
+    assert.ok((await own.readAt(0, 100)).equals(textLike(1 << 20).subarray(0, 100)));
+    server.removeExport("debian-52-54-00-00-00-01");
+    await assert.rejects(
+      TestNbdClient.connect(sock, "debian-52-54-00-00-00-01"),
+      /NBD_OPT_GO failed: 6/,
+    );
+  });
+});
+
 describe("NBD server limits and transports", () => {
   it("back-pressures a client that sends requests but never reads replies", async (t) => {
     const dir = tempDir(t);

@@ -19,6 +19,11 @@ export interface NbdExport {
 
 export interface NbdServerOptions {
   exports: NbdExport[];
+  /**
+   * Whether a client asking for the empty name gets the first export (handy for one-export
+   * servers; off where each export belongs to one machine).
+   */
+  defaultExport?: boolean;
   logger?: Logger;
   /** Largest READ or WRITE accepted (bigger get EOVERFLOW/EINVAL). */
   maxRequestBytes?: number;
@@ -58,6 +63,7 @@ const BASE_ALLOCATION_ID = 1;
 export class NbdServer {
   readonly #exports = new Map<string, NbdExport>();
   readonly #log: Logger;
+  readonly #defaultExport: boolean;
   readonly #opts: typeof DEFAULT_NBD_OPTIONS;
   readonly #servers: Server[] = [];
   readonly #sockets = new Set<Socket>();
@@ -68,6 +74,7 @@ export class NbdServer {
 
   constructor(options: NbdServerOptions) {
     for (const e of options.exports) this.#exports.set(e.name, e);
+    this.#defaultExport = options.defaultExport ?? true;
     this.#log = options.logger ?? silentLogger;
     this.#opts = { ...DEFAULT_NBD_OPTIONS, ...stripUndefined(options) };
   }
@@ -132,7 +139,7 @@ export class NbdServer {
   }
 
   exportNamed(name: string): NbdExport | undefined {
-    if (name === "" && this.#exports.size >= 1 && !this.#exports.has(""))
+    if (name === "" && this.#defaultExport && this.#exports.size >= 1 && !this.#exports.has(""))
       return this.#exports.values().next().value;
     return this.#exports.get(name);
   }

@@ -276,7 +276,8 @@ export class BootServer {
 
   async #startNbd(): Promise<void> {
     const c = this.config;
-    const nbd = new NbdServer({ exports: [], logger: this.#log });
+    // No default export: each export is one machine's disk, reachable only by its own name.
+    const nbd = new NbdServer({ exports: [], defaultExport: false, logger: this.#log });
     const host = c.listen.interface ? "0.0.0.0" : this.#address;
     const bound = await nbd.listen({ host, port: c.nbd.port });
     this.#nbd = nbd;
