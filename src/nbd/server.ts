@@ -8,6 +8,7 @@ import { dataExtent, OutOfRangeError, ReadOnlyError } from "../block/block-devic
 import type { BlockDevice } from "../block/block-device.ts";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
+import { stripUndefined } from "../options.ts";
 import { ByteQueue, ConnectionClosedError } from "./byte-queue.ts";
 import * as P from "./protocol.ts";
 
@@ -160,10 +161,6 @@ export class NbdServer {
     this.#inFlight -= bytes;
     for (const w of this.#inFlightWaiters.splice(0)) w();
   }
-}
-
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 function transmissionFlags(device: BlockDevice): number {

@@ -5,6 +5,7 @@ import { createSocket } from "node:dgram";
 import type { RemoteInfo, Socket } from "node:dgram";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
+import { stripUndefined } from "../options.ts";
 import { bindToInterface, bindUdp } from "../net/interface.ts";
 import {
   dataHeader,
@@ -152,10 +153,6 @@ export class TftpServer {
       transfer.abort("internal error");
     });
   }
-}
-
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 function sendError(socket: Socket, to: RemoteInfo, code: number, message: string): void {
