@@ -238,20 +238,24 @@ describe("durability and the cache", () => {
     const cacheDir = join(p.dir, "cache");
     const state = join(p.dir, "s");
     const url = `${nginx.url}store`;
-    const a = await startAttach(t, [
-      "disk",
-      "--store",
-      url,
-      "--insecure",
-      "--state",
-      state,
-      "--cache",
-      cacheDir,
-      "--listen",
-      `unix:${join(p.dir, "a.sock")}`,
-    ]);
-    assert.equal((await run("nbdcopy", [a.uri, join(p.dir, "warm")])).code, 0);
-    await a.stop();
+    /** Attaches the image with these source flags and the shared cache; reads it all. */
+    const copyThrough = async (name: string, source: string[]): Promise<void> => {
+      const a = await startAttach(t, [
+        "disk",
+        ...source,
+        "--insecure",
+        "--state",
+        state,
+        "--cache",
+        cacheDir,
+        "--listen",
+        `unix:${join(p.dir, `${name}.sock`)}`,
+      ]);
+      assert.equal((await run("nbdcopy", [a.uri, join(p.dir, name)])).code, 0);
+      assert.ok(readFileSync(join(p.dir, name)).equals(p.data));
+      await a.stop();
+    };
+    await copyThrough("warm", ["--store", url]);
     const status = JSON.parse(
       (
         await inetbootOk([
@@ -269,37 +273,8 @@ describe("durability and the cache", () => {
     assert.ok(status.misses > 0);
 
     // Every origin down: the store URL now refuses connections.
-    const dead = `http://127.0.0.1:9/store`;
-    const b = await startAttach(t, [
-      "disk",
-      "--store",
-      dead,
-      "--insecure",
-      "--state",
-      state,
-      "--cache",
-      cacheDir,
-      "--listen",
-      `unix:${join(p.dir, "b.sock")}`,
-    ]);
-    assert.equal((await run("nbdcopy", [b.uri, join(p.dir, "cold")])).code, 0);
-    assert.ok(readFileSync(join(p.dir, "cold")).equals(p.data));
-    await b.stop();
-
-    const c = await startAttach(t, [
-      "disk",
-      "--offline",
-      "--insecure",
-      "--state",
-      state,
-      "--cache",
-      cacheDir,
-      "--listen",
-      `unix:${join(p.dir, "c.sock")}`,
-    ]);
-    assert.equal((await run("nbdcopy", [c.uri, join(p.dir, "offline")])).code, 0);
-    assert.ok(readFileSync(join(p.dir, "offline")).equals(p.data));
-    await c.stop();
+    await copyThrough("cold", ["--store", "http://127.0.0.1:9/store"]);
+    await copyThrough("offline", ["--offline"]);
 
     // A cache missing chunks says so, by count.
     const victim = readdirSync(join(cacheDir, "chunks"))[0];
