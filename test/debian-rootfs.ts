@@ -1,12 +1,15 @@
-// A Debian root filesystem for boot tests (debootstrap --variant=minbase), built once per
-// machine and kept in /var/tmp, plus the host's Debian kernel and initrd.
+// A Debian root filesystem for boot tests (debootstrap --variant=minbase with systemd-sysv and
+// udev: boots to a login prompt on the serial console), built once per machine and kept in
+// /var/tmp, plus the host's Debian kernel and initrd.
 import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
 import { inetbootOk, requireTool, run } from "./helpers.ts";
 
-const ROOTFS = "/var/tmp/inetboot-test-rootfs-bookworm";
+const ROOTFS = "/var/tmp/inetboot-test-rootfs-bookworm-systemd";
+/** The guest's host name: its login prompt reads "inetboot-guest login:". */
+export const GUEST_HOSTNAME = "inetboot-guest";
 const MIRROR = process.env.DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
 
 export interface BootKit {
@@ -48,7 +51,7 @@ export function hostKernel(t: TestContext): BootKit | null {
 }
 
 /**
- * Builds (once) a minbase Debian tree and returns a copy in `dir` with `/inetboot-marker`, an
+ * Builds (once) a minbase Debian tree with systemd as init and returns a copy in `dir` with `/inetboot-marker`, an
  * init that prints a marker line and powers the machine off.
  */
 export function debianTree(t: TestContext, dir: string): string | null {
@@ -60,9 +63,12 @@ export function debianTree(t: TestContext, dir: string): string | null {
       return null;
     }
     rmSync(ROOTFS, { recursive: true, force: true });
-    execFileSync("debootstrap", ["--variant=minbase", "bookworm", ROOTFS, MIRROR], {
-      stdio: "ignore",
-    });
+    execFileSync(
+      "debootstrap",
+      ["--variant=minbase", "--include=systemd-sysv,udev", "bookworm", ROOTFS, MIRROR],
+      { stdio: "ignore" },
+    );
+    writeFileSync(join(ROOTFS, "etc/hostname"), `${GUEST_HOSTNAME}\n`);
   }
   const tree = join(dir, "rootfs");
   execFileSync("cp", ["-a", ROOTFS, tree]);
