@@ -122,7 +122,7 @@ if (import.meta.main) {
   const target = hostPort(args[1] ?? "");
   const options = { delayMs: flag("--delay-ms", 20), rateMbit: flag("--rate-mbit", 50) };
   await startWanProxy(listen, target, options);
-  console.log(`wan-proxy listening ${listen.host}:${listen.port}`);
+  process.stdout.write(`wan-proxy listening ${listen.host}:${listen.port}\n`);
 }
 
 /** The round trip and rate the Internet-boot tests and benchmark emulate. */
