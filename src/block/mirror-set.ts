@@ -3,6 +3,7 @@
 // corrupt bytes fail over to the next at once. Only verified bytes are ever returned.
 import { loadChunkWithFrame } from "../store/chunks.ts";
 import type { ChunkSource, VerifiedChunk } from "../store/chunks.ts";
+import type { StoreReader } from "../store/store-reader.ts";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import { BlockIoError } from "./block-device.ts";
@@ -87,6 +88,11 @@ export class MirrorSet implements ChunkFetcher {
       latencyMs: m.ewmaMs,
       healthy: m.penalizedUntil <= now,
     }));
+  }
+
+  /** The mirrors' store readers, best first (healthy by latency, then penalised ones). */
+  get readers(): StoreReader[] {
+    return this.#order().map((m) => m.source.reader);
   }
 
   /** Measures each mirror's latency once (a HEAD of a small file) so the first pick is good. */

@@ -1,12 +1,18 @@
 // Builds the block stack for one source, top to bottom:
-//   tracer → copy-on-write overlay → prefetcher → chunked image → chunk cache → mirror set
+//   tracer → copy-on-write overlay → prefetcher → chunked image → chunk cache → boot pack →
+//   mirror set
+// The release's own boot profile (when it has one) pins its chunks in the cache; its boot pack
+// is downloaded in the background at open, or else the profile is prefetched.
 // or, for a plain file or http:// URL, tracer → overlay → file/HTTP device.
 import { existsSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { writeFileAtomic } from "../store/local-store.ts";
 import { join } from "node:path";
 import { ChunkMissingError, FetchError, NotFoundError, UsageError } from "../store/errors.ts";
+import { profilePath } from "../store/boot-pack.ts";
+import { sha256Hex } from "../store/chunks.ts";
 import { indexPath, latestPath, releasePath } from "../store/layout.ts";
+import type { StoreReader } from "../store/store-reader.ts";
 import { openImage } from "../store/source.ts";
 import type { OpenedImage } from "../store/source.ts";
 import { isUrl, openStoreReader } from "../store/store-reader.ts";
@@ -25,7 +31,9 @@ import { MirrorSet } from "./mirror-set.ts";
 import type { MirrorStats } from "./mirror-set.ts";
 import { PrefetchDevice } from "./prefetch-device.ts";
 import type { PrefetchStats } from "./prefetch-device.ts";
-import { profileChunks, readProfile } from "./profile.ts";
+import { PackFetcher } from "./pack-fetcher.ts";
+import type { PackStats } from "./pack-fetcher.ts";
+import { decodeProfile, profileChunks, readProfile } from "./profile.ts";
 import type { ProfileEntry } from "./profile.ts";
 import { TraceDevice } from "./trace-device.ts";
 
@@ -58,6 +66,10 @@ export interface DeviceStack {
   cache: ChunkCache | null;
   mirrors: MirrorSet | null;
   prefetch: PrefetchStats | null;
+  /** The release's boot pack download, when it has one. */
+  pack: PackStats | null;
+  /** Where the boot profile in use came from: --profile, the release, or none. */
+  profileSource: string | null;
   mirrorStats(): MirrorStats[];
   close(): Promise<void>;
 }
@@ -79,6 +91,7 @@ async function rememberRelease(image: OpenedImage, cacheDir: string): Promise<vo
     `${releasePath(r.release.name, r.release.revision)}.minisig`,
     indexPath(r.release.index),
   ];
+  if (r.release.profile) files.push(profilePath(r.release.profile));
   for (const file of files) {
     const target = join(cacheDir, file);
     if (await stat(target).catch(() => null)) continue;
@@ -94,6 +107,16 @@ async function rememberRelease(image: OpenedImage, cacheDir: string): Promise<vo
   const latest = join(cacheDir, latestPath(r.release.name));
   const current = Number(await readFile(latest, "utf8").catch(() => "0"));
   if (!(current >= r.release.revision)) await writeFileAtomic(latest, `${r.release.revision}\n`);
+}
+
+/** The release's boot profile, checked against the digest the signed release names. */
+async function releaseProfile(reader: StoreReader, digest: string): Promise<ProfileEntry[]> {
+  const path = profilePath(digest);
+  const bytes = await reader.read(path);
+  if (sha256Hex(bytes) !== digest) {
+    throw new Error(`${reader.describe(path)} does not match the digest its release names`);
+  }
+  return decodeProfile(bytes.toString("utf8"), reader.describe(path));
 }
 
 class OfflineFetcher implements ChunkFetcher {
@@ -114,7 +137,9 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
   let cache: ChunkCache | null = null;
   let mirrors: MirrorSet | null = null;
   let prefetch: PrefetchDevice | null = null;
-  const profile: ProfileEntry[] | null = options.profile ? readProfile(options.profile) : null;
+  let pack: PackFetcher | null = null;
+  let profile: ProfileEntry[] | null = options.profile ? readProfile(options.profile) : null;
+  let profileSource: string | null = options.profile ?? null;
 
   if (isRawSource(source, options)) {
     const raw = isUrl(source)
@@ -174,13 +199,28 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
       if (sources.length > 1) await mirrors.probe();
       fetcher = mirrors;
     }
+    const digest = image.release?.release.profile;
+    if (!profile && digest) {
+      try {
+        profile = await releaseProfile(image.chunks.reader, digest);
+        profileSource = `${label} (published with the release)`;
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, "cannot read the release's boot profile");
+      }
+    }
     if (options.cache) {
       cache = openChunkCache(options.cache, { quotaBytes: options.cacheQuotaBytes, logger: log });
       await rememberRelease(image, options.cache).catch((err: Error) =>
         log.warn({ err: err.message }, "cannot keep the release in the cache"),
       );
-      fetcher = cache.layer(fetcher);
     }
+    const packInfo = image.release?.release.pack;
+    if (packInfo && mirrors && !options.profile) {
+      // The release's boot set, in a few large requests; the mirrors serve everything else.
+      pack = new PackFetcher(fetcher, mirrors.readers, packInfo, { cache, logger: log });
+      fetcher = pack;
+    }
+    if (cache) fetcher = cache.layer(fetcher);
     await unusedReader?.close();
     const chunked = new ChunkedDevice(image.index, fetcher);
     if (cache && profile) {
@@ -189,7 +229,7 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
     }
     device = chunked;
   }
-  if (profile) {
+  if (profile && !pack) {
     prefetch = new PrefetchDevice(device, profile, {
       streams: options.prefetchStreams,
       logger: log,
@@ -207,6 +247,8 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
     cache,
     mirrors,
     prefetch: prefetch?.stats ?? null,
+    pack: pack?.stats ?? null,
+    profileSource,
     mirrorStats: () => mirrors?.stats ?? [],
     close: () => top.close(),
   };

@@ -22,6 +22,11 @@ export function encodeProfileLine(e: ProfileEntry): string {
   return `${e.offset} ${e.length} ${Math.round(e.ms)}\n`;
 }
 
+/** Profile-file text for `entries`. */
+export function encodeProfile(entries: readonly ProfileEntry[]): string {
+  return PROFILE_HEADER + "\n" + entries.map((e) => encodeProfileLine(e)).join("");
+}
+
 export function decodeProfile(text: string, name = "profile"): ProfileEntry[] {
   const lines = text.split("\n");
   if (lines[0].trim() !== PROFILE_HEADER) {

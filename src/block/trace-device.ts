@@ -1,24 +1,38 @@
-// Access tracer: records the first access to each region (offset, length, time) to a boot
-// profile file, in the order the machine asked for them. Passes everything through.
+// Access tracer: records the first access to each region (offset, length, time), in the order
+// the machine asked for them: a boot profile, kept in memory and, when given a path, appended to
+// a file. Counts the distinct bytes read. Passes everything through.
 import { closeSync, openSync, writeSync } from "node:fs";
 import type { BlockDevice } from "./block-device.ts";
 import { PassThroughDevice } from "./pass-through.ts";
-import { encodeProfileLine, PROFILE_HEADER } from "./profile.ts";
+import { encodeProfile, encodeProfileLine, PROFILE_HEADER } from "./profile.ts";
+import type { ProfileEntry } from "./profile.ts";
 
 /** Granularity of "first access": 4 KiB, a page and a filesystem block. */
 export const TRACE_BLOCK = 4096;
 
 export class TraceDevice extends PassThroughDevice {
   readonly #seen: Uint8Array;
-  readonly #fd: number;
+  readonly #fd: number | null;
   readonly #started = performance.now();
-  entries = 0;
+  /** The first accesses so far, in order. */
+  readonly profile: ProfileEntry[] = [];
+  /** Distinct bytes read so far (whole 4 KiB blocks). */
+  coveredBytes = 0;
 
-  constructor(next: BlockDevice, path: string) {
+  constructor(next: BlockDevice, path: string | null) {
     super(next);
     this.#seen = new Uint8Array(Math.ceil(Math.ceil(next.size / TRACE_BLOCK) / 8));
-    this.#fd = openSync(path, "w");
-    writeSync(this.#fd, `${PROFILE_HEADER}\n`);
+    this.#fd = path === null ? null : openSync(path, "w");
+    if (this.#fd !== null) writeSync(this.#fd, `${PROFILE_HEADER}\n`);
+  }
+
+  get entries(): number {
+    return this.profile.length;
+  }
+
+  /** The profile so far as profile-file text. */
+  text(): string {
+    return encodeProfile(this.profile);
   }
 
   #record(offset: number, length: number): void {
@@ -36,13 +50,15 @@ export class TraceDevice extends PassThroughDevice {
       } else if (runStart >= 0) {
         const from = runStart * TRACE_BLOCK;
         const to = Math.min(this.size, b * TRACE_BLOCK);
-        lines += encodeProfileLine({ offset: from, length: to - from, ms });
-        this.entries++;
+        const entry = { offset: from, length: to - from, ms };
+        this.profile.push(entry);
+        this.coveredBytes += entry.length;
+        lines += encodeProfileLine(entry);
         runStart = -1;
       }
     }
     // Appended synchronously: a profile is small, and a crash keeps what was recorded.
-    if (lines) writeSync(this.#fd, lines);
+    if (lines && this.#fd !== null) writeSync(this.#fd, lines);
   }
 
   override read(offset: number, length: number): Promise<Buffer> {
@@ -51,7 +67,7 @@ export class TraceDevice extends PassThroughDevice {
   }
 
   override async close(): Promise<void> {
-    closeSync(this.#fd);
+    if (this.#fd !== null) closeSync(this.#fd);
     await this.next.close();
   }
 }

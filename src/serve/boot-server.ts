@@ -399,6 +399,15 @@ export class BootServer {
       this.#json(res, (await this.#images?.stats()) ?? []);
       return;
     }
+    m = /^\/api\/images\/([^/]+)\/profile$/.exec(path);
+    if (m) {
+      // What machines read first from this image since the server opened it: a boot profile
+      // for `inetboot optimize`.
+      const text = await this.#images?.profile(decodeURIComponent(m[1]));
+      if (text == null) throw new HttpError(404, `No opened image entry ${m[1]}`);
+      this.#send(res, 200, text, "text/plain; charset=utf-8");
+      return;
+    }
     if (path === "/api/config") {
       this.#json(res, {
         source: this.config.source,
@@ -599,7 +608,7 @@ export class BootServer {
       `entries: ${[...c.entries.keys()].join(", ")}`,
       `default: ${c.default}`,
       "",
-      "API: /api/machines /api/events /api/images /api/config",
+      "API: /api/machines /api/events /api/images /api/images/ENTRY/profile /api/config",
     ];
     for (const w of c.warnings) lines.push(`warning: ${w}`);
     return lines.join("\n") + "\n";

@@ -71,6 +71,40 @@ export class HttpStoreReader implements StoreReader {
     return length;
   }
 
+  async *readRange(path: string, offset: number, length: number): AsyncIterable<Buffer> {
+    if (length === 0) return;
+    const url = this.describe(path);
+    const range = `bytes=${offset}-${offset + length - 1}`;
+    // Retries cover getting the response; a body cut short is the caller's to resume.
+    const res = await this.#withRetries("GET", url, async () => {
+      const r = await request(url, { method: "GET", headers: { range }, dispatcher: this.#agent });
+      if (r.statusCode !== 206 && r.statusCode !== 200) await r.body.dump();
+      return r;
+    });
+    if (res.statusCode === 404 || res.statusCode === 410) throw new NotFoundError(url);
+    const whole = res.statusCode === 200;
+    if (res.statusCode !== 206 && !whole) {
+      throw new FetchError(`GET ${url} (${range}) answered HTTP ${res.statusCode}, expected 206`);
+    }
+    // A server without Range support sends the whole file: skip to the offset.
+    let skip = whole ? offset : 0;
+    let left = length;
+    for await (const part of res.body as AsyncIterable<Buffer>) {
+      let piece = part;
+      if (skip > 0) {
+        const n = Math.min(skip, piece.length);
+        skip -= n;
+        piece = piece.subarray(n);
+      }
+      if (piece.length > left) piece = piece.subarray(0, left);
+      left -= piece.length;
+      if (piece.length > 0) yield piece;
+      if (left === 0 && whole) break; // the rest of a whole file is not wanted
+    }
+    if (whole && !res.body.destroyed) res.body.destroy();
+    if (left > 0) throw new FetchError(`GET ${url} (${range}) ended ${left} bytes short`);
+  }
+
   async #fetch(method: "GET", path: string): Promise<Buffer | null> {
     const url = this.describe(path);
     return this.#withRetries(method, url, async () => {

@@ -1,8 +1,9 @@
 // A store in a local directory: reads, and the atomic writes `pack` and `gc` need.
 import { randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { mkdir, open, readFile, rename, stat, link, unlink } from "node:fs/promises";
 import { dirname, resolve, sep } from "node:path";
-import { NotFoundError } from "./errors.ts";
+import { FetchError, NotFoundError } from "./errors.ts";
 import type { StoreReader } from "./store-reader.ts";
 
 export class LocalStoreReader implements StoreReader {
@@ -33,6 +34,18 @@ export class LocalStoreReader implements StoreReader {
       if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) throw new NotFoundError(full);
       throw err;
     }
+  }
+
+  async *readRange(path: string, offset: number, length: number): AsyncIterable<Buffer> {
+    const size = await this.size(path);
+    if (size === null) throw new NotFoundError(this.resolvePath(path));
+    if (offset + length > size) {
+      throw new FetchError(
+        `${this.resolvePath(path)} is ${size} bytes, shorter than ${offset + length}`,
+      );
+    }
+    if (length === 0) return;
+    yield* createReadStream(this.resolvePath(path), { start: offset, end: offset + length - 1 });
   }
 
   async size(path: string): Promise<number | null> {

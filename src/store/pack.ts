@@ -250,9 +250,10 @@ export async function packImage(image: string, options: PackOptions): Promise<Pa
  * Claims the next revision of the image (exclusive create, so concurrent packs cannot take the
  * same one), signs it, then moves the `latest` pointer and rewrites the catalog.
  */
-async function publishRelease(
-  options: PackOptions,
-  content: Pick<Release, "size" | "chunks" | "chunker"> & { indexDigest: string },
+export async function publishRelease(
+  options: Pick<PackOptions, "store" | "name" | "key">,
+  content: Pick<Release, "size" | "chunks" | "chunker"> &
+    Partial<Pick<Release, "profile" | "pack">> & { indexDigest: string },
 ): Promise<{ release: Release; digest: string; path: string }> {
   const { store, name, key } = options;
   for (;;) {
@@ -276,7 +277,8 @@ async function publishRelease(
       chunker: { min: content.chunker.min, avg: content.chunker.avg, max: content.chunker.max },
       compression: "zstd",
       parent,
-      profile: null,
+      profile: content.profile ?? null,
+      pack: content.pack ?? null,
       keyId: key ? formatKeyId(key.keyId) : null,
     };
     const bytes = encodeRelease(release);

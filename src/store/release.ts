@@ -1,5 +1,7 @@
 // Release manifests: one small JSON file per image version, signed with minisign.
 import { ReleaseError } from "./errors.ts";
+import { checkPackInfo } from "./boot-pack.ts";
+import type { PackInfo } from "./boot-pack.ts";
 import type { ChunkerParams } from "./chunker.ts";
 import { isChunkId, isImageName } from "./layout.ts";
 
@@ -28,6 +30,8 @@ export interface Release {
   parent: ReleaseParent | null;
   /** SHA-256 of the boot profile published with this release, if any. */
   profile: string | null;
+  /** The boot pack published with this release, if any (absent in older releases: null). */
+  pack: PackInfo | null;
   /** minisign key id (upper-case hex) of the signer, or null for an unsigned release. */
   keyId: string | null;
 }
@@ -90,6 +94,11 @@ export function decodeRelease(bytes: Uint8Array, name: string): Release {
   if (r.profile !== null && (typeof r.profile !== "string" || !isChunkId(r.profile))) {
     fail("profile must be null or a SHA-256 hex digest");
   }
+  const pack = checkPackInfo(r.pack);
+  if (typeof pack === "string") fail(pack);
+  r.pack = pack;
+  if (r.pack !== null && r.profile === null)
+    fail("a release with a boot pack must name its profile");
   if (r.keyId !== null && (typeof r.keyId !== "string" || !/^[0-9A-F]{16}$/.test(r.keyId))) {
     fail("keyId must be null or 16 upper-case hex digits");
   }

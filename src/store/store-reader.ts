@@ -10,6 +10,11 @@ export interface StoreReader {
   read(path: string): Promise<Buffer>;
   /** The file's size in bytes, or null when it does not exist. */
   size(path: string): Promise<number | null>;
+  /**
+   * Streams `length` bytes of `path` from `offset` (one HTTP Range request), as they arrive.
+   * Throws NotFoundError when the file does not exist, FetchError when it is shorter.
+   */
+  readRange(path: string, offset: number, length: number): AsyncIterable<Buffer>;
   /** The full path or URL of `path`, for messages. */
   describe(path: string): string;
   close(): Promise<void>;

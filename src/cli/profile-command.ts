@@ -1,0 +1,209 @@
+// `inetboot profile record` (boot an image once in QEMU through the access tracer) and
+// `inetboot optimize` (publish the profile with a boot pack as the image's next release).
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { openDeviceStack } from "../block/open-stack.ts";
+import { TraceDevice } from "../block/trace-device.ts";
+import { createLogger } from "../log.ts";
+import { NbdServer } from "../nbd/server.ts";
+import { decodeSecretKey } from "../store/minisign.ts";
+import { optimizeRelease } from "../store/optimize.ts";
+import { isUrl } from "../store/store-reader.ts";
+import type { TrustPolicy } from "../store/trust.ts";
+import { formatBytes } from "./format.ts";
+import { collect, positiveInt } from "./options.ts";
+
+interface RecordFlags {
+  store: string[];
+  cache?: string;
+  out: string;
+  kernel: string;
+  initrd: string[];
+  cmdline: string;
+  until: string;
+  timeout: number;
+  memory: number;
+  console?: boolean;
+  trust: string[];
+  insecure?: boolean;
+  state?: string;
+}
+
+/** The kernel command line that mounts the traced export as the root over QEMU's user network. */
+export function nbdRootCmdline(extra: string, port: number, exportName: string): string {
+  // 10.0.2.2 is the host as QEMU's user-mode network shows it.
+  return `${extra} root=/dev/nbd0 nbdroot=10.0.2.2:${port}/${exportName} ip=dhcp`.trim();
+}
+
+export function registerProfileCommands(
+  program: Command,
+  trust: (
+    flags: { trust: string[]; insecure?: boolean; state?: string },
+    record: boolean,
+  ) => TrustPolicy,
+): void {
+  const profile = program
+    .command("profile")
+    .description("boot profiles for prefetch and boot packs");
+  profile
+    .command("record")
+    .description(
+      "boot an image once in QEMU through the access tracer and write its boot profile (the order in which the boot first read each region)",
+    )
+    .argument("<source>", "NAME, NAME@REVISION, a release, or a raw image file or URL")
+    .option("--store <dir|url>", "store to read from; repeat for mirrors", collect, [])
+    .option("--cache <dir>", "chunk cache (the recording boot then also warms it)")
+    .requiredOption("--out <file>", "where to write the profile")
+    .requiredOption("--kernel <file>", "kernel to boot (its initrd must mount an NBD root)")
+    .option("--initrd <file>", "initrd (repeatable)", collect, [])
+    .option(
+      "--cmdline <text>",
+      "kernel command line (root= and nbdroot= are added)",
+      "console=ttyS0",
+    )
+    .option("--until <regex>", "the boot is over when the serial console prints this", "login: *$")
+    .option("--timeout <seconds>", "give up after this long", positiveInt, 900)
+    .option("--memory <MB>", "guest memory", positiveInt, 1024)
+    .option("--console", "show the guest's serial console")
+    .option("--trust <pubkey>", "trust releases signed by this key (repeatable)", collect, [])
+    .option("--insecure", "accept unsigned releases")
+    .option("--state <file>", "anti-rollback state file")
+    .action(async (source: string, opts: RecordFlags) => {
+      const until = new RegExp(opts.until, "m");
+      const log = createLogger("profile");
+      const work = mkdtempSync(join(tmpdir(), "inetboot-profile-"));
+      // Guest writes go to a throwaway overlay; the tracer above it sees every read.
+      const stack = await openDeviceStack(source, {
+        stores: opts.store,
+        cache: opts.cache,
+        cow: join(work, "scratch.cow"),
+        policy: trust(opts, false),
+        logger: log,
+      });
+      const trace = new TraceDevice(stack.device, opts.out);
+      const server = new NbdServer({
+        exports: [{ name: "root", description: stack.label, device: trace }],
+        logger: log,
+      });
+      const address = await server.listen({ host: "127.0.0.1", port: 0 });
+      const port = "port" in address ? address.port : 0;
+      const args = [
+        "-accel",
+        "kvm:tcg",
+        "-m",
+        String(opts.memory),
+        "-nographic",
+        "-no-reboot",
+        "-monitor",
+        "none",
+        "-netdev",
+        "user,id=n0",
+        "-device",
+        "virtio-net-pci,netdev=n0",
+        "-kernel",
+        opts.kernel,
+        ...(opts.initrd.length > 0 ? ["-initrd", opts.initrd.join(",")] : []),
+        "-append",
+        nbdRootCmdline(opts.cmdline, port, "root"),
+      ];
+      console.error(`Recording the boot of ${stack.label} (${formatBytes(trace.size)}) in QEMU…`);
+      const started = performance.now();
+      const qemu = spawn("qemu-system-x86_64", args, { stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      const progress = setInterval(() => {
+        if (opts.console || !process.stderr.isTTY) return;
+        process.stderr.write(
+          `\r  ${((performance.now() - started) / 1000).toFixed(0)} s: ${trace.entries} regions, ${formatBytes(trace.coveredBytes)} read\x1b[K`,
+        );
+      }, 500);
+      // null: the boot got there; otherwise why not.
+      const failure = await new Promise<string | null>((resolve) => {
+        const timer = setTimeout(
+          () => resolve(`no ${until} on the console within ${opts.timeout} s`),
+          opts.timeout * 1000,
+        );
+        const onData = (d: Buffer): void => {
+          out += d.toString();
+          if (out.length > 1 << 20) out = out.slice(-(1 << 19));
+          if (opts.console) process.stderr.write(d);
+          if (until.test(out.replace(/\r/g, ""))) {
+            clearTimeout(timer);
+            resolve(null);
+          }
+        };
+        qemu.stdout.on("data", onData);
+        qemu.stderr.on("data", onData);
+        qemu.once("error", (err) => {
+          clearTimeout(timer);
+          resolve(`cannot run qemu-system-x86_64 (${err.message}); install qemu-system-x86`);
+        });
+        qemu.once("exit", (code) => {
+          clearTimeout(timer);
+          resolve(`QEMU exited (code ${code}) before ${until} appeared`);
+        });
+      });
+      clearInterval(progress);
+      if (process.stderr.isTTY && !opts.console) process.stderr.write("\r\x1b[K");
+      qemu.kill("SIGKILL");
+      const seconds = (performance.now() - started) / 1000;
+      await server.close();
+      await trace.close();
+      rmSync(work, { recursive: true, force: true });
+      if (failure !== null) {
+        const tail = out.replace(/\r/g, "").split("\n").slice(-30).join("\n");
+        throw new Error(
+          `${failure}. The profile in ${opts.out} is incomplete. Last console lines:\n${tail}\n(check --kernel/--initrd/--cmdline; the initrd needs nbd-client's initramfs support)`,
+        );
+      }
+      console.log(
+        [
+          `Recorded the boot of ${stack.label} to ${opts.out}`,
+          `  time     ${seconds.toFixed(1)} s to ${JSON.stringify(opts.until)}`,
+          `  profile  ${trace.entries} regions, ${formatBytes(trace.coveredBytes)} read of ${formatBytes(trace.size)}`,
+          `Publish it with: inetboot optimize NAME --profile ${opts.out} --store DIR --key KEY`,
+        ].join("\n"),
+      );
+    });
+
+  program
+    .command("optimize")
+    .description(
+      "publish a boot profile and a boot pack (its chunks in access order) with an image's latest release, as the next signed revision",
+    )
+    .argument("<name>", "image name in the store")
+    .requiredOption(
+      "--profile <file>",
+      "boot profile (from inetboot profile record, or /api/images/ENTRY/profile)",
+    )
+    .requiredOption("--store <dir>", "the store directory")
+    .option("--key <key>", "sign the release with this secret key")
+    .option("--json", "print the summary as JSON")
+    .action(
+      async (
+        name: string,
+        opts: { profile: string; store: string; key?: string; json?: boolean },
+      ) => {
+        if (isUrl(opts.store)) throw new Error("optimize writes to a local store directory");
+        const key = opts.key
+          ? decodeSecretKey(await readFile(opts.key, "utf8"), opts.key)
+          : undefined;
+        const r = await optimizeRelease({ store: opts.store, name, profile: opts.profile, key });
+        if (opts.json) {
+          console.log(JSON.stringify(r, null, 2));
+          return;
+        }
+        console.log(
+          [
+            `Published ${name} revision ${r.revision} (same disk as revision ${r.baseRevision})${r.signed ? " (signed)" : " (unsigned: pass --key to sign)"}`,
+            `  profile    ${r.profileRegions} regions, ${formatBytes(r.profileBytes)} read at boot`,
+            `  boot pack  ${r.pack.chunks} chunks, ${formatBytes(r.pack.size)} (${formatBytes(r.packChunkBytes)} uncompressed); occupancy if the boot repeats: ${((r.profileBytes / Math.max(1, r.packChunkBytes)) * 100).toFixed(0)}%`,
+            `  release    ${r.releasePath}`,
+          ].join("\n"),
+        );
+      },
+    );
+}

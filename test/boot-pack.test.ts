@@ -1,0 +1,208 @@
+// Boot profiles and boot packs: `inetboot optimize` publishes a profile and a pack as the next
+// signed revision; a client opening that release from nginx fetches the boot set with a few
+// Range requests, verifies every chunk, caches it, and reads no chunk file for it. A tampered
+// pack never reaches the reader: its chunks come one by one from the store instead.
+import assert from "node:assert/strict";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { openDeviceStack } from "../src/block/open-stack.ts";
+import { decodeProfile, encodeProfile } from "../src/block/profile.ts";
+import { decodePackTable, packPath, tableBytes } from "../src/store/boot-pack.ts";
+import { decodeRelease } from "../src/store/release.ts";
+import {
+  inetboot,
+  inetbootOk,
+  requireTool,
+  run,
+  tempDir,
+  textLike,
+  writeImage,
+} from "./helpers.ts";
+import { startNginx } from "./nginx.ts";
+
+const MiB = 1024 * 1024;
+
+/** An 8 MiB image in a signed store, a profile of scattered regions, and `optimize` run on it. */
+async function optimizedStore(
+  dir: string,
+): Promise<{ data: Buffer; store: string; key: string; profile: string }> {
+  const image = join(dir, "disk.img");
+  const data = writeImage(image, [
+    textLike(3 * MiB, 7),
+    2 * MiB,
+    { zero: MiB },
+    textLike(2 * MiB, 9),
+  ]);
+  const key = join(dir, "k");
+  const store = join(dir, "store");
+  await inetbootOk(["keygen", "--out", key]);
+  await inetbootOk(["pack", image, "--store", store, "--name", "disk", "--key", key]);
+  const profile = join(dir, "boot.profile");
+  const regions = [
+    { offset: 5 * MiB + 4096, length: 65536, ms: 1 },
+    { offset: 0, length: 8192, ms: 2 },
+    { offset: 3 * MiB + 100 * 1024, length: 300 * 1024, ms: 5 },
+    { offset: 6 * MiB + 12288, length: 4096, ms: 9 },
+    { offset: 7 * MiB, length: 512 * 1024, ms: 12 },
+  ];
+  writeFileSync(profile, encodeProfile(regions));
+  return { data, store, key, profile };
+}
+
+function nginxRequests(accessLog: string): { path: string; status: number }[] {
+  return readFileSync(accessLog, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => {
+      const m = /"GET ([^ ]+) [^"]*" (\d+)/.exec(l);
+      return { path: m?.[1] ?? "", status: Number(m?.[2] ?? 0) };
+    });
+}
+
+describe("boot profiles and boot packs", () => {
+  it("optimize publishes profile + pack as the next signed revision; minisign verifies it", async (t) => {
+    const dir = tempDir(t);
+    const { store, key, profile } = await optimizedStore(dir);
+    const r = await inetbootOk([
+      "optimize",
+      "disk",
+      "--profile",
+      profile,
+      "--store",
+      store,
+      "--key",
+      key,
+      "--json",
+    ]);
+    const result = JSON.parse(r.stdout) as {
+      revision: number;
+      baseRevision: number;
+      pack: { chunks: number; digest: string };
+    };
+    assert.equal(result.baseRevision, 1);
+    assert.equal(result.revision, 2);
+    const relPath = join(store, "releases/disk/2.json");
+    const release = decodeRelease(readFileSync(relPath), relPath);
+    const first = decodeRelease(readFileSync(join(store, "releases/disk/1.json")), "1.json");
+    assert.equal(release.index, first.index, "same disk, same index");
+    assert.ok(release.profile && release.pack);
+    assert.equal(release.parent?.revision, 1);
+    // The profile stored is the one given, named by its digest.
+    const stored = readFileSync(join(store, `profiles/${release.profile}.profile`), "utf8");
+    assert.deepEqual(decodeProfile(stored), decodeProfile(readFileSync(profile, "utf8")));
+    const pack = readFileSync(join(store, packPath(release.pack.digest)));
+    assert.equal(pack.length, release.pack.size);
+    const entries = decodePackTable(
+      pack.subarray(0, tableBytes(release.pack.chunks)),
+      release.pack,
+      "pack",
+    );
+    assert.ok(entries.length >= 5, `${entries.length} chunks in the pack`);
+    // First-access order: the chunk holding the profile's first region comes first.
+    assert.equal(entries[0].id.length, 64);
+    if (requireTool(t, "minisign", "minisign")) {
+      const v = await run("minisign", ["-V", "-p", `${key}.pub`, "-m", relPath]);
+      assert.equal(v.code, 0, v.stderr + v.stdout);
+    }
+    // A profile recorded for another (larger) image is refused with the reason.
+    const wrong = join(dir, "wrong.profile");
+    writeFileSync(wrong, encodeProfile([{ offset: 64 * MiB, length: 4096, ms: 0 }]));
+    const bad = await inetboot(["optimize", "disk", "--profile", wrong, "--store", store]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /recorded for another image/);
+  });
+
+  it("a client fetches the boot set as a few Range requests of the pack, verified and cached", async (t) => {
+    const dir = tempDir(t);
+    const { data, store, key, profile } = await optimizedStore(dir);
+    await inetbootOk(["optimize", "disk", "--profile", profile, "--store", store, "--key", key]);
+    const web = join(dir, "web");
+    cpSync(store, web, { recursive: true });
+    const nginx = await startNginx(t, web);
+    if (!nginx) return;
+    const cache = join(dir, "cache");
+    const stack = await openDeviceStack("disk", {
+      stores: [nginx.url],
+      cache,
+      policy: { trusted: [], insecure: true, statePath: null },
+    });
+    assert.ok(stack.pack, "the release's pack is used");
+    assert.match(String(stack.profileSource), /published with the release/);
+    for (let i = 0; i < 200 && !stack.pack.finished; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.ok(stack.pack.finished);
+    assert.equal(stack.pack.failed, 0);
+    assert.equal(stack.pack.delivered, stack.pack.chunks);
+    await stack.cache?.drain();
+    const regions = decodeProfile(readFileSync(profile, "utf8"));
+    for (const r of regions) {
+      const got = await stack.device.read(r.offset, r.length);
+      assert.ok(got.equals(data.subarray(r.offset, r.offset + r.length)), `region at ${r.offset}`);
+    }
+    const requests = nginxRequests(nginx.accessLog);
+    const packGets = requests.filter((q) => q.path.includes("/packs/"));
+    assert.ok(packGets.length >= 2 && packGets.length <= 4, `${packGets.length} pack requests`);
+    assert.ok(
+      packGets.every((q) => q.status === 206),
+      "Range requests",
+    );
+    assert.equal(
+      requests.filter((q) => q.path.endsWith(".cacnk")).length,
+      0,
+      "no chunk file was read for the boot set",
+    );
+    await stack.close();
+
+    // Warm: everything is cached, so the pack is not fetched again.
+    const before = nginxRequests(nginx.accessLog).length;
+    const warm = await openDeviceStack("disk", {
+      stores: [nginx.url],
+      cache,
+      policy: { trusted: [], insecure: true, statePath: null },
+    });
+    for (let i = 0; i < 200 && !warm.pack?.finished; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.equal(warm.pack?.wanted, 0);
+    const after = nginxRequests(nginx.accessLog).slice(before);
+    assert.equal(after.filter((q) => q.path.includes("/packs/")).length, 1, "only the table");
+    await warm.close();
+  });
+
+  it("a tampered pack never reaches the reader: its chunks are read one by one instead", async (t) => {
+    const dir = tempDir(t);
+    const { data, store, key, profile } = await optimizedStore(dir);
+    await inetbootOk(["optimize", "disk", "--profile", profile, "--store", store, "--key", key]);
+    const release = decodeRelease(readFileSync(join(store, "releases/disk/2.json")), "2.json");
+    assert.ok(release.pack);
+    for (const damage of ["frame", "table"] as const) {
+      const web = join(dir, `web-${damage}`);
+      cpSync(store, web, { recursive: true });
+      const packFile = join(web, packPath(release.pack.digest));
+      const bytes = readFileSync(packFile);
+      const at = damage === "table" ? 20 : tableBytes(release.pack.chunks) + 40;
+      bytes[at] ^= 0xff;
+      writeFileSync(packFile, bytes);
+      const nginx = await startNginx(t, web);
+      if (!nginx) return;
+      const stack = await openDeviceStack("disk", {
+        stores: [nginx.url],
+        cache: join(dir, `cache-${damage}`),
+        policy: { trusted: [], insecure: true, statePath: null },
+      });
+      for (let i = 0; i < 200 && !stack.pack?.finished; i++)
+        await new Promise((r) => setTimeout(r, 50));
+      assert.ok((stack.pack?.failed ?? 0) >= 1, `${damage}: the damage was noticed`);
+      for (const r of decodeProfile(readFileSync(profile, "utf8"))) {
+        const got = await stack.device.read(r.offset, r.length);
+        assert.ok(
+          got.equals(data.subarray(r.offset, r.offset + r.length)),
+          `${damage}: region at ${r.offset}`,
+        );
+      }
+      const chunkGets = nginxRequests(nginx.accessLog).filter((q) => q.path.endsWith(".cacnk"));
+      assert.ok(chunkGets.length >= 1, `${damage}: the damaged chunks came from the store`);
+      await stack.close();
+    }
+  });
+});
