@@ -27,6 +27,7 @@ interface RecordFlags {
   until: string;
   timeout: number;
   memory: number;
+  accel: string;
   console?: boolean;
   trust: string[];
   insecure?: boolean;
@@ -68,6 +69,11 @@ export function registerProfileCommands(
     .option("--until <regex>", "the boot is over when the serial console prints this", "login: *$")
     .option("--timeout <seconds>", "give up after this long", positiveInt, 900)
     .option("--memory <MB>", "guest memory", positiveInt, 1024)
+    .option(
+      "--accel <kvm|tcg>",
+      "QEMU accelerator (tcg works everywhere; kvm is faster where /dev/kvm works)",
+      "tcg",
+    )
     .option("--console", "show the guest's serial console")
     .option("--trust <pubkey>", "trust releases signed by this key (repeatable)", collect, [])
     .option("--insecure", "accept unsigned releases")
@@ -93,10 +99,13 @@ export function registerProfileCommands(
       const port = "port" in address ? address.port : 0;
       const args = [
         "-accel",
-        "kvm:tcg",
+        opts.accel,
         "-m",
         String(opts.memory),
-        "-nographic",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
         "-no-reboot",
         "-monitor",
         "none",
@@ -112,7 +121,8 @@ export function registerProfileCommands(
       ];
       console.error(`Recording the boot of ${stack.label} (${formatBytes(trace.size)}) in QEMU…`);
       const started = performance.now();
-      const qemu = spawn("qemu-system-x86_64", args, { stdio: ["ignore", "pipe", "pipe"] });
+      // stdin stays an open pipe: QEMU's stdio console spins on a closed one.
+      const qemu = spawn("qemu-system-x86_64", args, { stdio: ["pipe", "pipe", "pipe"] });
       let out = "";
       const progress = setInterval(() => {
         if (opts.console || !process.stderr.isTTY) return;
