@@ -220,7 +220,9 @@ default: root
       {
         before: async () => {
           const t = performance.now();
-          lan.exec(lan.server, "curl", ["-sf", "-o", local, `${origin}/root.img`]);
+          const curl = lan.spawn(lan.server, "curl", ["-sf", "-o", local, `${origin}/root.img`]);
+          const code = await new Promise((r) => curl.once("exit", r));
+          if (code !== 0) throw new Error(`curl exited ${String(code)} downloading the image`);
           return (performance.now() - t) / 1000;
         },
         nbdkit: ["--filter=cow", "file", local],
