@@ -23,7 +23,7 @@ import type { TestContext } from "node:test";
 import { decodeBlobIndex } from "../src/store/caibx.ts";
 import { chunkFile } from "../src/store/layout.ts";
 import { debianTree, GUEST_HOSTNAME, hostKernel, packTree } from "./debian-rootfs.ts";
-import { requireTool, tempDir } from "./helpers.ts";
+import { inetbootOk, requireTool, tempDir } from "./helpers.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
 import { nginxConfig } from "./nginx.ts";
@@ -213,8 +213,10 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
         .split("\n")
         .filter((l) => l.includes(".cacnk")).length;
     const image = `{ name: debian, store: [${origin}/a, ${origin}/b], trust: [${b.key}.pub] }`;
-    const config = serveConfig(lan, dir, b, image, "ephemeral", SYSTEMD_CMDLINE);
-    let serve = await startServe(lan, config);
+    let serve = await startServe(
+      lan,
+      serveConfig(lan, dir, b, image, "ephemeral", SYSTEMD_CMDLINE),
+    );
     const boot = async (what: string): Promise<void> => {
       const started = performance.now();
       const out = await bootUntil(qemuArgs(tap), LOGIN, 600_000, {
@@ -241,8 +243,59 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
     const cold = chunkGets();
     assert.ok(cold > 10, `cold boot fetched ${cold} chunks`);
 
+    // The server traced that boot: its profile, published with a boot pack as revision 2 (same
+    // disk), lets the next cold boot fetch its boot set with a few large Range requests.
+    const api = (path: string): string =>
+      lan.exec(lan.server, "curl", ["-sf", `http://127.0.0.1:8080${path}`]);
+    const [traced] = JSON.parse(api("/api/images")) as {
+      readBytes: number;
+      fetchedBytes: number;
+      occupancy: number;
+    }[];
+    assert.ok(traced.readBytes > 1e6, JSON.stringify(traced));
+    assert.ok(traced.occupancy > 0.3 && traced.occupancy <= 1, JSON.stringify(traced));
+    const profile = join(dir, "boot.profile");
+    writeFileSync(profile, api("/api/images/debian/profile"));
+    const published = join(dir, "published");
+    cpSync(b.store, published, { recursive: true });
+    await inetbootOk([
+      "optimize",
+      "debian",
+      "--profile",
+      profile,
+      "--store",
+      published,
+      "--key",
+      b.key,
+    ]);
+    for (const m of ["a", "b"]) {
+      for (const sub of ["releases", "profiles", "packs"])
+        cpSync(join(published, sub), join(web, m, sub), { recursive: true });
+    }
+    serve.child.kill("SIGTERM");
+    await new Promise((r) => serve.child.once("exit", r));
+    const packDir = join(dir, "pack");
+    mkdirSync(packDir);
+    const config = serveConfig(lan, packDir, b, image, "ephemeral", SYSTEMD_CMDLINE);
+    serve = await startServe(lan, config);
+    const packGets = (): number =>
+      readFileSync(join(nginxDir, "access.log"), "utf8")
+        .split("\n")
+        .filter((l) => l.includes("/packs/") && l.includes('" 206 ')).length;
+    const beforePack = chunkGets();
+    await boot("cold boot with the boot pack (revision 2)");
+    const downloaded = await serve.waitFor((l) => l.msg === "boot pack downloaded");
+    assert.ok(Number(downloaded.delivered) > 10, JSON.stringify(downloaded));
+    assert.ok(packGets() >= 2, `${packGets()} Range requests of the pack`);
+    const stray = chunkGets() - beforePack;
+    t.diagnostic(
+      `boot pack: ${String(downloaded.delivered)} chunks in ${String(downloaded.requests)} requests; ${stray} chunks outside it (cold boot without: ${cold})`,
+    );
+    assert.ok(stray < cold / 2, `${stray} chunk files read besides the pack (cold: ${cold})`);
+    const warmFrom = chunkGets();
+
     await boot("warm boot");
-    assert.equal(chunkGets(), cold, "a warm boot fetches no chunk from the origin");
+    assert.equal(chunkGets(), warmFrom, "a warm boot fetches no chunk from the origin");
 
     // The origin goes away and the server restarts: the release and the boot set come from the cache.
     nginx.kill("SIGTERM");
