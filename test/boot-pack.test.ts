@@ -105,6 +105,19 @@ describe("boot profiles and boot packs", () => {
       const v = await run("minisign", ["-V", "-p", `${key}.pub`, "-m", relPath]);
       assert.equal(v.code, 0, v.stderr + v.stdout);
     }
+    // gc keeps the pack and profile a kept release names, and drops them once none does.
+    const gc = async (): Promise<{ packs: string[] }> =>
+      JSON.parse(
+        (await inetbootOk(["gc", "--store", store, "--keep", "1", "--grace", "0", "--json"]))
+          .stdout,
+      ) as { packs: string[] };
+    assert.deepEqual((await gc()).packs, []);
+    await inetbootOk(["pack", join(dir, "disk.img"), "--store", store, "--name", "disk"]);
+    assert.deepEqual(
+      (await gc()).packs.sort(),
+      [packPath(release.pack.digest), `profiles/${release.profile}.profile`].sort(),
+    );
+
     // A profile recorded for another (larger) image is refused with the reason.
     const wrong = join(dir, "wrong.profile");
     writeFileSync(wrong, encodeProfile([{ offset: 64 * MiB, length: 4096, ms: 0 }]));

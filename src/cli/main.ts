@@ -383,7 +383,7 @@ export function buildProgram(): Command {
         if (opts.json) return printJson({ ...plan, deleted: opts.yes === true });
         const verb = opts.yes ? "Removed" : "Would remove";
         console.log(
-          `${verb} ${plan.releases.length} releases, ${plan.indexes.length} indexes, ${plan.chunks.length} chunks and ${plan.tempFiles.length} stale temporary files: ${formatBytes(plan.bytes)}`,
+          `${verb} ${plan.releases.length} releases, ${plan.indexes.length} indexes, ${plan.packs.length} boot packs/profiles, ${plan.chunks.length} chunks and ${plan.tempFiles.length} stale temporary files: ${formatBytes(plan.bytes)}`,
         );
         if (plan.recentKept > 0)
           console.log(

@@ -1,4 +1,5 @@
-// `inetboot gc`: remove releases beyond --keep, then chunks and indexes no kept release uses.
+// `inetboot gc`: remove releases beyond --keep, then chunks, indexes, boot profiles and boot
+// packs no kept release uses.
 // Chunks touched within the grace period are kept: a pack running now may be reusing them.
 import { readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
@@ -14,6 +15,8 @@ export const DEFAULT_GC_GRACE_SECONDS = 3600;
 export interface GcPlan {
   releases: string[];
   indexes: string[];
+  /** Boot packs and boot profiles no kept release names. */
+  packs: string[];
   chunks: string[];
   tempFiles: string[];
   bytes: number;
@@ -46,6 +49,7 @@ export async function planGc(
   const plan: GcPlan = {
     releases: [],
     indexes: [],
+    packs: [],
     chunks: [],
     tempFiles: [],
     bytes: 0,
@@ -54,6 +58,7 @@ export async function planGc(
   };
   const catalog = await scanLocalCatalog(root);
   const keptIndexes = new Set<string>();
+  const keptPacks = new Set<string>();
   for (const [name, revisions] of Object.entries(catalog.images)) {
     const kept = keep === undefined ? revisions : revisions.slice(-keep);
     plan.keptReleases += kept.length;
@@ -64,7 +69,10 @@ export async function planGc(
       }
       const path = join(root, releasePath(name, revision));
       // A kept release that cannot be read stops gc: deleting its chunks could lose data.
-      keptIndexes.add(decodeRelease(await readFileOr(path), path).index);
+      const release = decodeRelease(await readFileOr(path), path);
+      keptIndexes.add(release.index);
+      if (release.profile) keptPacks.add(release.profile);
+      if (release.pack) keptPacks.add(release.pack.digest);
     }
   }
   const keptChunks = new Set<string>();
@@ -78,6 +86,16 @@ export async function planGc(
     else if (m && !keptIndexes.has(m[1])) {
       plan.indexes.push(join("indexes", file));
       plan.bytes += (await stat(join(root, "indexes", file))).size;
+    }
+  }
+  for (const folder of ["packs", "profiles"]) {
+    for (const file of await listDir(join(root, folder))) {
+      const m = /^([0-9a-f]{64})\.(pack|profile)$/.exec(file);
+      if (file.endsWith(".tmp")) await considerTemp(join(folder, file));
+      else if (m && !keptPacks.has(m[1])) {
+        plan.packs.push(join(folder, file));
+        plan.bytes += (await stat(join(root, folder, file))).size;
+      }
     }
   }
   for (const dir of await listDir(join(root, CHUNKS_DIR))) {
@@ -129,7 +147,7 @@ export async function applyGc(root: string, plan: GcPlan): Promise<void> {
   for (const [name, revisions] of Object.entries(catalog.images)) {
     await writeFileAtomic(join(root, latestPath(name)), `${revisions[revisions.length - 1]}\n`);
   }
-  for (const rel of [...plan.indexes, ...plan.chunks, ...plan.tempFiles]) {
+  for (const rel of [...plan.indexes, ...plan.packs, ...plan.chunks, ...plan.tempFiles]) {
     await rm(join(root, rel), { force: true });
   }
 }
