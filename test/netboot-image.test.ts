@@ -20,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import type { TestContext } from "node:test";
+import { decodeProfile } from "../src/block/profile.ts";
 import { decodeBlobIndex } from "../src/store/caibx.ts";
 import { chunkFile } from "../src/store/layout.ts";
 import { debianTree, GUEST_HOSTNAME, hostKernel, packTree } from "./debian-rootfs.ts";
@@ -158,6 +159,57 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
     assert.match(stats.image, /^debian@1/);
     const opened = serve.logs.find((l) => l.msg === "image opened");
     assert.match(String(opened?.image), /^debian@1/);
+  });
+
+  it("profile record boots the image once in QEMU through the tracer; optimize publishes it", async (t) => {
+    const b = await buildImage(t);
+    if (!b) return;
+    const dir = tempDir(t);
+    const profile = join(dir, "boot.profile");
+    const r = await inetbootOk([
+      "profile",
+      "record",
+      "debian",
+      "--store",
+      b.store,
+      "--trust",
+      `${b.key}.pub`,
+      "--kernel",
+      b.kernel,
+      "--initrd",
+      b.initrd,
+      "--cmdline",
+      "console=ttyS0 init=/inetboot-persist panic=-1",
+      "--until",
+      "INETBOOT-IMAGE-BOOT count=1",
+      "--timeout",
+      "400",
+      "--out",
+      profile,
+    ]);
+    assert.match(r.stdout, /Recorded the boot of debian@1/);
+    const regions = decodeProfile(readFileSync(profile, "utf8"));
+    const covered = regions.reduce((n, e) => n + e.length, 0);
+    assert.ok(regions.length > 20 && covered > 1e6, `${regions.length} regions, ${covered} bytes`);
+    // The first reads are the ext4 superblock area at the start of the disk.
+    assert.ok(
+      regions.slice(0, 5).some((e) => e.offset < 1 << 20),
+      JSON.stringify(regions[0]),
+    );
+    const published = join(dir, "store");
+    cpSync(b.store, published, { recursive: true });
+    const o = await inetbootOk([
+      "optimize",
+      "debian",
+      "--profile",
+      profile,
+      "--store",
+      published,
+      "--json",
+    ]);
+    const result = JSON.parse(o.stdout) as { revision: number; pack: { chunks: number } };
+    assert.equal(result.revision, 2);
+    assert.ok(result.pack.chunks > 10);
   });
 
   it("Internet boot behind a 40 ms / 50 Mbit/s WAN: systemd to the login prompt; a tampered chunk fails over; a warm boot fetches nothing; the cache boots offline", async (t) => {
