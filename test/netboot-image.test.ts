@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import {
   chmodSync,
   copyFileSync,
+  existsSync,
   cpSync,
   mkdirSync,
   mkdtempSync,
@@ -24,7 +25,7 @@ import { decodeProfile } from "../src/block/profile.ts";
 import { decodeBlobIndex } from "../src/store/caibx.ts";
 import { chunkFile } from "../src/store/layout.ts";
 import { debianTree, GUEST_HOSTNAME, hostKernel, packTree } from "./debian-rootfs.ts";
-import { inetbootOk, requireTool, tempDir } from "./helpers.ts";
+import { inetbootOk, requireTool, run, tempDir } from "./helpers.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
 import { nginxConfig } from "./nginx.ts";
@@ -32,6 +33,12 @@ import { bootUntil } from "./qemu.ts";
 import { spawnWanProxy, TEST_WAN } from "./wan-proxy.ts";
 
 const MAC = "52:54:00:12:34:77";
+
+async function runOk(cmd: string, args: string[]): Promise<{ stdout: string }> {
+  const r = await run(cmd, args);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stderr}`);
+  return r;
+}
 const MARKER = /INETBOOT-IMAGE-BOOT count=\d+ [^\n]*\n/;
 
 interface Built {
@@ -95,7 +102,7 @@ function serveConfig(
   b: Built,
   image: string,
   disk: string,
-  cmdline = PERSIST_CMDLINE,
+  options: { cmdline?: string; initrd?: string; nbdOverlay?: boolean } = {},
 ): string {
   const path = join(dir, "serve.yaml");
   writeFileSync(
@@ -108,9 +115,10 @@ entries:
   debian:
     image: ${image}
     kernel: ${b.kernel}
-    initrd: [${b.initrd}]
-    cmdline: ${cmdline}
+    initrd: [${options.initrd ?? b.initrd}]
+    cmdline: ${options.cmdline ?? PERSIST_CMDLINE}
     disk: ${disk}
+    nbd-overlay: ${options.nbdOverlay ?? false}
 machines:
   - { match: { mac: "${MAC}" }, boot: debian }
 `,
@@ -159,6 +167,50 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
     assert.match(stats.image, /^debian@1/);
     const opened = serve.logs.find((l) => l.msg === "image opened");
     assert.match(String(opened?.image), /^debian@1/);
+  });
+
+  it("an initrd without nbd-client boots the image through inetboot's NBD overlay", async (t) => {
+    const b = await buildImage(t);
+    if (!b || !requireTool(t, "unmkinitramfs", "initramfs-tools-core")) return;
+    const dir = tempDir(t);
+    // The host's initrd with its NBD support taken out: no nbd-client, no local-top/nbd.
+    const unpacked = join(dir, "initrd");
+    await runOk("unmkinitramfs", [b.initrd, unpacked]);
+    const main = existsSync(join(unpacked, "main")) ? join(unpacked, "main") : unpacked;
+    for (const f of [
+      "usr/sbin/nbd-client",
+      "etc/modprobe.d/nbd-client.conf",
+      "scripts/local-top/nbd",
+    ])
+      rmSync(join(main, f), { force: true });
+    const order = join(main, "scripts/local-top/ORDER");
+    if (existsSync(order)) {
+      const kept = readFileSync(order, "utf8")
+        .split("\n")
+        .filter((l) => !l.includes("/nbd"));
+      writeFileSync(order, kept.join("\n"));
+    }
+    const stripped = join(dir, "initrd-without-nbd.img");
+    await runOk("sh", [
+      "-c",
+      `cd ${main} && find . | cpio -o -H newc --quiet | zstd -q -3 > ${stripped}`,
+    ]);
+    const listing = await runOk("lsinitramfs", [stripped]);
+    assert.doesNotMatch(listing.stdout, /nbd-client|local-top\/nbd/);
+
+    const lan = createLan(t);
+    const tap = lan.addTap();
+    const image = `{ name: debian, store: ${b.store}, trust: [${b.key}.pub] }`;
+    await startServe(
+      lan,
+      serveConfig(lan, dir, b, image, "ephemeral", { initrd: stripped, nbdOverlay: true }),
+    );
+    const out = await bootUntil(qemuArgs(tap), MARKER, 400_000, {
+      netns: lan.server,
+      memoryMb: 1024,
+    });
+    assert.match(out, /inetboot: attaching debian-52-54-00-12-34-77/);
+    assert.match(out, /INETBOOT-IMAGE-BOOT count=1 \/dev\/nbd0 \/ ext4 rw/);
   });
 
   it("profile record boots the image once in QEMU through the tracer; optimize publishes it", async (t) => {
@@ -267,7 +319,7 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
     const image = `{ name: debian, store: [${origin}/a, ${origin}/b], trust: [${b.key}.pub] }`;
     let serve = await startServe(
       lan,
-      serveConfig(lan, dir, b, image, "ephemeral", SYSTEMD_CMDLINE),
+      serveConfig(lan, dir, b, image, "ephemeral", { cmdline: SYSTEMD_CMDLINE }),
     );
     const boot = async (what: string): Promise<void> => {
       const started = performance.now();
@@ -328,7 +380,7 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
     await new Promise((r) => serve.child.once("exit", r));
     const packDir = join(dir, "pack");
     mkdirSync(packDir);
-    const config = serveConfig(lan, packDir, b, image, "ephemeral", SYSTEMD_CMDLINE);
+    const config = serveConfig(lan, packDir, b, image, "ephemeral", { cmdline: SYSTEMD_CMDLINE });
     serve = await startServe(lan, config);
     const packGets = (): number =>
       readFileSync(join(nginxDir, "access.log"), "utf8")

@@ -1,9 +1,11 @@
 // `inetboot serve`: DHCP (full or proxy), TFTP and HTTP in one process, answering boot firmware
 // with the right first stage and each machine with its boot plan, and recording every stage.
+import { mkdir, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { basename, join } from "node:path";
+import { buildNbdOverlay, nbdOverlayCmdline } from "../boot/nbd-overlay.ts";
 import { firmwareKey } from "../dhcp/firmware.ts";
 import { LeaseDb } from "../dhcp/leases.ts";
 import { formatMac, parseMac } from "../dhcp/packet.ts";
@@ -58,6 +60,7 @@ export class BootServer {
   #once: OnceState | null = null;
   #nbd: NbdServer | null = null;
   #nbdPort = 0;
+  #nbdOverlayPath: string | null = null;
   #images: ImageExports | null = null;
   readonly #remote: RemoteFileCache;
   readonly #firstStageFiles: Record<string, string> = {};
@@ -185,7 +188,7 @@ export class BootServer {
     await this.#dhcp.start();
   }
 
-  /** "server,export,nbd0" (Debian's nbdroot= syntax) when the machine boots an image entry. */
+  /** "SERVER:PORT/EXPORT" (Debian's nbdroot= syntax) when the machine boots an image entry. */
   #rootPath(client: DhcpClient): string | undefined {
     const facts: MachineFacts = {
       mac: client.mac,
@@ -196,7 +199,7 @@ export class BootServer {
     const entry = this.config.entries.get(chooseEntry(this.config, facts).entry);
     if (entry?.kind !== "image" || !this.#images) return undefined;
     const name = ImageExports.exportName(entry.name, client.mac);
-    return this.#images.has(name) ? `${this.#address},${name},nbd0` : undefined;
+    return this.#images.has(name) ? `${this.#address}:${this.#nbdPort}/${name}` : undefined;
   }
 
   /** Plain PXE gets an iPXE first stage over TFTP, HTTP Boot its URL, iPXE the boot script. */
@@ -276,6 +279,12 @@ export class BootServer {
 
   async #startNbd(): Promise<void> {
     const c = this.config;
+    if ([...c.entries.values()].some((e) => e.kind === "image" && e.nbdOverlay)) {
+      // Built once from this server's nbd-client; a missing one stops the start with the fix.
+      this.#nbdOverlayPath = join(c.stateDir, "nbd-overlay.cpio");
+      await mkdir(c.stateDir, { recursive: true });
+      await writeFile(this.#nbdOverlayPath, await buildNbdOverlay());
+    }
     // No default export: each export is one machine's disk, reachable only by its own name.
     const nbd = new NbdServer({ exports: [], defaultExport: false, logger: this.#log });
     const host = c.listen.interface ? "0.0.0.0" : this.#address;
@@ -521,7 +530,9 @@ export class BootServer {
       try {
         const name = await this.#imageExport(entry, mac);
         const host = new URL(this.#base(req)).hostname;
-        rootCmdline = `root=/dev/nbd0 nbdroot=${host},${name},nbd0 ip=dhcp`;
+        rootCmdline = entry.nbdOverlay
+          ? nbdOverlayCmdline(host, this.#nbdPort, name)
+          : `root=/dev/nbd0 nbdroot=${host}:${this.#nbdPort}/${name} ip=dhcp`;
         this.#record({ stage: "nbd-export", mac, ip, entry: entry.name, detail: name });
       } catch (err) {
         const message = `cannot open image ${entry.image.source}: ${(err as Error).message}`;
@@ -541,6 +552,7 @@ export class BootServer {
       query: query.toString(),
       titleOf: (n) => this.config.entries.get(n)?.title ?? n,
       rootCmdline,
+      extraInitrds: entry.kind === "image" && entry.nbdOverlay ? 1 : 0,
     });
     this.#send(res, 200, script, text);
   }
@@ -569,7 +581,11 @@ export class BootServer {
     if (entry?.kind !== "kernel" && entry?.kind !== "image") {
       throw new HttpError(404, `No kernel entry named "${name}"`);
     }
-    const ref = initrd < 0 ? entry.kernel : entry.initrd[initrd];
+    const overlay =
+      entry.kind === "image" && entry.nbdOverlay && initrd === entry.initrd.length
+        ? this.#nbdOverlayPath
+        : null;
+    const ref = initrd < 0 ? entry.kernel : overlay ? { path: overlay } : entry.initrd[initrd];
     if (!ref) throw new HttpError(404, `Entry "${name}" has no initrd ${initrd}`);
     const ip = this.#clientIp(req);
     const mac = macFromQuery(url.searchParams.get("mac")) ?? this.events.macForIp(ip);

@@ -46,6 +46,8 @@ export type Entry = EntryBase &
         image: ImageRef;
         /** ephemeral: a fresh overlay each boot; per-machine: one kept per MAC. */
         disk: "ephemeral" | "per-machine";
+        /** Append inetboot's NBD overlay to an initramfs-tools initrd without nbd-client. */
+        nbdOverlay: boolean;
       }
     | { kind: "menu"; items: string[]; timeoutSeconds: number; defaultItem?: string }
     | { kind: "chain"; url: string }
@@ -312,6 +314,7 @@ function initrds(c: Checker, v: unknown, path: Path, baseDir: string): FileRef[]
 const ENTRY_KEYS = [
   "image",
   "disk",
+  "nbd-overlay",
   "title",
   "once",
   "kernel",
@@ -406,6 +409,7 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         cmdline: c.string(o.cmdline, [...path, "cmdline"]) ?? "",
         image: { source, stores, trust, insecure },
         disk,
+        nbdOverlay: c.bool(o["nbd-overlay"], [...path, "nbd-overlay"]) ?? false,
       };
     }
     case "menu": {

@@ -33,6 +33,8 @@ export interface ScriptContext {
   titleOf: (name: string) => string;
   /** Added to a kernel's command line (an image entry's nbdroot=). */
   rootCmdline?: string;
+  /** Initrds the server adds after the entry's own (the NBD overlay). */
+  extraInitrds?: number;
 }
 
 /** A script that shows why a machine cannot boot and stops in the iPXE shell. */
@@ -54,7 +56,8 @@ export function entryScript(entry: Entry, ctx: ScriptContext): string {
   switch (entry.kind) {
     case "kernel":
     case "image": {
-      const initrdNames = entry.initrd.map((_, i) => `initrd${i}.img`);
+      const count = entry.initrd.length + (ctx.extraInitrds ?? 0);
+      const initrdNames = Array.from({ length: count }, (_, i) => `initrd${i}.img`);
       const cmdline = [
         ...initrdNames.map((n) => `initrd=${n}`),
         line(entry.cmdline),
