@@ -98,6 +98,11 @@ export async function buildNbdOverlay(nbdClient = DEFAULT_NBD_CLIENT): Promise<B
   return writeCpio(entries);
 }
 
+/** The kernel parameters for an initrd with nbd-client's own support (Debian's nbdroot=). */
+export function nbdRootCmdline(host: string, port: number, exportName: string): string {
+  return `root=/dev/nbd0 nbdroot=${host}:${port}/${exportName} ip=dhcp`;
+}
+
 /** The kernel parameters that make the overlay mount `exportName` at HOST:PORT as the root. */
 export function nbdOverlayCmdline(host: string, port: number, exportName: string): string {
   return `boot=${NBD_OVERLAY_BOOT} inetboot.nbd=${host}:${port}/${exportName} root=/dev/nbd0 ip=dhcp`;

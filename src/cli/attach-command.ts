@@ -39,13 +39,13 @@ interface AttachFlags {
   state?: string;
 }
 
-export function registerAttachCommands(
-  program: Command,
-  trust: (
-    flags: { trust: string[]; insecure?: boolean; state?: string },
-    record: boolean,
-  ) => TrustPolicy,
-): void {
+/** Makes the trust policy from a command's --trust/--insecure/--state flags. */
+export type TrustFactory = (
+  flags: { trust: string[]; insecure?: boolean; state?: string },
+  record: boolean,
+) => TrustPolicy;
+
+export function registerAttachCommands(program: Command, trust: TrustFactory): void {
   program
     .command("attach")
     .description(

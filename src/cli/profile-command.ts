@@ -13,7 +13,8 @@ import { NbdServer } from "../nbd/server.ts";
 import { decodeSecretKey } from "../store/minisign.ts";
 import { optimizeRelease } from "../store/optimize.ts";
 import { isUrl } from "../store/store-reader.ts";
-import type { TrustPolicy } from "../store/trust.ts";
+import { nbdRootCmdline } from "../boot/nbd-overlay.ts";
+import type { TrustFactory } from "./attach-command.ts";
 import { formatBytes } from "./format.ts";
 import { collect, positiveInt } from "./options.ts";
 
@@ -34,19 +35,7 @@ interface RecordFlags {
   state?: string;
 }
 
-/** The kernel command line that mounts the traced export as the root over QEMU's user network. */
-export function nbdRootCmdline(extra: string, port: number, exportName: string): string {
-  // 10.0.2.2 is the host as QEMU's user-mode network shows it.
-  return `${extra} root=/dev/nbd0 nbdroot=10.0.2.2:${port}/${exportName} ip=dhcp`.trim();
-}
-
-export function registerProfileCommands(
-  program: Command,
-  trust: (
-    flags: { trust: string[]; insecure?: boolean; state?: string },
-    record: boolean,
-  ) => TrustPolicy,
-): void {
+export function registerProfileCommands(program: Command, trust: TrustFactory): void {
   const profile = program
     .command("profile")
     .description("boot profiles for prefetch and boot packs");
@@ -117,7 +106,8 @@ export function registerProfileCommands(
         opts.kernel,
         ...(opts.initrd.length > 0 ? ["-initrd", opts.initrd.join(",")] : []),
         "-append",
-        nbdRootCmdline(opts.cmdline, port, "root"),
+        // 10.0.2.2 is the host as QEMU's user-mode network shows it.
+        `${opts.cmdline} ${nbdRootCmdline("10.0.2.2", port, "root")}`.trim(),
       ];
       console.error(`Recording the boot of ${stack.label} (${formatBytes(trace.size)}) in QEMU…`);
       const started = performance.now();

@@ -5,7 +5,7 @@ import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { basename, join } from "node:path";
-import { buildNbdOverlay, nbdOverlayCmdline } from "../boot/nbd-overlay.ts";
+import { buildNbdOverlay, nbdOverlayCmdline, nbdRootCmdline } from "../boot/nbd-overlay.ts";
 import { firmwareKey } from "../dhcp/firmware.ts";
 import { LeaseDb } from "../dhcp/leases.ts";
 import { formatMac, parseMac } from "../dhcp/packet.ts";
@@ -532,7 +532,7 @@ export class BootServer {
         const host = new URL(this.#base(req)).hostname;
         rootCmdline = entry.nbdOverlay
           ? nbdOverlayCmdline(host, this.#nbdPort, name)
-          : `root=/dev/nbd0 nbdroot=${host}:${this.#nbdPort}/${name} ip=dhcp`;
+          : nbdRootCmdline(host, this.#nbdPort, name);
         this.#record({ stage: "nbd-export", mac, ip, entry: entry.name, detail: name });
       } catch (err) {
         const message = `cannot open image ${entry.image.source}: ${(err as Error).message}`;
