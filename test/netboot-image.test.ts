@@ -156,6 +156,28 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
     );
     const stages = serve.logs.map((l) => l.event);
     assert.ok(stages.includes("nbd-export"), stages.join(","));
+    // Another host on the LAN neither sees nor opens this machine's disk.
+    if (requireTool(t, "nbdinfo", "libnbd-bin")) {
+      const other = lan.addHost(`${lan.prefix}.77`);
+      const list = await run("ip", [
+        "netns",
+        "exec",
+        other.ns,
+        "nbdinfo",
+        "--list",
+        `nbd://${lan.serverAddress}`,
+      ]);
+      assert.doesNotMatch(list.stdout + list.stderr, /debian-52-54/);
+      const open = await run("ip", [
+        "netns",
+        "exec",
+        other.ns,
+        "nbdinfo",
+        `nbd://${lan.serverAddress}/debian-52-54-00-12-34-77`,
+      ]);
+      assert.notEqual(open.code, 0, "another host cannot open the machine's export");
+      await serve.waitFor((l) => l.msg === "nbd export refused to this client");
+    }
     const images = lan.exec(lan.server, "curl", ["-sf", "http://127.0.0.1:8080/api/images"]);
     const [stats] = JSON.parse(images) as {
       entry: string;

@@ -16,6 +16,11 @@ export interface NbdExport {
   name: string;
   description?: string;
   device: BlockDevice;
+  /**
+   * Which clients may see and open it (by remote address; undefined for unix sockets). Others
+   * are told it does not exist. Absent: every client.
+   */
+  allow?: (remote: string | undefined) => boolean;
 }
 
 export interface NbdServerOptions {
@@ -139,14 +144,24 @@ export class NbdServer {
     return e;
   }
 
-  exportNamed(name: string): NbdExport | undefined {
+  /** The export `remote` asks for by name, if it exists and `remote` may open it. */
+  exportNamed(name: string, remote?: string): NbdExport | undefined {
+    let e: NbdExport | undefined;
     if (name === "" && this.#defaultExport && this.#exports.size >= 1 && !this.#exports.has(""))
-      return this.#exports.values().next().value;
-    return this.#exports.get(name);
+      e = this.#exports.values().next().value;
+    else e = this.#exports.get(name);
+    if (e?.allow && !e.allow(remote)) {
+      this.#log.warn({ remote, export: name }, "nbd export refused to this client");
+      return undefined;
+    }
+    return e;
   }
 
-  exportNames(): string[] {
-    return [...this.#exports.keys()];
+  /** The names `remote` may see (NBD_OPT_LIST). */
+  exportNames(remote?: string): string[] {
+    return [...this.#exports.values()]
+      .filter((e) => !e.allow || e.allow(remote))
+      .map((e) => e.name);
   }
 
   /** Server-wide in-flight accounting: waits while the server as a whole is over its cap. */
@@ -250,7 +265,7 @@ class Connection {
       const data = length > 0 ? await this.#in.read(length) : Buffer.alloc(0);
       switch (option) {
         case P.NBD_OPT_EXPORT_NAME: {
-          const e = this.#server.exportNamed(data.toString("utf8"));
+          const e = this.#server.exportNamed(data.toString("utf8"), this.#socket.remoteAddress);
           if (!e)
             throw new P.NbdProtocolError(
               `unknown export "${data.toString("utf8")}" requested with NBD_OPT_EXPORT_NAME`,
@@ -268,7 +283,7 @@ class Connection {
             this.#reply(option, P.NBD_REP_ERR_INVALID);
             break;
           }
-          for (const name of this.#server.exportNames())
+          for (const name of this.#server.exportNames(this.#socket.remoteAddress))
             this.#reply(option, P.NBD_REP_SERVER, P.encodeServerEntry(name));
           this.#reply(option, P.NBD_REP_ACK);
           break;
@@ -281,7 +296,7 @@ class Connection {
             this.#reply(option, P.NBD_REP_ERR_INVALID);
             break;
           }
-          const e = this.#server.exportNamed(req.name);
+          const e = this.#server.exportNamed(req.name, this.#socket.remoteAddress);
           if (!e) {
             this.#reply(
               option,

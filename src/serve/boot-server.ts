@@ -295,6 +295,7 @@ export class BootServer {
       nbd,
       stateDir: c.stateDir,
       cacheDir: c.cacheDir,
+      allow: c.nbd.allow,
       logger: this.#log,
     });
   }
@@ -528,7 +529,7 @@ export class BootServer {
         return;
       }
       try {
-        const name = await this.#imageExport(entry, mac);
+        const name = await this.#imageExport(entry, mac, ip);
         const host = new URL(this.#base(req)).hostname;
         rootCmdline = entry.nbdOverlay
           ? nbdOverlayCmdline(host, this.#nbdPort, name)
@@ -557,9 +558,9 @@ export class BootServer {
     this.#send(res, 200, script, text);
   }
 
-  #imageExport(entry: Extract<Entry, { kind: "image" }>, mac: string): Promise<string> {
+  #imageExport(entry: Extract<Entry, { kind: "image" }>, mac: string, ip: string): Promise<string> {
     if (!this.#images) throw new Error("the NBD server is not running");
-    return this.#images.prepare(entry, mac);
+    return this.#images.prepare(entry, mac, ip);
   }
 
   async #localPath(ref: FileRef): Promise<{ path: string; etag?: string }> {

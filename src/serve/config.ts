@@ -102,7 +102,8 @@ export interface ServeConfig {
   };
   http: { port: number; address: string; publicUrl?: string };
   /** Where image entries are exported (NBD, the Linux kernel's nbdroot=). */
-  nbd: { port: number };
+  /** `allow`: machine — an export opens only for the IP that asked for its plan; any — for all. */
+  nbd: { port: number; allow: "machine" | "any" };
   /** The shared chunk cache of image entries (default STATE/cache). */
   cacheDir: string;
   /** State folder: leases, one-shot state, cached remote kernels. */
@@ -669,8 +670,11 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
 
   const state = c.string(top.state, ["state"]);
   const stateDir = state ? resolve(baseDir, state) : defaultStateDir();
-  const n = c.object(top.nbd, ["nbd"], ["port"]) ?? {};
-  const nbd = { port: c.int(n.port, ["nbd", "port"], 0, 65535) ?? 10809 };
+  const n = c.object(top.nbd, ["nbd"], ["port", "allow"]) ?? {};
+  const nbd = {
+    port: c.int(n.port, ["nbd", "port"], 0, 65535) ?? 10809,
+    allow: c.oneOf(n.allow, ["nbd", "allow"], ["machine", "any"] as const) ?? "machine",
+  };
   const cacheRaw = c.object(top.cache, ["cache"], ["dir"]) ?? {};
   const cacheDir = c.string(cacheRaw.dir, ["cache", "dir"]);
   if (c.problems.length) throw new ConfigError(source, c.problems);

@@ -34,7 +34,14 @@ export interface ImageExportsOptions {
   nbd: NbdServer;
   stateDir: string;
   cacheDir: string;
+  /** machine: each export opens only for the address that asked for its plan (default). */
+  allow?: "machine" | "any";
   logger?: Logger;
+}
+
+/** "::ffff:10.0.0.5" and "10.0.0.5" are one client. */
+function plainAddress(address: string | undefined): string | undefined {
+  return address?.replace(/^::ffff:/, "");
 }
 
 export class ImageExports {
@@ -42,6 +49,8 @@ export class ImageExports {
   readonly #log: Logger;
   readonly #bases = new Map<string, Promise<Base>>();
   readonly #overlays = new Map<string, Promise<CowDevice>>();
+  /** Export name → the address of the machine it belongs to (its latest plan request). */
+  readonly #owners = new Map<string, string>();
 
   constructor(options: ImageExportsOptions) {
     this.#o = options;
@@ -84,9 +93,13 @@ export class ImageExports {
     return `${entry}-${mac.replace(/:/g, "-")}`;
   }
 
-  /** Makes the machine's export ready (a fresh overlay for ephemeral disks); returns its name. */
-  async prepare(entry: ImageEntry, mac: string): Promise<string> {
+  /**
+   * Makes the machine's export ready (a fresh overlay for ephemeral disks) for the machine at
+   * `address`; returns its name.
+   */
+  async prepare(entry: ImageEntry, mac: string, address: string): Promise<string> {
     const name = ImageExports.exportName(entry.name, mac);
+    this.#owners.set(name, plainAddress(address) ?? address);
     const { stack, trace } = await this.base(entry);
     const dir = join(this.#o.stateDir, "overlays", entry.name);
     const path = join(dir, `${mac.replace(/:/g, "-")}.cow`);
@@ -110,7 +123,15 @@ export class ImageExports {
       this.#overlays.delete(name);
       throw err;
     }
-    this.#o.nbd.setExport({ name, description: `${stack.label} for ${mac}`, device });
+    this.#o.nbd.setExport({
+      name,
+      description: `${stack.label} for ${mac}`,
+      device,
+      allow:
+        this.#o.allow === "any"
+          ? undefined
+          : (remote) => plainAddress(remote) === this.#owners.get(name),
+    });
     return name;
   }
 
