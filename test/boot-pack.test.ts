@@ -179,6 +179,11 @@ describe("boot profiles and boot packs", () => {
     assert.equal(warm.pack?.wanted, 0);
     const after = nginxRequests(nginx.accessLog).slice(before);
     assert.equal(after.filter((q) => q.path.includes("/packs/")).length, 1, "only the table");
+    assert.equal(
+      after.filter((q) => q.path.includes("/indexes/")).length,
+      0,
+      "the index comes from the cache",
+    );
     await warm.close();
   });
 

@@ -160,7 +160,12 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
       });
     } else {
       try {
-        image = await openImage(source, { store: stores[0], policy: options.policy, record: true });
+        image = await openImage(source, {
+          store: stores[0],
+          policy: options.policy,
+          record: true,
+          indexCache: options.cache,
+        });
       } catch (err) {
         fromCache = true;
         if (!(err instanceof FetchError) || !options.cache) throw err;

@@ -41,6 +41,8 @@ export interface OpenOptions {
   policy: TrustPolicy;
   /** Record the accepted revision in the anti-rollback state (clients do; inspection does not). */
   record?: boolean;
+  /** A local store (a chunk cache) whose copy of the index is used when its digest matches. */
+  indexCache?: string;
 }
 
 export type SourceSpec =
@@ -235,7 +237,13 @@ export async function openImage(source: string, options: OpenOptions): Promise<O
         expect: { name: spec.name, revision },
       });
     }
-    const index = await loadIndex(reader, indexPath(release.release.index), release.release.index);
+    const digest = release.release.index;
+    const cached = options.indexCache
+      ? await loadIndex(new LocalStoreReader(options.indexCache), indexPath(digest), digest).catch(
+          () => null,
+        )
+      : null;
+    const index = cached ?? (await loadIndex(reader, indexPath(digest), digest));
     if (index.size !== release.release.size) {
       throw new ReleaseError(
         `Index of ${release.where} covers ${index.size} bytes, but the release says ${release.release.size}`,
