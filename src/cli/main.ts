@@ -20,6 +20,7 @@ import { defaultStatePath, loadTrustedKeys } from "../store/trust.ts";
 import type { TrustPolicy } from "../store/trust.ts";
 import { verifyStore } from "../store/verify.ts";
 import { registerAttachCommands } from "./attach-command.ts";
+import { registerIsoCommands } from "./iso-command.ts";
 import { registerProfileCommands } from "./profile-command.ts";
 import { registerServeCommand } from "./serve-command.ts";
 import { formatBytes, formatRate, formatTable } from "./format.ts";
@@ -396,6 +397,7 @@ export function buildProgram(): Command {
 
   registerAttachCommands(program, (flags, record) => trustPolicy(flags, { recordState: record }));
   registerProfileCommands(program, (flags, record) => trustPolicy(flags, { recordState: record }));
+  registerIsoCommands(program);
   registerServeCommand(program);
 
   return program;

@@ -1,0 +1,366 @@
+// An ISO 9660 reader over any BlockDevice (a local file, or an ISO on a web server read by Range
+// requests, never downloaded whole): the primary and supplementary (Joliet) volume descriptors,
+// directory records with Rock Ridge names (NM, continued through CE), and the El Torito boot
+// catalog. It reads descriptors and directories only; file contents stay where they are, as
+// extents (offset, size) the caller reads or serves by range.
+import type { BlockDevice } from "../block/block-device.ts";
+
+export const SECTOR = 2048;
+
+export class IsoFormatError extends Error {
+  readonly code = "ERR_ISO_FORMAT";
+}
+
+export interface IsoEntry {
+  /** The best name: Rock Ridge, else Joliet, else ISO 9660 without ";1". */
+  name: string;
+  directory: boolean;
+  /** Byte offset of the data in the image. */
+  offset: number;
+  size: number;
+}
+
+export interface ElToritoEntry {
+  platform: "bios" | "uefi" | "ppc" | "mac" | `0x${string}`;
+  bootable: boolean;
+  /** Byte offset of the boot image in the ISO. */
+  offset: number;
+  /** Its size as the catalog gives it (sectors × 512; 0 or 1 sector often means "to the end"). */
+  size: number;
+  emulation: "none" | "1.2M floppy" | "1.44M floppy" | "2.88M floppy" | "hard disk";
+}
+
+export interface IsoVolume {
+  volumeId: string;
+  systemId: string;
+  publisher: string;
+  application: string;
+  created: string | null;
+  blocks: number;
+  joliet: boolean;
+  rockRidge: boolean;
+  elTorito: ElToritoEntry[];
+}
+
+const text = (b: Buffer, from: number, to: number): string =>
+  b.toString("latin1", from, to).replace(/[\s\0]+$/, "");
+
+/** An ISO 9660 17-byte date: "YYYYMMDDHHMMSScc" + offset, or null when unset. */
+function longDate(b: Buffer, at: number): string | null {
+  const s = b.toString("latin1", at, at + 14);
+  if (!/^\d{14}$/.test(s) || s === "00000000000000") return null;
+  return `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(8, 10)}:${s.slice(10, 12)}:${s.slice(12, 14)}Z`;
+}
+
+interface RawRecord {
+  length: number;
+  extent: number;
+  size: number;
+  flags: number;
+  id: Buffer;
+  systemUse: Buffer;
+}
+
+function parseRecord(b: Buffer, at: number, where: string): RawRecord | null {
+  const length = b[at];
+  if (length === 0) return null;
+  if (length < 34 || at + length > b.length) {
+    throw new IsoFormatError(`${where}: a directory record at ${at} has length ${length}`);
+  }
+  const idLength = b[at + 32];
+  if (33 + idLength > length) {
+    throw new IsoFormatError(`${where}: a directory record name overruns its record`);
+  }
+  const suStart = at + 33 + idLength + (idLength % 2 === 0 ? 1 : 0);
+  return {
+    length,
+    extent: b.readUInt32LE(at + 2),
+    size: b.readUInt32LE(at + 10),
+    flags: b[at + 25],
+    id: b.subarray(at + 33, at + 33 + idLength),
+    systemUse: b.subarray(Math.min(suStart, at + length), at + length),
+  };
+}
+
+/** Directories larger than this are refused (a corrupt size would read the whole image). */
+const MAX_DIRECTORY = 64 * 1024 * 1024;
+
+export class IsoImage {
+  readonly device: BlockDevice;
+  readonly volume: IsoVolume;
+  readonly #root: RawRecord;
+  /** Use Joliet names (UCS-2) from this root instead, when there is no Rock Ridge. */
+  readonly #jolietRoot: RawRecord | null;
+  readonly #rockRidge: boolean;
+  /** Bytes skipped at the start of each system use area (SP's LEN_SKP). */
+  readonly #suSkip: number;
+  readonly #dirs = new Map<string, Promise<IsoEntry[]>>();
+
+  private constructor(
+    device: BlockDevice,
+    volume: IsoVolume,
+    root: RawRecord,
+    jolietRoot: RawRecord | null,
+    suSkip: number,
+  ) {
+    this.device = device;
+    this.volume = volume;
+    this.#root = root;
+    this.#jolietRoot = volume.rockRidge ? null : jolietRoot;
+    this.#rockRidge = volume.rockRidge;
+    this.#suSkip = suSkip;
+  }
+
+  static async open(device: BlockDevice, name = "the image"): Promise<IsoImage> {
+    if (device.size < 17 * SECTOR) {
+      throw new IsoFormatError(`${name} is ${device.size} bytes: too small for an ISO 9660 image`);
+    }
+    let primary: Buffer | null = null;
+    let joliet: Buffer | null = null;
+    let bootCatalog: number | null = null;
+    for (let sector = 16; sector < 16 + 64; sector++) {
+      if ((sector + 1) * SECTOR > device.size) break;
+      const d = await device.read(sector * SECTOR, SECTOR);
+      if (d.toString("latin1", 1, 6) !== "CD001") {
+        throw new IsoFormatError(
+          `${name} is not an ISO 9660 image (no CD001 volume descriptor at sector ${sector})`,
+        );
+      }
+      const type = d[0];
+      if (type === 255) break;
+      if (type === 1) primary ??= d;
+      else if (type === 2) {
+        const esc = d.toString("latin1", 88, 91);
+        if (esc === "%/@" || esc === "%/C" || esc === "%/E") joliet ??= d;
+      } else if (type === 0 && text(d, 7, 39) === "EL TORITO SPECIFICATION") {
+        bootCatalog = d.readUInt32LE(71);
+      }
+    }
+    if (!primary) throw new IsoFormatError(`${name} has no primary volume descriptor`);
+    const root = parseRecord(primary, 156, `${name} primary volume descriptor`);
+    if (!root) throw new IsoFormatError(`${name} has no root directory record`);
+    const jolietRoot = joliet ? parseRecord(joliet, 156, `${name} Joliet descriptor`) : null;
+    // Rock Ridge is announced by an SP entry in the root's "." record (SUSP).
+    const rootDir = await device.read(root.extent * SECTOR, Math.min(SECTOR, root.size));
+    const dot = parseRecord(rootDir, 0, `${name} root directory`);
+    let rockRidge = false;
+    let suSkip = 0;
+    if (dot && dot.systemUse.length >= 7 && dot.systemUse.toString("latin1", 0, 2) === "SP") {
+      rockRidge = dot.systemUse[4] === 0xbe && dot.systemUse[5] === 0xef;
+      suSkip = dot.systemUse[6];
+    }
+    const volume: IsoVolume = {
+      volumeId: text(primary, 40, 72),
+      systemId: text(primary, 8, 40),
+      publisher: text(primary, 318, 446),
+      application: text(primary, 574, 702),
+      created: longDate(primary, 813),
+      blocks: primary.readUInt32LE(80),
+      joliet: jolietRoot !== null,
+      rockRidge,
+      elTorito: bootCatalog === null ? [] : await readBootCatalog(device, bootCatalog, name),
+    };
+    return new IsoImage(device, volume, root, jolietRoot, suSkip);
+  }
+
+  #name(r: RawRecord, joliet: boolean): string {
+    if (this.#rockRidge) {
+      const nm = this.#rockRidgeName(r.systemUse.subarray(this.#suSkip));
+      if (nm !== null) return nm;
+    }
+    if (joliet) {
+      const swapped = Buffer.from(r.id);
+      swapped.swap16();
+      return swapped.toString("utf16le").replace(/;\d+$/, "");
+    }
+    const plain = r.id.toString("latin1").replace(/;\d+$/, "");
+    return r.flags & 2 ? plain : plain.replace(/\.$/, "");
+  }
+
+  /** The NM entries of one system use area (CE continuations are not followed: rare for names). */
+  #rockRidgeName(su: Buffer): string | null {
+    let name: string | null = null;
+    for (let at = 0; at + 4 <= su.length;) {
+      const sig = su.toString("latin1", at, at + 2);
+      const len = su[at + 2];
+      if (len < 4 || at + len > su.length) break;
+      if (sig === "NM") {
+        const flags = su[at + 4];
+        if (flags & 2) name = ".";
+        else if (flags & 4) name = "..";
+        else name = (name ?? "") + su.toString("utf8", at + 5, at + len);
+      }
+      if (sig === "ST") break;
+      at += len;
+    }
+    return name;
+  }
+
+  async #readDir(record: RawRecord, joliet: boolean, path: string): Promise<IsoEntry[]> {
+    if (record.size > MAX_DIRECTORY) {
+      throw new IsoFormatError(
+        `Directory ${path} claims ${record.size} bytes; the image is corrupt`,
+      );
+    }
+    const offset = record.extent * SECTOR;
+    if (offset + record.size > this.device.size) {
+      throw new IsoFormatError(`Directory ${path} lies outside the image`);
+    }
+    const data = await this.device.read(offset, record.size);
+    const out: IsoEntry[] = [];
+    for (let sector = 0; sector < data.length; sector += SECTOR) {
+      for (let at = sector; at < Math.min(sector + SECTOR, data.length);) {
+        const r = parseRecord(data, at, `directory ${path}`);
+        if (!r) break; // the rest of the sector is padding
+        at += r.length;
+        if (r.id.length === 1 && (r.id[0] === 0 || r.id[0] === 1)) continue; // "." and ".."
+        if (r.flags & 0x80) continue; // a multi-extent file's earlier parts: rare, left out
+        out.push({
+          name: this.#name(r, joliet),
+          directory: (r.flags & 2) !== 0,
+          offset: r.extent * SECTOR,
+          size: r.size,
+        });
+      }
+    }
+    return out;
+  }
+
+  /** The entries of directory `path` ("/" for the root), cached. */
+  list(path: string): Promise<IsoEntry[]> {
+    const parts = splitPath(path);
+    const key = `/${parts.join("/")}`;
+    let p = this.#dirs.get(key);
+    if (!p) {
+      p = (async () => {
+        const joliet = this.#jolietRoot !== null;
+        if (parts.length === 0) return this.#readDir(this.#jolietRoot ?? this.#root, joliet, "/");
+        const parent = await this.list(`/${parts.slice(0, -1).join("/")}`);
+        const name = parts[parts.length - 1];
+        const e = findName(parent, name);
+        if (!e?.directory) throw new IsoFormatError(`No directory ${key} in the ISO`);
+        return this.#readDir(
+          {
+            length: 0,
+            extent: e.offset / SECTOR,
+            size: e.size,
+            flags: 2,
+            id: Buffer.alloc(0),
+            systemUse: Buffer.alloc(0),
+          },
+          joliet,
+          key,
+        );
+      })();
+      this.#dirs.set(key, p);
+      p.catch(() => this.#dirs.delete(key));
+    }
+    return p;
+  }
+
+  /** The entry at `path`, or null. Names match exactly, else case-insensitively. */
+  async stat(path: string): Promise<IsoEntry | null> {
+    const parts = splitPath(path);
+    if (parts.length === 0) return null;
+    let dir: IsoEntry[];
+    try {
+      dir = await this.list(`/${parts.slice(0, -1).join("/")}`);
+    } catch (err) {
+      if (err instanceof IsoFormatError && /^No directory/.test(err.message)) return null;
+      throw err;
+    }
+    return findName(dir, parts[parts.length - 1]) ?? null;
+  }
+
+  async readFile(path: string, maxBytes = 64 * 1024 * 1024): Promise<Buffer> {
+    const e = await this.stat(path);
+    if (!e || e.directory) throw new IsoFormatError(`No file ${path} in the ISO`);
+    if (e.size > maxBytes) throw new IsoFormatError(`${path} is larger than ${maxBytes} bytes`);
+    if (e.offset + e.size > this.device.size) {
+      throw new IsoFormatError(`${path} lies outside the image (truncated ISO?)`);
+    }
+    return this.device.read(e.offset, e.size);
+  }
+
+  /** Every path under `path` (depth-first), for inspection. */
+  async walk(path = "/", maxDepth = 4): Promise<string[]> {
+    const out: string[] = [];
+    const visit = async (dir: string, depth: number): Promise<void> => {
+      for (const e of await this.list(dir)) {
+        const full = `${dir === "/" ? "" : dir}/${e.name}`;
+        out.push(e.directory ? `${full}/` : full);
+        if (e.directory && depth < maxDepth) await visit(full, depth + 1);
+      }
+    };
+    await visit(path, 1);
+    return out;
+  }
+}
+
+function splitPath(path: string): string[] {
+  const parts = path.split("/").filter((p) => p !== "" && p !== ".");
+  if (parts.includes("..")) throw new IsoFormatError(`Path ${path} may not contain ".."`);
+  return parts;
+}
+
+function findName(entries: IsoEntry[], name: string): IsoEntry | undefined {
+  return (
+    entries.find((e) => e.name === name) ??
+    entries.find((e) => e.name.toLowerCase() === name.toLowerCase())
+  );
+}
+
+const PLATFORMS: Record<number, ElToritoEntry["platform"]> = {
+  0: "bios",
+  1: "ppc",
+  2: "mac",
+  0xef: "uefi",
+};
+const EMULATIONS: ElToritoEntry["emulation"][] = [
+  "none",
+  "1.2M floppy",
+  "1.44M floppy",
+  "2.88M floppy",
+  "hard disk",
+];
+
+async function readBootCatalog(
+  device: BlockDevice,
+  sector: number,
+  name: string,
+): Promise<ElToritoEntry[]> {
+  if ((sector + 1) * SECTOR > device.size) {
+    throw new IsoFormatError(`${name}: the El Torito boot catalog lies outside the image`);
+  }
+  const c = await device.read(sector * SECTOR, SECTOR);
+  // Validation entry: header 1, key bytes 55 AA, words summing to zero.
+  let sum = 0;
+  for (let i = 0; i < 32; i += 2) sum = (sum + c.readUInt16LE(i)) & 0xffff;
+  if (c[0] !== 1 || c[30] !== 0x55 || c[31] !== 0xaa || sum !== 0) {
+    throw new IsoFormatError(`${name}: the El Torito boot catalog fails its validation entry`);
+  }
+  const out: ElToritoEntry[] = [];
+  const entry = (at: number, platformId: number): void => {
+    const boot = c[at];
+    if (boot !== 0x88 && boot !== 0) return;
+    out.push({
+      platform: PLATFORMS[platformId] ?? `0x${platformId.toString(16)}`,
+      bootable: boot === 0x88,
+      emulation: EMULATIONS[c[at + 1] & 0x0f] ?? "none",
+      size: c.readUInt16LE(at + 6) * 512,
+      offset: c.readUInt32LE(at + 8) * SECTOR,
+    });
+  };
+  entry(32, c[1]);
+  // Section headers (0x90 more follow, 0x91 last), each followed by its entries.
+  for (let at = 64; at + 32 <= SECTOR;) {
+    const header = c[at];
+    if (header !== 0x90 && header !== 0x91) break;
+    const platformId = c[at + 1];
+    const count = c.readUInt16LE(at + 2);
+    at += 32;
+    for (let i = 0; i < count && at + 32 <= SECTOR; i++, at += 32) entry(at, platformId);
+    if (header === 0x91) break;
+  }
+  return out;
+}

@@ -1,0 +1,263 @@
+// The ISO 9660 reader against ISOs made by xorriso (Rock Ridge, Joliet, El Torito for BIOS and
+// UEFI), checked against isoinfo's listing; read locally and from nginx by Range requests; the
+// distribution family recognised from each family's layout; damaged images give IsoFormatError.
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { describe, it } from "node:test";
+import type { TestContext } from "node:test";
+import { FileDevice } from "../src/block/file-device.ts";
+import { HttpDevice } from "../src/block/http-device.ts";
+import { BufferDevice } from "../src/block/buffer-device.ts";
+import { IsoFormatError, IsoImage } from "../src/iso/iso9660.ts";
+import { detectRecipe } from "../src/iso/recipes.ts";
+import { inetboot, inetbootOk, requireTool, run, tempDir, textLike } from "./helpers.ts";
+import { startNginx } from "./nginx.ts";
+
+/** Makes an ISO of `files` (path → content) with xorriso; returns its path. */
+async function makeIso(
+  t: TestContext,
+  dir: string,
+  files: Record<string, Buffer | string>,
+  flags: string[] = ["-R", "-J"],
+): Promise<string | null> {
+  if (!requireTool(t, "xorriso", "xorriso")) return null;
+  const tree = join(dir, "tree");
+  for (const [path, data] of Object.entries(files)) {
+    mkdirSync(dirname(join(tree, path)), { recursive: true });
+    writeFileSync(join(tree, path), data);
+  }
+  const iso = join(dir, "out.iso");
+  const r = await run("xorriso", [
+    "-as",
+    "mkisofs",
+    "-quiet",
+    ...flags,
+    "-V",
+    "TEST_LIVE",
+    "-o",
+    iso,
+    tree,
+  ]);
+  if (r.code !== 0) throw new Error(`xorriso failed: ${r.stderr}`);
+  return iso;
+}
+
+const LAYOUTS: Record<string, { files: string[]; family: string | null; kernel?: string }> = {
+  casper: {
+    files: ["casper/vmlinuz", "casper/initrd", "casper/filesystem.squashfs", ".disk/info"],
+    family: "casper",
+    kernel: "/casper/vmlinuz",
+  },
+  "live-boot": {
+    files: [
+      "live/vmlinuz-6.1.0-9-amd64",
+      "live/initrd.img-6.1.0-9-amd64",
+      "live/filesystem.squashfs",
+    ],
+    family: "live-boot",
+    kernel: "/live/vmlinuz-6.1.0-9-amd64",
+  },
+  dracut: {
+    files: ["images/pxeboot/vmlinuz", "images/pxeboot/initrd.img", "LiveOS/squashfs.img"],
+    family: "dracut",
+    kernel: "/images/pxeboot/vmlinuz",
+  },
+  archiso: {
+    files: [
+      "arch/boot/x86_64/vmlinuz-linux",
+      "arch/boot/x86_64/initramfs-linux.img",
+      "arch/boot/intel-ucode.img",
+      "arch/x86_64/airootfs.sfs",
+    ],
+    family: "archiso",
+    kernel: "/arch/boot/x86_64/vmlinuz-linux",
+  },
+  knoppix: {
+    files: ["boot/isolinux/linux", "boot/isolinux/minirt.gz", "KNOPPIX/KNOPPIX"],
+    family: "knoppix",
+    kernel: "/boot/isolinux/linux",
+  },
+  unknown: { files: ["README.txt", "data/blob.bin"], family: null },
+};
+
+describe("ISO 9660 reader", () => {
+  it("lists what isoinfo lists (Rock Ridge and Joliet names), reads files byte-exact, finds El Torito for BIOS and UEFI", async (t) => {
+    const dir = tempDir(t);
+    const big = textLike(700_000, 3);
+    const files: Record<string, Buffer | string> = {
+      "boot/bios.img": Buffer.alloc(2048, 1),
+      "boot/efi.img": Buffer.alloc(4096, 2),
+      "casper/vmlinuz": "kernel",
+      "casper/initrd": big,
+      "Deep/Directory With Spaces/a-very-long-file-name-beyond-8.3-rules.squashfs": "x".repeat(
+        5000,
+      ),
+      "MiXeD/CaSe.TXT": "case",
+    };
+    for (let i = 0; i < 120; i++) files[`many/file-${i}.dat`] = `n${i}`; // a directory over several sectors
+    const iso = await makeIso(t, dir, files, [
+      "-R",
+      "-J",
+      "-b",
+      "boot/bios.img",
+      "-no-emul-boot",
+      "-boot-load-size",
+      "4",
+      "-eltorito-alt-boot",
+      "-e",
+      "boot/efi.img",
+      "-no-emul-boot",
+    ]);
+    if (!iso || !requireTool(t, "isoinfo", "genisoimage")) return;
+    const device = await FileDevice.open(iso, { readOnly: true });
+    const image = await IsoImage.open(device);
+    assert.equal(image.volume.volumeId, "TEST_LIVE");
+    assert.ok(image.volume.rockRidge && image.volume.joliet);
+    assert.deepEqual(
+      image.volume.elTorito.map((e) => [e.platform, e.bootable, e.emulation]),
+      [
+        ["bios", true, "none"],
+        ["uefi", true, "none"],
+      ],
+    );
+    const bios = image.volume.elTorito[0];
+    assert.ok((await device.read(bios.offset, 2048)).equals(Buffer.alloc(2048, 1)));
+
+    const ours = (await image.walk("/", 10)).filter((p) => !p.endsWith("/")).sort();
+    const theirs = (await run("isoinfo", ["-i", iso, "-R", "-f"])).stdout
+      .split("\n")
+      .filter((p) => p && !p.startsWith("/boot.catalog"))
+      .filter((p) => Object.keys(files).some((f) => `/${f}` === p))
+      .sort();
+    assert.deepEqual(
+      ours.filter((p) => p !== "/boot.catalog"),
+      theirs,
+    );
+    assert.equal(theirs.length, Object.keys(files).length);
+    for (const [path, data] of Object.entries(files)) {
+      assert.ok((await image.readFile(`/${path}`)).equals(Buffer.from(data)), path);
+    }
+    assert.equal(
+      (await image.stat("/mixed/case.txt"))?.name,
+      "CaSe.TXT",
+      "case-insensitive fallback",
+    );
+    assert.equal(await image.stat("/nope/nothing"), null);
+    await assert.rejects(image.stat("/../etc/passwd"), IsoFormatError);
+    await device.close();
+  });
+
+  it("reads Joliet names when there is no Rock Ridge", async (t) => {
+    const dir = tempDir(t);
+    const iso = await makeIso(
+      t,
+      dir,
+      { "Some Long Name.squashfs": "j", "sub/Another File.txt": "k" },
+      ["-J", "--norock"],
+    );
+    if (!iso) return;
+    const device = await FileDevice.open(iso, { readOnly: true });
+    t.after(() => device.close());
+    const image = await IsoImage.open(device);
+    assert.equal(image.volume.rockRidge, false);
+    assert.equal(image.volume.joliet, true);
+    assert.deepEqual((await image.walk("/")).sort(), [
+      "/Some Long Name.squashfs",
+      "/sub/",
+      "/sub/Another File.txt",
+    ]);
+    assert.equal((await image.readFile("/sub/Another File.txt")).toString(), "k");
+  });
+
+  it("reads an ISO on nginx by Range requests, never the whole image", async (t) => {
+    const dir = tempDir(t);
+    const iso = await makeIso(t, dir, {
+      "casper/vmlinuz": "kernel",
+      "casper/initrd": "initrd",
+      "casper/filesystem.squashfs": textLike(6_000_000, 5),
+    });
+    if (!iso) return;
+    const nginx = await startNginx(t, dir);
+    if (!nginx) return;
+    const device = await HttpDevice.open(`${nginx.url}out.iso`);
+    const image = await IsoImage.open(device);
+    assert.equal((await image.readFile("/casper/initrd")).toString(), "initrd");
+    const recipe = await detectRecipe(image);
+    assert.equal(recipe.family, "casper");
+    await device.close();
+    const log = readFileSync(nginx.accessLog, "utf8").split("\n").filter(Boolean);
+    const bytes = log.reduce((n, l) => n + Number(/" \d{3} (\d+)/.exec(l)?.[1] ?? 0), 0);
+    assert.ok(
+      log.every((l) => / 206 /.test(l) || /HEAD/.test(l)),
+      log.join("\n"),
+    );
+    assert.ok(bytes < 1_000_000, `${bytes} bytes read of a ${readFileSync(iso).length}-byte ISO`);
+    // The CLI says the same, over HTTP.
+    const r = await inetbootOk(["iso", "inspect", `${nginx.url}out.iso`, "--json"]);
+    const parsed = JSON.parse(r.stdout) as { recipe: { family: string; initrd: string[] } };
+    assert.equal(parsed.recipe.family, "casper");
+    assert.deepEqual(parsed.recipe.initrd, ["/casper/initrd"]);
+  });
+
+  for (const [name, layout] of Object.entries(LAYOUTS)) {
+    it(`recognises the ${name} layout`, async (t) => {
+      const dir = tempDir(t);
+      const iso = await makeIso(t, dir, Object.fromEntries(layout.files.map((f) => [f, `${f}\n`])));
+      if (!iso) return;
+      const device = await FileDevice.open(iso, { readOnly: true });
+      t.after(() => device.close());
+      const image = await IsoImage.open(device);
+      const recipe = await detectRecipe(image);
+      assert.equal(recipe.family, layout.family);
+      if (recipe.family !== null) assert.equal(recipe.kernel, layout.kernel);
+      const r = await inetboot(["iso", "inspect", iso]);
+      if (layout.family === null) {
+        assert.equal(r.code, 1);
+        assert.match(r.stdout, /unknown layout/);
+        assert.match(r.stdout, /\/data\/blob\.bin/, "lists what was found");
+      } else {
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, new RegExp(`family +${layout.family}`));
+      }
+    });
+  }
+
+  it("damaged images give IsoFormatError, never a crash or a read outside the image", async (t) => {
+    const dir = tempDir(t);
+    const iso = await makeIso(t, dir, {
+      "casper/vmlinuz": "k",
+      "casper/initrd": "i",
+      "a/b/c.txt": "c",
+    });
+    if (!iso) return;
+    const good = readFileSync(iso);
+    await assert.rejects(
+      IsoImage.open(new BufferDevice(good.subarray(0, 10 * 2048))),
+      IsoFormatError,
+    );
+    await assert.rejects(
+      IsoImage.open(new BufferDevice(Buffer.alloc(40 * 2048))),
+      /not an ISO 9660/,
+    );
+    let seed = 12345;
+    const rnd = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    for (let i = 0; i < 300; i++) {
+      const bad = Buffer.from(good);
+      // Damage the descriptors and the first directory sectors, where the structure lives.
+      for (let k = 0; k < 8; k++) bad[16 * 2048 + rnd(12 * 2048)] = rnd(256);
+      try {
+        const image = await IsoImage.open(new BufferDevice(bad));
+        await image.walk("/", 5);
+        await image.readFile("/casper/initrd").catch((err: unknown) => {
+          if (!(err instanceof IsoFormatError)) throw err;
+        });
+      } catch (err) {
+        assert.ok(err instanceof IsoFormatError, `mutation ${i}: ${(err as Error).stack}`);
+      }
+    }
+  });
+});
