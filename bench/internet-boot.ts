@@ -10,14 +10,14 @@
 // Reports time, bytes and requests at the origin, and occupancy (bytes the machine read /
 // bytes of the chunks fetched). Not a timed test.
 import type { ChildProcess } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { debianRootfs, GUEST_HOSTNAME, hostKernelPaths, packTree } from "../test/debian-rootfs.ts";
 import { inetbootOk } from "../test/helpers.ts";
 import { startServe, TestLan } from "../test/netns.ts";
 import type { ServeProcess } from "../test/netns.ts";
-import { nginxConfig } from "../test/nginx.ts";
+import { accessLogRequests, nginxConfig } from "../test/nginx.ts";
 import { bootUntil } from "../test/qemu.ts";
 import { spawnWanProxy, TEST_WAN } from "../test/wan-proxy.ts";
 
@@ -44,10 +44,9 @@ function originTraffic(
   accessLog: string,
   from: number,
 ): { requests: number; bytes: number; lines: number } {
-  const lines = readFileSync(accessLog, "utf8").split("\n").filter(Boolean);
-  let bytes = 0;
-  for (const l of lines.slice(from)) bytes += Number(/" \d{3} (\d+)/.exec(l)?.[1] ?? 0);
-  return { requests: lines.length - from, bytes, lines: lines.length };
+  const all = accessLogRequests(accessLog);
+  const bytes = all.slice(from).reduce((n, r) => n + r.bytes, 0);
+  return { requests: all.length - from, bytes, lines: all.length };
 }
 
 async function stop(child: ChildProcess): Promise<void> {

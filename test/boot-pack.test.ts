@@ -19,7 +19,7 @@ import {
   textLike,
   writeImage,
 } from "./helpers.ts";
-import { startNginx } from "./nginx.ts";
+import { accessLogRequests, startNginx } from "./nginx.ts";
 
 const MiB = 1024 * 1024;
 
@@ -48,16 +48,6 @@ async function optimizedStore(
   ];
   writeFileSync(profile, encodeProfile(regions));
   return { data, store, key, profile };
-}
-
-function nginxRequests(accessLog: string): { path: string; status: number }[] {
-  return readFileSync(accessLog, "utf8")
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => {
-      const m = /"GET ([^ ]+) [^"]*" (\d+)/.exec(l);
-      return { path: m?.[1] ?? "", status: Number(m?.[2] ?? 0) };
-    });
 }
 
 describe("boot profiles and boot packs", () => {
@@ -153,7 +143,7 @@ describe("boot profiles and boot packs", () => {
       const got = await stack.device.read(r.offset, r.length);
       assert.ok(got.equals(data.subarray(r.offset, r.offset + r.length)), `region at ${r.offset}`);
     }
-    const requests = nginxRequests(nginx.accessLog);
+    const requests = accessLogRequests(nginx.accessLog);
     const packGets = requests.filter((q) => q.path.includes("/packs/"));
     assert.ok(packGets.length >= 2 && packGets.length <= 4, `${packGets.length} pack requests`);
     assert.ok(
@@ -168,7 +158,7 @@ describe("boot profiles and boot packs", () => {
     await stack.close();
 
     // Warm: everything is cached, so the pack is not fetched again.
-    const before = nginxRequests(nginx.accessLog).length;
+    const before = accessLogRequests(nginx.accessLog).length;
     const warm = await openDeviceStack("disk", {
       stores: [nginx.url],
       cache,
@@ -177,7 +167,7 @@ describe("boot profiles and boot packs", () => {
     for (let i = 0; i < 200 && !warm.pack?.finished; i++)
       await new Promise((r) => setTimeout(r, 50));
     assert.equal(warm.pack?.wanted, 0);
-    const after = nginxRequests(nginx.accessLog).slice(before);
+    const after = accessLogRequests(nginx.accessLog).slice(before);
     assert.equal(after.filter((q) => q.path.includes("/packs/")).length, 1, "only the table");
     assert.equal(
       after.filter((q) => q.path.includes("/indexes/")).length,
@@ -218,7 +208,7 @@ describe("boot profiles and boot packs", () => {
           `${damage}: region at ${r.offset}`,
         );
       }
-      const chunkGets = nginxRequests(nginx.accessLog).filter((q) => q.path.endsWith(".cacnk"));
+      const chunkGets = accessLogRequests(nginx.accessLog).filter((q) => q.path.endsWith(".cacnk"));
       assert.ok(chunkGets.length >= 1, `${damage}: the damaged chunks came from the store`);
       await stack.close();
     }

@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
-import { inetbootOk, requireTool, run } from "./helpers.ts";
+import { inetbootOk, requireTool, runOk } from "./helpers.ts";
 
 const ROOTFS = "/var/tmp/inetboot-test-rootfs-bookworm-systemd";
 /** The guest's host name: its login prompt reads "inetboot-guest login:". */
@@ -110,8 +110,7 @@ export async function packTree(
   name: string,
 ): Promise<{ image: string; store: string; key: string }> {
   const image = join(dir, "root.img");
-  const mk = await run("mkfs.ext4", ["-q", "-F", "-d", tree, "-E", "root_owner=0:0", image, "1G"]);
-  if (mk.code !== 0) throw new Error(`mkfs.ext4 failed: ${mk.stderr}`);
+  await runOk("mkfs.ext4", ["-q", "-F", "-d", tree, "-E", "root_owner=0:0", image, "1G"]);
   const key = join(dir, "k");
   await inetbootOk(["keygen", "--out", key]);
   const store = join(dir, "store");

@@ -39,6 +39,14 @@ export function run(
   });
 }
 
+/** Like run(), but throws with the command's stderr when it exits non-zero. */
+export async function runOk(cmd: string, args: string[]): Promise<RunResult> {
+  const r = await run(cmd, args);
+  if (r.code !== 0)
+    throw new Error(`${cmd} ${args.join(" ")} failed (exit ${r.code}): ${r.stderr}`);
+  return r;
+}
+
 /** Runs the inetboot CLI with an isolated anti-rollback state unless the env says otherwise. */
 export function inetboot(args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
   return run(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } });

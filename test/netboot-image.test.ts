@@ -25,20 +25,15 @@ import { decodeProfile } from "../src/block/profile.ts";
 import { decodeBlobIndex } from "../src/store/caibx.ts";
 import { chunkFile } from "../src/store/layout.ts";
 import { debianTree, GUEST_HOSTNAME, hostKernel, packTree } from "./debian-rootfs.ts";
-import { inetbootOk, requireTool, run, tempDir } from "./helpers.ts";
+import { inetbootOk, requireTool, run, runOk, tempDir } from "./helpers.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
-import { nginxConfig } from "./nginx.ts";
+import { accessLogRequests, nginxConfig } from "./nginx.ts";
 import { bootUntil } from "./qemu.ts";
 import { spawnWanProxy, TEST_WAN } from "./wan-proxy.ts";
 
 const MAC = "52:54:00:12:34:77";
 
-async function runOk(cmd: string, args: string[]): Promise<{ stdout: string }> {
-  const r = await run(cmd, args);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stderr}`);
-  return r;
-}
 const MARKER = /INETBOOT-IMAGE-BOOT count=\d+ [^\n]*\n/;
 
 interface Built {
@@ -335,9 +330,8 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
       }
     }
     const chunkGets = (): number =>
-      readFileSync(join(nginxDir, "access.log"), "utf8")
-        .split("\n")
-        .filter((l) => l.includes(".cacnk")).length;
+      accessLogRequests(join(nginxDir, "access.log")).filter((r) => r.path.includes(".cacnk"))
+        .length;
     const image = `{ name: debian, store: [${origin}/a, ${origin}/b], trust: [${b.key}.pub] }`;
     let serve = await startServe(
       lan,
@@ -405,9 +399,9 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
     const config = serveConfig(lan, packDir, b, image, "ephemeral", { cmdline: SYSTEMD_CMDLINE });
     serve = await startServe(lan, config);
     const packGets = (): number =>
-      readFileSync(join(nginxDir, "access.log"), "utf8")
-        .split("\n")
-        .filter((l) => l.includes("/packs/") && l.includes('" 206 ')).length;
+      accessLogRequests(join(nginxDir, "access.log")).filter(
+        (r) => r.path.includes("/packs/") && r.status === 206,
+      ).length;
     const beforePack = chunkGets();
     await boot("cold boot with the boot pack (revision 2)");
     const downloaded = await serve.waitFor((l) => l.msg === "boot pack downloaded");

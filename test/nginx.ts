@@ -1,6 +1,6 @@
 // A real nginx serving a folder on loopback, started and stopped by the test.
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
@@ -15,6 +15,30 @@ export async function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+export interface LoggedRequest {
+  method: string;
+  path: string;
+  status: number;
+  /** Body bytes sent. */
+  bytes: number;
+}
+
+/** The requests in an nginx access log (default "combined" format), oldest first. */
+export function accessLogRequests(accessLog: string): LoggedRequest[] {
+  return readFileSync(accessLog, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => {
+      const m = /"(\S+) (\S+) [^"]*" (\d{3}) (\d+)/.exec(l);
+      return {
+        method: m?.[1] ?? "",
+        path: m?.[2] ?? "",
+        status: Number(m?.[3] ?? 0),
+        bytes: Number(m?.[4] ?? 0),
+      };
+    });
 }
 
 export interface Nginx {

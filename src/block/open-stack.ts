@@ -81,6 +81,11 @@ function isRawSource(source: string, options: StackOptions): boolean {
   return !options.offline && !options.stores?.length && existsSync(source);
 }
 
+/** A plain image (raw disk, ISO) as a read-only device: an http(s) URL by Range, or a file. */
+export function openRawDevice(source: string): Promise<BlockDevice> {
+  return isUrl(source) ? HttpDevice.open(source) : FileDevice.open(source, { readOnly: true });
+}
+
 /** Keeps the release, its signature, its index and the `latest` pointer in the cache folder. */
 async function rememberRelease(image: OpenedImage, cacheDir: string): Promise<void> {
   const r = image.release;
@@ -142,9 +147,7 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
   let profileSource: string | null = options.profile ?? null;
 
   if (isRawSource(source, options)) {
-    const raw = isUrl(source)
-      ? await HttpDevice.open(source)
-      : await FileDevice.open(source, { readOnly: true });
+    const raw = await openRawDevice(source);
     baseId = `${source} ${raw.size}`;
     device = raw;
   } else {

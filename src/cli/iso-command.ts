@@ -1,18 +1,10 @@
 // `inetboot iso inspect`: what an ISO holds and how inetboot would boot it, read by Range
 // requests when it is a URL (never downloaded whole).
 import type { Command } from "commander";
-import type { BlockDevice } from "../block/block-device.ts";
-import { FileDevice } from "../block/file-device.ts";
-import { HttpDevice } from "../block/http-device.ts";
+import { openRawDevice } from "../block/open-stack.ts";
 import { IsoImage } from "../iso/iso9660.ts";
 import { detectRecipe } from "../iso/recipes.ts";
-import { isUrl } from "../store/store-reader.ts";
 import { formatBytes } from "./format.ts";
-
-/** Opens a local ISO file or an http(s) URL as a read-only block device. */
-export async function openIsoDevice(source: string): Promise<BlockDevice> {
-  return isUrl(source) ? HttpDevice.open(source) : FileDevice.open(source, { readOnly: true });
-}
 
 export function registerIsoCommands(program: Command): void {
   const iso = program.command("iso").description("live ISO images");
@@ -24,7 +16,7 @@ export function registerIsoCommands(program: Command): void {
     .argument("<source>", "an ISO file or http(s) URL (read by Range requests)")
     .option("--json", "print the result as JSON")
     .action(async (source: string, opts: { json?: boolean }) => {
-      const device = await openIsoDevice(source);
+      const device = await openRawDevice(source);
       try {
         const image = await IsoImage.open(device, source);
         const recipe = await detectRecipe(image);
