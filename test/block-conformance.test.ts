@@ -17,6 +17,7 @@ import { FileDevice } from "../src/block/file-device.ts";
 import { HttpDevice } from "../src/block/http-device.ts";
 import { MirrorSet } from "../src/block/mirror-set.ts";
 import { PrefetchDevice } from "../src/block/prefetch-device.ts";
+import { RangeCacheDevice } from "../src/block/range-cache-device.ts";
 import { TraceDevice } from "../src/block/trace-device.ts";
 import { packImage } from "../src/store/pack.ts";
 import { openImage } from "../src/store/source.ts";
@@ -109,6 +110,26 @@ const factories: [string, Factory][] = [
       return nginx ? HttpDevice.open(`${nginx.url}disk.img`) : null;
     },
   ],
+  [
+    "block cache over HTTP (cold, then warm)",
+    async (t, f) => {
+      const nginx = await startNginx(t, f.dir);
+      if (!nginx) return null;
+      const open = async (): Promise<RangeCacheDevice> =>
+        RangeCacheDevice.open(
+          await HttpDevice.open(`${nginx.url}disk.img`),
+          join(f.dir, "rc"),
+          "disk",
+          {
+            blockSize: 64 * 1024,
+          },
+        );
+      const cold = await open();
+      await cold.read(0, f.data.length);
+      await cold.close();
+      return open();
+    },
+  ],
 ];
 
 describe("block device conformance", () => {
@@ -184,6 +205,47 @@ describe("block device conformance", () => {
       }
     });
   }
+
+  it("block cache: a damaged cached block is fetched again, a torn log tail is ignored, offline names what is missing", async (t) => {
+    const f = await fixture(t);
+    const root = join(f.dir, "rc");
+    const B = 64 * 1024;
+    const open = async (offline = false): Promise<RangeCacheDevice> =>
+      RangeCacheDevice.open(await FileDevice.open(f.image), root, "id-1", {
+        blockSize: B,
+        offline,
+      });
+    const a = await open();
+    assert.ok((await a.read(B + 10, 3 * B)).equals(f.data.subarray(B + 10, 4 * B + 10)));
+    assert.equal(a.stats.misses, 4);
+    assert.equal(a.stats.fetchedBytes, 4 * B);
+    const dir = a.dir;
+    await a.close();
+    // Damage block 2's bytes and tear the log's tail.
+    const dataPath = join(dir, "data");
+    const data = readFileSync(dataPath);
+    data[2 * B + 5] ^= 0xff;
+    writeFileSync(dataPath, data);
+    writeFileSync(
+      join(dir, "blocks"),
+      Buffer.concat([readFileSync(join(dir, "blocks")), Buffer.alloc(7)]),
+    );
+    const b = await open();
+    assert.ok((await b.read(0, 5 * B)).equals(f.data.subarray(0, 5 * B)), "repaired data");
+    assert.equal(b.stats.repaired, 1);
+    assert.equal(b.stats.hits, 3); // blocks 1, 3, 4
+    await b.close();
+    const off = await open(true);
+    assert.ok((await off.read(0, 5 * B)).equals(f.data.subarray(0, 5 * B)));
+    await assert.rejects(off.read(6 * B, 10), /not in the cache .*offline/);
+    await off.close();
+    // Another identity (the file changed on the server) starts empty.
+    const other = await RangeCacheDevice.open(await FileDevice.open(f.image), root, "id-2", {
+      blockSize: B,
+    });
+    assert.equal(other.stats.cachedBytes, 0);
+    await other.close();
+  });
 
   it("copy-on-write: the base is never written, the overlay persists, deleting it resets", async (t) => {
     const f = await fixture(t);

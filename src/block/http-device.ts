@@ -20,13 +20,19 @@ export class HttpDevice implements BlockDevice {
   readonly url: string;
   readonly size: number;
   readonly readOnly = true;
+  /**
+   * The content's ETag (strong) or Last-Modified, when the server gave one: every range is asked
+   * with If-Range, so a file replaced on the server fails loudly instead of mixing versions.
+   */
+  readonly validator: string | null;
   readonly #agent: Agent;
   requests = 0;
   bytesFetched = 0;
 
-  private constructor(url: string, size: number, agent: Agent) {
+  private constructor(url: string, size: number, validator: string | null, agent: Agent) {
     this.url = url;
     this.size = size;
+    this.validator = validator;
     this.#agent = agent;
   }
 
@@ -57,7 +63,11 @@ export class HttpDevice implements BlockDevice {
         throw new BlockIoError(
           `${url} sent no usable Content-Range header ("${String(res.headers["content-range"])}")`,
         );
-      return new HttpDevice(url, Number(m[1]), agent);
+      const etag = String(res.headers.etag ?? "");
+      const lastModified = String(res.headers["last-modified"] ?? "");
+      // A weak ETag cannot be used with If-Range.
+      const validator = etag && !etag.startsWith("W/") ? etag : lastModified || null;
+      return new HttpDevice(url, Number(m[1]), validator, agent);
     } catch (err) {
       await agent.close();
       if (err instanceof RangeUnsupportedError || err instanceof BlockIoError) throw err;
@@ -72,7 +82,15 @@ export class HttpDevice implements BlockDevice {
     try {
       return await withBackoff(async () => {
         this.requests++;
-        const res = await request(this.url, { dispatcher: this.#agent, headers: { range } });
+        const headers: Record<string, string> = { range };
+        if (this.validator) headers["if-range"] = this.validator;
+        const res = await request(this.url, { dispatcher: this.#agent, headers });
+        if (res.statusCode === 200 && this.validator) {
+          await res.body.dump();
+          throw new BlockIoError(
+            `the file changed on the server since it was opened (${this.validator} no longer matches); open it again`,
+          );
+        }
         if (res.statusCode !== 206) {
           await res.body.dump();
           // A client error will not mend itself: give up at once.

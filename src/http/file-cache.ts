@@ -26,7 +26,7 @@ interface Meta {
   fetched: string;
 }
 
-async function hashFile(path: string): Promise<string> {
+export async function hashFile(path: string): Promise<string> {
   const h = createHash("sha256");
   await pipeline(createReadStream(path), h);
   return h.digest("hex");

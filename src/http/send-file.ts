@@ -3,7 +3,9 @@
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import type { BlockDevice } from "../block/block-device.ts";
 import { isErrno } from "../store/local-store.ts";
 
 export interface SendFileOptions {
@@ -37,6 +39,14 @@ export function parseRange(
   return { start, end };
 }
 
+/** A body served with ranges: its size, validators and a stream of any byte range. */
+export interface RangeSource {
+  size: number;
+  etag: string;
+  lastModified?: Date;
+  stream(start: number, end: number): Readable;
+}
+
 /** Sends `path`; resolves with the body bytes sent (0 for HEAD/304), or -1 when not found. */
 export async function sendFile(
   req: IncomingMessage,
@@ -52,9 +62,30 @@ export async function sendFile(
     throw err;
   }
   if (!st.isFile()) return -1;
-  const etag = `"${options.etag ?? `${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}`}"`;
+  return sendRanges(
+    req,
+    res,
+    {
+      size: st.size,
+      etag: options.etag ?? `${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}`,
+      lastModified: st.mtime,
+      stream: (start, end) => createReadStream(path, { start, end, highWaterMark: 256 * 1024 }),
+    },
+    options,
+  );
+}
+
+/** Sends `source` honouring HEAD, Range, If-Range and If-None-Match; resolves with body bytes. */
+export async function sendRanges(
+  req: IncomingMessage,
+  res: ServerResponse,
+  source: RangeSource,
+  options: Omit<SendFileOptions, "etag"> = {},
+): Promise<number> {
+  const size = source.size;
+  const etag = `"${source.etag}"`;
   res.setHeader("ETag", etag);
-  res.setHeader("Last-Modified", st.mtime.toUTCString());
+  if (source.lastModified) res.setHeader("Last-Modified", source.lastModified.toUTCString());
   res.setHeader("Accept-Ranges", "bytes");
   res.setHeader("Cache-Control", options.cacheControl ?? "no-cache");
   res.setHeader("Content-Type", options.contentType ?? "application/octet-stream");
@@ -63,21 +94,61 @@ export async function sendFile(
     return 0;
   }
   const ifRange = req.headers["if-range"];
-  const range = ifRange && ifRange !== etag ? null : parseRange(req.headers.range, st.size);
+  const range = ifRange && ifRange !== etag ? null : parseRange(req.headers.range, size);
   if (range === "unsatisfiable") {
-    res.writeHead(416, { "Content-Range": `bytes */${st.size}` }).end();
+    res.writeHead(416, { "Content-Range": `bytes */${size}` }).end();
     return 0;
   }
   const start = range?.start ?? 0;
-  const end = range?.end ?? st.size - 1;
-  const length = st.size === 0 ? 0 : end - start + 1;
+  const end = range?.end ?? size - 1;
+  const length = size === 0 ? 0 : end - start + 1;
   res.setHeader("Content-Length", length);
-  if (range) res.setHeader("Content-Range", `bytes ${start}-${end}/${st.size}`);
+  if (range) res.setHeader("Content-Range", `bytes ${start}-${end}/${size}`);
   res.writeHead(range ? 206 : 200);
   if (req.method === "HEAD" || length === 0) {
     res.end();
     return 0;
   }
-  await pipeline(createReadStream(path, { start, end, highWaterMark: 256 * 1024 }), res);
+  await pipeline(source.stream(start, end), res);
   return length;
+}
+
+/**
+ * Bytes [start, end] of a block device as a stream, read in pieces with a few reads ahead (a
+ * network-backed device fetches the next pieces while the client takes this one).
+ */
+export function deviceStream(
+  device: BlockDevice,
+  start: number,
+  end: number,
+  options: { piece?: number; ahead?: number } = {},
+): Readable {
+  const piece = options.piece ?? 1024 * 1024;
+  const ahead = options.ahead ?? 4;
+  let next = start;
+  const queue: Promise<Buffer>[] = [];
+  const fill = (): void => {
+    while (queue.length < ahead && next <= end) {
+      const length = Math.min(piece - (next % piece), end + 1 - next);
+      const p = device.read(next, length);
+      p.catch(() => {}); // surfaced in read() below
+      queue.push(p);
+      next += length;
+    }
+  };
+  return new Readable({
+    highWaterMark: piece,
+    read() {
+      fill();
+      const p = queue.shift();
+      if (!p) {
+        this.push(null);
+        return;
+      }
+      p.then(
+        (data) => this.push(data),
+        (err: Error) => this.destroy(err),
+      );
+    },
+  });
 }

@@ -5,7 +5,7 @@
 import type { IsoImage } from "./iso9660.ts";
 
 export interface BootRecipe {
-  family: "casper" | "live-boot" | "dracut" | "archiso" | "knoppix";
+  family: Family | "custom";
   description: string;
   kernel: string;
   initrd: string[];
@@ -40,80 +40,108 @@ async function files(iso: IsoImage, dir: string, pattern: RegExp): Promise<strin
   }
 }
 
-export async function detectRecipe(iso: IsoImage): Promise<BootRecipe | RecipeMiss> {
+export const FAMILIES = ["casper", "live-boot", "dracut", "archiso", "knoppix"] as const;
+export type Family = (typeof FAMILIES)[number];
+
+/** What each family's check looks for, for the message when nothing matches. */
+const LOOKED_FOR: Record<Family, string> = {
+  casper: "casper/vmlinuz and casper/initrd* (Ubuntu)",
+  "live-boot": "live/vmlinuz*, live/initrd* and live/filesystem.squashfs (Debian live)",
+  dracut: "images/pxeboot/vmlinuz, images/pxeboot/initrd.img and LiveOS/squashfs.img (Fedora/dracut)",
+  archiso: "arch/boot/x86_64/vmlinuz-linux and initramfs-linux.img (Arch)",
+  knoppix: "boot/isolinux/linux and boot/isolinux/minirt.gz (KNOPPIX)",
+};
+
+const DETECT: Record<Family, (iso: IsoImage) => Promise<BootRecipe | null>> = {
   // Ubuntu and derivatives (casper): the booted initrd fetches the whole ISO (url=).
-  const casperKernel = await first(iso, ["/casper/vmlinuz", "/casper/vmlinuz.efi"]);
-  const casperInitrd = await first(iso, [
-    "/casper/initrd",
-    "/casper/initrd.gz",
-    "/casper/initrd.lz",
-    "/casper/initrd.img",
-  ]);
-  if (casperKernel && casperInitrd) {
+  async casper(iso) {
+    const kernel = await first(iso, ["/casper/vmlinuz", "/casper/vmlinuz.efi"]);
+    const initrd = await first(iso, [
+      "/casper/initrd",
+      "/casper/initrd.gz",
+      "/casper/initrd.lz",
+      "/casper/initrd.img",
+    ]);
+    if (!kernel || !initrd) return null;
     return {
       family: "casper",
       description: "Ubuntu-style live system (casper)",
-      kernel: casperKernel,
-      initrd: [casperInitrd],
+      kernel,
+      initrd: [initrd],
       cmdline: "boot=casper url={iso} ip=dhcp",
     };
-  }
+  },
   // Debian live and derivatives (live-boot): the initrd fetches the squashfs (fetch=).
-  const liveKernel = (await files(iso, "/live", /^vmlinuz/))[0];
-  const liveInitrd = (await files(iso, "/live", /^initrd/))[0];
-  const liveFs = await first(iso, ["/live/filesystem.squashfs"]);
-  if (liveKernel && liveInitrd && liveFs) {
+  async "live-boot"(iso) {
+    const kernel = (await files(iso, "/live", /^vmlinuz/))[0];
+    const initrd = (await files(iso, "/live", /^initrd/))[0];
+    const fs = await first(iso, ["/live/filesystem.squashfs"]);
+    if (!kernel || !initrd || !fs) return null;
     return {
       family: "live-boot",
       description: "Debian-style live system (live-boot)",
-      kernel: liveKernel,
-      initrd: [liveInitrd],
-      cmdline: `boot=live fetch={file:${liveFs}} ip=dhcp`,
+      kernel,
+      initrd: [initrd],
+      cmdline: `boot=live fetch={file:${fs}} ip=dhcp`,
     };
-  }
+  },
   // Fedora and other dracut live images: root=live: with the squashfs URL.
-  const dracutKernel = await first(iso, ["/images/pxeboot/vmlinuz", "/isolinux/vmlinuz"]);
-  const dracutInitrd = await first(iso, ["/images/pxeboot/initrd.img", "/isolinux/initrd.img"]);
-  const liveOs = await first(iso, ["/LiveOS/squashfs.img"]);
-  if (dracutKernel && dracutInitrd && liveOs) {
+  async dracut(iso) {
+    const kernel = await first(iso, ["/images/pxeboot/vmlinuz", "/isolinux/vmlinuz"]);
+    const initrd = await first(iso, ["/images/pxeboot/initrd.img", "/isolinux/initrd.img"]);
+    const liveOs = await first(iso, ["/LiveOS/squashfs.img"]);
+    if (!kernel || !initrd || !liveOs) return null;
     return {
       family: "dracut",
       description: "dracut live image (Fedora and relatives)",
-      kernel: dracutKernel,
-      initrd: [dracutInitrd],
+      kernel,
+      initrd: [initrd],
       cmdline: `root=live:{file:${liveOs}} rd.live.image rd.neednet=1 ip=dhcp`,
     };
-  }
+  },
   // Arch Linux and archiso-based ISOs: the initrd fetches airootfs from the served tree.
-  const archKernel = await first(iso, ["/arch/boot/x86_64/vmlinuz-linux"]);
-  const archInitrd = await first(iso, ["/arch/boot/x86_64/initramfs-linux.img"]);
-  if (archKernel && archInitrd) {
+  async archiso(iso) {
+    const kernel = await first(iso, ["/arch/boot/x86_64/vmlinuz-linux"]);
+    const initrd = await first(iso, ["/arch/boot/x86_64/initramfs-linux.img"]);
+    if (!kernel || !initrd) return null;
     const ucode = (await files(iso, "/arch/boot", /-ucode\.img$/)).slice(0, 2);
     return {
       family: "archiso",
       description: "Arch Linux / archiso",
-      kernel: archKernel,
-      initrd: [...ucode, archInitrd],
+      kernel,
+      initrd: [...ucode, initrd],
       cmdline: "archisobasedir=arch archiso_http_srv={tree} ip=dhcp",
     };
-  }
+  },
   // KNOPPIX: kernel and minirt; its initrd needs the KNOPPIX image from a local medium or NFS.
-  const knoppixKernel = await first(iso, ["/boot/isolinux/linux", "/boot/isolinux/linux64"]);
-  const knoppixInitrd = await first(iso, ["/boot/isolinux/minirt.gz"]);
-  if (knoppixKernel && knoppixInitrd) {
+  async knoppix(iso) {
+    const kernel = await first(iso, ["/boot/isolinux/linux", "/boot/isolinux/linux64"]);
+    const initrd = await first(iso, ["/boot/isolinux/minirt.gz"]);
+    if (!kernel || !initrd) return null;
     return {
       family: "knoppix",
       description: "KNOPPIX (its initrd looks for the KNOPPIX folder; give cmdline: to point it)",
-      kernel: knoppixKernel,
-      initrd: [knoppixInitrd],
+      kernel,
+      initrd: [initrd],
       cmdline: "knoppix_dir=KNOPPIX",
     };
+  },
+};
+
+/** The ISO's family from its layout (or the given family's recipe), or what was found. */
+export async function detectRecipe(
+  iso: IsoImage,
+  family?: Family,
+): Promise<BootRecipe | RecipeMiss> {
+  const families = family ? [family] : FAMILIES;
+  for (const f of families) {
+    const recipe = await DETECT[f](iso);
+    if (recipe) return recipe;
   }
   const found = await iso.walk("/", 2);
   return {
     family: null,
-    message:
-      "unknown layout: looked for casper/ (Ubuntu), live/ with filesystem.squashfs (Debian live), images/pxeboot/ with LiveOS/squashfs.img (Fedora/dracut), arch/boot/x86_64/ (Arch), boot/isolinux/minirt.gz (KNOPPIX); give kernel:, initrd: and cmdline: in the entry",
+    message: `${family ? `not a ${family} layout` : "unknown layout"}: looked for ${families.map((f) => LOOKED_FOR[f]).join("; ")}; give kernel:, initrd: and cmdline: in the entry`,
     found,
   };
 }

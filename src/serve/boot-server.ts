@@ -23,6 +23,7 @@ import type { Entry, FileRef, ServeConfig } from "./config.ts";
 import { EventLog } from "./events.ts";
 import type { EventInput } from "./events.ts";
 import { ImageExports } from "./image-exports.ts";
+import { LiveIso, LiveIsoError } from "../iso/live-iso.ts";
 import { bootScript, entryScript, errorScript, IPXE_FACTS } from "./ipxe-script.ts";
 import { OnceState } from "./once.ts";
 import { chooseEntry, firmwareArchNames, ipxeArchNames } from "./plan.ts";
@@ -62,6 +63,7 @@ export class BootServer {
   #nbdPort = 0;
   #nbdOverlayPath: string | null = null;
   #images: ImageExports | null = null;
+  readonly #isos = new Map<string, Promise<LiveIso>>();
   readonly #remote: RemoteFileCache;
   readonly #firstStageFiles: Record<string, string> = {};
 
@@ -308,6 +310,8 @@ export class BootServer {
     await this.#dhcp?.stop();
     await this.#nbd?.close();
     await this.#images?.close();
+    for (const p of this.#isos.values()) await (await p.catch(() => null))?.close();
+    this.#isos.clear();
     await this.#tftp?.stop();
     const http = this.#http;
     this.#http = null;
@@ -378,6 +382,8 @@ export class BootServer {
         decodeURIComponent(m[1]),
         m[3] === undefined ? -1 : Number(m[3]),
       );
+    m = /^\/iso\/([^/]+)\/(.+)$/.exec(path);
+    if (m) return this.#isoFile(req, res, decodeURIComponent(m[1]), m[2]);
     m = /^\/firmware\/([^/]+)$/.exec(path);
     if (m && this.#firstStageFiles[m[1]]) {
       const bytes = await sendFile(req, res, this.#firstStageFiles[m[1]], {
@@ -406,7 +412,7 @@ export class BootServer {
       return;
     }
     if (path === "/api/images") {
-      this.#json(res, (await this.#images?.stats()) ?? []);
+      this.#json(res, [...((await this.#images?.stats()) ?? []), ...(await this.#isoStats())]);
       return;
     }
     m = /^\/api\/images\/([^/]+)\/profile$/.exec(path);
@@ -514,7 +520,7 @@ export class BootServer {
     mac?: string,
   ): Promise<void> {
     const text = "text/plain; charset=utf-8";
-    const usesKernel = entry.kind === "kernel" || entry.kind === "image";
+    const usesKernel = entry.kind === "kernel" || entry.kind === "image" || entry.kind === "iso";
     if (entry.once && mac && !usesKernel) void this.#once?.consume(mac, entry.name);
     let rootCmdline: string | undefined;
     if (entry.kind === "image") {
@@ -546,6 +552,27 @@ export class BootServer {
         return;
       }
     }
+    let iso: { initrds: number; cmdline: string } | undefined;
+    if (entry.kind === "iso") {
+      try {
+        const live = await this.#liveIso(entry);
+        iso = {
+          initrds: live.recipe.initrd.length,
+          cmdline: live.cmdline(`${this.#base(req)}/iso/${encodeURIComponent(entry.name)}`),
+        };
+      } catch (err) {
+        const found = err instanceof LiveIsoError ? err.found : [];
+        const message = `cannot boot ${entry.iso}: ${(err as Error).message}`;
+        const ip = this.#clientIp(req);
+        this.#record({ stage: "iso-error", mac, ip, entry: entry.name, detail: message });
+        this.#log.error({ entry: entry.name, err: message, found }, "ISO cannot be booted");
+        const listing = found.length
+          ? `; the ISO holds ${found.slice(0, 40).join(" ")}${found.length > 40 ? " …" : ""}`
+          : "";
+        this.#send(res, 200, errorScript(message + listing), text);
+        return;
+      }
+    }
     const query = new URLSearchParams(url.searchParams);
     if (mac) query.set("mac", mac.replace(/:/g, "-"));
     const script = entryScript(entry, {
@@ -554,6 +581,7 @@ export class BootServer {
       titleOf: (n) => this.config.entries.get(n)?.title ?? n,
       rootCmdline,
       extraInitrds: entry.kind === "image" && entry.nbdOverlay ? 1 : 0,
+      iso,
     });
     this.#send(res, 200, script, text);
   }
@@ -579,6 +607,7 @@ export class BootServer {
     initrd: number,
   ): Promise<void> {
     const entry = this.config.entries.get(name);
+    if (entry?.kind === "iso") return this.#isoBootFile(req, res, url, entry, initrd);
     if (entry?.kind !== "kernel" && entry?.kind !== "image") {
       throw new HttpError(404, `No kernel entry named "${name}"`);
     }
@@ -611,6 +640,124 @@ export class BootServer {
       bytes,
       ms: Date.now() - started,
     });
+  }
+
+  /** The entry's ISO, opened on first use (a failure is not kept: the next boot tries again). */
+  #liveIso(entry: Extract<Entry, { kind: "iso" }>): Promise<LiveIso> {
+    let p = this.#isos.get(entry.name);
+    if (!p) {
+      p = LiveIso.open(entry.iso, {
+        cacheDir: join(this.config.cacheDir, "iso"),
+        family: entry.recipe,
+        kernel: entry.kernel,
+        initrd: entry.initrd,
+        cmdline: entry.cmdline,
+        logger: this.#log,
+      });
+      this.#isos.set(entry.name, p);
+      p.then(
+        (iso) =>
+          this.#log.info(
+            {
+              entry: entry.name,
+              iso: entry.iso,
+              family: iso.recipe.family,
+              kernel: iso.recipe.kernel,
+              initrd: iso.recipe.initrd,
+            },
+            "ISO opened",
+          ),
+        () => this.#isos.delete(entry.name),
+      );
+    }
+    return p;
+  }
+
+  /** An ISO entry's kernel or initrd: extracted from the ISO by range, verified, cached. */
+  async #isoBootFile(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    entry: Extract<Entry, { kind: "iso" }>,
+    initrd: number,
+  ): Promise<void> {
+    const ip = this.#clientIp(req);
+    const mac = macFromQuery(url.searchParams.get("mac")) ?? this.events.macForIp(ip);
+    const stage = initrd < 0 ? "http-kernel" : "http-initrd";
+    let file;
+    let isoPath: string | undefined;
+    try {
+      const live = await this.#liveIso(entry);
+      isoPath = initrd < 0 ? live.recipe.kernel : live.recipe.initrd[initrd];
+      if (isoPath === undefined)
+        throw new HttpError(404, `Entry "${entry.name}" has no initrd ${initrd}`);
+      file = await live.extract(isoPath);
+    } catch (err) {
+      if (err instanceof HttpError) throw err;
+      const message = (err as Error).message;
+      this.#record({ stage: `${stage}-error`, mac, ip, entry: entry.name, detail: message });
+      throw new HttpError(502, message);
+    }
+    if (initrd < 0 && entry.once && mac) await this.#once?.consume(mac, entry.name);
+    const started = Date.now();
+    const bytes = await sendFile(req, res, file.path, {
+      etag: file.sha256,
+      cacheControl: "no-cache",
+    });
+    this.#record({
+      stage,
+      mac,
+      ip,
+      entry: entry.name,
+      file: `${entry.iso}:${isoPath}`,
+      bytes,
+      ms: Date.now() - started,
+    });
+  }
+
+  /** /iso/ENTRY/NAME.iso and /iso/ENTRY/tree/PATH: what the booted live system fetches. */
+  async #isoFile(
+    req: IncomingMessage,
+    res: ServerResponse,
+    name: string,
+    rest: string,
+  ): Promise<void> {
+    const entry = this.config.entries.get(name);
+    if (entry?.kind !== "iso") throw new HttpError(404, `No ISO entry named "${name}"`);
+    const live = await this.#liveIso(entry).catch((err: unknown) => {
+      throw new HttpError(502, `cannot open ${entry.iso}: ${(err as Error).message}`);
+    });
+    const ip = this.#clientIp(req);
+    const started = Date.now();
+    const bytes = await live.send(req, res, rest);
+    if (bytes < 0) throw new HttpError(404, `${entry.iso} has no file ${decodeURIComponent(rest)}`);
+    this.#record({
+      stage: "http-iso",
+      mac: this.events.macForIp(ip),
+      ip,
+      entry: name,
+      file: decodeURIComponent(rest),
+      bytes,
+      ms: Date.now() - started,
+    });
+  }
+
+  async #isoStats(): Promise<Record<string, unknown>[]> {
+    const out: Record<string, unknown>[] = [];
+    for (const [entry, p] of this.#isos) {
+      const iso = await p.catch(() => null);
+      if (!iso) continue;
+      out.push({
+        entry,
+        iso: iso.source,
+        size: iso.device.size,
+        family: iso.recipe.family,
+        kernel: iso.recipe.kernel,
+        initrd: iso.recipe.initrd,
+        cache: iso.cacheStats,
+      });
+    }
+    return out;
   }
 
   #indexText(): string {

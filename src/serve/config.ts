@@ -9,6 +9,8 @@ import { isMap, LineCounter, parseDocument } from "yaml";
 import type { Document } from "yaml";
 import { ipToNumber, isIpv4, parseMac, formatMac } from "../dhcp/packet.ts";
 import type { Reservation } from "../dhcp/leases.ts";
+import { FAMILIES } from "../iso/recipes.ts";
+import type { Family } from "../iso/recipes.ts";
 
 /** A file the server hands out: a host path or an http(s) URL (fetched once, cached). */
 export interface FileRef {
@@ -48,6 +50,18 @@ export type Entry = EntryBase &
         disk: "ephemeral" | "per-machine";
         /** Append inetboot's NBD overlay to an initramfs-tools initrd without nbd-client. */
         nbdOverlay: boolean;
+      }
+    | {
+        kind: "iso";
+        /** An http(s) URL (read by Range, cached) or a local path. */
+        iso: string;
+        /** Force this family's recipe instead of detecting it. */
+        recipe?: Family;
+        /** Paths inside the ISO replacing the recipe's. */
+        kernel?: string;
+        initrd?: string[];
+        /** Replaces the recipe's command line; {recipe}, {iso}, {tree}, {file:PATH} expand. */
+        cmdline?: string;
       }
     | { kind: "menu"; items: string[]; timeoutSeconds: number; defaultItem?: string }
     | { kind: "chain"; url: string }
@@ -314,6 +328,8 @@ function initrds(c: Checker, v: unknown, path: Path, baseDir: string): FileRef[]
 
 const ENTRY_KEYS = [
   "image",
+  "iso",
+  "recipe",
   "disk",
   "nbd-overlay",
   "title",
@@ -340,18 +356,21 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
     c.error(path, "expected a mapping (kernel, menu, chain, sanboot or local)");
     return undefined;
   }
+  const special = o.image !== undefined ? "image" : o.iso !== undefined ? "iso" : null;
   const kinds = (
-    o.image !== undefined ? ["image"] : ["kernel", "menu", "chain", "sanboot", "local", "shell"]
+    special ? [special] : ["kernel", "menu", "chain", "sanboot", "local", "shell"]
   ).filter((k) => o[k] !== undefined);
-  if (o.image !== undefined) {
-    const others = ["menu", "chain", "sanboot", "local", "shell"].filter((k) => o[k] !== undefined);
-    if (others.length) c.error(path, `an image entry cannot also be ${others.join(" or ")}`);
+  if (special) {
+    const others = ["image", "iso", "menu", "chain", "sanboot", "local", "shell"].filter(
+      (k) => k !== special && o[k] !== undefined,
+    );
+    if (others.length) c.error(path, `an ${special} entry cannot also be ${others.join(" or ")}`);
   }
   if (kinds.length !== 1) {
     c.error(
       path,
       kinds.length === 0
-        ? "an entry needs one of kernel, menu, chain, sanboot or local"
+        ? "an entry needs one of kernel, image, iso, menu, chain, sanboot or local"
         : `an entry is one kind; this one has ${kinds.join(" and ")}`,
     );
     return undefined;
@@ -411,6 +430,36 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         image: { source, stores, trust, insecure },
         disk,
         nbdOverlay: c.bool(o["nbd-overlay"], [...path, "nbd-overlay"]) ?? false,
+      };
+    }
+    case "iso": {
+      const location = c.string(o.iso, [...path, "iso"], "an ISO's http(s) URL or file path");
+      if (location === undefined) return undefined;
+      const iso = /^https?:\/\//i.test(location) ? location : resolve(baseDir, location);
+      if (/^[a-z]+:\/\//i.test(location) && !/^https?:/i.test(location)) {
+        c.error([...path, "iso"], `"${location}": only local paths and http(s) URLs can be read`);
+      } else if (!/^https?:/i.test(location) && !existsSync(iso)) {
+        c.warn(
+          [...path, "iso"],
+          `file ${iso} does not exist (yet); machines booting this entry will fail`,
+        );
+      }
+      const isoPath = (v: unknown, p: Path): string | undefined => {
+        const s = c.string(v, p, "a path inside the ISO");
+        return s === undefined ? undefined : s.startsWith("/") ? s : `/${s}`;
+      };
+      const initrdList =
+        o.initrd === undefined ? undefined : Array.isArray(o.initrd) ? o.initrd : [o.initrd];
+      return {
+        ...base,
+        kind: "iso",
+        iso,
+        recipe: c.oneOf(o.recipe, [...path, "recipe"], FAMILIES),
+        kernel: isoPath(o.kernel, [...path, "kernel"]),
+        initrd: initrdList
+          ?.map((x, i) => isoPath(x, [...path, "initrd", i]))
+          .filter((x) => x !== undefined),
+        cmdline: c.string(o.cmdline, [...path, "cmdline"]),
       };
     }
     case "menu": {

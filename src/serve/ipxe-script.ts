@@ -1,5 +1,5 @@
 // iPXE scripts: the generic /boot.ipxe that reports who is asking, and one script per entry
-// kind (kernel, menu, chain, sanboot, local, shell).
+// kind (kernel, image, iso, menu, chain, sanboot, local, shell).
 import type { Entry } from "./config.ts";
 
 /** What iPXE reports about itself; the rest of the query becomes labels. */
@@ -35,6 +35,8 @@ export interface ScriptContext {
   rootCmdline?: string;
   /** Initrds the server adds after the entry's own (the NBD overlay). */
   extraInitrds?: number;
+  /** An ISO entry's boot: how many initrds its recipe has and its command line with URLs. */
+  iso?: { initrds: number; cmdline: string };
 }
 
 /** A script that shows why a machine cannot boot and stops in the iPXE shell. */
@@ -49,36 +51,42 @@ shell
 const FAILED = (what: string): string =>
   `goto end\n:failed\necho inetboot: ${line(what)} failed; dropping to the iPXE shell (type exit to go on)\nshell\n:end\n`;
 
+/** Boots /files/ENTRY/kernel with `count` initrds (named so EFI stubs find them). */
+function kernelScript(entry: Entry, count: number, cmdlines: string[], ctx: ScriptContext): string {
+  const q = ctx.query ? `?${ctx.query}` : "";
+  const name = encodeURIComponent(entry.name);
+  const initrdNames = Array.from({ length: count }, (_, i) => `initrd${i}.img`);
+  const cmdline = [...initrdNames.map((n) => `initrd=${n}`), ...cmdlines.map(line)]
+    .filter(Boolean)
+    .join(" ");
+  const initrds = initrdNames
+    .map((n, i) => `initrd --name ${n} ${ctx.base}/files/${name}/initrd/${i}${q} || goto failed\n`)
+    .join("");
+  return (
+    `#!ipxe\n` +
+    `echo inetboot: booting ${line(entry.title)}\n` +
+    `kernel ${ctx.base}/files/${name}/kernel${q} ${cmdline} || goto failed\n` +
+    initrds +
+    `boot || goto failed\n` +
+    FAILED(`booting ${entry.name}`)
+  );
+}
+
 export function entryScript(entry: Entry, ctx: ScriptContext): string {
   const head = `#!ipxe\n`;
   const q = ctx.query ? `?${ctx.query}` : "";
-  const name = encodeURIComponent(entry.name);
   switch (entry.kind) {
     case "kernel":
-    case "image": {
-      const count = entry.initrd.length + (ctx.extraInitrds ?? 0);
-      const initrdNames = Array.from({ length: count }, (_, i) => `initrd${i}.img`);
-      const cmdline = [
-        ...initrdNames.map((n) => `initrd=${n}`),
-        line(entry.cmdline),
-        ctx.rootCmdline ? line(ctx.rootCmdline) : "",
-      ]
-        .filter(Boolean)
-        .join(" ");
-      const initrds = initrdNames
-        .map(
-          (n, i) => `initrd --name ${n} ${ctx.base}/files/${name}/initrd/${i}${q} || goto failed\n`,
-        )
-        .join("");
-      return (
-        head +
-        `echo inetboot: booting ${line(entry.title)}\n` +
-        `kernel ${ctx.base}/files/${name}/kernel${q} ${cmdline} || goto failed\n` +
-        initrds +
-        `boot || goto failed\n` +
-        FAILED(`booting ${entry.name}`)
+    case "image":
+      return kernelScript(
+        entry,
+        entry.initrd.length + (ctx.extraInitrds ?? 0),
+        [entry.cmdline, ctx.rootCmdline ?? ""],
+        ctx,
       );
-    }
+    case "iso":
+      if (!ctx.iso) return errorScript(`${entry.name}: the ISO is not open`);
+      return kernelScript(entry, ctx.iso.initrds, [ctx.iso.cmdline], ctx);
     case "menu": {
       const items = entry.items.map((i) => `item ${i} ${line(ctx.titleOf(i))}\n`).join("");
       const def = entry.defaultItem ?? entry.items[0];

@@ -1,0 +1,265 @@
+// A disk cache for a plain image read over the network (an ISO or raw disk by URL): the image
+// is cut into fixed blocks kept in a sparse file, each with its SHA-256 in an append-only log,
+// so a re-boot or the next machine reads them locally. A cached block is checked against its
+// hash once per run and fetched again when its bytes no longer match: it is never served.
+// The cache belongs to the source's identity (URL, size, ETag or Last-Modified): a file
+// replaced on the server starts a fresh cache.
+import { createHash } from "node:crypto";
+import { mkdir, open, readFile, rm, truncate, writeFile } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import { silentLogger } from "../log.ts";
+import type { Logger } from "../log.ts";
+import { isErrno } from "../store/local-store.ts";
+import { BlockIoError, checkRange, dataExtent, ReadOnlyError } from "./block-device.ts";
+import type { BlockDevice, Extent } from "./block-device.ts";
+
+const RECORD = 4 + 32;
+
+export interface RangeCacheStats {
+  /** Blocks read from the cache / fetched from the source. */
+  hits: number;
+  misses: number;
+  fetchedBytes: number;
+  /** Bytes of the image now on local disk. */
+  cachedBytes: number;
+  /** Cached blocks that failed their check and were fetched again. */
+  repaired: number;
+}
+
+export interface RangeCacheOptions {
+  blockSize?: number;
+  /** Never read the source: a block not in the cache is an I/O error naming what is missing. */
+  offline?: boolean;
+  logger?: Logger;
+}
+
+const sha256 = (b: Uint8Array): Buffer => createHash("sha256").update(b).digest();
+
+export class RangeCacheDevice implements BlockDevice {
+  readonly size: number;
+  readonly readOnly = true;
+  readonly blockSize: number;
+  readonly dir: string;
+  readonly stats: RangeCacheStats = {
+    hits: 0,
+    misses: 0,
+    fetchedBytes: 0,
+    cachedBytes: 0,
+    repaired: 0,
+  };
+  readonly #next: BlockDevice;
+  readonly #data: FileHandle;
+  readonly #log: FileHandle;
+  readonly #hashes: Map<number, Buffer>;
+  readonly #verified = new Set<number>();
+  readonly #pending = new Map<number, Promise<Buffer>>();
+  readonly #offline: boolean;
+  readonly #logger: Logger;
+
+  private constructor(
+    next: BlockDevice,
+    dir: string,
+    data: FileHandle,
+    log: FileHandle,
+    hashes: Map<number, Buffer>,
+    blockSize: number,
+    options: RangeCacheOptions,
+  ) {
+    this.#next = next;
+    this.size = next.size;
+    this.dir = dir;
+    this.#data = data;
+    this.#log = log;
+    this.#hashes = hashes;
+    this.blockSize = blockSize;
+    this.#offline = options.offline ?? false;
+    this.#logger = options.logger ?? silentLogger;
+    this.stats.cachedBytes = [...hashes.keys()].reduce((n, b) => n + this.#blockLength(b), 0);
+  }
+
+  /** The cache folder of a source's identity under `root`. */
+  static folder(root: string, identity: string): string {
+    return join(root, createHash("sha256").update(identity).digest("hex").slice(0, 32));
+  }
+
+  /** Caches `next` (identified by `identity`) under `root`. */
+  static async open(
+    next: BlockDevice,
+    root: string,
+    identity: string,
+    options: RangeCacheOptions = {},
+  ): Promise<RangeCacheDevice> {
+    const blockSize = options.blockSize ?? 1024 * 1024;
+    const dir = RangeCacheDevice.folder(root, identity);
+    const idPath = join(dir, "identity");
+    const stored = await readFile(idPath, "utf8").catch((err: unknown) => {
+      if (isErrno(err, "ENOENT")) return null;
+      throw err;
+    });
+    const expected = `${identity}\nblock ${blockSize}\n`;
+    if (stored !== expected) {
+      // New, or another block size: start empty.
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+      await writeFile(idPath, expected);
+    }
+    const hashes = new Map<number, Buffer>();
+    const blocks = Math.ceil(next.size / blockSize);
+    const log = await readFile(join(dir, "blocks")).catch(() => Buffer.alloc(0));
+    // A torn last record (a kill mid-append) is ignored; its block is fetched again.
+    for (let at = 0; at + RECORD <= log.length; at += RECORD) {
+      const block = log.readUInt32LE(at);
+      if (block < blocks) hashes.set(block, Buffer.from(log.subarray(at + 4, at + RECORD)));
+    }
+    const whole = log.length - (log.length % RECORD);
+    if (whole !== log.length) await truncate(join(dir, "blocks"), whole);
+    const data = await open(join(dir, "data"), "a+").then(async (fh) => {
+      await fh.close();
+      return open(join(dir, "data"), "r+");
+    });
+    const logFh = await open(join(dir, "blocks"), "a");
+    return new RangeCacheDevice(next, dir, data, logFh, hashes, blockSize, options);
+  }
+
+  /** Whether every byte of [offset, offset+length) is in the cache. */
+  has(offset: number, length: number): boolean {
+    if (length === 0) return true;
+    const last = Math.floor((offset + length - 1) / this.blockSize);
+    for (let b = Math.floor(offset / this.blockSize); b <= last; b++) {
+      if (!this.#hashes.has(b)) return false;
+    }
+    return true;
+  }
+
+  #blockLength(block: number): number {
+    return Math.min(this.blockSize, this.size - block * this.blockSize);
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    checkRange(this, offset, length);
+    if (length === 0) return Buffer.alloc(0);
+    const B = this.blockSize;
+    const first = Math.floor(offset / B);
+    const last = Math.floor((offset + length - 1) / B);
+    const parts: Promise<Buffer>[] = [];
+    let runStart = -1;
+    const endRun = (end: number): void => {
+      if (runStart < 0) return;
+      for (let b = runStart; b < end; b++)
+        parts[b - first] = this.#pending.get(b) as Promise<Buffer>;
+      runStart = -1;
+    };
+    for (let b = first; b <= last; b++) {
+      const pending = this.#pending.get(b);
+      if (pending || this.#hashes.has(b)) {
+        endRun(b);
+        parts[b - first] = pending ?? this.#local(b);
+      } else if (runStart < 0) {
+        runStart = b;
+        // Missing blocks in a row are fetched in one read of the source.
+        let end = b + 1;
+        while (end <= last && !this.#hashes.has(end) && !this.#pending.has(end)) end++;
+        this.#fetch(b, end);
+        endRun(end);
+        b = end - 1;
+      }
+    }
+    const blocks = await Promise.all(parts);
+    const out = Buffer.allocUnsafe(length);
+    for (let i = 0; i < blocks.length; i++) {
+      const blockStart = (first + i) * B;
+      const from = Math.max(offset, blockStart);
+      const to = Math.min(offset + length, blockStart + blocks[i].length);
+      blocks[i].copy(out, from - offset, from - blockStart, to - blockStart);
+    }
+    return out;
+  }
+
+  /** Fetches blocks [start, end) in one read; registers a pending promise per block. */
+  #fetch(start: number, end: number): void {
+    const B = this.blockSize;
+    const whole = (async (): Promise<Buffer[]> => {
+      if (this.#offline) {
+        throw new BlockIoError(
+          `bytes ${start * B}-${Math.min(end * B, this.size) - 1} are not in the cache ${this.dir} (offline: the network is not used)`,
+        );
+      }
+      const length = Math.min(end * B, this.size) - start * B;
+      const data = await this.#next.read(start * B, length);
+      this.stats.misses += end - start;
+      this.stats.fetchedBytes += length;
+      const blocks: Buffer[] = [];
+      const records: Buffer[] = [];
+      for (let b = start; b < end; b++) {
+        const block = data.subarray((b - start) * B, (b - start) * B + this.#blockLength(b));
+        blocks.push(block);
+        const hash = sha256(block);
+        const record = Buffer.alloc(RECORD);
+        record.writeUInt32LE(b, 0);
+        hash.copy(record, 4);
+        records.push(record);
+      }
+      await this.#data.write(data, 0, data.length, start * B);
+      // The log entry after the data: a block in the log has its bytes written (or fails the
+      // check and is fetched again).
+      await this.#log.write(Buffer.concat(records));
+      for (let b = start; b < end; b++) {
+        if (!this.#hashes.has(b)) this.stats.cachedBytes += this.#blockLength(b);
+        this.#hashes.set(b, records[b - start].subarray(4));
+        this.#verified.add(b);
+      }
+      return blocks;
+    })();
+    for (let b = start; b < end; b++) {
+      const p = whole.then((blocks) => blocks[b - start]);
+      p.catch(() => {}); // observed by the reader; not an unhandled rejection meanwhile
+      this.#pending.set(b, p);
+      void whole.then(
+        () => this.#pending.delete(b),
+        () => this.#pending.delete(b),
+      );
+    }
+  }
+
+  async #local(block: number): Promise<Buffer> {
+    const length = this.#blockLength(block);
+    const buf = Buffer.allocUnsafe(length);
+    const { bytesRead } = await this.#data.read(buf, 0, length, block * this.blockSize);
+    if (this.#verified.has(block) && bytesRead === length) {
+      this.stats.hits++;
+      return buf;
+    }
+    const expected = this.#hashes.get(block);
+    if (bytesRead === length && expected && sha256(buf).equals(expected)) {
+      this.#verified.add(block);
+      this.stats.hits++;
+      return buf;
+    }
+    this.#logger.warn(
+      { cache: this.dir, block, offset: block * this.blockSize },
+      "a cached block does not match its hash; fetching it again",
+    );
+    this.stats.repaired++;
+    this.#hashes.delete(block);
+    this.#verified.delete(block);
+    this.stats.cachedBytes -= length;
+    if (!this.#pending.has(block)) this.#fetch(block, block + 1);
+    return this.#pending.get(block) as Promise<Buffer>;
+  }
+
+  write(): Promise<void> {
+    return Promise.reject(new ReadOnlyError("A cached network image is read-only"));
+  }
+
+  extents(offset: number, length: number): Promise<Extent[]> {
+    return Promise.resolve(dataExtent(offset, length));
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#pending.values()]);
+    await this.#data.close();
+    await this.#log.close();
+    await this.#next.close();
+  }
+}

@@ -1,0 +1,355 @@
+// A live ISO booted by URL: opened by Range requests through a block cache (never downloaded
+// whole), its family's recipe chosen (or given), kernel and initrds extracted by range and kept
+// verified on disk, and the ISO and its files served over HTTP with Range for the booted
+// system (casper's url=, live-boot's fetch=, dracut's root=live:, archiso's http server).
+import { createHash } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdir, readFile, realpath, rename, rm, stat } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { basename, join } from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { BlockDevice } from "../block/block-device.ts";
+import { FileDevice } from "../block/file-device.ts";
+import { HttpDevice } from "../block/http-device.ts";
+import { RangeCacheDevice } from "../block/range-cache-device.ts";
+import { hashFile } from "../http/file-cache.ts";
+import { deviceStream, sendRanges } from "../http/send-file.ts";
+import { silentLogger } from "../log.ts";
+import type { Logger } from "../log.ts";
+import { isErrno, tempPathFor, writeFileAtomic } from "../store/local-store.ts";
+import { IsoImage } from "./iso9660.ts";
+import { detectRecipe, expandCmdline } from "./recipes.ts";
+import type { BootRecipe, Family } from "./recipes.ts";
+
+export interface LiveIsoOptions {
+  /** Where the ISO's blocks and extracted files are kept. */
+  cacheDir: string;
+  /** Use this family's recipe instead of detecting one. */
+  family?: Family;
+  /** Paths inside the ISO, replacing the recipe's. */
+  kernel?: string;
+  initrd?: string[];
+  /** Replaces the recipe's command line; `{recipe}` stands for it. */
+  cmdline?: string;
+  /** Use only what the cache holds. */
+  offline?: boolean;
+  logger?: Logger;
+}
+
+/** The ISO cannot be booted as configured: the message says why and what the ISO holds. */
+export class LiveIsoError extends Error {
+  readonly found: string[];
+  constructor(message: string, found: string[] = []) {
+    super(message);
+    this.found = found;
+  }
+}
+
+export interface ExtractedFile {
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+interface Checksum {
+  algorithm: "md5" | "sha256";
+  hex: string;
+}
+
+/** The checksum lists distributions put on their ISOs ("HEX  ./path" lines). */
+const CHECKSUM_LISTS: [string, Checksum["algorithm"]][] = [
+  ["/sha256sum.txt", "sha256"],
+  ["/SHA256SUMS", "sha256"],
+  ["/md5sum.txt", "md5"],
+  ["/MD5SUMS", "md5"],
+];
+
+async function readChecksums(iso: IsoImage): Promise<Map<string, Checksum>> {
+  const sums = new Map<string, Checksum>();
+  for (const [list, algorithm] of CHECKSUM_LISTS) {
+    const entry = await iso.stat(list);
+    if (!entry || entry.directory || entry.size > 4 * 1024 * 1024) continue;
+    const text = (await iso.readFile(list)).toString("utf8");
+    const length = algorithm === "md5" ? 32 : 64;
+    for (const line of text.split("\n")) {
+      const m = /^([0-9a-fA-F]+)\s+\*?(?:\.\/|\/)?(.+?)\s*$/.exec(line);
+      if (!m || m[1].length !== length) continue;
+      const path = `/${m[2]}`;
+      if (!sums.has(path)) sums.set(path, { algorithm, hex: m[1].toLowerCase() });
+    }
+  }
+  return sums;
+}
+
+export class LiveIso {
+  readonly source: string;
+  readonly device: BlockDevice;
+  readonly image: IsoImage;
+  readonly recipe: BootRecipe;
+  /** The ISO's file name in URLs (…/NAME.iso). */
+  readonly fileName: string;
+  /** A stable ETag base for this ISO's content. */
+  readonly tag: string;
+  readonly #sums: Map<string, Checksum>;
+  readonly #filesDir: string;
+  readonly #extracted = new Map<string, Promise<ExtractedFile>>();
+  readonly #log: Logger;
+
+  private constructor(
+    source: string,
+    device: BlockDevice,
+    image: IsoImage,
+    recipe: BootRecipe,
+    sums: Map<string, Checksum>,
+    filesDir: string,
+    tag: string,
+    log: Logger,
+  ) {
+    this.source = source;
+    this.device = device;
+    this.image = image;
+    this.recipe = recipe;
+    this.#sums = sums;
+    this.#filesDir = filesDir;
+    this.tag = tag;
+    this.#log = log;
+    const name = basename(source.replace(/[?#].*$/, "")).replace(/[^\w.-]/g, "_");
+    this.fileName = /\.iso$/i.test(name) ? name : `${name || "image"}.iso`;
+  }
+
+  static async open(source: string, options: LiveIsoOptions): Promise<LiveIso> {
+    const log = options.logger ?? silentLogger;
+    let device: BlockDevice;
+    let identity: string;
+    if (/^https?:\/\//i.test(source)) {
+      const http = options.offline ? null : await HttpDevice.open(source);
+      if (http) {
+        identity = `${source}\n${http.size}\n${http.validator ?? ""}`;
+        await writeFileAtomic(
+          join(options.cacheDir, "sources", `${sha(source).slice(0, 32)}`),
+          identity,
+        );
+        device = await RangeCacheDevice.open(http, options.cacheDir, identity, { logger: log });
+      } else {
+        // Offline: the identity the last online open saw.
+        identity = await readFile(
+          join(options.cacheDir, "sources", `${sha(source).slice(0, 32)}`),
+          "utf8",
+        ).catch(() => {
+          throw new LiveIsoError(
+            `${source} was never opened online, so nothing of it is cached; run once with the network`,
+          );
+        });
+        const size = Number(identity.split("\n")[1]);
+        device = await RangeCacheDevice.open(
+          {
+            size,
+            readOnly: true,
+            read: () => Promise.reject(new Error("offline")),
+            close: async () => {},
+          },
+          options.cacheDir,
+          identity,
+          { logger: log, offline: true },
+        );
+      }
+    } else {
+      const path = await realpath(source).catch(() => {
+        throw new LiveIsoError(`${source} does not exist`);
+      });
+      const st = await stat(path);
+      identity = `${path}\n${st.size}\n${st.mtimeMs}`;
+      device = await FileDevice.open(path, { readOnly: true });
+    }
+    try {
+      const image = await IsoImage.open(device, source);
+      let recipe: BootRecipe;
+      const found = await detectRecipe(image, options.family);
+      if (found.family === null) {
+        if (!options.kernel) throw new LiveIsoError(`${source}: ${found.message}`, found.found);
+        recipe = {
+          family: "custom",
+          description: "kernel, initrd and cmdline from the entry",
+          kernel: options.kernel,
+          initrd: options.initrd ?? [],
+          cmdline: "",
+        };
+      } else {
+        recipe = { ...found };
+        if (options.kernel) recipe.kernel = options.kernel;
+        if (options.initrd) recipe.initrd = options.initrd;
+      }
+      if (options.cmdline !== undefined) {
+        recipe.cmdline = options.cmdline.replaceAll("{recipe}", recipe.cmdline).trim();
+      }
+      for (const p of [recipe.kernel, ...recipe.initrd]) {
+        const e = await image.stat(p);
+        if (!e || e.directory) {
+          throw new LiveIsoError(`${source} has no file ${p} (the entry's kernel/initrd)`, [
+            ...(await image.walk("/", 2)),
+          ]);
+        }
+      }
+      const sums = await readChecksums(image);
+      const key = sha(identity).slice(0, 32);
+      return new LiveIso(
+        source,
+        device,
+        image,
+        recipe,
+        sums,
+        join(options.cacheDir, "files", key),
+        key.slice(0, 16),
+        log,
+      );
+    } catch (err) {
+      await device.close();
+      throw err;
+    }
+  }
+
+  /** The recipe's command line with the URLs the ISO is served at under `base`. */
+  cmdline(base: string): string {
+    const tree = `${base}/tree/`;
+    return expandCmdline(this.recipe.cmdline, {
+      iso: `${base}/${this.fileName}`,
+      tree,
+      file: (p) => tree + p.replace(/^\/+/, "").split("/").map(encodeURIComponent).join("/"),
+    });
+  }
+
+  /**
+   * A file of the ISO (kernel, initrd) on local disk: extracted by range once, checked against
+   * the ISO's checksum list when it names the file, re-hashed once per run.
+   */
+  extract(path: string): Promise<ExtractedFile> {
+    let p = this.#extracted.get(path);
+    if (!p) {
+      p = this.#extract(path);
+      this.#extracted.set(path, p);
+      p.catch(() => this.#extracted.delete(path));
+    }
+    return p;
+  }
+
+  async #extract(isoPath: string): Promise<ExtractedFile> {
+    const entry = await this.image.stat(isoPath);
+    if (!entry || entry.directory) throw new LiveIsoError(`${this.source} has no file ${isoPath}`);
+    const id = sha(isoPath).slice(0, 32);
+    const dataPath = join(this.#filesDir, `${id}.data`);
+    const metaPath = join(this.#filesDir, `${id}.json`);
+    try {
+      const meta = JSON.parse(await readFile(metaPath, "utf8")) as ExtractedFile & { iso: string };
+      if (meta.iso === isoPath && meta.size === entry.size) {
+        const digest = await hashFile(dataPath);
+        if (digest === meta.sha256) return { path: dataPath, size: meta.size, sha256: digest };
+        this.#log.warn(
+          { iso: this.source, file: isoPath },
+          "extracted file is corrupt; extracting it again",
+        );
+      }
+    } catch (err) {
+      if (!isErrno(err, "ENOENT") && !(err instanceof SyntaxError)) throw err;
+    }
+    await mkdir(this.#filesDir, { recursive: true });
+    const tmp = tempPathFor(dataPath);
+    const started = Date.now();
+    const sha256 = createHash("sha256");
+    const listed = this.#sums.get(isoPath);
+    const check = listed?.algorithm === "md5" ? createHash("md5") : null;
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        sha256.update(chunk);
+        check?.update(chunk);
+        done(null, chunk);
+      },
+    });
+    try {
+      const body =
+        entry.size === 0
+          ? deviceStream(this.device, 0, -1)
+          : deviceStream(this.device, entry.offset, entry.offset + entry.size - 1);
+      await pipeline(body, tap, createWriteStream(tmp));
+      const digest = sha256.digest("hex");
+      if (listed) {
+        const actual = check ? check.digest("hex") : digest;
+        if (actual !== listed.hex) {
+          throw new LiveIsoError(
+            `${isoPath} in ${this.source} has ${listed.algorithm} ${actual}, but the ISO's checksum list says ${listed.hex}: the ISO is damaged; refusing to boot it`,
+          );
+        }
+      }
+      await rename(tmp, dataPath);
+      await writeFileAtomic(
+        metaPath,
+        JSON.stringify({ iso: isoPath, size: entry.size, sha256: digest }) + "\n",
+      );
+      this.#log.info(
+        {
+          iso: this.source,
+          file: isoPath,
+          bytes: entry.size,
+          ms: Date.now() - started,
+          checked: listed ? listed.algorithm : "no checksum list entry",
+        },
+        "extracted from the ISO",
+      );
+      return { path: dataPath, size: entry.size, sha256: digest };
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  /**
+   * Serves `rest` of this ISO's URL space: "NAME.iso" (the whole image) or "tree/PATH" (one file
+   * of it), with Range. Resolves with the body bytes sent, or -1 when there is no such file.
+   */
+  async send(req: IncomingMessage, res: ServerResponse, rest: string): Promise<number> {
+    let offset: number;
+    let size: number;
+    let tag: string;
+    if (rest === this.fileName) {
+      offset = 0;
+      size = this.device.size;
+      tag = this.tag;
+    } else if (rest.startsWith("tree/")) {
+      const path = `/${rest.slice(5)}`;
+      let entry;
+      try {
+        entry = await this.image.stat(path.split("/").map(decodeURIComponent).join("/"));
+      } catch {
+        return -1; // "..", bad escapes
+      }
+      if (!entry || entry.directory) return -1;
+      offset = entry.offset;
+      size = entry.size;
+      tag = `${this.tag}-${offset.toString(16)}`;
+    } else {
+      return -1;
+    }
+    return sendRanges(
+      req,
+      res,
+      {
+        size,
+        etag: tag,
+        stream: (start, end) => deviceStream(this.device, offset + start, offset + end),
+      },
+      { cacheControl: "max-age=3600" },
+    );
+  }
+
+  /** How much of the ISO the cache holds and fetched (a URL), or null (a local file). */
+  get cacheStats(): RangeCacheDevice["stats"] | null {
+    return this.device instanceof RangeCacheDevice ? this.device.stats : null;
+  }
+
+  close(): Promise<void> {
+    return this.device.close();
+  }
+}
+
+function sha(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
