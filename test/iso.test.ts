@@ -2,45 +2,16 @@
 // UEFI), checked against isoinfo's listing; read locally and from nginx by Range requests; the
 // distribution family recognised from each family's layout; damaged images give IsoFormatError.
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import type { TestContext } from "node:test";
 import { FileDevice } from "../src/block/file-device.ts";
 import { HttpDevice } from "../src/block/http-device.ts";
 import { BufferDevice } from "../src/block/buffer-device.ts";
 import { IsoFormatError, IsoImage } from "../src/iso/iso9660.ts";
 import { detectRecipe } from "../src/iso/recipes.ts";
-import { inetboot, inetbootOk, requireTool, run, runOk, tempDir, textLike } from "./helpers.ts";
+import { inetboot, inetbootOk, requireTool, run, tempDir, textLike } from "./helpers.ts";
+import { makeIso } from "./iso-maker.ts";
 import { accessLogRequests, startNginx } from "./nginx.ts";
-
-/** Makes an ISO of `files` (path → content) with xorriso; returns its path. */
-async function makeIso(
-  t: TestContext,
-  dir: string,
-  files: Record<string, Buffer | string>,
-  flags: string[] = ["-R", "-J"],
-): Promise<string | null> {
-  if (!requireTool(t, "xorriso", "xorriso")) return null;
-  const tree = join(dir, "tree");
-  for (const [path, data] of Object.entries(files)) {
-    mkdirSync(dirname(join(tree, path)), { recursive: true });
-    writeFileSync(join(tree, path), data);
-  }
-  const iso = join(dir, "out.iso");
-  await runOk("xorriso", [
-    "-as",
-    "mkisofs",
-    "-quiet",
-    ...flags,
-    "-V",
-    "TEST_LIVE",
-    "-o",
-    iso,
-    tree,
-  ]);
-  return iso;
-}
 
 const LAYOUTS: Record<string, { files: string[]; family: string | null; kernel?: string }> = {
   casper: {

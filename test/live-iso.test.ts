@@ -1,0 +1,204 @@
+// ISO entries in the boot server, in process, with nginx as the origin: the recipe's script, the
+// kernel and initrd extracted by Range and checked against the ISO's checksum list, the ISO and
+// its files served with Range from a block cache (the origin sees each byte once), a damaged
+// ISO refused with the reason, unknown layouts explained, overrides honoured.
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { request } from "node:http";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import type { TestContext } from "node:test";
+import { BootServer } from "../src/serve/boot-server.ts";
+import { parseConfig } from "../src/serve/config.ts";
+import { inetboot, tempDir, textLike } from "./helpers.ts";
+import { makeIso } from "./iso-maker.ts";
+import { accessLogRequests, startNginx } from "./nginx.ts";
+
+const MAC = "52:54:00:12:34:56";
+const md5 = (b: Buffer | string): string => createHash("md5").update(b).digest("hex");
+const sha256 = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
+
+const KERNEL = textLike(300_000, 1);
+const INITRD = textLike(2_500_000, 2);
+const SQUASHFS = textLike(3_000_000, 3);
+
+function casperFiles(initrdSum = md5(INITRD)): Record<string, Buffer | string> {
+  return {
+    "casper/vmlinuz": KERNEL,
+    "casper/initrd": INITRD,
+    "casper/filesystem.squashfs": SQUASHFS,
+    ".disk/info": "Test Live 24.04",
+    "md5sum.txt": `${md5(KERNEL)}  ./casper/vmlinuz\n${initrdSum}  ./casper/initrd\n`,
+  };
+}
+
+async function serve(t: TestContext, dir: string, entries: string): Promise<string> {
+  const config = parseConfig(
+    `http: { port: 0, address: 127.0.0.1 }\nstate: ${dir}/state\n${entries}`,
+    join(dir, "serve.yaml"),
+  );
+  const srv = new BootServer(config);
+  await srv.start();
+  t.after(() => srv.stop());
+  return `http://127.0.0.1:${srv.httpPort}`;
+}
+
+/** The status of a GET of `url` sent exactly as written (no path normalisation). */
+function rawStatus(url: string): Promise<number> {
+  const u = /^http:\/\/([^:/]+):(\d+)(\/.*)$/.exec(url) as RegExpExecArray;
+  return new Promise((resolve, reject) => {
+    request({ host: u[1], port: Number(u[2]), path: u[3] }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    })
+      .on("error", reject)
+      .end();
+  });
+}
+
+async function get(url: string, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(url, { headers });
+}
+
+describe("live ISO entries", () => {
+  it("boots a casper ISO from a web server by range: script, verified kernel and initrd, ISO and tree with Range, each origin byte fetched once", async (t) => {
+    const dir = tempDir(t);
+    const iso = await makeIso(t, join(dir, "www"), casperFiles(), ["-R", "-J"], "ubuntu.iso");
+    if (!iso) return;
+    const nginx = await startNginx(t, join(dir, "www"));
+    if (!nginx) return;
+    const isoBytes = readFileSync(iso);
+    const base = await serve(
+      t,
+      dir,
+      `entries:
+  ubuntu: { iso: "${nginx.url}ubuntu.iso", cmdline: "{recipe} console=ttyS0" }
+default: ubuntu
+`,
+    );
+    const script = await (await get(`${base}/ipxe/boot?mac=${MAC}`)).text();
+    const entryBase = `${base}/iso/ubuntu`;
+    assert.match(script, new RegExp(`kernel ${base}/files/ubuntu/kernel\\?mac=52-54-00-12-34-56 `));
+    assert.ok(
+      script.includes(
+        `initrd=initrd0.img boot=casper url=${entryBase}/ubuntu.iso ip=dhcp console=ttyS0`,
+      ),
+      script,
+    );
+    assert.match(script, /initrd --name initrd0.img .*\/files\/ubuntu\/initrd\/0/);
+
+    const kernel = Buffer.from(await (await get(`${base}/files/ubuntu/kernel`)).arrayBuffer());
+    assert.ok(kernel.equals(KERNEL), "kernel bytes");
+    const initrd = await get(`${base}/files/ubuntu/initrd/0`);
+    assert.equal(initrd.headers.get("etag"), `"${sha256(INITRD)}"`);
+    assert.ok(Buffer.from(await initrd.arrayBuffer()).equals(INITRD), "initrd bytes");
+
+    // What casper's url= fetches, with and without Range, and a file of the tree.
+    const part = await get(`${entryBase}/ubuntu.iso`, { range: "bytes=40000-1300000" });
+    assert.equal(part.status, 206);
+    assert.equal(part.headers.get("content-range"), `bytes 40000-1300000/${isoBytes.length}`);
+    assert.ok(Buffer.from(await part.arrayBuffer()).equals(isoBytes.subarray(40000, 1300001)));
+    const whole = Buffer.from(await (await get(`${entryBase}/ubuntu.iso`)).arrayBuffer());
+    assert.equal(sha256(whole), sha256(isoBytes));
+    const fs = await get(`${entryBase}/tree/casper/filesystem.squashfs`, { range: "bytes=-1000" });
+    assert.equal(fs.status, 206);
+    assert.ok(Buffer.from(await fs.arrayBuffer()).equals(SQUASHFS.subarray(-1000)));
+    // (fetch would normalise the dots away; a raw request sends them as a client could)
+    for (const path of [
+      "tree/casper/../../etc/passwd",
+      "tree/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+      "tree/..%2f..%2fetc/passwd",
+    ]) {
+      assert.equal(await rawStatus(`${entryBase}/${path}`), 404, path);
+    }
+    assert.equal((await get(`${entryBase}/tree/nothing`)).status, 404);
+
+    // The origin saw Range requests only, and no byte twice: a second machine costs nothing.
+    const isoRequests = (): ReturnType<typeof accessLogRequests> =>
+      accessLogRequests(nginx.accessLog).filter((r) => r.path === "/ubuntu.iso");
+    const before = isoRequests();
+    assert.ok(
+      before.every((r) => r.status === 206),
+      JSON.stringify(before.slice(0, 5)),
+    );
+    const fetched = before.reduce((n, r) => n + r.bytes, 0);
+    assert.ok(fetched <= isoBytes.length + 1024 * 1024, `${fetched} bytes from the origin`);
+    const again = Buffer.from(await (await get(`${entryBase}/ubuntu.iso`)).arrayBuffer());
+    assert.ok(again.equals(isoBytes));
+    assert.equal(isoRequests().length, before.length);
+
+    const stats = (await (await get(`${base}/api/images`)).json()) as {
+      entry: string;
+      family: string;
+      cache: { hits: number; fetchedBytes: number };
+    }[];
+    const entry = stats.find((s) => s.entry === "ubuntu") as (typeof stats)[0];
+    assert.equal(entry.family, "casper");
+    assert.ok(entry.cache.hits > 0);
+    assert.equal(entry.cache.fetchedBytes, isoBytes.length, "each byte of the ISO fetched once");
+  });
+
+  it("refuses an initrd that does not match the ISO's checksum list, with the reason", async (t) => {
+    const dir = tempDir(t);
+    const iso = await makeIso(t, dir, casperFiles("0".repeat(32)));
+    if (!iso) return;
+    const base = await serve(t, dir, `entries:\n  live: { iso: ${iso} }\ndefault: live\n`);
+    assert.equal((await get(`${base}/files/live/kernel`)).status, 200);
+    const res = await get(`${base}/files/live/initrd/0`);
+    assert.equal(res.status, 502);
+    assert.match(await res.text(), /checksum list says 0{32}: the ISO is damaged/);
+  });
+
+  it("explains unknown layouts in the iPXE script; kernel:, initrd:, cmdline: and recipe: override", async (t) => {
+    const dir = tempDir(t);
+    const unknown = await makeIso(
+      t,
+      dir,
+      { "README.txt": "hi", "boot/kernel.bin": KERNEL, "boot/ramdisk": INITRD },
+      ["-R", "-J"],
+      "odd.iso",
+    );
+    if (!unknown) return;
+    copyFileSync(unknown, join(dir, "odd-copy.iso"));
+    const live = await makeIso(t, dir, casperFiles(), ["-R", "-J"], "live.iso");
+    if (!live) return;
+    const base = await serve(
+      t,
+      dir,
+      `entries:
+  odd: { iso: ${unknown} }
+  custom: { iso: ${join(dir, "odd-copy.iso")}, kernel: boot/kernel.bin, initrd: /boot/ramdisk, cmdline: "root=live:{file:/README.txt} iso={iso}" }
+  wrong-family: { iso: ${live}, recipe: dracut }
+default: odd
+`,
+    );
+    const odd = await (await get(`${base}/ipxe/entry/odd?mac=${MAC}`)).text();
+    assert.match(odd, /unknown layout: looked for casper/);
+    assert.match(odd, /the ISO holds .*README\.txt/);
+    assert.match(odd, /\nshell\n/);
+    const custom = await (await get(`${base}/ipxe/entry/custom?mac=${MAC}`)).text();
+    assert.ok(
+      custom.includes(
+        `root=live:${base}/iso/custom/tree/README.txt iso=${base}/iso/custom/odd-copy.iso`,
+      ),
+      custom,
+    );
+    const initrd = Buffer.from(await (await get(`${base}/files/custom/initrd/0`)).arrayBuffer());
+    assert.ok(initrd.equals(INITRD));
+    const wrong = await (await get(`${base}/ipxe/entry/wrong-family?mac=${MAC}`)).text();
+    assert.match(wrong, /not a dracut layout/);
+  });
+
+  it("rejects a bad recipe name in the config with the file and line", async (t) => {
+    const dir = tempDir(t);
+    const path = join(dir, "serve.yaml");
+    writeFileSync(path, `entries:\n  x:\n    iso: /nope.iso\n    recipe: gentoo\n`);
+    const r = await inetboot(["serve", "--config", path, "--check"]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(
+      r.stderr,
+      /serve\.yaml:4.*expected one of casper, live-boot, dracut, archiso, knoppix/,
+    );
+  });
+});
