@@ -3,7 +3,9 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import type { TestContext } from "node:test";
+import { basename } from "node:path";
 import { writeCpio } from "../src/boot/cpio.ts";
+import type { CpioEntry } from "../src/boot/cpio.ts";
 import { requireFile } from "./helpers.ts";
 
 /** Whether an ELF64 executable names a dynamic loader (a PT_INTERP program header). */
@@ -47,8 +49,16 @@ export function busyboxStatic(t: TestContext): Buffer | null {
   return readFileSync("/bin/busybox");
 }
 
-/** An initramfs whose /init prints `MARKER cmdline=<cmdline>` then runs `extra` and powers off. */
-export function markerInitrd(busybox: Buffer, marker: string, extra = ""): Buffer {
+/**
+ * An initramfs whose /init prints `MARKER cmdline=<cmdline>` then runs `extra` and powers off;
+ * `files` are added to it.
+ */
+export function markerInitrd(
+  busybox: Buffer,
+  marker: string,
+  extra = "",
+  files: CpioEntry[] = [],
+): Buffer {
   const init = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -65,5 +75,42 @@ poweroff -f
     { type: "chardev", path: "dev/console", major: 5, minor: 1 },
     { type: "file", path: "bin/busybox", data: busybox, mode: 0o755 },
     { type: "file", path: "init", data: init, mode: 0o755 },
+    ...files,
+  ]);
+}
+
+/** udhcpc's hook: configure the address and default route it was given. */
+const UDHCPC_SCRIPT = `#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route add default via "\${router%% *}"
+    ;;
+esac
+exit 0
+`;
+
+/**
+ * Like markerInitrd, with the network up before `extra` runs: the e1000 driver of `kernel`
+ * (QEMU's `-device e1000`; the Debian kernel has it as a module) and a DHCP lease on eth0.
+ */
+export function networkMarkerInitrd(
+  busybox: Buffer,
+  kernel: string,
+  marker: string,
+  extra: string,
+): Buffer {
+  const version = basename(kernel).replace(/^vmlinuz-/, "");
+  const module = `/lib/modules/${version}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko`;
+  const up = `insmod /e1000.ko
+ip link set lo up
+ip link set eth0 up
+udhcpc -i eth0 -q -n -t 10 -s /udhcpc.sh || echo "${marker}-NO-DHCP"
+`;
+  return markerInitrd(busybox, marker, up + extra, [
+    { type: "dir", path: "tmp" },
+    { type: "file", path: "e1000.ko", data: readFileSync(module) },
+    { type: "file", path: "udhcpc.sh", data: UDHCPC_SCRIPT, mode: 0o755 },
   ]);
 }

@@ -1,0 +1,192 @@
+// Live ISOs booted by URL, end to end: ISOs with the layouts of Ubuntu (casper), Debian live
+// (live-boot) and Fedora (dracut), made by xorriso around the host's Debian kernel and a test
+// initramfs, sit on nginx in the server's namespace. `inetboot serve` reads them by Range,
+// extracts kernel and initrd, and QEMU boots each through its iPXE ROM. The initramfs checks the
+// command line the recipe gave it, fetches the ISO or squashfs URL from inetboot (whole, then
+// resumed with a Range request) and prints what it got; the test compares it with the source.
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { hostKernel } from "./debian-rootfs.ts";
+import { requireTool, tempDir, textLike } from "./helpers.ts";
+import { makeIso } from "./iso-maker.ts";
+import { busyboxStatic, networkMarkerInitrd } from "./marker-initrd.ts";
+import { accessLogRequests, nginxConfig } from "./nginx.ts";
+import { createLan, requireNetns, startServe } from "./netns.ts";
+import { bootUntil } from "./qemu.ts";
+
+const sha256 = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
+const md5 = (b: Buffer): string => createHash("md5").update(b).digest("hex");
+
+/** Finds the URL the recipe put on the command line, fetches it twice (whole, then resumed). */
+const FETCH = `for p in $(cat /proc/cmdline); do
+  case "$p" in
+    url=*) U="\${p#url=}"; F=casper ;;
+    fetch=*) U="\${p#fetch=}"; F=live-boot ;;
+    root=live:*) U="\${p#root=live:}"; F=dracut ;;
+  esac
+done
+if wget -q -O /tmp/got "$U"; then
+  head -c 100000 /tmp/got > /tmp/part
+  wget -q -c -O /tmp/part "$U" && cmp -s /tmp/got /tmp/part && R=resumed || R=broken
+  echo "ISO-FETCH family=$F url=$U sha256=$(sha256sum /tmp/got | cut -d' ' -f1) size=$(wc -c < /tmp/got) range=$R END"
+else
+  echo "ISO-FETCH-FAILED url=$U"
+fi
+`;
+
+describe("live ISOs by URL, booted in QEMU through iPXE", { timeout: 900_000 }, () => {
+  it("casper, live-boot and dracut layouts boot and fetch what their recipe names from inetboot", async (t) => {
+    if (!requireNetns(t) || !requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
+    if (!requireTool(t, "nginx", "nginx-light")) return;
+    const kit = hostKernel(t);
+    const busybox = busyboxStatic(t);
+    if (!kit || !busybox) return;
+    const dir = tempDir(t);
+    const web = join(dir, "www");
+    const kernel = readFileSync(kit.kernel);
+    const initrd = networkMarkerInitrd(busybox, kit.kernel, "INETBOOT-ISO", FETCH);
+    const payload = textLike(3_000_000, 7);
+    const isos = {
+      ubuntu: await makeIso(
+        t,
+        web,
+        {
+          "casper/vmlinuz": kernel,
+          "casper/initrd": initrd,
+          "casper/filesystem.squashfs": payload,
+          "md5sum.txt": `${md5(kernel)}  ./casper/vmlinuz\n${md5(initrd)}  ./casper/initrd\n`,
+        },
+        ["-R", "-J"],
+        "ubuntu.iso",
+      ),
+      debian: await makeIso(
+        t,
+        web,
+        {
+          "live/vmlinuz-6.1.0-test-amd64": kernel,
+          "live/initrd.img-6.1.0-test-amd64": initrd,
+          "live/filesystem.squashfs": payload,
+          "sha256sum.txt": `${sha256(initrd)}  ./live/initrd.img-6.1.0-test-amd64\n`,
+        },
+        ["-R", "-J"],
+        "debian-live.iso",
+      ),
+      fedora: await makeIso(
+        t,
+        web,
+        {
+          "images/pxeboot/vmlinuz": kernel,
+          "images/pxeboot/initrd.img": initrd,
+          "LiveOS/squashfs.img": payload,
+        },
+        ["-R", "-J"],
+        "Fedora-Live.iso",
+      ),
+    };
+    if (!isos.ubuntu || !isos.debian || !isos.fedora) return;
+
+    const lan = createLan(t);
+    const tap = lan.addTap();
+    const nginxDir = join(dir, "nginx");
+    mkdirSync(nginxDir);
+    lan.spawn(lan.server, "/usr/sbin/nginx", [
+      "-c",
+      nginxConfig(web, nginxDir, 8090),
+      "-p",
+      nginxDir,
+    ]);
+    const macs = {
+      ubuntu: "52:54:00:00:15:01",
+      debian: "52:54:00:00:15:02",
+      fedora: "52:54:00:00:15:03",
+    };
+    const config = join(dir, "serve.yaml");
+    writeFileSync(
+      config,
+      `listen: { interface: br0, address: ${lan.serverAddress} }
+dhcp: { mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150] }
+tftp: { enabled: false }
+http: { port: 8080 }
+state: ${join(dir, "state")}
+entries:
+  ubuntu: { iso: "http://127.0.0.1:8090/ubuntu.iso", cmdline: "{recipe} console=ttyS0 panic=-1" }
+  debian: { iso: "http://127.0.0.1:8090/debian-live.iso", cmdline: "{recipe} console=ttyS0 panic=-1" }
+  fedora: { iso: "http://127.0.0.1:8090/Fedora-Live.iso", cmdline: "{recipe} console=ttyS0 panic=-1" }
+machines:
+${Object.entries(macs)
+  .map(([entry, mac]) => `  - { match: { mac: "${mac}" }, boot: ${entry} }`)
+  .join("\n")}
+default: local
+`,
+    );
+    const serve = await startServe(lan, config);
+    const base = `http://${lan.serverAddress}:8080/iso`;
+    const expected = {
+      ubuntu: {
+        family: "casper",
+        url: `${base}/ubuntu/ubuntu.iso`,
+        data: readFileSync(isos.ubuntu),
+        cmdline: /boot=casper url=\S+ ip=dhcp console=ttyS0/,
+      },
+      debian: {
+        family: "live-boot",
+        url: `${base}/debian/tree/live/filesystem.squashfs`,
+        data: payload,
+        cmdline: /boot=live fetch=\S+ ip=dhcp console=ttyS0/,
+      },
+      fedora: {
+        family: "dracut",
+        url: `${base}/fedora/tree/LiveOS/squashfs.img`,
+        data: payload,
+        cmdline: /root=live:\S+ rd\.live\.image rd\.neednet=1 ip=dhcp console=ttyS0/,
+      },
+    };
+    for (const [entry, want] of Object.entries(expected)) {
+      const out = await bootUntil(
+        [
+          "-netdev",
+          `tap,id=n0,ifname=${tap},script=no,downscript=no`,
+          "-device",
+          `e1000,netdev=n0,mac=${macs[entry as keyof typeof macs]}`,
+          "-boot",
+          "n",
+        ],
+        /ISO-FETCH[^\n]* END\r?\n|ISO-FETCH-FAILED[^\n]*\n|INETBOOT-ISO-NO-DHCP/,
+        240_000,
+        { netns: lan.server },
+      );
+      const got = /ISO-FETCH family=(\S+) url=(\S+) sha256=(\w+) size=(\d+) range=(\w+) END/.exec(
+        out,
+      );
+      assert.ok(got, `${entry}: the guest did not fetch its URL:\n${out.slice(-3000)}`);
+      assert.match(out, want.cmdline, `${entry}: command line`);
+      assert.deepEqual(
+        { family: got[1], url: got[2], sha256: got[3], size: Number(got[4]), range: got[5] },
+        {
+          family: want.family,
+          url: want.url,
+          sha256: sha256(want.data),
+          size: want.data.length,
+          range: "resumed",
+        },
+        entry,
+      );
+      await serve.waitFor((l) => l.msg === "ISO opened" && l.entry === entry);
+    }
+    // The origin only ever answered Range requests, and never sent an ISO more than once over.
+    const log = accessLogRequests(join(nginxDir, "access.log"));
+    for (const [entry, path] of Object.entries(isos)) {
+      const name = `/${path.split("/").at(-1)}`;
+      const requests = log.filter((r) => r.path === name);
+      assert.ok(
+        requests.length > 0 && requests.every((r) => r.status === 206),
+        `${entry}: ${JSON.stringify(requests.slice(0, 3))}`,
+      );
+      const bytes = requests.reduce((n, r) => n + r.bytes, 0);
+      assert.ok(bytes <= readFileSync(path).length + 1, `${entry}: ${bytes} bytes from the origin`);
+    }
+  });
+});
