@@ -99,6 +99,32 @@ export function debianTree(t: TestContext, dir: string): string | null {
   return tree;
 }
 
+/** The marker of `/inetboot-persist` (see addPersistInit): "INETBOOT-IMAGE-BOOT count=N". */
+export const PERSIST_MARKER = /INETBOOT-IMAGE-BOOT count=(\d+)/;
+
+/**
+ * Adds `/inetboot-persist` to `tree`: an init that counts its boots in /boot-count on the root
+ * disk (written and synced), prints PERSIST_MARKER with the count and the root mount, and powers
+ * the machine off. Boot with `init=/inetboot-persist`.
+ */
+export function addPersistInit(tree: string): void {
+  const init = join(tree, "inetboot-persist");
+  writeFileSync(
+    init,
+    [
+      "#!/bin/sh",
+      "mount -t proc proc /proc",
+      "mount -o remount,rw /",
+      "n=$(cat /boot-count 2>/dev/null || echo 0); n=$((n+1)); echo $n > /boot-count; sync",
+      'echo "INETBOOT-IMAGE-BOOT count=$n $(grep " / " /proc/mounts)"',
+      "echo o > /proc/sysrq-trigger",
+      "while :; do :; done",
+      "",
+    ].join("\n"),
+  );
+  chmodSync(init, 0o755);
+}
+
 /**
  * Makes a 1 GiB ext4 image of `tree` and packs it, signed, as NAME into DIR/store. Chunks of
  * 32 KiB on average (8K:32K:128K) suit root disks with boot packs: the boot set's chunks then

@@ -91,9 +91,30 @@ esac
 exit 0
 `;
 
+/** `names` (e.g. "e1000") and the modules they depend on, dependencies first (modules.dep). */
+function modulesWithDeps(version: string, names: string[]): string[] {
+  const root = `/lib/modules/${version}`;
+  const deps = new Map<string, string[]>();
+  for (const line of readFileSync(`${root}/modules.dep`, "utf8").split("\n")) {
+    const [mod, rest] = line.split(":");
+    if (mod) deps.set(mod, rest.trim() ? rest.trim().split(/\s+/) : []);
+  }
+  const order: string[] = [];
+  const visit = (mod: string): void => {
+    if (order.includes(mod)) return;
+    for (const d of deps.get(mod) ?? []) visit(d);
+    order.push(mod);
+  };
+  for (const name of names) {
+    const mod = [...deps.keys()].find((m) => basename(m) === `${name}.ko`);
+    if (mod) visit(mod); // else built in
+  }
+  return order.map((m) => `${root}/${m}`);
+}
+
 /**
- * Like markerInitrd, with the network up before `extra` runs: the e1000 driver of `kernel`
- * (QEMU's `-device e1000`; the Debian kernel has it as a module) and a DHCP lease on eth0.
+ * Like markerInitrd, with the network up before `extra` runs: the e1000 and virtio-net drivers
+ * of `kernel` (modules in Debian's kernel) and a DHCP lease on eth0.
  */
 export function networkMarkerInitrd(
   busybox: Buffer,
@@ -102,15 +123,20 @@ export function networkMarkerInitrd(
   extra: string,
 ): Buffer {
   const version = basename(kernel).replace(/^vmlinuz-/, "");
-  const module = `/lib/modules/${version}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko`;
-  const up = `insmod /e1000.ko
+  const modules = modulesWithDeps(version, ["e1000", "virtio_pci", "virtio_net"]);
+  const up = `for m in ${modules.map((_, i) => `/modules/${i}.ko`).join(" ")}; do insmod $m 2>/dev/null; done
 ip link set lo up
 ip link set eth0 up
 udhcpc -i eth0 -q -n -t 10 -s /udhcpc.sh || echo "${marker}-NO-DHCP"
 `;
   return markerInitrd(busybox, marker, up + extra, [
     { type: "dir", path: "tmp" },
-    { type: "file", path: "e1000.ko", data: readFileSync(module) },
+    { type: "dir", path: "modules" },
+    ...modules.map((m, i): CpioEntry => ({
+      type: "file",
+      path: `modules/${i}.ko`,
+      data: readFileSync(m),
+    })),
     { type: "file", path: "udhcpc.sh", data: UDHCPC_SCRIPT, mode: 0o755 },
   ]);
 }

@@ -6,7 +6,6 @@
 // with the origin gone works from the cache.
 import assert from "node:assert/strict";
 import {
-  chmodSync,
   copyFileSync,
   existsSync,
   cpSync,
@@ -24,7 +23,13 @@ import type { TestContext } from "node:test";
 import { decodeProfile } from "../src/block/profile.ts";
 import { decodeBlobIndex } from "../src/store/caibx.ts";
 import { chunkFile } from "../src/store/layout.ts";
-import { debianTree, GUEST_HOSTNAME, hostKernel, packTree } from "./debian-rootfs.ts";
+import {
+  addPersistInit,
+  debianTree,
+  GUEST_HOSTNAME,
+  hostKernel,
+  packTree,
+} from "./debian-rootfs.ts";
 import { inetbootOk, requireTool, run, runOk, tempDir } from "./helpers.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
@@ -57,21 +62,7 @@ function buildImage(t: TestContext): Promise<Built | null> {
     const kit = hostKernel(t);
     const tree = kit && debianTree(t, shared);
     if (!kit || !tree) return null;
-    const init = join(tree, "inetboot-persist");
-    writeFileSync(
-      init,
-      [
-        "#!/bin/sh",
-        "mount -t proc proc /proc",
-        "mount -o remount,rw /",
-        "n=$(cat /boot-count 2>/dev/null || echo 0); n=$((n+1)); echo $n > /boot-count; sync",
-        'echo "INETBOOT-IMAGE-BOOT count=$n $(grep " / " /proc/mounts)"',
-        "echo o > /proc/sysrq-trigger",
-        "while :; do :; done",
-        "",
-      ].join("\n"),
-    );
-    chmodSync(init, 0o755);
+    addPersistInit(tree);
     const { image, store, key } = await packTree(tree, shared, "debian");
     rmSync(tree, { recursive: true, force: true });
     rmSync(image);

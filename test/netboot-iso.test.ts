@@ -178,7 +178,7 @@ default: local
     }
     // The origin only ever answered Range requests, and never sent an ISO more than once over.
     const log = accessLogRequests(join(nginxDir, "access.log"));
-    for (const [entry, path] of Object.entries(isos)) {
+    for (const [entry, path] of Object.entries(isos) as [string, string][]) {
       const name = `/${path.split("/").at(-1)}`;
       const requests = log.filter((r) => r.path === name);
       assert.ok(

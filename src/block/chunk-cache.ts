@@ -21,7 +21,8 @@ import { constants, zstdCompress } from "node:zlib";
 import { ChunkCorruptError } from "../store/errors.ts";
 import { chunkFile, isChunkId } from "../store/layout.ts";
 import { tempPathFor } from "../store/local-store.ts";
-import { verifyChunk } from "../store/chunks.ts";
+import { isZeroChunk, verifyChunk } from "../store/chunks.ts";
+import type { IndexChunk } from "../store/caibx.ts";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import type { ChunkFetcher, ChunkRef } from "./chunk-fetcher.ts";
@@ -308,4 +309,25 @@ export function openChunkCache(
     open.set(key, cache);
   }
   return cache;
+}
+
+export interface CacheCoverage {
+  /** Distinct non-zero chunks wanted. */
+  needed: number;
+  missing: number;
+  bytesMissing: number;
+}
+
+/** How many of `chunks` (an image's, or its boot set) the cache lacks; zero chunks need nothing. */
+export function cacheCoverage(
+  cache: { has(id: string): boolean },
+  chunks: IndexChunk[],
+): CacheCoverage {
+  const unique = new Map(chunks.filter((ch) => !isZeroChunk(ch)).map((ch) => [ch.id, ch.size]));
+  const missing = [...unique].filter(([id]) => !cache.has(id));
+  return {
+    needed: unique.size,
+    missing: missing.length,
+    bytesMissing: missing.reduce((n, [, size]) => n + size, 0),
+  };
 }

@@ -1,11 +1,10 @@
 // `inetboot attach` (serve one image over NBD until interrupted) and `inetboot cache status`.
 import type { Command } from "commander";
-import { openChunkCache, readCacheSettings } from "../block/chunk-cache.ts";
+import { cacheCoverage, openChunkCache, readCacheSettings } from "../block/chunk-cache.ts";
 import { openDeviceStack } from "../block/open-stack.ts";
 import { profileChunks, readProfile } from "../block/profile.ts";
 import { createLogger } from "../log.ts";
 import { NbdServer, nbdUri, parseListen } from "../nbd/server.ts";
-import { isZeroChunk } from "../store/chunks.ts";
 import { openImage } from "../store/source.ts";
 import type { TrustPolicy } from "../store/trust.ts";
 import { formatBytes } from "./format.ts";
@@ -170,15 +169,14 @@ export function registerAttachCommands(program: Command, trust: TrustFactory): v
           try {
             const wanted = opts.profile
               ? profileChunks(image.index, readProfile(opts.profile))
-              : image.index.chunks.filter((ch) => !isZeroChunk(ch));
-            const unique = new Map(wanted.map((ch) => [ch.id, ch.size]));
-            const missing = [...unique].filter(([id]) => !c.has(id));
-            ok = missing.length === 0;
+              : image.index.chunks;
+            const cover = cacheCoverage(c, wanted);
+            ok = cover.missing === 0;
             report.offline = {
               release: image.label,
-              chunksNeeded: unique.size,
-              chunksMissing: missing.length,
-              bytesMissing: missing.reduce((n, [, size]) => n + size, 0),
+              chunksNeeded: cover.needed,
+              chunksMissing: cover.missing,
+              bytesMissing: cover.bytesMissing,
               canBootOffline: ok,
             };
           } finally {

@@ -22,6 +22,7 @@ import { verifyStore } from "../store/verify.ts";
 import { registerAttachCommands } from "./attach-command.ts";
 import { registerIsoCommands } from "./iso-command.ts";
 import { registerProfileCommands } from "./profile-command.ts";
+import { registerRunCommand } from "./run-command.ts";
 import { registerServeCommand } from "./serve-command.ts";
 import { formatBytes, formatRate, formatTable } from "./format.ts";
 import { collect, positiveInt } from "./options.ts";
@@ -398,6 +399,7 @@ export function buildProgram(): Command {
   registerAttachCommands(program, (flags, record) => trustPolicy(flags, { recordState: record }));
   registerProfileCommands(program, (flags, record) => trustPolicy(flags, { recordState: record }));
   registerIsoCommands(program);
+  registerRunCommand(program, (flags, record) => trustPolicy(flags, { recordState: record }));
   registerServeCommand(program);
 
   return program;

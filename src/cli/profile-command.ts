@@ -1,6 +1,5 @@
 // `inetboot profile record` (boot an image once in QEMU through the access tracer) and
 // `inetboot optimize` (publish the profile with a boot pack as the image's next release).
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -16,6 +15,7 @@ import { isUrl } from "../store/store-reader.ts";
 import { nbdRootCmdline } from "../boot/nbd-overlay.ts";
 import type { TrustFactory } from "./attach-command.ts";
 import { formatBytes } from "./format.ts";
+import { runVm } from "./qemu-vm.ts";
 import { collect, positiveInt } from "./options.ts";
 
 interface RecordFlags {
@@ -86,77 +86,26 @@ export function registerProfileCommands(program: Command, trust: TrustFactory): 
       });
       const address = await server.listen({ host: "127.0.0.1", port: 0 });
       const port = "port" in address ? address.port : 0;
-      const args = [
-        "-accel",
-        opts.accel,
-        "-m",
-        String(opts.memory),
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-no-reboot",
-        "-monitor",
-        "none",
-        "-netdev",
-        "user,id=n0",
-        "-device",
-        "virtio-net-pci,netdev=n0",
-        "-kernel",
-        opts.kernel,
-        ...(opts.initrd.length > 0 ? ["-initrd", opts.initrd.join(",")] : []),
-        "-append",
-        // 10.0.2.2 is the host as QEMU's user-mode network shows it.
-        `${opts.cmdline} ${nbdRootCmdline("10.0.2.2", port, "root")}`.trim(),
-      ];
       console.error(`Recording the boot of ${stack.label} (${formatBytes(trace.size)}) in QEMU…`);
-      const started = performance.now();
-      // stdin stays an open pipe: QEMU's stdio console spins on a closed one.
-      const qemu = spawn("qemu-system-x86_64", args, { stdio: ["pipe", "pipe", "pipe"] });
-      let out = "";
-      const progress = setInterval(() => {
-        if (opts.console || !process.stderr.isTTY) return;
-        process.stderr.write(
-          `\r  ${((performance.now() - started) / 1000).toFixed(0)} s: ${trace.entries} regions, ${formatBytes(trace.coveredBytes)} read\x1b[K`,
-        );
-      }, 500);
-      // null: the boot got there; otherwise why not.
-      const failure = await new Promise<string | null>((resolve) => {
-        const timer = setTimeout(
-          () => resolve(`no ${until} on the console within ${opts.timeout} s`),
-          opts.timeout * 1000,
-        );
-        const onData = (d: Buffer): void => {
-          out += d.toString();
-          if (out.length > 1 << 20) out = out.slice(-(1 << 19));
-          if (opts.console) process.stderr.write(d);
-          if (until.test(out.replace(/\r/g, ""))) {
-            clearTimeout(timer);
-            resolve(null);
-          }
-        };
-        qemu.stdout.on("data", onData);
-        qemu.stderr.on("data", onData);
-        qemu.once("error", (err) => {
-          clearTimeout(timer);
-          resolve(`cannot run qemu-system-x86_64 (${err.message}); install qemu-system-x86`);
-        });
-        qemu.once("exit", (code) => {
-          clearTimeout(timer);
-          resolve(`QEMU exited (code ${code}) before ${until} appeared`);
-        });
+      const vm = await runVm({
+        accel: opts.accel,
+        memoryMb: opts.memory,
+        kernel: opts.kernel,
+        initrd: opts.initrd,
+        // 10.0.2.2 is the host as QEMU's user-mode network shows it.
+        cmdline: `${opts.cmdline} ${nbdRootCmdline("10.0.2.2", port, "root")}`.trim(),
+        console: opts.console,
+        until,
+        timeoutSeconds: opts.timeout,
+        progress: () => `  ${trace.entries} regions, ${formatBytes(trace.coveredBytes)} read`,
       });
-      clearInterval(progress);
-      if (process.stderr.isTTY && !opts.console) process.stderr.write("\r\x1b[K");
-      qemu.kill("SIGKILL");
-      const seconds = (performance.now() - started) / 1000;
+      const { failure, seconds } = vm;
       await server.close();
       await trace.close();
       rmSync(work, { recursive: true, force: true });
       if (failure !== null) {
-        const tail = out.replace(/\r/g, "").split("\n").slice(-30).join("\n");
         throw new Error(
-          `${failure}. The profile in ${opts.out} is incomplete. Last console lines:\n${tail}\n(check --kernel/--initrd/--cmdline; the initrd needs nbd-client's initramfs support)`,
+          `${failure}. The profile in ${opts.out} is incomplete. Last console lines:\n${vm.tail}\n(check --kernel/--initrd/--cmdline; the initrd needs nbd-client's initramfs support)`,
         );
       }
       console.log(

@@ -1,0 +1,162 @@
+// One QEMU virtual machine for the CLI (`inetboot run`, `inetboot profile record`): its serial
+// console watched for a marker (or shown on the terminal), a progress line meanwhile, and a
+// clear reason when it stops early.
+import { spawn } from "node:child_process";
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface VmOptions {
+  accel: string;
+  memoryMb: number;
+  cpus?: number;
+  kernel?: string;
+  /** Several initrds are concatenated (QEMU loads one for Linux; the kernel unpacks each). */
+  initrd?: string[];
+  cmdline?: string;
+  /** QEMU -drive specifications. */
+  drives?: string[];
+  /** User-mode networking (the host is 10.0.2.2 to the guest). */
+  network?: boolean;
+  /** Show the serial console on the terminal and pass the keyboard to it. */
+  console?: boolean;
+  /** Also write the serial console to this file. */
+  consoleLog?: string;
+  /** The run is over (successfully) when the console prints this; else when QEMU exits. */
+  until?: RegExp;
+  timeoutSeconds?: number;
+  /** A line drawn on stderr every half second when the console is not shown. */
+  progress?: () => string;
+}
+
+export interface VmResult {
+  /** null: it got there (the marker, or the guest powered off); else why not. */
+  failure: string | null;
+  seconds: number;
+  /** The console's last lines. */
+  tail: string;
+  /** The console line `until` matched. */
+  matched: string | null;
+}
+
+export function qemuArgs(o: VmOptions, initrd: string | undefined): string[] {
+  const args = [
+    "-accel",
+    o.accel,
+    "-m",
+    String(o.memoryMb),
+    "-smp",
+    String(o.cpus ?? 1),
+    "-display",
+    "none",
+    "-serial",
+    "stdio",
+    "-no-reboot",
+    "-monitor",
+    "none",
+  ];
+  if (o.network !== false)
+    args.push("-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0");
+  for (const d of o.drives ?? []) args.push("-drive", d);
+  if (o.kernel) {
+    args.push("-kernel", o.kernel);
+    if (initrd) args.push("-initrd", initrd);
+    if (o.cmdline) args.push("-append", o.cmdline);
+  }
+  return args;
+}
+
+export async function runVm(o: VmOptions): Promise<VmResult> {
+  let work: string | null = null;
+  let initrd = o.initrd?.[0];
+  if (o.initrd && o.initrd.length > 1) {
+    work = mkdtempSync(join(tmpdir(), "inetboot-vm-"));
+    initrd = join(work, "initrd");
+    writeFileSync(initrd, Buffer.concat(o.initrd.map((p) => readFileSync(p))));
+  }
+  const started = performance.now();
+  // stdin stays an open pipe: QEMU's stdio console spins on a closed one.
+  const qemu = spawn("qemu-system-x86_64", qemuArgs(o, initrd), {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  const log = o.consoleLog ? createWriteStream(o.consoleLog) : null;
+  const stdin = process.stdin;
+  const raw = o.console && stdin.isTTY;
+  const forward = (d: Buffer): void => {
+    // Ctrl-] leaves, like telnet; everything else goes to the guest.
+    if (d.includes(0x1d)) qemu.kill("SIGTERM");
+    else qemu.stdin.write(d);
+  };
+  if (o.console) {
+    if (raw) stdin.setRawMode(true);
+    stdin.on("data", forward);
+    stdin.resume();
+  }
+  let out = "";
+  const progress = setInterval(() => {
+    if (o.console || !o.progress || !process.stderr.isTTY) return;
+    process.stderr.write(`\r${o.progress().slice(0, (process.stderr.columns || 120) - 1)}\x1b[K`);
+  }, 500);
+  const failure = await new Promise<string | null>((resolve) => {
+    const limit = o.timeoutSeconds;
+    const timer = limit
+      ? setTimeout(
+          () =>
+            resolve(
+              o.until
+                ? `no ${o.until} on the console within ${limit} s`
+                : `still running after ${limit} s`,
+            ),
+          limit * 1000,
+        )
+      : null;
+    const done = (why: string | null): void => {
+      if (timer) clearTimeout(timer);
+      resolve(why);
+    };
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      if (out.length > 1 << 20) out = out.slice(-(1 << 19));
+      if (o.console) process.stdout.write(d);
+      log?.write(d);
+      if (o.until?.test(out.replace(/\r/g, ""))) done(null);
+    };
+    qemu.stdout.on("data", onData);
+    qemu.stderr.on("data", onData);
+    qemu.once("error", (err) =>
+      done(`cannot run qemu-system-x86_64 (${err.message}); install qemu-system-x86`),
+    );
+    qemu.once("exit", (code, signal) => {
+      if (o.until) done(`QEMU exited (${signal ?? `code ${code}`}) before ${o.until} appeared`);
+      else
+        done(
+          code === 0 || signal === "SIGTERM"
+            ? null
+            : `QEMU exited with ${signal ?? `code ${code}`}`,
+        );
+    });
+  });
+  clearInterval(progress);
+  if (process.stderr.isTTY && !o.console && o.progress) process.stderr.write("\r\x1b[K");
+  if (o.console) {
+    stdin.off("data", forward);
+    if (raw) stdin.setRawMode(false);
+    stdin.pause();
+  }
+  qemu.kill("SIGKILL");
+  log?.end();
+  if (work) rmSync(work, { recursive: true, force: true });
+  const text = out.replace(/\r/g, "");
+  const hit = o.until && failure === null ? o.until.exec(text) : null;
+  return {
+    failure,
+    seconds: (performance.now() - started) / 1000,
+    tail: text.split("\n").slice(-30).join("\n"),
+    matched: hit
+      ? text
+          .slice(text.lastIndexOf("\n", hit.index) + 1)
+          .split("\n")[0]
+          .trim()
+      : null,
+  };
+}

@@ -1,0 +1,303 @@
+// `inetboot run`: a VM from a streamed image, VMSeed-style. The image is attached to QEMU
+// through a private NBD export (verified chunk cache below, the VM's own copy-on-write disk
+// file above), so the local disk starts at a few MB and grows only with what the guest reads
+// or writes; a re-run boots from the cache. A live ISO (file or URL) boots through its recipe,
+// its files served to the guest from a local HTTP server reading the ISO by range.
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { mkdir, rm, stat } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { homedir, tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { cacheCoverage } from "../block/chunk-cache.ts";
+import { COW_BLOCK_SIZE, CowDevice } from "../block/cow-device.ts";
+import { openDeviceStack, openRawDevice } from "../block/open-stack.ts";
+import type { DeviceStack } from "../block/open-stack.ts";
+import { profileChunks, readProfile } from "../block/profile.ts";
+import type { ProfileEntry } from "../block/profile.ts";
+import { TraceDevice } from "../block/trace-device.ts";
+import { LiveIso } from "../iso/live-iso.ts";
+import { createLogger } from "../log.ts";
+import type { Logger } from "../log.ts";
+import { NbdServer } from "../nbd/server.ts";
+import { isUrl } from "../store/store-reader.ts";
+import { UsageError } from "../store/errors.ts";
+import type { TrustFactory } from "./attach-command.ts";
+import { formatBytes } from "./format.ts";
+import { collect, positiveInt } from "./options.ts";
+import { runVm } from "./qemu-vm.ts";
+import type { VmOptions, VmResult } from "./qemu-vm.ts";
+
+interface RunFlags {
+  store: string[];
+  cache: string;
+  disk?: string;
+  fresh?: boolean;
+  memory: number;
+  cpus: number;
+  accel: string;
+  kernel?: string;
+  initrd: string[];
+  cmdline: string;
+  offline?: boolean;
+  console?: boolean;
+  until?: string;
+  timeout?: number;
+  trust: string[];
+  insecure?: boolean;
+  state?: string;
+}
+
+function defaultCache(): string {
+  return join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "inetboot");
+}
+
+/** Whether `source` is an ISO 9660 image (a file or URL with "CD001" at sector 16). */
+async function isIso(source: string, offline: boolean): Promise<boolean> {
+  const looksRaw = isUrl(source) || !/\.(json|caibx)$/i.test(source);
+  if (!looksRaw) return false;
+  if (offline && isUrl(source)) return /\.iso$/i.test(source.replace(/[?#].*$/, ""));
+  let device;
+  try {
+    device = await openRawDevice(source);
+  } catch {
+    return false; // a store image name, or unreachable: the image path says why
+  }
+  try {
+    return device.size > 17 * 2048 && (await device.read(16 * 2048 + 1, 5)).toString() === "CD001";
+  } finally {
+    await device.close();
+  }
+}
+
+/** The disk file's bytes on disk (it is sparse: only what the guest read or wrote). */
+async function allocated(path: string): Promise<number> {
+  const st = await stat(path).catch(() => null);
+  return st ? st.blocks * 512 : 0;
+}
+
+function rate(bytes: number, seconds: number): string {
+  return seconds > 0 ? `${(bytes / 1e6 / seconds).toFixed(1)} MB/s` : "";
+}
+
+export function registerRunCommand(program: Command, trust: TrustFactory): void {
+  program
+    .command("run")
+    .description(
+      "start a QEMU VM from a streamed image (lazy, verified, cached; writes go to a growing local disk file) or boot a live ISO file or URL through its recipe",
+    )
+    .argument("<source>", "NAME[@REV] from --store, a raw image or ISO file, or an http(s) URL")
+    .option("--store <dir|url>", "store to read from; repeat for mirrors", collect, [])
+    .option("--cache <dir>", "chunk and ISO cache (re-runs boot from it)", defaultCache())
+    .option("--disk <file>", "the VM's copy-on-write disk file (default: in the cache folder)")
+    .option("--fresh", "start the disk file over (discard what the VM wrote)")
+    .option("--memory <MB>", "guest memory", positiveInt, 1024)
+    .option("--cpus <n>", "guest CPUs", positiveInt, 1)
+    .option("--accel <kvm|tcg>", "QEMU accelerator (kvm where /dev/kvm works)", "tcg")
+    .option("--kernel <file>", "boot this kernel with the image as /dev/vda (a filesystem image)")
+    .option("--initrd <file>", "initrd for --kernel (repeatable)", collect, [])
+    .option("--cmdline <text>", "kernel command line (added to an ISO recipe's)", "console=ttyS0")
+    .option("--offline", "never use the network; say what is missing if the cache cannot boot")
+    .option("--console", "attach the serial console to this terminal (Ctrl-] stops the VM)")
+    .option("--until <regex>", "stop the VM once the console prints this (scripted runs)")
+    .option("--timeout <seconds>", "stop the VM after this long", positiveInt)
+    .option("--trust <pubkey>", "trust releases signed by this key (repeatable)", collect, [])
+    .option("--insecure", "accept unsigned releases")
+    .option("--state <file>", "anti-rollback state file")
+    .action(async (source: string, opts: RunFlags) => {
+      const log = createLogger("run");
+      await mkdir(opts.cache, { recursive: true });
+      const vm: Omit<VmOptions, "kernel" | "initrd" | "cmdline" | "drives" | "progress"> = {
+        accel: opts.accel,
+        memoryMb: opts.memory,
+        cpus: opts.cpus,
+        console: opts.console,
+        until: opts.until ? new RegExp(opts.until, "m") : undefined,
+        timeoutSeconds: opts.timeout,
+      };
+      if (await isIso(source, opts.offline === true)) return runIso(source, opts, vm, log);
+      return runImage(source, opts, vm, trust, log);
+    });
+}
+
+function finish(label: string, result: VmResult, lines: string[]): void {
+  if (result.failure !== null) {
+    throw new Error(`${label}: ${result.failure}. Last console lines:\n${result.tail}`);
+  }
+  if (result.matched) lines.splice(1, 0, `  console    ${result.matched}`);
+  console.log(lines.join("\n"));
+}
+
+async function runImage(
+  source: string,
+  opts: RunFlags,
+  vm: Omit<VmOptions, "kernel" | "initrd" | "cmdline" | "drives" | "progress">,
+  trust: TrustFactory,
+  log: Logger,
+): Promise<void> {
+  const stack: DeviceStack = await openDeviceStack(source, {
+    stores: opts.store,
+    cache: opts.cache,
+    offline: opts.offline,
+    policy: trust(opts, true),
+    logger: log,
+  });
+  const key = createHash("sha256").update(stack.baseId).digest("hex").slice(0, 16);
+  // What this machine read while booting, kept for --offline checks when the release has no
+  // published profile.
+  const runProfile = join(opts.cache, "runs", `${key}.profile`);
+  let bootSet: ProfileEntry[] | null = null;
+  if (stack.image) {
+    try {
+      bootSet = readProfile(runProfile);
+    } catch {
+      bootSet = null;
+    }
+  }
+  if (opts.offline && stack.image && stack.cache) {
+    const wanted = bootSet ? profileChunks(stack.image.index, bootSet) : stack.image.index.chunks;
+    const cover = cacheCoverage(stack.cache, wanted);
+    if (cover.missing > 0) {
+      await stack.close();
+      throw new Error(
+        `${stack.label} cannot boot offline: ${cover.missing} of the ${cover.needed} chunks ${bootSet ? "its last boot read" : "of the image"} (${formatBytes(cover.bytesMissing)}) are not in ${opts.cache}; run it once with the network`,
+      );
+    }
+  }
+  await mkdir(join(opts.cache, "runs"), { recursive: true });
+  const traced = opts.offline ? stack.device : new TraceDevice(stack.device, runProfile);
+  const safe = stack.label.replace(/^.*\//, "").replace(/[^\w.@-]+/g, "_");
+  const disk = opts.disk ?? join(opts.cache, "disks", `${safe}.cow`);
+  await mkdir(join(disk, ".."), { recursive: true });
+  if (opts.fresh) await rm(disk, { force: true });
+  let cow: CowDevice;
+  try {
+    cow = await CowDevice.open(traced, disk, { baseId: stack.baseId });
+  } catch (err) {
+    await stack.close();
+    if (!/was made for base/.test((err as Error).message)) throw err;
+    throw new Error(
+      `${(err as Error).message} (the disk file ${disk} belongs to another image or release: pass --fresh to start it over, or --disk for another file)`,
+      { cause: err },
+    );
+  }
+  const work = mkdtempSync(join(tmpdir(), "inetboot-run-"));
+  const socket = join(work, "nbd.sock");
+  const server = new NbdServer({
+    exports: [{ name: "disk", description: stack.label, device: cow }],
+    logger: log,
+  });
+  await server.listen({ path: socket });
+  const cmdline = opts.kernel
+    ? /(^|\s)root=/.test(opts.cmdline)
+      ? opts.cmdline
+      : `${opts.cmdline} root=/dev/vda rw`
+    : undefined;
+  console.error(
+    `Starting ${stack.label} (${formatBytes(stack.device.size)}) in QEMU; disk file ${disk}${opts.offline ? " (offline)" : ""}`,
+  );
+  const fetched = (): number =>
+    (stack.mirrors?.fetchedBytes ?? 0) + (stack.pack?.deliveredBytes ?? 0);
+  const started = performance.now();
+  let result: VmResult;
+  try {
+    result = await runVm({
+      ...vm,
+      kernel: opts.kernel,
+      initrd: opts.initrd,
+      cmdline,
+      drives: [`file=nbd+unix:///disk?socket=${socket},format=raw,if=virtio,cache=writeback`],
+      progress: () => {
+        const c = stack.cache?.stats;
+        const s = (performance.now() - started) / 1000;
+        return `  fetched ${formatBytes(fetched())} (${rate(fetched(), s)}), ${c?.hits ?? 0} cache hits, ${c?.misses ?? 0} misses, disk file ${formatBytes(cow.writtenBlocks * COW_BLOCK_SIZE)} written`;
+      },
+    });
+  } finally {
+    await server.close();
+    await cow.close();
+    stack.cache?.saveSettings();
+    rmSync(work, { recursive: true, force: true });
+  }
+  const c = stack.cache?.stats;
+  finish(stack.label, result, [
+    `Ran ${stack.label} for ${result.seconds.toFixed(1)} s${vm.until ? ` (to ${JSON.stringify(opts.until)})` : ""}`,
+    `  network    ${formatBytes(fetched())} fetched${opts.offline ? " (offline)" : ""}`,
+    `  cache      ${c?.hits ?? 0} hits, ${c?.misses ?? 0} misses (${opts.cache})`,
+    `  disk file  ${disk}: ${formatBytes(await allocated(disk))} on disk for a ${formatBytes(stack.device.size)} image`,
+  ]);
+}
+
+async function runIso(
+  source: string,
+  opts: RunFlags,
+  vm: Omit<VmOptions, "kernel" | "initrd" | "cmdline" | "drives" | "progress">,
+  log: Logger,
+): Promise<void> {
+  if (opts.kernel || opts.disk) {
+    throw new UsageError(
+      "an ISO boots through its recipe: --kernel and --disk are for disk images (use --cmdline to add to the recipe's command line)",
+    );
+  }
+  const iso = await LiveIso.open(source, {
+    cacheDir: join(opts.cache, "iso"),
+    cmdline: `{recipe} ${opts.cmdline}`,
+    offline: opts.offline,
+    logger: log,
+  });
+  // What the booted system fetches (the ISO, its squashfs) comes from here, by range.
+  const http = createServer((req, res) => {
+    const path = new URL(req.url ?? "/", "http://x").pathname;
+    const rest = path.startsWith("/iso/") ? path.slice(5) : "";
+    iso
+      .send(req, res, rest)
+      .then((bytes) => {
+        if (bytes < 0) res.writeHead(404).end(`${source} has no ${rest}\n`);
+      })
+      .catch((err: Error) => {
+        log.error({ err: err.message, path }, "cannot serve from the ISO");
+        if (!res.headersSent) res.writeHead(502).end(`${err.message}\n`);
+        else res.destroy();
+      });
+  });
+  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
+  const port = (http.address() as AddressInfo).port;
+  let result: VmResult;
+  const started = performance.now();
+  try {
+    const kernel = await iso.extract(iso.recipe.kernel);
+    const initrds = [];
+    for (const p of iso.recipe.initrd) initrds.push((await iso.extract(p)).path);
+    console.error(
+      `Booting ${source} (${iso.recipe.family}: ${iso.recipe.description}) in QEMU${opts.offline ? " (offline)" : ""}`,
+    );
+    result = await runVm({
+      ...vm,
+      kernel: kernel.path,
+      initrd: initrds,
+      // 10.0.2.2 is the host as QEMU's user-mode network shows it.
+      cmdline: iso.cmdline(`http://10.0.2.2:${port}/iso`),
+      progress: () => {
+        const c = iso.cacheStats;
+        const s = (performance.now() - started) / 1000;
+        return c
+          ? `  fetched ${formatBytes(c.fetchedBytes)} (${rate(c.fetchedBytes, s)}), ${c.hits} cached blocks read, ${formatBytes(c.cachedBytes)} of ${formatBytes(iso.device.size)} cached`
+          : `  ${s.toFixed(0)} s`;
+      },
+    });
+  } finally {
+    http.closeAllConnections();
+    await new Promise<void>((resolve) => http.close(() => resolve()));
+    await iso.close();
+  }
+  const c = iso.cacheStats;
+  finish(source, result, [
+    `Ran ${source} for ${result.seconds.toFixed(1)} s${vm.until ? ` (to ${JSON.stringify(opts.until)})` : ""}`,
+    `  recipe     ${iso.recipe.family}: ${iso.recipe.kernel} ${iso.recipe.initrd.join(" ")}`,
+    c
+      ? `  network    ${formatBytes(c.fetchedBytes)} fetched; ${formatBytes(c.cachedBytes)} of ${formatBytes(iso.device.size)} cached (${opts.cache})`
+      : `  local file, nothing fetched`,
+  ]);
+}

@@ -1,0 +1,161 @@
+// `inetboot run`, end to end in QEMU (TCG): the Debian image streamed from nginx boots to its
+// marker through a private NBD export with a growing disk file; the second run fetches no
+// chunk and sees what the first wrote; --offline boots from the cache alone (origin stopped) and
+// says what is missing when the cache cannot boot. A live ISO by URL boots through its recipe,
+// the guest fetching the ISO from inetboot's local HTTP server; re-run offline.
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import {
+  addPersistInit,
+  debianTree,
+  hostKernel,
+  packTree,
+  PERSIST_MARKER,
+} from "./debian-rootfs.ts";
+import { inetboot, requireTool, tempDir } from "./helpers.ts";
+import { makeIso } from "./iso-maker.ts";
+import { busyboxStatic, networkMarkerInitrd } from "./marker-initrd.ts";
+import { accessLogRequests, startNginxProcess } from "./nginx.ts";
+
+const sha256 = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
+
+describe("inetboot run", { timeout: 900_000 }, () => {
+  it("boots the Debian image from nginx with a growing disk file; a re-run fetches nothing; --offline boots from the cache", async (t) => {
+    if (!requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
+    if (!requireTool(t, "mkfs.ext4", "e2fsprogs") || !requireTool(t, "nginx", "nginx-light"))
+      return;
+    const kit = hostKernel(t);
+    const dir = tempDir(t);
+    const tree = kit && debianTree(t, dir);
+    if (!kit || !tree) return;
+    addPersistInit(tree);
+    const { store, key } = await packTree(tree, dir, "debian");
+    const nginx = await startNginxProcess(store, tempDir(t, "inetboot-nginx-"));
+    t.after(() => nginx.stop());
+    const cache = join(dir, "cache");
+    const disk = join(dir, "vm.cow");
+    const run = (extra: string[]): ReturnType<typeof inetboot> =>
+      inetboot([
+        "run",
+        "debian",
+        "--cache",
+        cache,
+        "--disk",
+        disk,
+        "--trust",
+        `${key}.pub`,
+        "--state",
+        join(dir, "state.json"),
+        "--kernel",
+        kit.kernel,
+        "--initrd",
+        kit.initrd,
+        "--cmdline",
+        "console=ttyS0 init=/inetboot-persist panic=-1",
+        "--until",
+        PERSIST_MARKER.source,
+        "--timeout",
+        "400",
+        "--accel",
+        "tcg",
+        ...extra,
+      ]);
+    const chunkRequests = (): number =>
+      accessLogRequests(nginx.accessLog).filter(
+        (r) => r.path.includes("/chunks/") || r.path.includes("/packs/"),
+      ).length;
+
+    const first = await run(["--store", nginx.url]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /Ran debian@1 for [\d.]+ s/);
+    assert.match(first.stdout, /console +INETBOOT-IMAGE-BOOT count=1 \/dev\/vda \/ ext4 rw/);
+    assert.match(first.stdout, /network +[\d.]+ [KM]i?B fetched/);
+    const fetchedFirst = chunkRequests();
+    assert.ok(fetchedFirst > 0, "the first run fetched chunks from nginx");
+    const onDisk = statSync(disk).blocks * 512;
+    assert.ok(onDisk < 32 * 1024 * 1024, `disk file ${onDisk} bytes for a 1 GiB image`);
+    assert.match(first.stdout, /disk file .*vm\.cow: .* on disk for a 1\.00 GiB image/);
+
+    const second = await run(["--store", nginx.url]);
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(chunkRequests(), fetchedFirst, "the second run fetched no chunk");
+    assert.match(second.stdout, /network +0 B fetched/);
+    // What the first run wrote to its disk file is there: the boot counter went on.
+    assert.match(second.stdout, /console +INETBOOT-IMAGE-BOOT count=2 /);
+    assert.ok(statSync(disk).blocks * 512 < 32 * 1024 * 1024);
+
+    nginx.stop();
+    const offline = await run(["--offline", "--console"]);
+    assert.equal(offline.code, 0, offline.stderr);
+    assert.match(offline.stdout, /INETBOOT-IMAGE-BOOT count=3 \/dev\/vda \/ ext4 rw/);
+
+    // Another cache that never saw the image: the error says what to do.
+    const empty = await inetboot([
+      "run",
+      "debian",
+      "--offline",
+      "--cache",
+      join(dir, "empty-cache"),
+      "--trust",
+      `${key}.pub`,
+      "--kernel",
+      kit.kernel,
+    ]);
+    assert.equal(empty.code, 1);
+    assert.match(empty.stderr, /inetboot: .*debian/);
+    assert.doesNotMatch(empty.stderr, /at .*\.ts:\d+/, "no stack trace");
+  });
+
+  it("boots a live ISO by URL through its recipe; the guest fetches the ISO from inetboot; a re-run works offline", async (t) => {
+    if (!requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
+    if (!requireTool(t, "nginx", "nginx-light")) return;
+    const kit = hostKernel(t);
+    const busybox = busyboxStatic(t);
+    if (!kit || !busybox) return;
+    const dir = tempDir(t);
+    const initrd = networkMarkerInitrd(
+      busybox,
+      kit.kernel,
+      "INETBOOT-RUN-ISO",
+      `U=$(sed -n 's/.* url=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+wget -q -O /tmp/iso "$U" && echo "RUN-ISO sha256=$(sha256sum /tmp/iso | cut -d' ' -f1) END" || echo "RUN-ISO-FAILED $U"
+`,
+    );
+    const iso = await makeIso(
+      t,
+      join(dir, "www"),
+      { "casper/vmlinuz": readFileSync(kit.kernel), "casper/initrd": initrd },
+      ["-R", "-J"],
+      "live.iso",
+    );
+    if (!iso) return;
+    const nginx = await startNginxProcess(join(dir, "www"), tempDir(t, "inetboot-nginx-"));
+    t.after(() => nginx.stop());
+    const run = (extra: string[]): ReturnType<typeof inetboot> =>
+      inetboot([
+        "run",
+        `${nginx.url}live.iso`,
+        "--cache",
+        join(dir, "cache"),
+        "--console",
+        "--until",
+        "RUN-ISO[^\\n]*(END|FAILED)",
+        "--timeout",
+        "300",
+        ...extra,
+      ]);
+    const first = await run([]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, new RegExp(`RUN-ISO sha256=${sha256(readFileSync(iso))} END`));
+    assert.match(first.stdout, /recipe +casper: \/casper\/vmlinuz \/casper\/initrd/);
+    assert.match(first.stdout, /url=http:\/\/10\.0\.2\.2:\d+\/iso\/live\.iso/);
+    nginx.stop();
+    const offline = await run(["--offline"]);
+    assert.equal(offline.code, 0, offline.stderr);
+    assert.match(offline.stdout, new RegExp(`RUN-ISO sha256=${sha256(readFileSync(iso))} END`));
+    assert.match(offline.stdout, /network +0 B fetched/);
+  });
+});
