@@ -230,4 +230,62 @@ describe("ISO 9660 reader", () => {
       }
     }
   });
+
+  it("reads files recorded in several extents (as for 4 GiB and more), contiguous or not", async (t) => {
+    const dir = tempDir(t);
+    const big = textLike(10_000, 5);
+    const tail = textLike(9_000, 6);
+    const iso = await makeIso(t, dir, { "big.bin": big, "tail.bin": tail }, ["-R"]);
+    if (!iso) return;
+    const bytes = readFileSync(iso);
+    // Split big.bin's directory record in two parts: 4096 bytes (flag 0x80: more follows),
+    // then the rest, once where the rest follows on, once pointing at tail.bin's data.
+    const rootExtent = bytes.readUInt32LE(16 * 2048 + 156 + 2);
+    const dirAt = rootExtent * 2048;
+    const records: Buffer[] = [];
+    for (let at = dirAt; bytes[at] !== 0; at += bytes[at]) {
+      records.push(Buffer.from(bytes.subarray(at, at + bytes[at])));
+    }
+    const nameOf = (r: Buffer): string => r.toString("latin1", 33, 33 + r[32]);
+    const bigRecord = records.find((r) => nameOf(r).startsWith("BIG.BIN")) as Buffer;
+    const tailRecord = records.find((r) => nameOf(r).startsWith("TAIL.BIN")) as Buffer;
+    const setExtent = (r: Buffer, extent: number, size: number, flags: number): Buffer => {
+      const c = Buffer.from(r);
+      c.writeUInt32LE(extent, 2);
+      c.writeUInt32BE(extent, 6);
+      c.writeUInt32LE(size, 10);
+      c.writeUInt32BE(size, 14);
+      c[25] = flags;
+      return c;
+    };
+    const bigExtent = bigRecord.readUInt32LE(2);
+    const variant = (second: number): Buffer => {
+      const out = Buffer.from(bytes);
+      const parts = records.flatMap((r) =>
+        r === bigRecord
+          ? [setExtent(r, bigExtent, 4096, 0x80), setExtent(r, second, 10_000 - 4096, 0)]
+          : [r],
+      );
+      const table = Buffer.concat(parts);
+      assert.ok(table.length <= 2048, "the root directory still fits its sector");
+      out.fill(0, dirAt, dirAt + 2048);
+      table.copy(out, dirAt);
+      return out;
+    };
+    const contiguous = await IsoImage.open(new BufferDevice(variant(bigExtent + 2)));
+    const a = await contiguous.stat("/big.bin");
+    assert.deepEqual([a?.size, a?.extents], [10_000, undefined]);
+    assert.ok((await contiguous.readFile("/big.bin")).equals(big));
+    assert.equal((await contiguous.list("/")).filter((e) => e.name === "big.bin").length, 1);
+
+    const split = await IsoImage.open(new BufferDevice(variant(tailRecord.readUInt32LE(2))));
+    const b = await split.stat("/big.bin");
+    assert.equal(b?.size, 10_000);
+    assert.equal(b?.extents?.length, 2);
+    const expected = Buffer.concat([big.subarray(0, 4096), tail.subarray(0, 10_000 - 4096)]);
+    assert.ok((await split.readFile("/big.bin")).equals(expected));
+    // A read across the seam, through the file's device view.
+    const view = split.file(b as NonNullable<typeof b>);
+    assert.ok((await view.read(4000, 200)).equals(expected.subarray(4000, 4200)));
+  });
 });

@@ -1,9 +1,10 @@
 // An ISO 9660 reader over any BlockDevice (a local file, or an ISO on a web server read by Range
 // requests, never downloaded whole): the primary and supplementary (Joliet) volume descriptors,
-// directory records with Rock Ridge names (NM, continued through CE), and the El Torito boot
-// catalog. It reads descriptors and directories only; file contents stay where they are, as
+// directory records with Rock Ridge names (NM; CE continuations are not followed), files in
+// several extents (4 GiB and more), and the El Torito boot catalog. It reads descriptors and directories only; file contents stay where they are, as
 // extents (offset, size) the caller reads or serves by range.
-import type { BlockDevice } from "../block/block-device.ts";
+import { checkRange, dataExtent } from "../block/block-device.ts";
+import type { BlockDevice, Extent } from "../block/block-device.ts";
 
 export const SECTOR = 2048;
 
@@ -15,9 +16,48 @@ export interface IsoEntry {
   /** The best name: Rock Ridge, else Joliet, else ISO 9660 without ";1". */
   name: string;
   directory: boolean;
-  /** Byte offset of the data in the image. */
+  /** Byte offset of the data (of its first extent) in the image. */
   offset: number;
+  /** Bytes in all (the file's data). */
   size: number;
+  /**
+   * The file's extents in order, when it has several that do not follow each other (a file of
+   * 4 GiB or more is recorded in parts; usually they are contiguous and this is absent).
+   */
+  extents?: { offset: number; size: number }[];
+}
+
+/** A file of an ISO as a read-only device: reads map onto its extents in the image. */
+export class IsoFileDevice implements BlockDevice {
+  readonly size: number;
+  readonly readOnly = true;
+  readonly #device: BlockDevice;
+  readonly #extents: { offset: number; size: number }[];
+
+  constructor(device: BlockDevice, entry: IsoEntry) {
+    this.#device = device;
+    this.#extents = entry.extents ?? [{ offset: entry.offset, size: entry.size }];
+    this.size = entry.size;
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    checkRange(this, offset, length);
+    const parts: Promise<Buffer>[] = [];
+    let base = 0;
+    for (const e of this.#extents) {
+      const from = Math.max(offset, base);
+      const to = Math.min(offset + length, base + e.size);
+      if (from < to) parts.push(this.#device.read(e.offset + (from - base), to - from));
+      base += e.size;
+    }
+    return parts.length === 1 ? parts[0] : Buffer.concat(await Promise.all(parts));
+  }
+
+  extents(offset: number, length: number): Promise<Extent[]> {
+    return Promise.resolve(dataExtent(offset, length));
+  }
+
+  async close(): Promise<void> {}
 }
 
 export interface ElToritoEntry {
@@ -208,18 +248,30 @@ export class IsoImage {
     }
     const data = await this.device.read(offset, record.size);
     const out: IsoEntry[] = [];
+    /** The earlier parts of a multi-extent file (flag 0x80), until its last record. */
+    let parts: RawRecord[] = [];
     for (let sector = 0; sector < data.length; sector += SECTOR) {
       for (let at = sector; at < Math.min(sector + SECTOR, data.length);) {
         const r = parseRecord(data, at, `directory ${path}`);
         if (!r) break; // the rest of the sector is padding
         at += r.length;
         if (r.id.length === 1 && (r.id[0] === 0 || r.id[0] === 1)) continue; // "." and ".."
-        if (r.flags & 0x80) continue; // a multi-extent file's earlier parts: rare, left out
+        if (r.flags & 0x80) {
+          parts.push(r);
+          continue;
+        }
+        const all = [...parts, r];
+        parts = [];
+        const extents = all.map((x) => ({ offset: x.extent * SECTOR, size: x.size }));
+        const contiguous = extents.every(
+          (e, i) => i === 0 || extents[i - 1].offset + extents[i - 1].size === e.offset,
+        );
         out.push({
           name: this.#name(r, joliet),
           directory: (r.flags & 2) !== 0,
-          offset: r.extent * SECTOR,
-          size: r.size,
+          offset: extents[0].offset,
+          size: extents.reduce((n, e) => n + e.size, 0),
+          ...(contiguous ? {} : { extents }),
         });
       }
     }
@@ -276,10 +328,17 @@ export class IsoImage {
     const e = await this.stat(path);
     if (!e || e.directory) throw new IsoFormatError(`No file ${path} in the ISO`);
     if (e.size > maxBytes) throw new IsoFormatError(`${path} is larger than ${maxBytes} bytes`);
-    if (e.offset + e.size > this.device.size) {
-      throw new IsoFormatError(`${path} lies outside the image (truncated ISO?)`);
+    return this.file(e, path).read(0, e.size);
+  }
+
+  /** A file's data as a read-only device (its extents, in order). */
+  file(entry: IsoEntry, path = entry.name): IsoFileDevice {
+    for (const e of entry.extents ?? [entry]) {
+      if (e.offset + e.size > this.device.size) {
+        throw new IsoFormatError(`${path} lies outside the image (truncated ISO?)`);
+      }
     }
-    return this.device.read(e.offset, e.size);
+    return new IsoFileDevice(this.device, entry);
   }
 
   /** Every path under `path` (depth-first), for inspection. */

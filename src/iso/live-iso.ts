@@ -266,10 +266,7 @@ export class LiveIso {
       },
     });
     try {
-      const body =
-        entry.size === 0
-          ? deviceStream(this.device, 0, -1)
-          : deviceStream(this.device, entry.offset, entry.offset + entry.size - 1);
+      const body = deviceStream(this.image.file(entry, isoPath), 0, entry.size - 1);
       await pipeline(body, tap, createWriteStream(tmp));
       const digest = sha256.digest("hex");
       if (listed) {
@@ -306,12 +303,10 @@ export class LiveIso {
    * of it), with Range. Resolves with the body bytes sent, or -1 when there is no such file.
    */
   async send(req: IncomingMessage, res: ServerResponse, rest: string): Promise<number> {
-    let offset: number;
-    let size: number;
+    let body: BlockDevice;
     let tag: string;
     if (rest === this.fileName) {
-      offset = 0;
-      size = this.device.size;
+      body = this.device;
       tag = this.tag;
     } else if (rest.startsWith("tree/")) {
       const path = `/${rest.slice(5)}`;
@@ -322,20 +317,15 @@ export class LiveIso {
         return -1; // "..", bad escapes
       }
       if (!entry || entry.directory) return -1;
-      offset = entry.offset;
-      size = entry.size;
-      tag = `${this.tag}-${offset.toString(16)}`;
+      body = this.image.file(entry, path);
+      tag = `${this.tag}-${entry.offset.toString(16)}`;
     } else {
       return -1;
     }
     return sendRanges(
       req,
       res,
-      {
-        size,
-        etag: tag,
-        stream: (start, end) => deviceStream(this.device, offset + start, offset + end),
-      },
+      { size: body.size, etag: tag, stream: (start, end) => deviceStream(body, start, end) },
       { cacheControl: "max-age=3600" },
     );
   }

@@ -47,7 +47,8 @@ export type Family = (typeof FAMILIES)[number];
 const LOOKED_FOR: Record<Family, string> = {
   casper: "casper/vmlinuz and casper/initrd* (Ubuntu)",
   "live-boot": "live/vmlinuz*, live/initrd* and live/filesystem.squashfs (Debian live)",
-  dracut: "images/pxeboot/vmlinuz, images/pxeboot/initrd.img and LiveOS/squashfs.img (Fedora/dracut)",
+  dracut:
+    "images/pxeboot/vmlinuz, images/pxeboot/initrd.img and LiveOS/squashfs.img (Fedora/dracut)",
   archiso: "arch/boot/x86_64/vmlinuz-linux and initramfs-linux.img (Arch)",
   knoppix: "boot/isolinux/linux and boot/isolinux/minirt.gz (KNOPPIX)",
 };
