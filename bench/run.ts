@@ -5,6 +5,7 @@ import { cpus, totalmem } from "node:os";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { benchBootServer } from "./boot-server.ts";
 import { benchInternetBoot } from "./internet-boot.ts";
+import { benchLiveIso } from "./live-iso.ts";
 import { benchNbd } from "./nbd.ts";
 import { benchPack, buildImages, buildTars } from "./store-pack.ts";
 
@@ -37,7 +38,7 @@ function packSection(title: string, images: { v1: string; v2: string }): string 
   return lines.join("\n");
 }
 
-// `npm run bench -- nbd` runs only the named benchmarks (pack, nbd, serve, wan); no names runs them all.
+// `npm run bench -- nbd` runs only the named benchmarks (pack, nbd, serve, wan, iso); no names runs them all.
 // Each writes bench/results/NAME.md with its machine and date; RESULTS.md joins them all.
 const benches: Record<string, () => Promise<string> | string> = {
   pack: () =>
@@ -48,6 +49,7 @@ const benches: Record<string, () => Promise<string> | string> = {
   nbd: () => benchNbd(),
   serve: () => benchBootServer(),
   wan: () => benchInternetBoot(),
+  iso: () => benchLiveIso(),
 };
 const names = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(benches);
 const resultsDir = new URL("results/", import.meta.url);

@@ -1,0 +1,117 @@
+// Benchmark: a 300 MB live ISO (casper layout: kernel, 60 MB initrd, squashfs) on nginx behind an
+// emulated WAN (20 ms each way, 50 Mbit/s), in one run:
+//   (a) curl downloads the whole ISO (what you do before you can boot it without inetboot)
+//   (b) inetboot serve, cold: kernel + initrd extracted by Range and served (boot can start)
+//   (c) the booted system's `url=` fetch of the whole ISO through inetboot, after (b), vs curl
+//       straight from the origin through the same WAN
+//   (d) the same fetch again (every block cached), vs nginx serving the ISO file on loopback
+// Reports seconds, MB/s and bytes at the origin. Not a timed test.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BootServer } from "../src/serve/boot-server.ts";
+import { parseConfig } from "../src/serve/config.ts";
+import { hostKernelPaths } from "../test/debian-rootfs.ts";
+import { runOk, textLike } from "../test/helpers.ts";
+import { accessLogRequests, startNginxProcess } from "../test/nginx.ts";
+import { spawnWanProxy, TEST_WAN } from "../test/wan-proxy.ts";
+
+const WAN_PORT = 8191;
+
+/** GETs `url` to the end; seconds and bytes. */
+async function download(url: string): Promise<{ seconds: number; bytes: number }> {
+  const started = performance.now();
+  const res = await fetch(url);
+  if (!res.ok || !res.body) throw new Error(`GET ${url}: ${res.status}`);
+  let bytes = 0;
+  for await (const chunk of res.body) bytes += (chunk as Uint8Array).length;
+  return { seconds: (performance.now() - started) / 1000, bytes };
+}
+
+const mbps = (r: { seconds: number; bytes: number }): number => r.bytes / 1e6 / r.seconds;
+
+export async function benchLiveIso(): Promise<string> {
+  const kit = hostKernelPaths();
+  if (!kit) throw new Error("no Debian kernel in /boot (install linux-image-amd64)");
+  const dir = mkdtempSync(join(tmpdir(), "inetboot-bench-iso-"));
+  mkdirSync(join(dir, "www"));
+  mkdirSync(join(dir, "nginx-state"));
+  const nginx = await startNginxProcess(join(dir, "www"), join(dir, "nginx-state"));
+  const proxy = await spawnWanProxy(
+    (cmd, args) => spawn(cmd, args),
+    `127.0.0.1:${WAN_PORT}`,
+    nginx.url.replace(/^http:\/\/|\/$/g, ""),
+  );
+  let server: BootServer | null = null;
+  try {
+    console.error("building the ISO…");
+    const tree = join(dir, "tree");
+    mkdirSync(join(tree, "casper"), { recursive: true });
+    writeFileSync(join(tree, "casper/vmlinuz"), readFileSync(kit.kernel));
+    writeFileSync(join(tree, "casper/initrd"), textLike(60_000_000, 3));
+    writeFileSync(join(tree, "casper/filesystem.squashfs"), randomBytes(230_000_000));
+    const iso = join(dir, "www", "live.iso");
+    await runOk("xorriso", ["-as", "mkisofs", "-quiet", "-R", "-J", "-o", iso, tree]);
+    rmSync(tree, { recursive: true });
+    const size = statSync(iso).size;
+    const origin = `http://127.0.0.1:${WAN_PORT}/live.iso`;
+    const originBytes = (): number =>
+      accessLogRequests(nginx.accessLog)
+        .filter((r) => r.path === "/live.iso")
+        .reduce((n, r) => n + r.bytes, 0);
+
+    console.error("(a) curl, whole ISO through the WAN…");
+    const a = await download(origin);
+
+    console.error("(b) inetboot, kernel + initrd…");
+    const before = originBytes();
+    const config = parseConfig(
+      `http: { port: 0, address: 127.0.0.1 }\nstate: ${dir}/state\nentries:\n  live: { iso: "${origin}" }\ndefault: live\n`,
+      join(dir, "serve.yaml"),
+    );
+    server = new BootServer(config);
+    await server.start();
+    const base = `http://127.0.0.1:${server.httpPort}`;
+    const started = performance.now();
+    await (await fetch(`${base}/ipxe/boot?mac=52:54:00:00:00:01`)).text();
+    const kernel = await download(`${base}/files/live/kernel`);
+    const initrd = await download(`${base}/files/live/initrd/0`);
+    const b = {
+      seconds: (performance.now() - started) / 1000,
+      bytes: kernel.bytes + initrd.bytes,
+      origin: originBytes() - before,
+    };
+
+    console.error("(c) inetboot, the whole ISO (cold for what (b) did not read)…");
+    const c = await download(`${base}/iso/live/live.iso`);
+    const cOrigin = originBytes() - before - b.origin;
+    console.error("(d) inetboot, the whole ISO again (cached) vs nginx on loopback…");
+    const d = await download(`${base}/iso/live/live.iso`);
+    const dOrigin = originBytes() - before - b.origin - cOrigin;
+    const peer = await download(`${nginx.url}live.iso`);
+    const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
+    return [
+      `## live ISO by URL: a ${mb(size)} casper ISO on nginx behind ${TEST_WAN.delayMs * 2} ms RTT / ${TEST_WAN.rateMbit} Mbit/s`,
+      "",
+      "| scenario | seconds | MB/s | from origin |",
+      "| --- | --- | --- | --- |",
+      `| (a) curl: download the whole ISO before booting | ${a.seconds.toFixed(1)} | ${mbps(a).toFixed(1)} | ${mb(a.bytes)} |`,
+      `| (b) inetboot: kernel + initrd extracted by Range, served (the boot can start) | ${b.seconds.toFixed(1)} | ${mbps(b).toFixed(1)} | ${mb(b.origin)} |`,
+      `| (c) inetboot: the whole ISO to the booted system (url=), cold except (b)'s blocks | ${c.seconds.toFixed(1)} | ${mbps(c).toFixed(1)} | ${mb(cOrigin)} |`,
+      `| (d) inetboot: the whole ISO again, every block cached | ${d.seconds.toFixed(1)} | ${mbps(d).toFixed(1)} | ${mb(dOrigin)} |`,
+      `| nginx serving the ISO file on loopback (peer of (d)) | ${peer.seconds.toFixed(1)} | ${mbps(peer).toFixed(1)} | — |`,
+      "",
+      `- time until the machine can boot, (b)/(a): ${(b.seconds / a.seconds).toFixed(2)} (kernel and initrd are ${((100 * b.bytes) / size).toFixed(0)}% of the ISO)`,
+      `- cold streaming through inetboot vs curl from the origin, (c)/(a) MB/s: ${(mbps(c) / mbps(a)).toFixed(2)}`,
+      `- cached serving vs nginx, (d)/nginx MB/s: ${(mbps(d) / mbps(peer)).toFixed(2)}`,
+      `- origin bytes for (b)+(c)+(d): ${mb(b.origin + cOrigin + dOrigin)} for a ${mb(size)} ISO served twice`,
+    ].join("\n");
+  } finally {
+    await server?.stop();
+    proxy.kill("SIGKILL");
+    nginx.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
