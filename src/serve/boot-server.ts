@@ -253,7 +253,8 @@ export class BootServer {
   async #startHttp(): Promise<void> {
     const server = createServer((req, res) => {
       this.#route(req, res).catch((err: unknown) => {
-        const status = err instanceof HttpError ? err.status : 500;
+        // A malformed %-escape in the path is the client's mistake, not the server's.
+        const status = err instanceof HttpError ? err.status : err instanceof URIError ? 400 : 500;
         if (status === 500) this.#log.error({ err, url: req.url }, "http request failed");
         if (!res.headersSent) {
           res.writeHead(status, { "Content-Type": "text/plain; charset=utf-8" });
