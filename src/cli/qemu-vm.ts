@@ -110,6 +110,7 @@ export async function runVm(o: VmOptions): Promise<VmResult> {
           limit * 1000,
         )
       : null;
+    let ending = false;
     const done = (why: string | null): void => {
       if (timer) clearTimeout(timer);
       resolve(why);
@@ -119,7 +120,22 @@ export async function runVm(o: VmOptions): Promise<VmResult> {
       if (out.length > 1 << 20) out = out.slice(-(1 << 19));
       if (o.console) process.stdout.write(d);
       log?.write(d);
-      if (o.until?.test(out.replace(/\r/g, ""))) done(null);
+      if (!o.until || ending) return;
+      const text = out.replace(/\r/g, "");
+      const hit = o.until.exec(text);
+      if (!hit) return;
+      // The marker's line is finished first (it carries what the caller wants to see).
+      ending = true;
+      const from = hit.index;
+      const lineEnded = (): boolean => out.replace(/\r/g, "").indexOf("\n", from) >= 0;
+      if (lineEnded()) return done(null);
+      const started = Date.now();
+      const wait = setInterval(() => {
+        if (lineEnded() || Date.now() - started > 1000) {
+          clearInterval(wait);
+          done(null);
+        }
+      }, 20);
     };
     qemu.stdout.on("data", onData);
     qemu.stderr.on("data", onData);
@@ -127,7 +143,9 @@ export async function runVm(o: VmOptions): Promise<VmResult> {
       done(`cannot run qemu-system-x86_64 (${err.message}); install qemu-system-x86`),
     );
     qemu.once("exit", (code, signal) => {
-      if (o.until) done(`QEMU exited (${signal ?? `code ${code}`}) before ${o.until} appeared`);
+      if (ending) done(null);
+      else if (o.until)
+        done(`QEMU exited (${signal ?? `code ${code}`}) before ${o.until} appeared`);
       else
         done(
           code === 0 || signal === "SIGTERM"
