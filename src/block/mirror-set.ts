@@ -20,10 +20,12 @@ export interface MirrorOptions {
   penaltyMs?: number;
   /** Passes over all mirrors before a read fails. */
   rounds?: number;
+  /** Called with each chunk fetch's duration (metrics): the mirror and whether it succeeded. */
+  onFetch?: (seconds: number, mirror: string, ok: boolean) => void;
   logger?: Logger;
 }
 
-export const DEFAULT_MIRROR_OPTIONS: Required<Omit<MirrorOptions, "logger">> = Object.freeze({
+export const DEFAULT_MIRROR_OPTIONS: Required<Omit<MirrorOptions, "logger" | "onFetch">> = Object.freeze({
   timeoutMs: 15_000,
   hedgeFactor: 4,
   minHedgeMs: 200,
@@ -51,14 +53,16 @@ interface Mirror {
 
 export class MirrorSet implements ChunkFetcher {
   readonly #mirrors: Mirror[];
-  readonly #opts: Required<Omit<MirrorOptions, "logger">>;
+  readonly #opts: Required<Omit<MirrorOptions, "logger" | "onFetch">>;
+  readonly #onFetch: MirrorOptions["onFetch"];
   readonly #log: Logger;
   fetched = 0;
   fetchedBytes = 0;
 
   constructor(sources: ChunkSource[], options: MirrorOptions = {}) {
     if (sources.length === 0) throw new Error("A mirror set needs at least one store");
-    const { logger, ...rest } = options;
+    const { logger, onFetch, ...rest } = options;
+    this.#onFetch = onFetch;
     this.#opts = {
       ...DEFAULT_MIRROR_OPTIONS,
       ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
@@ -141,11 +145,18 @@ export class MirrorSet implements ChunkFetcher {
       );
     });
     return Promise.race([loadChunkWithFrame(m.source, chunk), timeout])
-      .then((data) => {
-        const ms = performance.now() - started;
-        m.ewmaMs = m.ewmaMs === null ? ms : 0.8 * m.ewmaMs + 0.2 * ms;
-        return data;
-      })
+      .then(
+        (data) => {
+          const ms = performance.now() - started;
+          m.ewmaMs = m.ewmaMs === null ? ms : 0.8 * m.ewmaMs + 0.2 * ms;
+          this.#onFetch?.(ms / 1000, m.stats.location, true);
+          return data;
+        },
+        (err: unknown) => {
+          this.#onFetch?.((performance.now() - started) / 1000, m.stats.location, false);
+          throw err;
+        },
+      )
       .finally(() => clearTimeout(timer));
   }
 

@@ -28,6 +28,7 @@ import { CowDevice } from "./cow-device.ts";
 import { FileDevice } from "./file-device.ts";
 import { HttpDevice } from "./http-device.ts";
 import { MirrorSet } from "./mirror-set.ts";
+import type { MirrorOptions } from "./mirror-set.ts";
 import type { MirrorStats } from "./mirror-set.ts";
 import { PrefetchDevice } from "./prefetch-device.ts";
 import type { PrefetchStats } from "./prefetch-device.ts";
@@ -53,6 +54,8 @@ export interface StackOptions {
   /** Use only the cache; never the network. */
   offline?: boolean;
   policy: TrustPolicy;
+  /** Each chunk fetch from a mirror, timed (metrics). */
+  onFetch?: MirrorOptions["onFetch"];
   logger?: Logger;
 }
 
@@ -203,7 +206,7 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
           }));
       // (The release's own reader is closed below, after the cache has kept the release.)
       if (!sameReader) unusedReader = image.chunks.reader;
-      mirrors = new MirrorSet(sources, { logger: log });
+      mirrors = new MirrorSet(sources, { logger: log, onFetch: options.onFetch });
       if (sources.length > 1) await mirrors.probe();
       fetcher = mirrors;
     }

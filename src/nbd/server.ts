@@ -66,7 +66,33 @@ export function nbdUri(address: ListenAddress, exportName: string): string {
 
 const BASE_ALLOCATION_ID = 1;
 
+/** Counters for metrics: connections, requests by command, errors and data bytes. */
+export interface NbdStats {
+  connections: number;
+  requests: Record<string, number>;
+  errors: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+const COMMAND_NAMES: Record<number, string> = {
+  [P.NBD_CMD_READ]: "read",
+  [P.NBD_CMD_WRITE]: "write",
+  [P.NBD_CMD_FLUSH]: "flush",
+  [P.NBD_CMD_TRIM]: "trim",
+  [P.NBD_CMD_CACHE]: "cache",
+  [P.NBD_CMD_WRITE_ZEROES]: "write_zeroes",
+  [P.NBD_CMD_BLOCK_STATUS]: "block_status",
+};
+
 export class NbdServer {
+  readonly stats: NbdStats = {
+    connections: 0,
+    requests: {},
+    errors: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+  };
   readonly #exports = new Map<string, NbdExport>();
   readonly #log: Logger;
   readonly #defaultExport: boolean;
@@ -105,6 +131,7 @@ export class NbdServer {
   /** Serves one connection (exposed so tests can hand in any socket). */
   handle(socket: Socket): void {
     socket.setNoDelay(true);
+    this.stats.connections++;
     this.#sockets.add(socket);
     socket.on("close", () => this.#sockets.delete(socket));
     const conn = new Connection(this, socket, this.#nextConnection++);
@@ -431,6 +458,7 @@ class Connection {
   }
 
   #sendError(req: P.Request, errno: number, message: string): void {
+    this.#server.stats.errors++;
     this.#log.debug(
       { type: req.type, offset: req.offset, length: req.length, errno, message },
       "nbd request refused",
@@ -451,6 +479,9 @@ class Connection {
     const { offset, length } = req;
     const inRange = offset + length <= device.size;
     const fua = (req.flags & P.NBD_CMD_FLAG_FUA) !== 0;
+    const stats = this.#server.stats;
+    const command = COMMAND_NAMES[req.type] ?? "other";
+    stats.requests[command] = (stats.requests[command] ?? 0) + 1;
     try {
       switch (req.type) {
         case P.NBD_CMD_READ: {
@@ -464,6 +495,7 @@ class Connection {
           if (!inRange)
             return this.#sendError(req, P.NBD_EINVAL, `read beyond the end of the export`);
           const data = length === 0 ? Buffer.alloc(0) : await device.read(offset, length);
+          stats.bytesRead += length;
           if (this.#structured) {
             const head = P.encodeStructuredHeader(
               req.handle,
@@ -492,6 +524,7 @@ class Connection {
           if (!inRange)
             return this.#sendError(req, P.NBD_ENOSPC, "write beyond the end of the export");
           await device.write(offset, payload!, { fua });
+          stats.bytesWritten += length;
           return this.#sendOk(req);
         case P.NBD_CMD_FLUSH:
           await device.flush?.();

@@ -1,5 +1,6 @@
 // `inetboot serve`: DHCP (full or proxy), TFTP and HTTP in one process, answering boot firmware
 // with the right first stage and each machine with its boot plan, and recording every stage.
+import { createHash, timingSafeEqual } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
@@ -26,6 +27,24 @@ import { ImageExports } from "./image-exports.ts";
 import { LiveIso, LiveIsoError } from "../iso/live-iso.ts";
 import { bootScript, entryScript, errorScript, IPXE_FACTS } from "./ipxe-script.ts";
 import { OnceState } from "./once.ts";
+import { family, Metrics, renderFamilies } from "./metrics.ts";
+import type { Family } from "./metrics.ts";
+import {
+  cachePage,
+  catalogPage,
+  imagesPage,
+  machinePage,
+  machineRows,
+  machinesPage,
+} from "./ui/pages.ts";
+import type { CacheView, ImageView, IsoView, MachineRow } from "./ui/pages.ts";
+import { html, page } from "./ui/html.ts";
+import { cacheCoverage } from "../block/chunk-cache.ts";
+import { profileChunks } from "../block/profile.ts";
+import { listStore } from "../store/list.ts";
+import type { ListedRelease } from "../store/list.ts";
+import { openStoreReader } from "../store/store-reader.ts";
+import { loadTrustedKeys } from "../store/trust.ts";
 import { chooseEntry, firmwareArchNames, ipxeArchNames } from "./plan.ts";
 import type { Choice, MachineFacts } from "./plan.ts";
 
@@ -50,9 +69,44 @@ function macFromQuery(value: string | null): string | undefined {
   }
 }
 
+/** The route family of a request path, for metrics (bounded label values). */
+function routeLabel(url: string): string {
+  const path = url.replace(/\?.*$/, "");
+  if (path === "/" || path === "/boot.ipxe" || path === "/metrics" || path === "/healthz")
+    return path;
+  const m = /^\/(ipxe\/boot|ipxe\/entry|files|iso|firmware|api|ui)(\/|$)/.exec(path);
+  return m ? `/${m[1]}` : "other";
+}
+
+/** A request body up to `limit` bytes (rejects beyond). */
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const parts: Buffer[] = [];
+    req.on("data", (d: Buffer) => {
+      size += d.length;
+      if (size > limit) {
+        reject(new Error("body too large"));
+        req.destroy();
+      } else parts.push(d);
+    });
+    req.on("end", () => resolve(Buffer.concat(parts).toString("utf8")));
+    req.on("error", reject);
+  });
+}
+
+/** Compares secrets in constant time (hashes first, so lengths do not leak either). */
+function sameSecret(given: string, expected: string): boolean {
+  const h = (s: string): Buffer => createHash("sha256").update(s).digest();
+  return timingSafeEqual(h(given), h(expected));
+}
+
 export class BootServer {
   readonly config: ServeConfig;
   readonly events = new EventLog();
+  readonly metrics = new Metrics();
+  /** Store listings for the images page, kept for 30 s. */
+  readonly #listings = new Map<string, { at: number; p: Promise<ListedRelease[]> }>();
   readonly #log: Logger;
   readonly #address: string;
   #http: Server | null = null;
@@ -229,6 +283,16 @@ export class BootServer {
 
   #record(input: EventInput, facts?: Parameters<EventLog["record"]>[1]): void {
     const e = this.events.record(input, facts);
+    const m = e.mac ? this.events.machine(e.mac) : undefined;
+    // DHCP's view of the firmware when the machine came through our DHCP; else iPXE's report.
+    const platform = m?.ipxe?.platform;
+    const fw =
+      m?.firmware?.kind ??
+      (platform === "pcbios" ? "bios" : platform === "efi" ? "uefi" : "unknown");
+    this.metrics.inc("inetboot_boot_events_total", "Boot stages reached, by stage and firmware", {
+      stage: e.stage,
+      firmware: m?.ipxe || m?.firmware?.ipxe ? `${fw}+ipxe` : fw,
+    });
     if (
       !input.stage.startsWith("dhcp") &&
       !input.stage.startsWith("proxy") &&
@@ -252,6 +316,20 @@ export class BootServer {
 
   async #startHttp(): Promise<void> {
     const server = createServer((req, res) => {
+      const sentBefore = req.socket.bytesWritten;
+      res.once("finish", () => {
+        const route = routeLabel(req.url ?? "/");
+        this.metrics.inc("inetboot_http_requests_total", "HTTP requests by route and status", {
+          route,
+          status: String(res.statusCode),
+        });
+        this.metrics.inc(
+          "inetboot_http_sent_bytes_total",
+          "HTTP bytes sent (headers and bodies) by route",
+          { route },
+          Math.max(0, req.socket.bytesWritten - sentBefore),
+        );
+      });
       this.#route(req, res).catch((err: unknown) => {
         // A malformed %-escape in the path is the client's mistake, not the server's.
         const status = err instanceof HttpError ? err.status : err instanceof URIError ? 400 : 500;
@@ -299,6 +377,13 @@ export class BootServer {
       stateDir: c.stateDir,
       cacheDir: c.cacheDir,
       allow: c.nbd.allow,
+      onFetch: (seconds, mirror, ok) =>
+        this.metrics.observe(
+          "inetboot_chunk_fetch_seconds",
+          "Chunk fetches from mirrors: duration by mirror and result",
+          { mirror, result: ok ? "ok" : "error" },
+          seconds,
+        ),
       logger: this.#log,
     });
   }
@@ -360,10 +445,27 @@ export class BootServer {
 
   async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://x");
+    const path = url.pathname;
+    const pin = /^\/ui\/images\/([^/]+)\/pin$/.exec(path);
+    if (pin && req.method === "POST") return this.#pinAction(req, res, decodeURIComponent(pin[1]));
     if (req.method !== "GET" && req.method !== "HEAD") {
       throw new HttpError(405, `${req.method} is not supported here`);
     }
-    const path = url.pathname;
+    if (path === "/metrics") {
+      this.#send(
+        res,
+        200,
+        renderFamilies([...this.metrics.families(), ...(await this.#scrape())]),
+        "text/plain; version=0.0.4; charset=utf-8",
+      );
+      return;
+    }
+    if (path === "/api/events/stream") return this.#stream(req, res, url);
+    if (path === "/ui" || (path === "/" && /text\/html/.test(req.headers.accept ?? ""))) {
+      res.writeHead(302, { Location: "/ui/machines" }).end();
+      return;
+    }
+    if (path.startsWith("/ui/")) return this.#ui(req, res, url);
     const ip = this.#clientIp(req);
     if (path === "/boot.ipxe") {
       const facts = this.#facts(url, req);
@@ -406,10 +508,7 @@ export class BootServer {
       return;
     }
     if (path === "/api/machines") {
-      this.#json(
-        res,
-        this.events.machines().map((m) => ({ ...m, next: this.#nextFor(m.mac) })),
-      );
+      this.#json(res, this.#machineRows());
       return;
     }
     if (path === "/api/images") {
@@ -761,6 +860,381 @@ export class BootServer {
     return out;
   }
 
+  /** The machines with what each boots next (for the API and the pages). */
+  #machineRows(): MachineRow[] {
+    return this.events.machines().map((m) => ({ ...m, next: this.#nextFor(m.mac) }));
+  }
+
+  /** Server-sent events: the backlog after `since` (or Last-Event-ID), then each new event. */
+  #stream(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const mac = macFromQuery(url.searchParams.get("mac"));
+    const since = Number(req.headers["last-event-id"] ?? url.searchParams.get("since") ?? 0) || 0;
+    res.writeHead(200, {
+      "Content-Type": "text/event-stream; charset=utf-8",
+      "Cache-Control": "no-store",
+      Connection: "keep-alive",
+    });
+    const send = (e: { seq: number }): void => {
+      res.write(`id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`);
+    };
+    res.write("retry: 2000\n\n");
+    for (const e of this.events.events({ since, mac })) send(e);
+    const unsubscribe = this.events.subscribe((e) => {
+      if (!mac || e.mac === mac) send(e);
+    });
+    const heartbeat = setInterval(() => res.write(": keep-alive\n\n"), 15_000);
+    req.socket.setTimeout(0);
+    res.once("close", () => {
+      clearInterval(heartbeat);
+      unsubscribe();
+    });
+  }
+
+  async #ui(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const path = url.pathname;
+    const htmlType = "text/html; charset=utf-8";
+    if (path === "/ui/machines") {
+      if (url.searchParams.get("part") === "rows") {
+        this.#send(res, 200, machineRows(this.#machineRows()).text, htmlType);
+      } else this.#send(res, 200, machinesPage(this.#machineRows()), htmlType);
+      return;
+    }
+    const m = /^\/ui\/machines\/([^/]+)$/.exec(path);
+    if (m) {
+      const mac = macFromQuery(decodeURIComponent(m[1]));
+      if (!mac) throw new HttpError(404, `"${m[1]}" is not a MAC address`);
+      const row = this.#machineRows().find((r) => r.mac === mac);
+      this.#send(res, 200, machinePage(mac, row, this.events.events({ mac })), htmlType);
+      return;
+    }
+    if (path === "/ui/catalog") {
+      this.#send(res, 200, catalogPage(this.config), htmlType);
+      return;
+    }
+    if (path === "/ui/images") {
+      const [images, isos] = await Promise.all([this.#imageViews(), this.#isoViews()]);
+      this.#send(res, 200, imagesPage(images, isos, this.config.ui.write), htmlType);
+      return;
+    }
+    if (path === "/ui/cache") {
+      this.#send(res, 200, cachePage(await this.#cacheView()), htmlType);
+      return;
+    }
+    throw new HttpError(404, `No page at ${path}; the dashboard starts at /ui/machines`);
+  }
+
+  /** The releases in an image entry's first store (listed at most every 30 s). */
+  #listing(entry: Extract<Entry, { kind: "image" }>): Promise<ListedRelease[]> {
+    const store = entry.image.stores[0];
+    const cached = this.#listings.get(store);
+    if (cached && Date.now() - cached.at < 30_000) return cached.p;
+    const reader = openStoreReader(store);
+    const p = listStore(reader, {
+      policy: {
+        trusted: loadTrustedKeys(entry.image.trust),
+        insecure: entry.image.insecure,
+        statePath: null,
+      },
+    }).finally(() => void reader.close?.());
+    this.#listings.set(store, { at: Date.now(), p });
+    p.catch(() => this.#listings.delete(store));
+    return p;
+  }
+
+  #imageEntries(): Extract<Entry, { kind: "image" }>[] {
+    return [...this.config.entries.values()].filter((e) => e.kind === "image");
+  }
+
+  async #imageViews(): Promise<ImageView[]> {
+    const opened = new Map(
+      ((await this.#images?.opened()) ?? []).map((o) => [o.entry, o.stack.label]),
+    );
+    return Promise.all(
+      this.#imageEntries().map(async (e) => {
+        let releases: ListedRelease[] | null = null;
+        let error: string | null = null;
+        try {
+          releases = await this.#listing(e);
+        } catch (err) {
+          error = (err as Error).message;
+        }
+        return {
+          entry: e.name,
+          source: e.image.source,
+          stores: e.image.stores,
+          pinned: this.#images?.pin(e.name) ?? null,
+          open: opened.get(e.name) ?? null,
+          releases,
+          error,
+        };
+      }),
+    );
+  }
+
+  async #isoViews(): Promise<IsoView[]> {
+    const out: IsoView[] = [];
+    for (const e of this.config.entries.values()) {
+      if (e.kind !== "iso") continue;
+      const iso = await this.#isos.get(e.name)?.catch(() => null);
+      out.push({
+        entry: e.name,
+        iso: e.iso,
+        family: iso?.recipe.family ?? null,
+        cachedBytes: iso ? (iso.cacheStats?.cachedBytes ?? iso.device.size) : null,
+        size: iso?.device.size ?? null,
+      });
+    }
+    return out;
+  }
+
+  async #cacheView(): Promise<CacheView> {
+    const opened = (await this.#images?.opened()) ?? [];
+    const cache = opened.find((o) => o.stack.cache)?.stack.cache ?? null;
+    const view: CacheView = {
+      dir: this.config.cacheDir,
+      bytes: cache?.totalBytes ?? null,
+      chunks: cache?.chunkCount ?? null,
+      quotaBytes: cache?.quotaBytes ?? null,
+      hits: cache?.stats.hits ?? 0,
+      misses: cache?.stats.misses ?? 0,
+      offline: [],
+      mirrors: [],
+      isos: [],
+    };
+    for (const o of opened) {
+      const index = o.stack.image?.index;
+      if (index && cache) {
+        const profile = o.trace.profile;
+        const basis = profile.length ? "what machines read while booting" : "the whole image";
+        const cover = cacheCoverage(
+          cache,
+          profile.length ? profileChunks(index, profile) : index.chunks,
+        );
+        view.offline.push({
+          entry: o.entry,
+          release: o.stack.label,
+          needed: cover.needed,
+          missing: cover.missing,
+          bytesMissing: cover.bytesMissing,
+          basis,
+        });
+      }
+      for (const m of o.stack.mirrorStats()) view.mirrors.push({ entry: o.entry, ...m });
+    }
+    for (const [entry, p] of this.#isos) {
+      const c = (await p.catch(() => null))?.cacheStats;
+      if (c) view.isos.push({ entry, ...c });
+    }
+    return view;
+  }
+
+  /** POST /ui/images/ENTRY/pin: roll an image entry back to a release (or to the latest). */
+  async #pinAction(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
+    const refuse = (status: number, message: string): void => {
+      this.#log.warn(
+        { entry: name, ip: this.#clientIp(req), reason: message },
+        "write action refused",
+      );
+      this.#send(
+        res,
+        status,
+        page(
+          "Refused",
+          "/ui/images",
+          html`<h1>Refused</h1>
+            <p class="bad">${message}</p>
+            <p><a href="/ui/images">Back to the images</a></p>`,
+        ),
+        "text/html; charset=utf-8",
+      );
+    };
+    const body = await readBody(req, 4096).catch(() => null);
+    if (body === null) return refuse(413, "The form is too large.");
+    if (!this.config.ui.write || !this.config.ui.token) {
+      return refuse(403, "Write actions are off on this server (ui.write in the configuration).");
+    }
+    const form = new URLSearchParams(body);
+    if (!sameSecret(form.get("token") ?? "", this.config.ui.token)) {
+      return refuse(403, "Wrong or missing token.");
+    }
+    const entry = this.config.entries.get(name);
+    if (entry?.kind !== "image" || !this.#images) return refuse(404, `No image entry ${name}.`);
+    const release = form.get("release") ?? "";
+    if (release === "latest") {
+      await this.#images.setPin(entry, null);
+    } else {
+      const known = (await this.#listing(entry)).some((r) => r.digest === release);
+      if (!/^[0-9a-f]{64}$/.test(release) || !known) {
+        return refuse(400, `${release} is not a release of ${entry.image.source} in its store.`);
+      }
+      await this.#images.setPin(entry, release);
+    }
+    this.#record({ stage: "ui-pin", entry: name, ip: this.#clientIp(req), detail: release });
+    res.writeHead(303, { Location: "/ui/images" }).end();
+  }
+
+  /** Families read from the servers' own counters at scrape time. */
+  async #scrape(): Promise<Family[]> {
+    const out: Family[] = [];
+    if (this.#dhcp) {
+      const d = this.#dhcp.stats;
+      out.push(
+        family("inetboot_dhcp_packets_received_total", "counter", "DHCP packets received", [
+          [{}, d.received],
+        ]),
+        family(
+          "inetboot_dhcp_packets_dropped_total",
+          "counter",
+          "DHCP packets dropped (malformed or not for us)",
+          [[{}, d.dropped]],
+        ),
+        family("inetboot_dhcp_replies_total", "counter", "DHCP replies sent", [[{}, d.replies]]),
+      );
+    }
+    if (this.#tftp) {
+      const t = this.#tftp.stats;
+      out.push(
+        family("inetboot_tftp_requests_total", "counter", "TFTP read requests", [[{}, t.requests]]),
+        family("inetboot_tftp_transfers_total", "counter", "TFTP transfers finished, by result", [
+          [{ result: "completed" }, t.completed],
+          [{ result: "failed" }, t.failed],
+        ]),
+        family("inetboot_tftp_sent_bytes_total", "counter", "TFTP file bytes sent", [
+          [{}, t.bytes],
+        ]),
+        family("inetboot_tftp_packets_dropped_total", "counter", "Malformed TFTP packets dropped", [
+          [{}, t.dropped],
+        ]),
+        family("inetboot_tftp_active_transfers", "gauge", "TFTP transfers in progress", [
+          [{}, t.active],
+        ]),
+      );
+    }
+    if (this.#nbd) {
+      const n = this.#nbd.stats;
+      out.push(
+        family("inetboot_nbd_connections_total", "counter", "NBD connections accepted", [
+          [{}, n.connections],
+        ]),
+        family(
+          "inetboot_nbd_requests_total",
+          "counter",
+          "NBD requests by command",
+          Object.entries(n.requests).map(([command, v]) => [{ command }, v]),
+        ),
+        family("inetboot_nbd_errors_total", "counter", "NBD requests answered with an error", [
+          [{}, n.errors],
+        ]),
+        family("inetboot_nbd_read_bytes_total", "counter", "Bytes read by NBD clients", [
+          [{}, n.bytesRead],
+        ]),
+        family("inetboot_nbd_written_bytes_total", "counter", "Bytes written by NBD clients", [
+          [{}, n.bytesWritten],
+        ]),
+      );
+    }
+    const opened = (await this.#images?.opened()) ?? [];
+    const cache = opened.find((o) => o.stack.cache)?.stack.cache;
+    if (cache) {
+      const c = cache.stats;
+      out.push(
+        family("inetboot_cache_hits_total", "counter", "Chunk cache hits", [[{}, c.hits]]),
+        family("inetboot_cache_misses_total", "counter", "Chunk cache misses", [[{}, c.misses]]),
+        family("inetboot_cache_evictions_total", "counter", "Chunks evicted from the cache", [
+          [{}, c.evictions],
+        ]),
+        family("inetboot_cache_bytes", "gauge", "Bytes in the chunk cache", [
+          [{}, cache.totalBytes],
+        ]),
+        family("inetboot_cache_quota_bytes", "gauge", "The chunk cache's quota", [
+          [{}, cache.quotaBytes],
+        ]),
+      );
+    }
+    const mirrors = opened.flatMap((o) =>
+      o.stack.mirrorStats().map((m) => ({ entry: o.entry, ...m })),
+    );
+    if (mirrors.length) {
+      const l = (m: (typeof mirrors)[number]): Record<string, string> => ({
+        entry: m.entry,
+        mirror: m.location,
+      });
+      out.push(
+        family(
+          "inetboot_mirror_requests_total",
+          "counter",
+          "Chunk requests per mirror",
+          mirrors.map((m) => [l(m), m.requests]),
+        ),
+        family(
+          "inetboot_mirror_failures_total",
+          "counter",
+          "Failed chunk requests per mirror",
+          mirrors.map((m) => [l(m), m.failures]),
+        ),
+        family(
+          "inetboot_mirror_failovers_total",
+          "counter",
+          "Chunks fetched from another mirror after this one failed",
+          mirrors.map((m) => [l(m), m.failovers]),
+        ),
+        family(
+          "inetboot_mirror_healthy",
+          "gauge",
+          "1 when the mirror is not penalised",
+          mirrors.map((m) => [l(m), m.healthy ? 1 : 0]),
+        ),
+      );
+    }
+    if (opened.length) {
+      out.push(
+        family(
+          "inetboot_image_fetched_bytes_total",
+          "counter",
+          "Chunk bytes fetched for an image (mirrors and boot pack)",
+          opened.map((o) => [
+            { entry: o.entry },
+            (o.stack.mirrors?.fetchedBytes ?? 0) + (o.stack.pack?.deliveredBytes ?? 0),
+          ]),
+        ),
+        family(
+          "inetboot_image_read_bytes",
+          "gauge",
+          "Distinct bytes machines read from an image",
+          opened.map((o) => [{ entry: o.entry }, o.trace.coveredBytes]),
+        ),
+      );
+    }
+    const isoStats: [Record<string, string>, NonNullable<LiveIso["cacheStats"]>][] = [];
+    for (const [entry, p] of this.#isos) {
+      const c = (await p.catch(() => null))?.cacheStats;
+      if (c) isoStats.push([{ entry }, c]);
+    }
+    if (isoStats.length) {
+      out.push(
+        family(
+          "inetboot_iso_fetched_bytes_total",
+          "counter",
+          "ISO bytes fetched from the origin",
+          isoStats.map(([l, c]) => [l, c.fetchedBytes]),
+        ),
+        family(
+          "inetboot_iso_cache_hits_total",
+          "counter",
+          "ISO blocks read from the block cache",
+          isoStats.map(([l, c]) => [l, c.hits]),
+        ),
+        family(
+          "inetboot_iso_cache_misses_total",
+          "counter",
+          "ISO blocks fetched from the origin",
+          isoStats.map(([l, c]) => [l, c.misses]),
+        ),
+      );
+    }
+    return out;
+  }
+
   #indexText(): string {
     const c = this.config;
     const lines = [
@@ -773,7 +1247,8 @@ export class BootServer {
       `entries: ${[...c.entries.keys()].join(", ")}`,
       `default: ${c.default}`,
       "",
-      "API: /api/machines /api/events /api/images /api/images/ENTRY/profile /api/config",
+      `dashboard: ${this.baseUrl}/ui/machines`,
+      "API: /api/machines /api/events /api/events/stream /api/images /api/images/ENTRY/profile /api/config /metrics",
     ];
     for (const w of c.warnings) lines.push(`warning: ${w}`);
     return lines.join("\n") + "\n";

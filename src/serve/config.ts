@@ -1,7 +1,7 @@
 // The boot server's configuration: YAML, validated at load with errors that name the file, the
 // line and what was expected. Structure errors stop the server; problems it can live with (a
 // kernel file that is not there yet) are warnings, shown at start and on the dashboard.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, isAbsolute, join, resolve } from "node:path";
@@ -122,6 +122,8 @@ export interface ServeConfig {
   cacheDir: string;
   /** State folder: leases, one-shot state, cached remote kernels. */
   stateDir: string;
+  /** The dashboard: write actions (roll-back) are off unless enabled, and need the token. */
+  ui: { write: boolean; token?: string };
   entries: Map<string, Entry>;
   machines: MatchRule[];
   default: string;
@@ -522,7 +524,19 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
     c.object(
       raw,
       [],
-      ["listen", "dhcp", "tftp", "http", "nbd", "cache", "state", "entries", "machines", "default"],
+      [
+        "listen",
+        "dhcp",
+        "tftp",
+        "http",
+        "nbd",
+        "cache",
+        "state",
+        "ui",
+        "entries",
+        "machines",
+        "default",
+      ],
     ) ?? {};
   const baseDir = text === null ? process.cwd() : dirname(resolve(source));
 
@@ -726,6 +740,23 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
   };
   const cacheRaw = c.object(top.cache, ["cache"], ["dir"]) ?? {};
   const cacheDir = c.string(cacheRaw.dir, ["cache", "dir"]);
+  const uiRaw = c.object(top.ui, ["ui"], ["write", "token", "token-file"]) ?? {};
+  const write = c.bool(uiRaw.write, ["ui", "write"]) ?? false;
+  let token = c.string(uiRaw.token, ["ui", "token"]);
+  const tokenFile = c.string(uiRaw["token-file"], ["ui", "token-file"]);
+  if (tokenFile !== undefined) {
+    try {
+      token = readFileSync(resolve(baseDir, tokenFile), "utf8").trim();
+    } catch (err) {
+      c.error(["ui", "token-file"], `cannot read ${tokenFile}: ${(err as Error).message}`);
+    }
+  }
+  if (write && (!token || token.length < 12)) {
+    c.error(
+      ["ui", "write"],
+      "write actions need ui.token (or ui.token-file): a secret of at least 12 characters",
+    );
+  }
   if (c.problems.length) throw new ConfigError(source, c.problems);
   return {
     source,
@@ -736,6 +767,7 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
     stateDir,
     nbd,
     cacheDir: cacheDir ? resolve(baseDir, cacheDir) : join(stateDir, "cache"),
+    ui: { write, token: write ? token : undefined },
     entries,
     machines,
     default: def,

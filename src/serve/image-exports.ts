@@ -2,6 +2,7 @@
 // mirror set → the server's shared chunk cache → chunked device) and exports it over NBD to
 // each machine through a copy-on-write overlay of its own: fresh every boot (`ephemeral`) or
 // kept per MAC across boots (`per-machine`).
+import { readFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { CowDevice } from "../block/cow-device.ts";
@@ -12,6 +13,7 @@ import { TraceDevice } from "../block/trace-device.ts";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import type { NbdServer } from "../nbd/server.ts";
+import { writeFileAtomic } from "../store/local-store.ts";
 import { loadTrustedKeys } from "../store/trust.ts";
 import type { Entry } from "./config.ts";
 
@@ -32,6 +34,8 @@ class SharedBase extends PassThroughDevice {
 
 export interface ImageExportsOptions {
   nbd: NbdServer;
+  /** Each chunk fetch from a mirror, timed (metrics). */
+  onFetch?: (seconds: number, mirror: string, ok: boolean) => void;
   stateDir: string;
   cacheDir: string;
   /** machine: each export opens only for the address that asked for its plan (default). */
@@ -51,18 +55,67 @@ export class ImageExports {
   readonly #overlays = new Map<string, Promise<CowDevice>>();
   /** Export name → the address of the machine it belongs to (its latest plan request). */
   readonly #owners = new Map<string, string>();
+  /** Entry → release digest pinned from the dashboard (roll-back), kept in STATE/pins.json. */
+  readonly #pins: Map<string, string>;
 
   constructor(options: ImageExportsOptions) {
     this.#o = options;
     this.#log = options.logger ?? silentLogger;
+    let pins: Record<string, string> = {};
+    try {
+      pins = JSON.parse(readFileSync(this.#pinsPath, "utf8")) as Record<string, string>;
+    } catch {
+      // none yet
+    }
+    this.#pins = new Map(Object.entries(pins).filter(([, d]) => /^[0-9a-f]{64}$/.test(d)));
+  }
+
+  get #pinsPath(): string {
+    return join(this.#o.stateDir, "pins.json");
+  }
+
+  /** The release digest an entry is pinned to from the dashboard, or null (the latest). */
+  pin(entry: string): string | null {
+    return this.#pins.get(entry) ?? null;
+  }
+
+  /**
+   * Pins an entry to a release (a roll-back; null follows the latest again). The next boot
+   * opens that release; machines already running keep the disk they have.
+   */
+  async setPin(entry: ImageEntry, digest: string | null): Promise<void> {
+    if (digest === null) this.#pins.delete(entry.name);
+    else this.#pins.set(entry.name, digest);
+    await writeFileAtomic(this.#pinsPath, JSON.stringify(Object.fromEntries(this.#pins)) + "\n");
+    this.#bases.delete(entry.name);
+    this.#log.info({ entry: entry.name, release: digest ?? "latest" }, "image entry pinned");
+  }
+
+  /** What the entry opens: its source, or the pinned release by digest. */
+  #source(entry: ImageEntry): string {
+    const digest = this.#pins.get(entry.name);
+    return digest
+      ? `${entry.image.source.replace(/@.*$/, "")}@sha256:${digest}`
+      : entry.image.source;
+  }
+
+  /** The opened images. */
+  async opened(): Promise<{ entry: string; stack: DeviceStack; trace: TraceDevice }[]> {
+    const out = [];
+    for (const [entry, p] of this.#bases) {
+      const base = await p.catch(() => null);
+      if (base) out.push({ entry, ...base });
+    }
+    return out;
   }
 
   /** The image's block stack, opened on first use (the release is resolved and verified then). */
   base(entry: ImageEntry): Promise<Base> {
     let p = this.#bases.get(entry.name);
     if (!p) {
-      p = openDeviceStack(entry.image.source, {
+      p = openDeviceStack(this.#source(entry), {
         stores: entry.image.stores,
+        onFetch: this.#o.onFetch,
         cache: this.#o.cacheDir,
         policy: {
           trusted: loadTrustedKeys(entry.image.trust),

@@ -21,6 +21,9 @@ export interface ListedRelease {
   /** Bytes of this image that the previous listed revision already had. */
   sharedWithPrevious: number | null;
   digest: string | null;
+  /** The release carries a boot profile / a boot pack. */
+  profile: boolean;
+  pack: boolean;
   problem: string | null;
 }
 
@@ -53,6 +56,8 @@ export async function listStore(
         verified: false,
         sharedWithPrevious: null,
         digest: null,
+        profile: false,
+        pack: false,
         problem: null,
       };
       try {
@@ -67,6 +72,8 @@ export async function listStore(
           signer: opened.trust.signer,
           verified: opened.trust.verified,
           digest: opened.digest,
+          profile: opened.release.profile != null,
+          pack: opened.release.pack != null,
         });
         const index = await loadIndex(
           reader,
