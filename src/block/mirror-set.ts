@@ -25,13 +25,14 @@ export interface MirrorOptions {
   logger?: Logger;
 }
 
-export const DEFAULT_MIRROR_OPTIONS: Required<Omit<MirrorOptions, "logger" | "onFetch">> = Object.freeze({
-  timeoutMs: 15_000,
-  hedgeFactor: 4,
-  minHedgeMs: 200,
-  penaltyMs: 30_000,
-  rounds: 2,
-});
+export const DEFAULT_MIRROR_OPTIONS: Required<Omit<MirrorOptions, "logger" | "onFetch">> =
+  Object.freeze({
+    timeoutMs: 15_000,
+    hedgeFactor: 4,
+    minHedgeMs: 200,
+    penaltyMs: 30_000,
+    rounds: 2,
+  });
 
 export interface MirrorStats {
   location: string;

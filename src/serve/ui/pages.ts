@@ -8,7 +8,7 @@ import type { ListedRelease } from "../../store/list.ts";
 import type { Entry, ServeConfig } from "../config.ts";
 import type { BootEvent, MachineRecord } from "../events.ts";
 import type { Choice } from "../plan.ts";
-import type { Html} from "./html.ts";
+import type { Html } from "./html.ts";
 import { html, page, time } from "./html.ts";
 
 export type MachineRow = MachineRecord & { next: Choice & { once?: string } };
