@@ -18,7 +18,7 @@ import { inetbootOk } from "../test/helpers.ts";
 import { startServe, TestLan } from "../test/netns.ts";
 import type { ServeProcess } from "../test/netns.ts";
 import { accessLogRequests, nginxConfig } from "../test/nginx.ts";
-import { bootUntil } from "../test/qemu.ts";
+import { bootUntil, tapNic } from "../test/qemu.ts";
 import { spawnWanProxy, TEST_WAN } from "../test/wan-proxy.ts";
 
 const MAC = "52:54:00:12:34:99";
@@ -125,14 +125,7 @@ export async function benchInternetBoot(): Promise<string> {
     );
     const origin = `http://127.0.0.1:${WAN_PORT}`;
     const tap = lan.addTap();
-    const qemuArgs = [
-      "-netdev",
-      `tap,id=n0,ifname=${tap},script=no,downscript=no`,
-      "-device",
-      `virtio-net-pci,netdev=n0,mac=${MAC}`,
-      "-boot",
-      "n",
-    ];
+    const qemuArgs = tapNic(tap, MAC);
 
     const config = (name: string, entry: string): string => {
       const path = join(dir, `${name}.yaml`);

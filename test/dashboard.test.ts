@@ -15,7 +15,7 @@ import { inetbootOk, REPO, requireTool, run, tempDir, writeImage } from "./helpe
 import { busyboxStatic, markerInitrd } from "./marker-initrd.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
-import { bootUntil } from "./qemu.ts";
+import { bootUntil, tapNic } from "./qemu.ts";
 
 const MAC_QEMU = "52:54:00:12:34:56";
 const MAC_HOSTILE = "52:54:00:66:66:66";
@@ -104,19 +104,7 @@ default: menu
     const before = samples(get(lan, "/metrics"));
 
     // A real boot: QEMU's iPXE ROM, DHCP, TFTP, HTTP, kernel, initrd.
-    await bootUntil(
-      [
-        "-netdev",
-        `tap,id=n0,ifname=${tap},script=no,downscript=no`,
-        "-device",
-        `virtio-net-pci,netdev=n0,mac=${MAC_QEMU}`,
-        "-boot",
-        "n",
-      ],
-      /INETBOOT-DASHBOARD-OK/,
-      240_000,
-      { netns: lan.server },
-    );
+    await bootUntil(tapNic(tap, MAC_QEMU), /INETBOOT-DASHBOARD-OK/, 240_000, { netns: lan.server });
     // A machine whose DHCP request carries a hostile host name (option 12).
     const h = lan.addHost(`${lan.prefix}.60`); // (udhcpc's lease is not applied: -s /bin/true)
     lan.exec(h.ns, "ip", ["link", "set", "eth0", "address", MAC_HOSTILE]);

@@ -34,7 +34,7 @@ import { inetbootOk, requireTool, run, runOk, tempDir } from "./helpers.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
 import { accessLogRequests, nginxConfig } from "./nginx.ts";
-import { bootUntil } from "./qemu.ts";
+import { bootUntil, tapNic } from "./qemu.ts";
 import { spawnWanProxy, TEST_WAN } from "./wan-proxy.ts";
 
 const MAC = "52:54:00:12:34:77";
@@ -113,14 +113,7 @@ machines:
 }
 
 function qemuArgs(tap: string): string[] {
-  return [
-    "-netdev",
-    `tap,id=n0,ifname=${tap},script=no,downscript=no`,
-    "-device",
-    `virtio-net-pci,netdev=n0,mac=${MAC}`,
-    "-boot",
-    "n",
-  ];
+  return tapNic(tap, MAC);
 }
 
 describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_200_000 }, () => {

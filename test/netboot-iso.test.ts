@@ -15,7 +15,7 @@ import { makeIso } from "./iso-maker.ts";
 import { busyboxStatic, networkMarkerInitrd } from "./marker-initrd.ts";
 import { accessLogRequests, nginxConfig } from "./nginx.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
-import { bootUntil } from "./qemu.ts";
+import { bootUntil, tapNic } from "./qemu.ts";
 
 const sha256 = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
 const md5 = (b: Buffer): string => createHash("md5").update(b).digest("hex");
@@ -146,14 +146,7 @@ default: local
     };
     for (const [entry, want] of Object.entries(expected)) {
       const out = await bootUntil(
-        [
-          "-netdev",
-          `tap,id=n0,ifname=${tap},script=no,downscript=no`,
-          "-device",
-          `e1000,netdev=n0,mac=${macs[entry as keyof typeof macs]}`,
-          "-boot",
-          "n",
-        ],
+        tapNic(tap, macs[entry as keyof typeof macs], { model: "e1000" }),
         /ISO-FETCH[^\n]* END\r?\n|ISO-FETCH-FAILED[^\n]*\n|INETBOOT-ISO-NO-DHCP/,
         240_000,
         { netns: lan.server },

@@ -11,7 +11,7 @@ import { requireFile, requireTool, tempDir } from "./helpers.ts";
 import { busyboxStatic, markerInitrd } from "./marker-initrd.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
-import { bootUntil } from "./qemu.ts";
+import { bootUntil, tapNic } from "./qemu.ts";
 
 const MAC = "52:54:00:12:34:56";
 
@@ -57,14 +57,7 @@ default: menu
 }
 
 function qemuNet(tap: string, romfile?: string): string[] {
-  return [
-    "-netdev",
-    `tap,id=n0,ifname=${tap},script=no,downscript=no`,
-    "-device",
-    `virtio-net-pci,netdev=n0,mac=${MAC}${romfile === undefined ? "" : `,romfile=${romfile}`}`,
-    "-boot",
-    "n",
-  ];
+  return tapNic(tap, MAC, { romfile });
 }
 
 const MARKER = /INETBOOT-NETBOOT-OK cmdline=[^\n]*\n/;

@@ -59,3 +59,20 @@ export async function bootUntil(
   }
   return out.replace(/\r/g, "");
 }
+
+/** QEMU arguments for a NIC on `tap` with `mac` that network-boots (its iPXE ROM, or `romfile`). */
+export function tapNic(
+  tap: string,
+  mac: string,
+  options: { model?: string; romfile?: string } = {},
+): string[] {
+  const rom = options.romfile === undefined ? "" : `,romfile=${options.romfile}`;
+  return [
+    "-netdev",
+    `tap,id=n0,ifname=${tap},script=no,downscript=no`,
+    "-device",
+    `${options.model ?? "virtio-net-pci"},netdev=n0,mac=${mac}${rom}`,
+    "-boot",
+    "n",
+  ];
+}

@@ -54,6 +54,7 @@ h2 { font-size: 1.2rem; margin: 24px 0 8px; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: #f1f3f4; white-space: nowrap; }
+caption { text-align: left; padding: 4px 10px; color: var(--muted); }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.mono, a.mono, time { white-space: nowrap; word-break: normal; }
 code, .mono { font-family: ui-monospace, monospace; font-size: 0.92em; word-break: break-all; }
@@ -113,6 +114,37 @@ export function page(title: string, path: string, body: Html, script?: string): 
         ${script ? new Html(`<script>${script}</script>`) : ""}
       </body>
     </html> `.text;
+}
+
+export interface Column {
+  label: string;
+  /** Hidden on phone-sized screens. */
+  wide?: boolean;
+}
+
+/**
+ * A scrollable table: column headers, rows, and a row saying `empty` when there are none.
+ * `body` adds attributes to the tbody (an id for live updates).
+ */
+export function table(
+  columns: (string | Column)[],
+  rows: Html[],
+  options: { empty: string; body?: Record<string, string>; caption?: string },
+): Html {
+  const cols = columns.map((c) => (typeof c === "string" ? { label: c } : c));
+  const attrs = Object.entries(options.body ?? {}).map(([k, v]) => html` ${k}="${v}"`);
+  return html`<div class="table"><table>${
+    options.caption
+      ? html`<caption>
+          ${options.caption}
+        </caption>`
+      : ""
+  }<thead><tr>${cols.map((c) => html`<th scope="col" ${c.wide ? new Html(' class="wide"') : ""}>${c.label}</th>`)}</tr></thead><tbody${attrs}>${rows.length ? rows : emptyRow(cols.length, options.empty)}</tbody></table></div>`;
+}
+
+/** The row a table shows when it has no data. */
+export function emptyRow(columns: number, text: string, id?: string): Html {
+  return html`<tr${id ? html` id="${id}"` : ""}><td colspan="${columns}" class="muted">${text}</td></tr>`;
 }
 
 /** A <time> element with the ISO time as machine value and a short local reading. */

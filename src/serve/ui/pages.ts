@@ -8,8 +8,8 @@ import type { ListedRelease } from "../../store/list.ts";
 import type { Entry, ServeConfig } from "../config.ts";
 import type { BootEvent, MachineRecord } from "../events.ts";
 import type { Choice } from "../plan.ts";
+import { emptyRow, html, page, table, time } from "./html.ts";
 import type { Html } from "./html.ts";
-import { html, page, time } from "./html.ts";
 
 export type MachineRow = MachineRecord & { next: Choice & { once?: string } };
 
@@ -17,8 +17,7 @@ function firmware(m: MachineRecord): Html {
   const f = m.firmware;
   const parts: string[] = [];
   if (f) parts.push(f.description);
-  const ipxe = f?.ipxe || m.ipxe !== undefined;
-  if (ipxe) {
+  if (f?.ipxe || m.ipxe !== undefined) {
     const arch = [m.ipxe?.platform, m.ipxe?.buildarch].filter(Boolean).join(" ");
     parts.push(`iPXE${arch ? ` (${arch})` : ""}`);
   }
@@ -26,26 +25,37 @@ function firmware(m: MachineRecord): Html {
   return parts.length ? html`${parts.join(", ")}` : html`<span class="muted">unknown</span>`;
 }
 
-function macLink(mac: string): Html {
-  return html`<a class="mono" href="/ui/machines/${encodeURIComponent(mac)}">${mac}</a>`;
-}
-
 function nextText(m: MachineRow): Html {
   const once = m.next.once ? html` <span class="muted">(one-shot ${m.next.once} used)</span>` : "";
   return html`${m.next.entry}${once}`;
 }
 
+const yes = (v: boolean): string => (v ? "yes" : "no");
+const good = (ok: boolean, yesText: string, noText: string): Html =>
+  ok ? html`<span class="good">${yesText}</span>` : html`<span class="bad">${noText}</span>`;
+const code = (v: string): Html => html`<code>${v}</code>`;
+const codes = (list: string[]): Html[] => list.map((s, i) => html`${i ? ", " : ""}${code(s)}`);
+
+const MACHINE_COLUMNS = [
+  "MAC",
+  "Host name",
+  "Firmware",
+  "IP",
+  "Last stage",
+  "When",
+  "Boots next",
+  { label: "Why", wide: true },
+];
+
 /** The rows of the machines table (also sent alone for live refreshes). */
 export function machineRows(rows: MachineRow[]): Html {
   if (rows.length === 0) {
-    return html`<tr>
-      <td colspan="8" class="muted">No machine has asked to boot yet.</td>
-    </tr>`;
+    return emptyRow(MACHINE_COLUMNS.length, "No machine has asked to boot yet.");
   }
   return html`${rows.map(
     (m) =>
       html`<tr>
-        <td>${macLink(m.mac)}</td>
+        <td><a class="mono" href="/ui/machines/${encodeURIComponent(m.mac)}">${m.mac}</a></td>
         <td>${m.hostname ?? ""}</td>
         <td>${firmware(m)}</td>
         <td class="mono">${m.ip ?? ""}</td>
@@ -57,6 +67,7 @@ export function machineRows(rows: MachineRow[]): Html {
   )}`;
 }
 
+/** Re-renders the machines table (server-escaped rows) whenever an event arrives. */
 const LIVE_TABLE = `
 (function () {
   var status = document.getElementById("live");
@@ -80,6 +91,7 @@ const LIVE_TABLE = `
 `;
 
 export function machinesPage(rows: MachineRow[]): string {
+  const body = machineRows(rows);
   return page(
     "Machines",
     "/ui/machines",
@@ -87,42 +99,13 @@ export function machinesPage(rows: MachineRow[]): string {
       <p id="live" class="live" aria-live="polite">
         ${rows.length} machine(s) seen since the server started.
       </p>
-      <div class="table">
-        <table>
-          <caption class="muted" style="text-align:left;padding:4px 10px">
-            Each machine's last boot stage and what it boots next
-          </caption>
-          <thead>
-            <tr>
-              <th scope="col">MAC</th>
-              <th scope="col">Host name</th>
-              <th scope="col">Firmware</th>
-              <th scope="col">IP</th>
-              <th scope="col">Last stage</th>
-              <th scope="col">When</th>
-              <th scope="col">Boots next</th>
-              <th scope="col" class="wide">Why</th>
-            </tr>
-          </thead>
-          <tbody id="machines-body">
-            ${machineRows(rows)}
-          </tbody>
-        </table>
-      </div>`,
+      ${table(MACHINE_COLUMNS, [body], {
+        empty: "",
+        body: { id: "machines-body" },
+        caption: "Each machine's last boot stage and what it boots next",
+      })}`,
     LIVE_TABLE,
   );
-}
-
-function eventRow(e: BootEvent): Html {
-  return html`<tr>
-    <td class="num">${e.seq}</td>
-    <td>${time(e.time)}</td>
-    <td>${e.stage}</td>
-    <td>${e.entry ?? ""}</td>
-    <td class="mono">${e.file ?? ""}</td>
-    <td class="num">${e.bytes === undefined ? "" : formatBytes(e.bytes)}</td>
-    <td>${e.detail ?? ""}</td>
-  </tr>`;
 }
 
 /** Appends each new event of this machine to the timeline, built with textContent (no markup). */
@@ -140,7 +123,6 @@ const LIVE_TIMELINE = `
     var empty = document.getElementById("no-events");
     if (empty) empty.remove();
     var tr = document.createElement("tr");
-    tr.className = "new";
     [e.seq, e.time, e.stage, e.entry || "", e.file || "", e.bytes === undefined ? "" : e.bytes + " B", e.detail || ""].forEach(function (v, i) {
       var td = document.createElement("td");
       td.textContent = String(v);
@@ -154,12 +136,13 @@ const LIVE_TIMELINE = `
 })();
 `;
 
+const TIMELINE_COLUMNS = ["#", "Time", "Stage", "Entry", "File", "Bytes", "Detail"];
+
 export function machinePage(
   mac: string,
   machine: MachineRow | undefined,
   events: BootEvent[],
 ): string {
-  const last = events.at(-1)?.seq ?? 0;
   const details = machine
     ? html`<dl>
         <dt>MAC</dt>
@@ -184,6 +167,18 @@ export function machinePage(
           boots.
         </p>
         <p class="muted">Last stage: <span id="last-stage">—</span></p>`;
+  const rows = events.map(
+    (e) =>
+      html`<tr>
+        <td class="num">${e.seq}</td>
+        <td>${time(e.time)}</td>
+        <td>${e.stage}</td>
+        <td>${e.entry ?? ""}</td>
+        <td class="mono">${e.file ?? ""}</td>
+        <td class="num">${e.bytes === undefined ? "" : formatBytes(e.bytes)}</td>
+        <td>${e.detail ?? ""}</td>
+      </tr>`,
+  );
   return page(
     `Machine ${mac}`,
     "/ui/machines",
@@ -191,30 +186,14 @@ export function machinePage(
       ${details}
       <h2>Boot timeline</h2>
       <p id="live" class="live" aria-live="polite">${events.length} event(s).</p>
-      <div class="table">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">#</th>
-              <th scope="col">Time</th>
-              <th scope="col">Stage</th>
-              <th scope="col">Entry</th>
-              <th scope="col">File</th>
-              <th scope="col">Bytes</th>
-              <th scope="col">Detail</th>
-            </tr>
-          </thead>
-          <tbody id="timeline" data-mac="${mac}" data-since="${last}">
-            ${
-              events.length
-                ? events.map(eventRow)
-                : html`<tr id="no-events">
-                    <td colspan="7" class="muted">No events yet.</td>
-                  </tr>`
-            }
-          </tbody>
-        </table>
-      </div>`,
+      ${table(
+        TIMELINE_COLUMNS,
+        rows.length ? rows : [emptyRow(TIMELINE_COLUMNS.length, "No events yet.", "no-events")],
+        {
+          empty: "",
+          body: { id: "timeline", "data-mac": mac, "data-since": String(events.at(-1)?.seq ?? 0) },
+        },
+      )}`,
     LIVE_TIMELINE,
   );
 }
@@ -224,30 +203,31 @@ function fileText(ref: { path?: string; url?: string }): string {
 }
 
 function entryWhat(e: Entry): Html {
+  const cmdline = (c: string | undefined): Html | "" =>
+    c ? html`<div>cmdline ${code(c)}</div>` : "";
   switch (e.kind) {
     case "kernel":
     case "image": {
       const image =
         e.kind === "image"
           ? html`<div>
-              image <code>${e.image.source}</code> from
-              ${e.image.stores.map((s, i) => html`${i ? ", " : ""}<code>${s}</code>`)}; disk
+              image ${code(e.image.source)} from ${codes(e.image.stores)}; disk
               ${e.disk}${e.nbdOverlay ? "; NBD overlay" : ""}
             </div>`
           : "";
       return html`${image}
-        <div>kernel <code>${fileText(e.kernel)}</code></div>
-        ${e.initrd.map((r) => html`<div>initrd <code>${fileText(r)}</code></div>`)}${e.cmdline ? html`<div>cmdline <code>${e.cmdline}</code></div>` : ""}`;
+        <div>kernel ${code(fileText(e.kernel))}</div>
+        ${e.initrd.map((r) => html`<div>initrd ${code(fileText(r))}</div>`)}${cmdline(e.cmdline)}`;
     }
     case "iso":
-      return html`<div>ISO <code>${e.iso}</code>${e.recipe ? ` (recipe ${e.recipe})` : ""}</div>
-        ${e.cmdline ? html`<div>cmdline <code>${e.cmdline}</code></div>` : ""}`;
+      return html`<div>ISO ${code(e.iso)}${e.recipe ? ` (recipe ${e.recipe})` : ""}</div>
+        ${cmdline(e.cmdline)}`;
     case "menu":
       return html`menu: ${e.items.join(", ")}; default ${e.defaultItem ?? e.items[0]} after
       ${e.timeoutSeconds} s`;
     case "chain":
     case "sanboot":
-      return html`<code>${e.url}</code>`;
+      return code(e.url);
     case "local":
       return html`exit to the next boot device`;
     case "shell":
@@ -272,77 +252,44 @@ export function catalogPage(config: ServeConfig): string {
           ${config.warnings.map((w) => html`<li class="bad">${w}</li>`)}
         </ul>`
     : html`<p class="good">No problems found in the configuration.</p>`;
+  const entries = [...config.entries.values()].map(
+    (e) =>
+      html`<tr>
+        <td>${code(e.name)}</td>
+        <td>${e.kind}</td>
+        <td>${e.title}</td>
+        <td>${entryWhat(e)}</td>
+        <td>${e.once ? "yes" : ""}</td>
+      </tr>`,
+  );
+  const rules = config.machines.map(
+    (r) =>
+      html`<tr>
+        <td>${r.name}</td>
+        <td>${matchText(r.match)}</td>
+        <td>${code(r.boot)}</td>
+        <td class="num">${r.line || ""}</td>
+      </tr>`,
+  );
   return page(
     "Catalog",
     "/ui/catalog",
     html`<h1>Catalog</h1>
       <p>
-        Configuration: <code>${config.source}</code>. Machines no rule matches boot
+        Configuration: ${code(config.source)}. Machines no rule matches boot
         <strong>${config.default}</strong>.
       </p>
       ${warnings}
       <h2>Entries</h2>
-      <div class="table">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Kind</th>
-              <th scope="col">Title</th>
-              <th scope="col">Boots</th>
-              <th scope="col">Once</th>
-            </tr>
-          </thead>
-          <tbody>
-            ${[...config.entries.values()].map(
-              (e) =>
-                html`<tr>
-                  <td><code>${e.name}</code></td>
-                  <td>${e.kind}</td>
-                  <td>${e.title}</td>
-                  <td>${entryWhat(e)}</td>
-                  <td>${e.once ? "yes" : ""}</td>
-                </tr>`,
-            )}
-          </tbody>
-        </table>
-      </div>
+      ${table(["Name", "Kind", "Title", "Boots", "Once"], entries, { empty: "No entries." })}
       <h2>Matching rules</h2>
       <p class="muted">
         The most specific matching rule wins: MAC or UUID over host name over labels over
         architecture; ties go to the rule written first.
       </p>
-      <div class="table">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Rule</th>
-              <th scope="col">Matches</th>
-              <th scope="col">Boots</th>
-              <th scope="col">Line</th>
-            </tr>
-          </thead>
-          <tbody>
-            ${
-              config.machines.length
-                ? config.machines.map(
-                    (r) =>
-                      html`<tr>
-                        <td>${r.name}</td>
-                        <td>${matchText(r.match)}</td>
-                        <td><code>${r.boot}</code></td>
-                        <td class="num">${r.line || ""}</td>
-                      </tr>`,
-                  )
-                : html`<tr>
-                    <td colspan="4" class="muted">
-                      No rules: every machine boots ${config.default}.
-                    </td>
-                  </tr>`
-            }
-          </tbody>
-        </table>
-      </div>`,
+      ${table(["Rule", "Matches", "Boots", "Line"], rules, {
+        empty: `No rules: every machine boots ${config.default}.`,
+      })}`,
   );
 }
 
@@ -366,143 +313,110 @@ export interface IsoView {
   size: number | null;
 }
 
-function releaseRows(v: ImageView, write: boolean): Html {
+/** A write action's form: the token and one hidden value. */
+function pinForm(entry: string, release: string, label: string): Html {
+  return html`<form
+    class="inline"
+    method="post"
+    action="/ui/images/${encodeURIComponent(entry)}/pin"
+  >
+    <input type="hidden" name="release" value="${release}" />
+    <label
+      >Token <input type="password" name="token" autocomplete="off" required size="10"
+    /></label>
+    <button type="submit">${label}</button>
+  </form>`;
+}
+
+function releaseRows(v: ImageView, write: boolean): Html[] {
   const name = v.source.replace(/@.*$/, "");
-  const rows = (v.releases ?? []).filter((r) => r.name === name);
-  if (rows.length === 0) {
-    return html`<tr>
-      <td colspan="10" class="muted">No releases of ${name} in the store.</td>
-    </tr>`;
-  }
-  return html`${rows.map((r) => {
-    const signature = r.problem
-      ? html`<span class="bad">${r.problem}</span>`
-      : r.verified
-        ? html`<span class="good">verified</span>`
-        : html`<span class="bad">not verified</span>`;
-    const using = v.open === `${r.name}@${r.revision}` ? html` <strong>(in use)</strong>` : "";
-    const pinned = r.digest && v.pinned === r.digest ? html` <strong>(pinned)</strong>` : "";
-    const action =
-      write && r.digest
-        ? html`<form
-            class="inline"
-            method="post"
-            action="/ui/images/${encodeURIComponent(v.entry)}/pin"
-          >
-            <input type="hidden" name="release" value="${r.digest}" />
-            <label
-              >Token <input type="password" name="token" autocomplete="off" required size="10"
-            /></label>
-            <button type="submit">Boot this release</button>
-          </form>`
-        : "";
-    return html`<tr>
-      <td class="num">${r.revision}${using}${pinned}</td>
-      <td>${time(r.created ?? undefined)}</td>
-      <td class="num">${formatBytes(r.size ?? 0)}</td>
-      <td class="num">
-        ${r.sharedWithPrevious === null ? "—" : formatBytes(r.sharedWithPrevious)}
-      </td>
-      <td class="mono">${r.signer ?? "unsigned"}</td>
-      <td>${signature}</td>
-      <td>${r.profile ? "yes" : "no"}</td>
-      <td>${r.pack ? "yes" : "no"}</td>
-      <td class="mono wide">${r.digest?.slice(0, 16) ?? ""}</td>
-      <td>${action}</td>
-    </tr>`;
-  })}`;
+  return (v.releases ?? [])
+    .filter((r) => r.name === name)
+    .map((r) => {
+      const signature = r.problem
+        ? html`<span class="bad">${r.problem}</span>`
+        : good(r.verified, "verified", "not verified");
+      const using = v.open === `${r.name}@${r.revision}` ? html` <strong>(in use)</strong>` : "";
+      const pinned = r.digest && v.pinned === r.digest ? html` <strong>(pinned)</strong>` : "";
+      const action = write && r.digest ? pinForm(v.entry, r.digest, "Boot this release") : "";
+      return html`<tr>
+        <td class="num">${r.revision}${using}${pinned}</td>
+        <td>${time(r.created ?? undefined)}</td>
+        <td class="num">${formatBytes(r.size ?? 0)}</td>
+        <td class="num">
+          ${r.sharedWithPrevious === null ? "—" : formatBytes(r.sharedWithPrevious)}
+        </td>
+        <td class="mono">${r.signer ?? "unsigned"}</td>
+        <td>${signature}</td>
+        <td>${yes(r.profile)}</td>
+        <td>${yes(r.pack)}</td>
+        <td class="mono wide">${r.digest?.slice(0, 16) ?? ""}</td>
+        <td>${action}</td>
+      </tr>`;
+    });
 }
 
 export function imagesPage(images: ImageView[], isos: IsoView[], write: boolean): string {
-  const sections = images.map((v) => {
-    const unpin =
-      write && v.pinned
-        ? html`<form
-            class="inline"
-            method="post"
-            action="/ui/images/${encodeURIComponent(v.entry)}/pin"
-          >
-            <input type="hidden" name="release" value="latest" />
-            <label
-              >Token <input type="password" name="token" autocomplete="off" required size="10"
-            /></label>
-            <button type="submit">Follow the latest release again</button>
-          </form>`
-        : "";
-    return html`<h2>Entry <code>${v.entry}</code>: image <code>${v.source}</code></h2>
-      <p>
-        Store${v.stores.length > 1 ? "s (mirrors)" : ""}:
-        ${v.stores.map((s, i) => html`${i ? ", " : ""}<code>${s}</code>`)}.
-        ${v.open ? html`Open: <strong>${v.open}</strong>.` : html`<span class="muted">Not opened yet (the first boot opens it).</span>`}
-        ${v.pinned ? html` Pinned from the dashboard to <code>${v.pinned.slice(0, 16)}</code>.` : ""}
-      </p>
-      ${v.error ? html`<p class="bad">Cannot list the store: ${v.error}</p>` : ""} ${unpin}
-      <div class="table">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Revision</th>
-              <th scope="col">Created</th>
-              <th scope="col">Size</th>
-              <th scope="col">Shared with previous</th>
-              <th scope="col">Signer</th>
-              <th scope="col">Signature</th>
-              <th scope="col">Boot profile</th>
-              <th scope="col">Boot pack</th>
-              <th scope="col" class="wide">Digest</th>
-              <th scope="col">${write ? "Roll back" : ""}</th>
-            </tr>
-          </thead>
-          <tbody>
-            ${releaseRows(v, write)}
-          </tbody>
-        </table>
-      </div>`;
-  });
-  const isoTable = isos.length
-    ? html`<h2>Live ISOs</h2>
-        <div class="table">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Entry</th>
-                <th scope="col">ISO</th>
-                <th scope="col">Family</th>
-                <th scope="col">Cached</th>
-              </tr>
-            </thead>
-            <tbody>
-              ${isos.map(
-                (i) =>
-                  html`<tr>
-                    <td><code>${i.entry}</code></td>
-                    <td class="mono">${i.iso}</td>
-                    <td>${i.family ?? html`<span class="muted">not opened yet</span>`}</td>
-                    <td class="num">
-                      ${i.cachedBytes === null ? "—" : `${formatBytes(i.cachedBytes)} of ${formatBytes(i.size ?? 0)}`}
-                    </td>
-                  </tr>`,
-              )}
-            </tbody>
-          </table>
-        </div>`
-    : "";
+  const sections = images.map(
+    (v) =>
+      html`<h2>Entry ${code(v.entry)}: image ${code(v.source)}</h2>
+        <p>
+          Store${v.stores.length > 1 ? "s (mirrors)" : ""}: ${codes(v.stores)}.
+          ${v.open ? html`Open: <strong>${v.open}</strong>.` : html`<span class="muted">Not opened yet (the first boot opens it).</span>`}
+          ${v.pinned ? html`Pinned from the dashboard to ${code(v.pinned.slice(0, 16))}.` : ""}
+        </p>
+        ${v.error ? html`<p class="bad">Cannot list the store: ${v.error}</p>` : ""}
+        ${write && v.pinned ? pinForm(v.entry, "latest", "Follow the latest release again") : ""}
+        ${table(
+          [
+            "Revision",
+            "Created",
+            "Size",
+            "Shared with previous",
+            "Signer",
+            "Signature",
+            "Boot profile",
+            "Boot pack",
+            { label: "Digest", wide: true },
+            write ? "Roll back" : "",
+          ],
+          releaseRows(v, write),
+          { empty: `No releases of ${v.source.replace(/@.*$/, "")} in the store.` },
+        )}`,
+  );
+  const isoRows = isos.map(
+    (i) =>
+      html`<tr>
+        <td>${code(i.entry)}</td>
+        <td class="mono">${i.iso}</td>
+        <td>${i.family ?? html`<span class="muted">not opened yet</span>`}</td>
+        <td class="num">
+          ${i.cachedBytes === null ? "—" : `${formatBytes(i.cachedBytes)} of ${formatBytes(i.size ?? 0)}`}
+        </td>
+      </tr>`,
+  );
   const note = write
     ? html`<p class="muted">
         Write actions are on: rolling back needs the token from the configuration
-        (<code>ui.token</code>).
+        (${code("ui.token")}).
       </p>`
     : html`<p class="muted">
-        Roll-back from this page is off (set <code>ui: { write: true, token: … }</code> in the
+        Roll-back from this page is off (set ${code("ui: { write: true, token: … }")} in the
         configuration to turn it on).
       </p>`;
   return page(
     "Images",
     "/ui/images",
     html`<h1>Images</h1>
-      ${note}${
-        images.length || isos.length ? "" : html`<p>No image or ISO entries are configured.</p>`
-      }${sections}${isoTable}`,
+      ${note}
+      ${images.length || isos.length ? "" : html`<p>No image or ISO entries are configured.</p>`}
+      ${sections}
+      ${
+        isos.length
+          ? html`<h2>Live ISOs</h2>
+              ${table(["Entry", "ISO", "Family", "Cached"], isoRows, { empty: "" })}`
+          : ""
+      }`,
   );
 }
 
@@ -534,6 +448,42 @@ export interface CacheView {
 
 export function cachePage(v: CacheView): string {
   const lookups = v.hits + v.misses;
+  const offline = v.offline.map(
+    (o) =>
+      html`<tr>
+        <td>${code(o.entry)}</td>
+        <td>${o.release}</td>
+        <td>${good(o.missing === 0, "yes", "no")}</td>
+        <td class="num">
+          ${o.missing ? `${o.missing} of ${o.needed} chunks (${formatBytes(o.bytesMissing)})` : "—"}
+        </td>
+        <td>${o.basis}</td>
+      </tr>`,
+  );
+  const mirrors = v.mirrors.map(
+    (m) =>
+      html`<tr>
+        <td>${code(m.entry)}</td>
+        <td class="mono">${m.location}</td>
+        <td>${good(m.healthy, "healthy", "failing")}</td>
+        <td class="num">${m.latencyMs === null ? "—" : `${m.latencyMs.toFixed(1)} ms`}</td>
+        <td class="num">${m.requests}</td>
+        <td class="num">${m.failures}</td>
+        <td class="num">${m.failovers}</td>
+        <td class="wide">${m.lastError ?? ""}</td>
+      </tr>`,
+  );
+  const isos = v.isos.map(
+    (i) =>
+      html`<tr>
+        <td>${code(i.entry)}</td>
+        <td class="num">${formatBytes(i.cachedBytes)}</td>
+        <td class="num">${formatBytes(i.fetchedBytes)}</td>
+        <td class="num">${i.hits}</td>
+        <td class="num">${i.misses}</td>
+        <td class="num">${i.repaired}</td>
+      </tr>`,
+  );
   return page(
     "Cache and mirrors",
     "/ui/cache",
@@ -541,7 +491,7 @@ export function cachePage(v: CacheView): string {
       <h2>Chunk cache</h2>
       <dl>
         <dt>Folder</dt>
-        <dd><code>${v.dir}</code></dd>
+        <dd>${code(v.dir)}</dd>
         <dt>Size</dt>
         <dd>
           ${v.bytes === null ? "— (no image opened yet)" : `${formatBytes(v.bytes)} in ${v.chunks ?? 0} chunks`}
@@ -554,113 +504,28 @@ export function cachePage(v: CacheView): string {
         </dd>
       </dl>
       <h2>Offline boot</h2>
-      <div class="table">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Entry</th>
-              <th scope="col">Release</th>
-              <th scope="col">Can boot offline</th>
-              <th scope="col">Missing</th>
-              <th scope="col">Judged by</th>
-            </tr>
-          </thead>
-          <tbody>
-            ${
-              v.offline.length
-                ? v.offline.map(
-                    (o) =>
-                      html`<tr>
-                        <td><code>${o.entry}</code></td>
-                        <td>${o.release}</td>
-                        <td>
-                          ${o.missing === 0 ? html`<span class="good">yes</span>` : html`<span class="bad">no</span>`}
-                        </td>
-                        <td class="num">
-                          ${o.missing ? `${o.missing} of ${o.needed} chunks (${formatBytes(o.bytesMissing)})` : "—"}
-                        </td>
-                        <td>${o.basis}</td>
-                      </tr>`,
-                  )
-                : html`<tr>
-                    <td colspan="5" class="muted">No image opened yet.</td>
-                  </tr>`
-            }
-          </tbody>
-        </table>
-      </div>
+      ${table(["Entry", "Release", "Can boot offline", "Missing", "Judged by"], offline, {
+        empty: "No image opened yet.",
+      })}
       <h2>Mirrors</h2>
-      <div class="table">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Entry</th>
-              <th scope="col">Mirror</th>
-              <th scope="col">Health</th>
-              <th scope="col">Latency</th>
-              <th scope="col">Requests</th>
-              <th scope="col">Failures</th>
-              <th scope="col">Failovers</th>
-              <th scope="col" class="wide">Last error</th>
-            </tr>
-          </thead>
-          <tbody>
-            ${
-              v.mirrors.length
-                ? v.mirrors.map(
-                    (m) =>
-                      html`<tr>
-                        <td><code>${m.entry}</code></td>
-                        <td class="mono">${m.location}</td>
-                        <td>
-                          ${m.healthy ? html`<span class="good">healthy</span>` : html`<span class="bad">failing</span>`}
-                        </td>
-                        <td class="num">
-                          ${m.latencyMs === null ? "—" : `${m.latencyMs.toFixed(1)} ms`}
-                        </td>
-                        <td class="num">${m.requests}</td>
-                        <td class="num">${m.failures}</td>
-                        <td class="num">${m.failovers}</td>
-                        <td class="wide">${m.lastError ?? ""}</td>
-                      </tr>`,
-                  )
-                : html`<tr>
-                    <td colspan="8" class="muted">No image opened yet.</td>
-                  </tr>`
-            }
-          </tbody>
-        </table>
-      </div>
+      ${table(
+        [
+          "Entry",
+          "Mirror",
+          "Health",
+          "Latency",
+          "Requests",
+          "Failures",
+          "Failovers",
+          { label: "Last error", wide: true },
+        ],
+        mirrors,
+        { empty: "No image opened yet." },
+      )}
       ${
-        v.isos.length
+        isos.length
           ? html`<h2>ISO block caches</h2>
-              <div class="table">
-                <table>
-                  <thead>
-                    <tr>
-                      <th scope="col">Entry</th>
-                      <th scope="col">Cached</th>
-                      <th scope="col">Fetched</th>
-                      <th scope="col">Blocks read from cache</th>
-                      <th scope="col">Blocks fetched</th>
-                      <th scope="col">Repaired</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    ${v.isos.map(
-                      (i) =>
-                        html`<tr>
-                          <td><code>${i.entry}</code></td>
-                          <td class="num">${formatBytes(i.cachedBytes)}</td>
-                          <td class="num">${formatBytes(i.fetchedBytes)}</td>
-                          <td class="num">${i.hits}</td>
-                          <td class="num">${i.misses}</td>
-                          <td class="num">${i.repaired}</td>
-                        </tr>`,
-                    )}
-                  </tbody>
-                </table>
-              </div>`
+              ${table(["Entry", "Cached", "Fetched", "Blocks read from cache", "Blocks fetched", "Repaired"], isos, { empty: "" })}`
           : ""
       }`,
   );
