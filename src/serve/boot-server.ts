@@ -1,6 +1,5 @@
 // `inetboot serve`: DHCP (full or proxy), TFTP and HTTP in one process, answering boot firmware
 // with the right first stage and each machine with its boot plan, and recording every stage.
-import { createHash, timingSafeEqual } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
@@ -9,7 +8,6 @@ import { basename, join } from "node:path";
 import { buildNbdOverlay, nbdOverlayCmdline, nbdRootCmdline } from "../boot/nbd-overlay.ts";
 import { firmwareKey } from "../dhcp/firmware.ts";
 import { LeaseDb } from "../dhcp/leases.ts";
-import { formatMac, parseMac } from "../dhcp/packet.ts";
 import { DhcpServer } from "../dhcp/server.ts";
 import type { BootAnswer, DhcpClient } from "../dhcp/server.ts";
 import { RemoteFileCache } from "../http/file-cache.ts";
@@ -27,46 +25,15 @@ import { ImageExports } from "./image-exports.ts";
 import { LiveIso, LiveIsoError } from "../iso/live-iso.ts";
 import { bootScript, entryScript, errorScript, IPXE_FACTS } from "./ipxe-script.ts";
 import { OnceState } from "./once.ts";
-import { family, Metrics, renderFamilies } from "./metrics.ts";
-import type { Family } from "./metrics.ts";
-import {
-  cachePage,
-  catalogPage,
-  imagesPage,
-  machinePage,
-  machineRows,
-  machinesPage,
-} from "./ui/pages.ts";
-import type { CacheView, ImageView, IsoView, MachineRow } from "./ui/pages.ts";
-import { html, page } from "./ui/html.ts";
-import { cacheCoverage } from "../block/chunk-cache.ts";
-import { profileChunks } from "../block/profile.ts";
-import { listStore } from "../store/list.ts";
-import type { ListedRelease } from "../store/list.ts";
-import { openStoreReader } from "../store/store-reader.ts";
-import { loadTrustedKeys } from "../store/trust.ts";
+import { Dashboard } from "./dashboard.ts";
+import { clientIp, HttpError, macFromQuery, send } from "./http-util.ts";
+import { Metrics } from "./metrics.ts";
+import type { MachineRow } from "./ui/pages.ts";
 import { chooseEntry, firmwareArchNames, ipxeArchNames } from "./plan.ts";
 import type { Choice, MachineFacts } from "./plan.ts";
 
 export interface BootServerOptions {
   logger?: Logger;
-}
-
-class HttpError extends Error {
-  readonly status: number;
-  constructor(status: number, message: string) {
-    super(message);
-    this.status = status;
-  }
-}
-
-function macFromQuery(value: string | null): string | undefined {
-  if (!value) return undefined;
-  try {
-    return formatMac(parseMac(value));
-  } catch {
-    return undefined;
-  }
 }
 
 /** The route family of a request path, for metrics (bounded label values). */
@@ -78,35 +45,11 @@ function routeLabel(url: string): string {
   return m ? `/${m[1]}` : "other";
 }
 
-/** A request body up to `limit` bytes (rejects beyond). */
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let size = 0;
-    const parts: Buffer[] = [];
-    req.on("data", (d: Buffer) => {
-      size += d.length;
-      if (size > limit) {
-        reject(new Error("body too large"));
-        req.destroy();
-      } else parts.push(d);
-    });
-    req.on("end", () => resolve(Buffer.concat(parts).toString("utf8")));
-    req.on("error", reject);
-  });
-}
-
-/** Compares secrets in constant time (hashes first, so lengths do not leak either). */
-function sameSecret(given: string, expected: string): boolean {
-  const h = (s: string): Buffer => createHash("sha256").update(s).digest();
-  return timingSafeEqual(h(given), h(expected));
-}
-
 export class BootServer {
   readonly config: ServeConfig;
   readonly events = new EventLog();
   readonly metrics = new Metrics();
-  /** Store listings for the images page, kept for 30 s. */
-  readonly #listings = new Map<string, { at: number; p: Promise<ListedRelease[]> }>();
+  readonly #dashboard: Dashboard;
   readonly #log: Logger;
   readonly #address: string;
   #http: Server | null = null;
@@ -133,6 +76,19 @@ export class BootServer {
     for (const path of Object.values(config.tftp.firstStages)) {
       this.#firstStageFiles[basename(path)] = path;
     }
+    this.#dashboard = new Dashboard({
+      config,
+      events: this.events,
+      metrics: this.metrics,
+      log: this.#log,
+      machineRows: () => this.#machineRows(),
+      record: (input) => this.#record(input),
+      images: () => this.#images,
+      isos: this.#isos,
+      dhcp: () => this.#dhcp,
+      tftp: () => this.#tftp,
+      nbd: () => this.#nbd,
+    });
   }
 
   /** The address machines reach this server at (DHCP next-server, URLs). */
@@ -413,16 +369,12 @@ export class BootServer {
     return host && /^[\w.:[\]-]+$/.test(host) ? `http://${host}` : this.baseUrl;
   }
 
-  #clientIp(req: IncomingMessage): string {
-    return (req.socket.remoteAddress ?? "").replace(/^::ffff:/, "");
-  }
-
   #facts(url: URL, req: IncomingMessage): MachineFacts {
     const q = url.searchParams;
     const labels: Record<string, string> = {};
     for (const [k, v] of q) if (!IPXE_FACTS.includes(k) && v !== "") labels[k] = v;
     return {
-      mac: macFromQuery(q.get("mac")) ?? this.events.macForIp(this.#clientIp(req)),
+      mac: macFromQuery(q.get("mac")) ?? this.events.macForIp(clientIp(req)),
       uuid: q.get("uuid")?.toLowerCase() || undefined,
       arch: ipxeArchNames(q.get("buildarch") ?? undefined, q.get("platform") ?? undefined),
       hostname: q.get("hostname") || undefined,
@@ -430,47 +382,22 @@ export class BootServer {
     };
   }
 
-  #send(res: ServerResponse, status: number, body: string, type: string): void {
-    res.writeHead(status, {
-      "Content-Type": type,
-      "Content-Length": Buffer.byteLength(body),
-      "Cache-Control": "no-store",
-    });
-    res.end(body);
-  }
-
   #json(res: ServerResponse, value: unknown): void {
-    this.#send(res, 200, JSON.stringify(value, null, 1) + "\n", "application/json");
+    send(res, 200, JSON.stringify(value, null, 1) + "\n", "application/json");
   }
 
   async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://x");
     const path = url.pathname;
-    const pin = /^\/ui\/images\/([^/]+)\/pin$/.exec(path);
-    if (pin && req.method === "POST") return this.#pinAction(req, res, decodeURIComponent(pin[1]));
+    if (await this.#dashboard.handle(req, res, url)) return;
     if (req.method !== "GET" && req.method !== "HEAD") {
       throw new HttpError(405, `${req.method} is not supported here`);
     }
-    if (path === "/metrics") {
-      this.#send(
-        res,
-        200,
-        renderFamilies([...this.metrics.families(), ...(await this.#scrape())]),
-        "text/plain; version=0.0.4; charset=utf-8",
-      );
-      return;
-    }
-    if (path === "/api/events/stream") return this.#stream(req, res, url);
-    if (path === "/ui" || (path === "/" && /text\/html/.test(req.headers.accept ?? ""))) {
-      res.writeHead(302, { Location: "/ui/machines" }).end();
-      return;
-    }
-    if (path.startsWith("/ui/")) return this.#ui(req, res, url);
-    const ip = this.#clientIp(req);
+    const ip = clientIp(req);
     if (path === "/boot.ipxe") {
       const facts = this.#facts(url, req);
       this.#record({ stage: "http-boot-script", mac: facts.mac, ip });
-      this.#send(res, 200, bootScript(this.#base(req), facts.labels), "text/plain; charset=utf-8");
+      send(res, 200, bootScript(this.#base(req), facts.labels), "text/plain; charset=utf-8");
       return;
     }
     if (path === "/ipxe/boot") return this.#plan(req, res, url);
@@ -521,7 +448,7 @@ export class BootServer {
       // for `inetboot optimize`.
       const text = await this.#images?.profile(decodeURIComponent(m[1]));
       if (text == null) throw new HttpError(404, `No opened image entry ${m[1]}`);
-      this.#send(res, 200, text, "text/plain; charset=utf-8");
+      send(res, 200, text, "text/plain; charset=utf-8");
       return;
     }
     if (path === "/api/config") {
@@ -535,11 +462,11 @@ export class BootServer {
       return;
     }
     if (path === "/healthz") {
-      this.#send(res, 200, "ok\n", "text/plain");
+      send(res, 200, "ok\n", "text/plain");
       return;
     }
     if (path === "/") {
-      this.#send(res, 200, this.#indexText(), "text/plain; charset=utf-8");
+      send(res, 200, this.#indexText(), "text/plain; charset=utf-8");
       return;
     }
     throw new HttpError(
@@ -582,7 +509,7 @@ export class BootServer {
       {
         stage: "http-plan",
         mac: facts.mac,
-        ip: this.#clientIp(req),
+        ip: clientIp(req),
         entry: entry.name,
         rule: choice.rule,
       },
@@ -605,7 +532,7 @@ export class BootServer {
     this.#record({
       stage: "http-entry",
       mac: facts.mac,
-      ip: this.#clientIp(req),
+      ip: clientIp(req),
       entry: name,
       rule: "menu",
     });
@@ -624,9 +551,9 @@ export class BootServer {
     if (entry.once && mac && !usesKernel) void this.#once?.consume(mac, entry.name);
     let rootCmdline: string | undefined;
     if (entry.kind === "image") {
-      const ip = this.#clientIp(req);
+      const ip = clientIp(req);
       if (!mac) {
-        this.#send(
+        send(
           res,
           200,
           errorScript(`${entry.name} needs the machine's MAC (chain /boot.ipxe)`),
@@ -648,7 +575,7 @@ export class BootServer {
           { entry: entry.name, err: (err as Error).message },
           "image cannot be opened",
         );
-        this.#send(res, 200, errorScript(message), text);
+        send(res, 200, errorScript(message), text);
         return;
       }
     }
@@ -663,13 +590,13 @@ export class BootServer {
       } catch (err) {
         const found = err instanceof LiveIsoError ? err.found : [];
         const message = `cannot boot ${entry.iso}: ${(err as Error).message}`;
-        const ip = this.#clientIp(req);
+        const ip = clientIp(req);
         this.#record({ stage: "iso-error", mac, ip, entry: entry.name, detail: message });
         this.#log.error({ entry: entry.name, err: message, found }, "ISO cannot be booted");
         const listing = found.length
           ? `; the ISO holds ${found.slice(0, 40).join(" ")}${found.length > 40 ? " …" : ""}`
           : "";
-        this.#send(res, 200, errorScript(message + listing), text);
+        send(res, 200, errorScript(message + listing), text);
         return;
       }
     }
@@ -683,7 +610,7 @@ export class BootServer {
       extraInitrds: entry.kind === "image" && entry.nbdOverlay ? 1 : 0,
       iso,
     });
-    this.#send(res, 200, script, text);
+    send(res, 200, script, text);
   }
 
   #imageExport(entry: Extract<Entry, { kind: "image" }>, mac: string, ip: string): Promise<string> {
@@ -717,7 +644,7 @@ export class BootServer {
         : null;
     const ref = initrd < 0 ? entry.kernel : overlay ? { path: overlay } : entry.initrd[initrd];
     if (!ref) throw new HttpError(404, `Entry "${name}" has no initrd ${initrd}`);
-    const ip = this.#clientIp(req);
+    const ip = clientIp(req);
     const mac = macFromQuery(url.searchParams.get("mac")) ?? this.events.macForIp(ip);
     const stage = initrd < 0 ? "http-kernel" : "http-initrd";
     const { path, etag } = await this.#localPath(ref);
@@ -781,7 +708,7 @@ export class BootServer {
     entry: Extract<Entry, { kind: "iso" }>,
     initrd: number,
   ): Promise<void> {
-    const ip = this.#clientIp(req);
+    const ip = clientIp(req);
     const mac = macFromQuery(url.searchParams.get("mac")) ?? this.events.macForIp(ip);
     const stage = initrd < 0 ? "http-kernel" : "http-initrd";
     let file;
@@ -827,7 +754,7 @@ export class BootServer {
     const live = await this.#liveIso(entry).catch((err: unknown) => {
       throw new HttpError(502, `cannot open ${entry.iso}: ${(err as Error).message}`);
     });
-    const ip = this.#clientIp(req);
+    const ip = clientIp(req);
     const started = Date.now();
     const bytes = await live.send(req, res, rest);
     if (bytes < 0) throw new HttpError(404, `${entry.iso} has no file ${decodeURIComponent(rest)}`);
@@ -863,376 +790,6 @@ export class BootServer {
   /** The machines with what each boots next (for the API and the pages). */
   #machineRows(): MachineRow[] {
     return this.events.machines().map((m) => ({ ...m, next: this.#nextFor(m.mac) }));
-  }
-
-  /** Server-sent events: the backlog after `since` (or Last-Event-ID), then each new event. */
-  #stream(req: IncomingMessage, res: ServerResponse, url: URL): void {
-    const mac = macFromQuery(url.searchParams.get("mac"));
-    const since = Number(req.headers["last-event-id"] ?? url.searchParams.get("since") ?? 0) || 0;
-    res.writeHead(200, {
-      "Content-Type": "text/event-stream; charset=utf-8",
-      "Cache-Control": "no-store",
-      Connection: "keep-alive",
-    });
-    const send = (e: { seq: number }): void => {
-      res.write(`id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`);
-    };
-    res.write("retry: 2000\n\n");
-    for (const e of this.events.events({ since, mac })) send(e);
-    const unsubscribe = this.events.subscribe((e) => {
-      if (!mac || e.mac === mac) send(e);
-    });
-    const heartbeat = setInterval(() => res.write(": keep-alive\n\n"), 15_000);
-    req.socket.setTimeout(0);
-    res.once("close", () => {
-      clearInterval(heartbeat);
-      unsubscribe();
-    });
-  }
-
-  async #ui(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    const path = url.pathname;
-    const htmlType = "text/html; charset=utf-8";
-    if (path === "/ui/machines") {
-      if (url.searchParams.get("part") === "rows") {
-        this.#send(res, 200, machineRows(this.#machineRows()).text, htmlType);
-      } else this.#send(res, 200, machinesPage(this.#machineRows()), htmlType);
-      return;
-    }
-    const m = /^\/ui\/machines\/([^/]+)$/.exec(path);
-    if (m) {
-      const mac = macFromQuery(decodeURIComponent(m[1]));
-      if (!mac) throw new HttpError(404, `"${m[1]}" is not a MAC address`);
-      const row = this.#machineRows().find((r) => r.mac === mac);
-      this.#send(res, 200, machinePage(mac, row, this.events.events({ mac })), htmlType);
-      return;
-    }
-    if (path === "/ui/catalog") {
-      this.#send(res, 200, catalogPage(this.config), htmlType);
-      return;
-    }
-    if (path === "/ui/images") {
-      const [images, isos] = await Promise.all([this.#imageViews(), this.#isoViews()]);
-      this.#send(res, 200, imagesPage(images, isos, this.config.ui.write), htmlType);
-      return;
-    }
-    if (path === "/ui/cache") {
-      this.#send(res, 200, cachePage(await this.#cacheView()), htmlType);
-      return;
-    }
-    throw new HttpError(404, `No page at ${path}; the dashboard starts at /ui/machines`);
-  }
-
-  /** The releases in an image entry's first store (listed at most every 30 s). */
-  #listing(entry: Extract<Entry, { kind: "image" }>): Promise<ListedRelease[]> {
-    const store = entry.image.stores[0];
-    const cached = this.#listings.get(store);
-    if (cached && Date.now() - cached.at < 30_000) return cached.p;
-    const reader = openStoreReader(store);
-    const p = listStore(reader, {
-      policy: {
-        trusted: loadTrustedKeys(entry.image.trust),
-        insecure: entry.image.insecure,
-        statePath: null,
-      },
-    }).finally(() => void reader.close?.());
-    this.#listings.set(store, { at: Date.now(), p });
-    p.catch(() => this.#listings.delete(store));
-    return p;
-  }
-
-  #imageEntries(): Extract<Entry, { kind: "image" }>[] {
-    return [...this.config.entries.values()].filter((e) => e.kind === "image");
-  }
-
-  async #imageViews(): Promise<ImageView[]> {
-    const opened = new Map(
-      ((await this.#images?.opened()) ?? []).map((o) => [o.entry, o.stack.label]),
-    );
-    return Promise.all(
-      this.#imageEntries().map(async (e) => {
-        let releases: ListedRelease[] | null = null;
-        let error: string | null = null;
-        try {
-          releases = await this.#listing(e);
-        } catch (err) {
-          error = (err as Error).message;
-        }
-        return {
-          entry: e.name,
-          source: e.image.source,
-          stores: e.image.stores,
-          pinned: this.#images?.pin(e.name) ?? null,
-          open: opened.get(e.name) ?? null,
-          releases,
-          error,
-        };
-      }),
-    );
-  }
-
-  async #isoViews(): Promise<IsoView[]> {
-    const out: IsoView[] = [];
-    for (const e of this.config.entries.values()) {
-      if (e.kind !== "iso") continue;
-      const iso = await this.#isos.get(e.name)?.catch(() => null);
-      out.push({
-        entry: e.name,
-        iso: e.iso,
-        family: iso?.recipe.family ?? null,
-        cachedBytes: iso ? (iso.cacheStats?.cachedBytes ?? iso.device.size) : null,
-        size: iso?.device.size ?? null,
-      });
-    }
-    return out;
-  }
-
-  async #cacheView(): Promise<CacheView> {
-    const opened = (await this.#images?.opened()) ?? [];
-    const cache = opened.find((o) => o.stack.cache)?.stack.cache ?? null;
-    const view: CacheView = {
-      dir: this.config.cacheDir,
-      bytes: cache?.totalBytes ?? null,
-      chunks: cache?.chunkCount ?? null,
-      quotaBytes: cache?.quotaBytes ?? null,
-      hits: cache?.stats.hits ?? 0,
-      misses: cache?.stats.misses ?? 0,
-      offline: [],
-      mirrors: [],
-      isos: [],
-    };
-    for (const o of opened) {
-      const index = o.stack.image?.index;
-      if (index && cache) {
-        const profile = o.trace.profile;
-        const basis = profile.length ? "what machines read while booting" : "the whole image";
-        const cover = cacheCoverage(
-          cache,
-          profile.length ? profileChunks(index, profile) : index.chunks,
-        );
-        view.offline.push({
-          entry: o.entry,
-          release: o.stack.label,
-          needed: cover.needed,
-          missing: cover.missing,
-          bytesMissing: cover.bytesMissing,
-          basis,
-        });
-      }
-      for (const m of o.stack.mirrorStats()) view.mirrors.push({ entry: o.entry, ...m });
-    }
-    for (const [entry, p] of this.#isos) {
-      const c = (await p.catch(() => null))?.cacheStats;
-      if (c) view.isos.push({ entry, ...c });
-    }
-    return view;
-  }
-
-  /** POST /ui/images/ENTRY/pin: roll an image entry back to a release (or to the latest). */
-  async #pinAction(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
-    const refuse = (status: number, message: string): void => {
-      this.#log.warn(
-        { entry: name, ip: this.#clientIp(req), reason: message },
-        "write action refused",
-      );
-      this.#send(
-        res,
-        status,
-        page(
-          "Refused",
-          "/ui/images",
-          html`<h1>Refused</h1>
-            <p class="bad">${message}</p>
-            <p><a href="/ui/images">Back to the images</a></p>`,
-        ),
-        "text/html; charset=utf-8",
-      );
-    };
-    const body = await readBody(req, 4096).catch(() => null);
-    if (body === null) return refuse(413, "The form is too large.");
-    if (!this.config.ui.write || !this.config.ui.token) {
-      return refuse(403, "Write actions are off on this server (ui.write in the configuration).");
-    }
-    const form = new URLSearchParams(body);
-    if (!sameSecret(form.get("token") ?? "", this.config.ui.token)) {
-      return refuse(403, "Wrong or missing token.");
-    }
-    const entry = this.config.entries.get(name);
-    if (entry?.kind !== "image" || !this.#images) return refuse(404, `No image entry ${name}.`);
-    const release = form.get("release") ?? "";
-    if (release === "latest") {
-      await this.#images.setPin(entry, null);
-    } else {
-      const known = (await this.#listing(entry)).some((r) => r.digest === release);
-      if (!/^[0-9a-f]{64}$/.test(release) || !known) {
-        return refuse(400, `${release} is not a release of ${entry.image.source} in its store.`);
-      }
-      await this.#images.setPin(entry, release);
-    }
-    this.#record({ stage: "ui-pin", entry: name, ip: this.#clientIp(req), detail: release });
-    res.writeHead(303, { Location: "/ui/images" }).end();
-  }
-
-  /** Families read from the servers' own counters at scrape time. */
-  async #scrape(): Promise<Family[]> {
-    const out: Family[] = [];
-    if (this.#dhcp) {
-      const d = this.#dhcp.stats;
-      out.push(
-        family("inetboot_dhcp_packets_received_total", "counter", "DHCP packets received", [
-          [{}, d.received],
-        ]),
-        family(
-          "inetboot_dhcp_packets_dropped_total",
-          "counter",
-          "DHCP packets dropped (malformed or not for us)",
-          [[{}, d.dropped]],
-        ),
-        family("inetboot_dhcp_replies_total", "counter", "DHCP replies sent", [[{}, d.replies]]),
-      );
-    }
-    if (this.#tftp) {
-      const t = this.#tftp.stats;
-      out.push(
-        family("inetboot_tftp_requests_total", "counter", "TFTP read requests", [[{}, t.requests]]),
-        family("inetboot_tftp_transfers_total", "counter", "TFTP transfers finished, by result", [
-          [{ result: "completed" }, t.completed],
-          [{ result: "failed" }, t.failed],
-        ]),
-        family("inetboot_tftp_sent_bytes_total", "counter", "TFTP file bytes sent", [
-          [{}, t.bytes],
-        ]),
-        family("inetboot_tftp_packets_dropped_total", "counter", "Malformed TFTP packets dropped", [
-          [{}, t.dropped],
-        ]),
-        family("inetboot_tftp_active_transfers", "gauge", "TFTP transfers in progress", [
-          [{}, t.active],
-        ]),
-      );
-    }
-    if (this.#nbd) {
-      const n = this.#nbd.stats;
-      out.push(
-        family("inetboot_nbd_connections_total", "counter", "NBD connections accepted", [
-          [{}, n.connections],
-        ]),
-        family(
-          "inetboot_nbd_requests_total",
-          "counter",
-          "NBD requests by command",
-          Object.entries(n.requests).map(([command, v]) => [{ command }, v]),
-        ),
-        family("inetboot_nbd_errors_total", "counter", "NBD requests answered with an error", [
-          [{}, n.errors],
-        ]),
-        family("inetboot_nbd_read_bytes_total", "counter", "Bytes read by NBD clients", [
-          [{}, n.bytesRead],
-        ]),
-        family("inetboot_nbd_written_bytes_total", "counter", "Bytes written by NBD clients", [
-          [{}, n.bytesWritten],
-        ]),
-      );
-    }
-    const opened = (await this.#images?.opened()) ?? [];
-    const cache = opened.find((o) => o.stack.cache)?.stack.cache;
-    if (cache) {
-      const c = cache.stats;
-      out.push(
-        family("inetboot_cache_hits_total", "counter", "Chunk cache hits", [[{}, c.hits]]),
-        family("inetboot_cache_misses_total", "counter", "Chunk cache misses", [[{}, c.misses]]),
-        family("inetboot_cache_evictions_total", "counter", "Chunks evicted from the cache", [
-          [{}, c.evictions],
-        ]),
-        family("inetboot_cache_bytes", "gauge", "Bytes in the chunk cache", [
-          [{}, cache.totalBytes],
-        ]),
-        family("inetboot_cache_quota_bytes", "gauge", "The chunk cache's quota", [
-          [{}, cache.quotaBytes],
-        ]),
-      );
-    }
-    const mirrors = opened.flatMap((o) =>
-      o.stack.mirrorStats().map((m) => ({ entry: o.entry, ...m })),
-    );
-    if (mirrors.length) {
-      const l = (m: (typeof mirrors)[number]): Record<string, string> => ({
-        entry: m.entry,
-        mirror: m.location,
-      });
-      out.push(
-        family(
-          "inetboot_mirror_requests_total",
-          "counter",
-          "Chunk requests per mirror",
-          mirrors.map((m) => [l(m), m.requests]),
-        ),
-        family(
-          "inetboot_mirror_failures_total",
-          "counter",
-          "Failed chunk requests per mirror",
-          mirrors.map((m) => [l(m), m.failures]),
-        ),
-        family(
-          "inetboot_mirror_failovers_total",
-          "counter",
-          "Chunks fetched from another mirror after this one failed",
-          mirrors.map((m) => [l(m), m.failovers]),
-        ),
-        family(
-          "inetboot_mirror_healthy",
-          "gauge",
-          "1 when the mirror is not penalised",
-          mirrors.map((m) => [l(m), m.healthy ? 1 : 0]),
-        ),
-      );
-    }
-    if (opened.length) {
-      out.push(
-        family(
-          "inetboot_image_fetched_bytes_total",
-          "counter",
-          "Chunk bytes fetched for an image (mirrors and boot pack)",
-          opened.map((o) => [
-            { entry: o.entry },
-            (o.stack.mirrors?.fetchedBytes ?? 0) + (o.stack.pack?.deliveredBytes ?? 0),
-          ]),
-        ),
-        family(
-          "inetboot_image_read_bytes",
-          "gauge",
-          "Distinct bytes machines read from an image",
-          opened.map((o) => [{ entry: o.entry }, o.trace.coveredBytes]),
-        ),
-      );
-    }
-    const isoStats: [Record<string, string>, NonNullable<LiveIso["cacheStats"]>][] = [];
-    for (const [entry, p] of this.#isos) {
-      const c = (await p.catch(() => null))?.cacheStats;
-      if (c) isoStats.push([{ entry }, c]);
-    }
-    if (isoStats.length) {
-      out.push(
-        family(
-          "inetboot_iso_fetched_bytes_total",
-          "counter",
-          "ISO bytes fetched from the origin",
-          isoStats.map(([l, c]) => [l, c.fetchedBytes]),
-        ),
-        family(
-          "inetboot_iso_cache_hits_total",
-          "counter",
-          "ISO blocks read from the block cache",
-          isoStats.map(([l, c]) => [l, c.hits]),
-        ),
-        family(
-          "inetboot_iso_cache_misses_total",
-          "counter",
-          "ISO blocks fetched from the origin",
-          isoStats.map(([l, c]) => [l, c.misses]),
-        ),
-      );
-    }
-    return out;
   }
 
   #indexText(): string {

@@ -1,0 +1,484 @@
+// The dashboard: server-rendered pages (machines, a machine's timeline, catalog, images,
+// cache and mirrors), server-sent events for live updates, the roll-back write action (off
+// unless configured, token-guarded) and Prometheus /metrics. It reads what the boot server
+// knows through DashboardSources; the boot server routes /ui/*, /metrics and
+// /api/events/stream here.
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { cacheCoverage } from "../block/chunk-cache.ts";
+import { profileChunks } from "../block/profile.ts";
+import type { DhcpServer } from "../dhcp/server.ts";
+import type { LiveIso } from "../iso/live-iso.ts";
+import type { Logger } from "../log.ts";
+import type { NbdServer } from "../nbd/server.ts";
+import { listStore } from "../store/list.ts";
+import type { ListedRelease } from "../store/list.ts";
+import { openStoreReader } from "../store/store-reader.ts";
+import { loadTrustedKeys } from "../store/trust.ts";
+import type { TftpServer } from "../tftp/server.ts";
+import type { Entry, ServeConfig } from "./config.ts";
+import type { EventInput, EventLog } from "./events.ts";
+import { clientIp, HttpError, macFromQuery, send } from "./http-util.ts";
+import type { ImageExports } from "./image-exports.ts";
+import { family, renderFamilies } from "./metrics.ts";
+import type { Family, Metrics } from "./metrics.ts";
+import { html, page } from "./ui/html.ts";
+import {
+  cachePage,
+  catalogPage,
+  imagesPage,
+  machinePage,
+  machineRows,
+  machinesPage,
+} from "./ui/pages.ts";
+import type { CacheView, ImageView, IsoView, MachineRow } from "./ui/pages.ts";
+
+/** What the dashboard reads from the boot server (getters: parts start and stop). */
+export interface DashboardSources {
+  config: ServeConfig;
+  events: EventLog;
+  metrics: Metrics;
+  log: Logger;
+  machineRows(): MachineRow[];
+  record(input: EventInput): void;
+  images(): ImageExports | null;
+  isos: Map<string, Promise<LiveIso>>;
+  dhcp(): DhcpServer | null;
+  tftp(): TftpServer | null;
+  nbd(): NbdServer | null;
+}
+
+/** A request body up to `limit` bytes (rejects beyond). */
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const parts: Buffer[] = [];
+    req.on("data", (d: Buffer) => {
+      size += d.length;
+      if (size > limit) {
+        reject(new Error("body too large"));
+        req.destroy();
+      } else parts.push(d);
+    });
+    req.on("end", () => resolve(Buffer.concat(parts).toString("utf8")));
+    req.on("error", reject);
+  });
+}
+
+/** Compares secrets in constant time (hashes first, so lengths do not leak either). */
+function sameSecret(given: string, expected: string): boolean {
+  const h = (s: string): Buffer => createHash("sha256").update(s).digest();
+  return timingSafeEqual(h(given), h(expected));
+}
+
+export class Dashboard {
+  readonly #s: DashboardSources;
+  /** Store listings for the images page, kept for 30 s. */
+  readonly #listings = new Map<string, { at: number; p: Promise<ListedRelease[]> }>();
+
+  constructor(sources: DashboardSources) {
+    this.#s = sources;
+  }
+
+  /** Serves the request if it is the dashboard's; false otherwise. */
+  async handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> {
+    const path = url.pathname;
+    const pin = /^\/ui\/images\/([^/]+)\/pin$/.exec(path);
+    if (pin && req.method === "POST") {
+      await this.#pinAction(req, res, decodeURIComponent(pin[1]));
+      return true;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") return false;
+    if (path === "/metrics") {
+      send(
+        res,
+        200,
+        renderFamilies([...this.#s.metrics.families(), ...(await this.#scrape())]),
+        "text/plain; version=0.0.4; charset=utf-8",
+      );
+      return true;
+    }
+    if (path === "/api/events/stream") {
+      this.#stream(req, res, url);
+      return true;
+    }
+    if (path === "/ui" || (path === "/" && /text\/html/.test(req.headers.accept ?? ""))) {
+      res.writeHead(302, { Location: "/ui/machines" }).end();
+      return true;
+    }
+    if (!path.startsWith("/ui/")) return false;
+    await this.#ui(req, res, url);
+    return true;
+  }
+
+  /** Server-sent events: the backlog after `since` (or Last-Event-ID), then each new event. */
+  #stream(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const mac = macFromQuery(url.searchParams.get("mac"));
+    const since = Number(req.headers["last-event-id"] ?? url.searchParams.get("since") ?? 0) || 0;
+    res.writeHead(200, {
+      "Content-Type": "text/event-stream; charset=utf-8",
+      "Cache-Control": "no-store",
+      Connection: "keep-alive",
+    });
+    const send = (e: { seq: number }): void => {
+      res.write(`id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`);
+    };
+    res.write("retry: 2000\n\n");
+    for (const e of this.#s.events.events({ since, mac })) send(e);
+    const unsubscribe = this.#s.events.subscribe((e) => {
+      if (!mac || e.mac === mac) send(e);
+    });
+    const heartbeat = setInterval(() => res.write(": keep-alive\n\n"), 15_000);
+    req.socket.setTimeout(0);
+    res.once("close", () => {
+      clearInterval(heartbeat);
+      unsubscribe();
+    });
+  }
+
+  async #ui(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const path = url.pathname;
+    const htmlType = "text/html; charset=utf-8";
+    if (path === "/ui/machines") {
+      if (url.searchParams.get("part") === "rows") {
+        send(res, 200, machineRows(this.#s.machineRows()).text, htmlType);
+      } else send(res, 200, machinesPage(this.#s.machineRows()), htmlType);
+      return;
+    }
+    const m = /^\/ui\/machines\/([^/]+)$/.exec(path);
+    if (m) {
+      const mac = macFromQuery(decodeURIComponent(m[1]));
+      if (!mac) throw new HttpError(404, `"${m[1]}" is not a MAC address`);
+      const row = this.#s.machineRows().find((r) => r.mac === mac);
+      send(res, 200, machinePage(mac, row, this.#s.events.events({ mac })), htmlType);
+      return;
+    }
+    if (path === "/ui/catalog") {
+      send(res, 200, catalogPage(this.#s.config), htmlType);
+      return;
+    }
+    if (path === "/ui/images") {
+      const [images, isos] = await Promise.all([this.#imageViews(), this.#isoViews()]);
+      send(res, 200, imagesPage(images, isos, this.#s.config.ui.write), htmlType);
+      return;
+    }
+    if (path === "/ui/cache") {
+      send(res, 200, cachePage(await this.#cacheView()), htmlType);
+      return;
+    }
+    throw new HttpError(404, `No page at ${path}; the dashboard starts at /ui/machines`);
+  }
+
+  /** The releases in an image entry's first store (listed at most every 30 s). */
+  #listing(entry: Extract<Entry, { kind: "image" }>): Promise<ListedRelease[]> {
+    const store = entry.image.stores[0];
+    const cached = this.#listings.get(store);
+    if (cached && Date.now() - cached.at < 30_000) return cached.p;
+    const reader = openStoreReader(store);
+    const p = listStore(reader, {
+      policy: {
+        trusted: loadTrustedKeys(entry.image.trust),
+        insecure: entry.image.insecure,
+        statePath: null,
+      },
+    }).finally(() => void reader.close?.());
+    this.#listings.set(store, { at: Date.now(), p });
+    p.catch(() => this.#listings.delete(store));
+    return p;
+  }
+
+  #imageEntries(): Extract<Entry, { kind: "image" }>[] {
+    return [...this.#s.config.entries.values()].filter((e) => e.kind === "image");
+  }
+
+  async #imageViews(): Promise<ImageView[]> {
+    const opened = new Map(
+      ((await this.#s.images()?.opened()) ?? []).map((o) => [o.entry, o.stack.label]),
+    );
+    return Promise.all(
+      this.#imageEntries().map(async (e) => {
+        let releases: ListedRelease[] | null = null;
+        let error: string | null = null;
+        try {
+          releases = await this.#listing(e);
+        } catch (err) {
+          error = (err as Error).message;
+        }
+        return {
+          entry: e.name,
+          source: e.image.source,
+          stores: e.image.stores,
+          pinned: this.#s.images()?.pin(e.name) ?? null,
+          open: opened.get(e.name) ?? null,
+          releases,
+          error,
+        };
+      }),
+    );
+  }
+
+  async #isoViews(): Promise<IsoView[]> {
+    const out: IsoView[] = [];
+    for (const e of this.#s.config.entries.values()) {
+      if (e.kind !== "iso") continue;
+      const iso = await this.#s.isos.get(e.name)?.catch(() => null);
+      out.push({
+        entry: e.name,
+        iso: e.iso,
+        family: iso?.recipe.family ?? null,
+        cachedBytes: iso ? (iso.cacheStats?.cachedBytes ?? iso.device.size) : null,
+        size: iso?.device.size ?? null,
+      });
+    }
+    return out;
+  }
+
+  async #cacheView(): Promise<CacheView> {
+    const opened = (await this.#s.images()?.opened()) ?? [];
+    const cache = opened.find((o) => o.stack.cache)?.stack.cache ?? null;
+    const view: CacheView = {
+      dir: this.#s.config.cacheDir,
+      bytes: cache?.totalBytes ?? null,
+      chunks: cache?.chunkCount ?? null,
+      quotaBytes: cache?.quotaBytes ?? null,
+      hits: cache?.stats.hits ?? 0,
+      misses: cache?.stats.misses ?? 0,
+      offline: [],
+      mirrors: [],
+      isos: [],
+    };
+    for (const o of opened) {
+      const index = o.stack.image?.index;
+      if (index && cache) {
+        const profile = o.trace.profile;
+        const basis = profile.length ? "what machines read while booting" : "the whole image";
+        const cover = cacheCoverage(
+          cache,
+          profile.length ? profileChunks(index, profile) : index.chunks,
+        );
+        view.offline.push({
+          entry: o.entry,
+          release: o.stack.label,
+          needed: cover.needed,
+          missing: cover.missing,
+          bytesMissing: cover.bytesMissing,
+          basis,
+        });
+      }
+      for (const m of o.stack.mirrorStats()) view.mirrors.push({ entry: o.entry, ...m });
+    }
+    for (const [entry, p] of this.#s.isos) {
+      const c = (await p.catch(() => null))?.cacheStats;
+      if (c) view.isos.push({ entry, ...c });
+    }
+    return view;
+  }
+
+  /** POST /ui/images/ENTRY/pin: roll an image entry back to a release (or to the latest). */
+  async #pinAction(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
+    const refuse = (status: number, message: string): void => {
+      this.#s.log.warn({ entry: name, ip: clientIp(req), reason: message }, "write action refused");
+      send(
+        res,
+        status,
+        page(
+          "Refused",
+          "/ui/images",
+          html`<h1>Refused</h1>
+            <p class="bad">${message}</p>
+            <p><a href="/ui/images">Back to the images</a></p>`,
+        ),
+        "text/html; charset=utf-8",
+      );
+    };
+    const body = await readBody(req, 4096).catch(() => null);
+    if (body === null) return refuse(413, "The form is too large.");
+    if (!this.#s.config.ui.write || !this.#s.config.ui.token) {
+      return refuse(403, "Write actions are off on this server (ui.write in the configuration).");
+    }
+    const form = new URLSearchParams(body);
+    if (!sameSecret(form.get("token") ?? "", this.#s.config.ui.token)) {
+      return refuse(403, "Wrong or missing token.");
+    }
+    const entry = this.#s.config.entries.get(name);
+    const images = this.#s.images();
+    if (entry?.kind !== "image" || !images) return refuse(404, `No image entry ${name}.`);
+    const release = form.get("release") ?? "";
+    if (release === "latest") {
+      await images.setPin(entry, null);
+    } else {
+      const known = (await this.#listing(entry)).some((r) => r.digest === release);
+      if (!/^[0-9a-f]{64}$/.test(release) || !known) {
+        return refuse(400, `${release} is not a release of ${entry.image.source} in its store.`);
+      }
+      await images.setPin(entry, release);
+    }
+    this.#s.record({ stage: "ui-pin", entry: name, ip: clientIp(req), detail: release });
+    res.writeHead(303, { Location: "/ui/images" }).end();
+  }
+
+  /** Families read from the servers' own counters at scrape time. */
+  async #scrape(): Promise<Family[]> {
+    const out: Family[] = [];
+    const dhcp = this.#s.dhcp();
+    if (dhcp) {
+      const d = dhcp.stats;
+      out.push(
+        family("inetboot_dhcp_packets_received_total", "counter", "DHCP packets received", [
+          [{}, d.received],
+        ]),
+        family(
+          "inetboot_dhcp_packets_dropped_total",
+          "counter",
+          "DHCP packets dropped (malformed or not for us)",
+          [[{}, d.dropped]],
+        ),
+        family("inetboot_dhcp_replies_total", "counter", "DHCP replies sent", [[{}, d.replies]]),
+      );
+    }
+    const tftp = this.#s.tftp();
+    if (tftp) {
+      const t = tftp.stats;
+      out.push(
+        family("inetboot_tftp_requests_total", "counter", "TFTP read requests", [[{}, t.requests]]),
+        family("inetboot_tftp_transfers_total", "counter", "TFTP transfers finished, by result", [
+          [{ result: "completed" }, t.completed],
+          [{ result: "failed" }, t.failed],
+        ]),
+        family("inetboot_tftp_sent_bytes_total", "counter", "TFTP file bytes sent", [
+          [{}, t.bytes],
+        ]),
+        family("inetboot_tftp_packets_dropped_total", "counter", "Malformed TFTP packets dropped", [
+          [{}, t.dropped],
+        ]),
+        family("inetboot_tftp_active_transfers", "gauge", "TFTP transfers in progress", [
+          [{}, t.active],
+        ]),
+      );
+    }
+    const nbd = this.#s.nbd();
+    if (nbd) {
+      const n = nbd.stats;
+      out.push(
+        family("inetboot_nbd_connections_total", "counter", "NBD connections accepted", [
+          [{}, n.connections],
+        ]),
+        family(
+          "inetboot_nbd_requests_total",
+          "counter",
+          "NBD requests by command",
+          Object.entries(n.requests).map(([command, v]) => [{ command }, v]),
+        ),
+        family("inetboot_nbd_errors_total", "counter", "NBD requests answered with an error", [
+          [{}, n.errors],
+        ]),
+        family("inetboot_nbd_read_bytes_total", "counter", "Bytes read by NBD clients", [
+          [{}, n.bytesRead],
+        ]),
+        family("inetboot_nbd_written_bytes_total", "counter", "Bytes written by NBD clients", [
+          [{}, n.bytesWritten],
+        ]),
+      );
+    }
+    const opened = (await this.#s.images()?.opened()) ?? [];
+    const cache = opened.find((o) => o.stack.cache)?.stack.cache;
+    if (cache) {
+      const c = cache.stats;
+      out.push(
+        family("inetboot_cache_hits_total", "counter", "Chunk cache hits", [[{}, c.hits]]),
+        family("inetboot_cache_misses_total", "counter", "Chunk cache misses", [[{}, c.misses]]),
+        family("inetboot_cache_evictions_total", "counter", "Chunks evicted from the cache", [
+          [{}, c.evictions],
+        ]),
+        family("inetboot_cache_bytes", "gauge", "Bytes in the chunk cache", [
+          [{}, cache.totalBytes],
+        ]),
+        family("inetboot_cache_quota_bytes", "gauge", "The chunk cache's quota", [
+          [{}, cache.quotaBytes],
+        ]),
+      );
+    }
+    const mirrors = opened.flatMap((o) =>
+      o.stack.mirrorStats().map((m) => ({ entry: o.entry, ...m })),
+    );
+    if (mirrors.length) {
+      const l = (m: (typeof mirrors)[number]): Record<string, string> => ({
+        entry: m.entry,
+        mirror: m.location,
+      });
+      out.push(
+        family(
+          "inetboot_mirror_requests_total",
+          "counter",
+          "Chunk requests per mirror",
+          mirrors.map((m) => [l(m), m.requests]),
+        ),
+        family(
+          "inetboot_mirror_failures_total",
+          "counter",
+          "Failed chunk requests per mirror",
+          mirrors.map((m) => [l(m), m.failures]),
+        ),
+        family(
+          "inetboot_mirror_failovers_total",
+          "counter",
+          "Chunks fetched from another mirror after this one failed",
+          mirrors.map((m) => [l(m), m.failovers]),
+        ),
+        family(
+          "inetboot_mirror_healthy",
+          "gauge",
+          "1 when the mirror is not penalised",
+          mirrors.map((m) => [l(m), m.healthy ? 1 : 0]),
+        ),
+      );
+    }
+    if (opened.length) {
+      out.push(
+        family(
+          "inetboot_image_fetched_bytes_total",
+          "counter",
+          "Chunk bytes fetched for an image (mirrors and boot pack)",
+          opened.map((o) => [
+            { entry: o.entry },
+            (o.stack.mirrors?.fetchedBytes ?? 0) + (o.stack.pack?.deliveredBytes ?? 0),
+          ]),
+        ),
+        family(
+          "inetboot_image_read_bytes",
+          "gauge",
+          "Distinct bytes machines read from an image",
+          opened.map((o) => [{ entry: o.entry }, o.trace.coveredBytes]),
+        ),
+      );
+    }
+    const isoStats: [Record<string, string>, NonNullable<LiveIso["cacheStats"]>][] = [];
+    for (const [entry, p] of this.#s.isos) {
+      const c = (await p.catch(() => null))?.cacheStats;
+      if (c) isoStats.push([{ entry }, c]);
+    }
+    if (isoStats.length) {
+      out.push(
+        family(
+          "inetboot_iso_fetched_bytes_total",
+          "counter",
+          "ISO bytes fetched from the origin",
+          isoStats.map(([l, c]) => [l, c.fetchedBytes]),
+        ),
+        family(
+          "inetboot_iso_cache_hits_total",
+          "counter",
+          "ISO blocks read from the block cache",
+          isoStats.map(([l, c]) => [l, c.hits]),
+        ),
+        family(
+          "inetboot_iso_cache_misses_total",
+          "counter",
+          "ISO blocks fetched from the origin",
+          isoStats.map(([l, c]) => [l, c.misses]),
+        ),
+      );
+    }
+    return out;
+  }
+}
