@@ -113,7 +113,8 @@ function modulesWithDeps(version: string, names: string[]): string[] {
 }
 
 /**
- * Like markerInitrd, with the network up before `extra` runs: the e1000 and virtio-net drivers
+ * Like markerInitrd, with the network up before `extra` runs: the e1000, virtio-net (and
+ * virtio-blk) drivers
  * of `kernel` (modules in Debian's kernel) and a DHCP lease on eth0.
  */
 export function networkMarkerInitrd(
@@ -123,7 +124,7 @@ export function networkMarkerInitrd(
   extra: string,
 ): Buffer {
   const version = basename(kernel).replace(/^vmlinuz-/, "");
-  const modules = modulesWithDeps(version, ["e1000", "virtio_pci", "virtio_net"]);
+  const modules = modulesWithDeps(version, ["e1000", "virtio_pci", "virtio_net", "virtio_blk"]);
   const up = `for m in ${modules.map((_, i) => `/modules/${i}.ko`).join(" ")}; do insmod $m 2>/dev/null; done
 ip link set lo up
 ip link set eth0 up

@@ -151,9 +151,13 @@ wget -q -O /tmp/iso "$U" && echo "RUN-ISO sha256=$(sha256sum /tmp/iso | cut -d' 
         "300",
         ...extra,
       ]);
-    const first = await run([]);
+    const disk = join(dir, "install.qcow2");
+    const first = await run(["--disk", disk, "--disk-size", "8G"]);
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stdout, new RegExp(`RUN-ISO sha256=${sha256(readFileSync(iso))} END`));
+    // The guest got a growing disk to install to: 8G as it sees it, a few hundred KiB here.
+    assert.match(first.stdout, /virtio_blk virtio\d+: \[vda\] 16777216 512-byte logical blocks/);
+    assert.ok(statSync(disk).blocks * 512 < 4 * 1024 * 1024);
     assert.match(first.stdout, /recipe +casper: \/casper\/vmlinuz \/casper\/initrd/);
     assert.match(first.stdout, /url=http:\/\/10\.0\.2\.2:\d+\/iso\/live\.iso/);
     nginx.stop();

@@ -4,12 +4,14 @@
 // or writes; a re-run boots from the cache. A live ISO (file or URL) boots through its recipe,
 // its files served to the guest from a local HTTP server reading the ISO by range.
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { mkdir, rm, stat } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { homedir, tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { promisify } from "node:util";
 import type { Command } from "commander";
 import { cacheCoverage } from "../block/chunk-cache.ts";
 import { COW_BLOCK_SIZE, CowDevice } from "../block/cow-device.ts";
@@ -30,10 +32,13 @@ import { collect, positiveInt } from "./options.ts";
 import { runVm } from "./qemu-vm.ts";
 import type { VmOptions, VmResult } from "./qemu-vm.ts";
 
+const execFileAsync = promisify(execFile);
+
 interface RunFlags {
   store: string[];
   cache: string;
   disk?: string;
+  diskSize: string;
   fresh?: boolean;
   memory: number;
   cpus: number;
@@ -93,6 +98,11 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
     .option("--cache <dir>", "chunk and ISO cache (re-runs boot from it)", defaultCache())
     .option("--disk <file>", "the VM's copy-on-write disk file (default: in the cache folder)")
     .option("--fresh", "start the disk file over (discard what the VM wrote)")
+    .option(
+      "--disk-size <size>",
+      "with an ISO and --disk: the size of a new disk (qcow2, grows as the guest writes)",
+      "20G",
+    )
     .option("--memory <MB>", "guest memory", positiveInt, 1024)
     .option("--cpus <n>", "guest CPUs", positiveInt, 1)
     .option("--accel <kvm|tcg>", "QEMU accelerator (kvm where /dev/kvm works)", "tcg")
@@ -236,10 +246,30 @@ async function runIso(
   vm: Omit<VmOptions, "kernel" | "initrd" | "cmdline" | "drives" | "progress">,
   log: Logger,
 ): Promise<void> {
-  if (opts.kernel || opts.disk) {
+  if (opts.kernel) {
     throw new UsageError(
-      "an ISO boots through its recipe: --kernel and --disk are for disk images (use --cmdline to add to the recipe's command line)",
+      "an ISO boots through its recipe: --kernel is for disk images (use --cmdline to add to the recipe's command line)",
     );
+  }
+  const drives: string[] = [];
+  if (opts.disk) {
+    // A disk for the live system to install to: a qcow2 file that grows as the guest writes.
+    if (!existsSync(opts.disk)) {
+      await mkdir(dirname(resolve(opts.disk)), { recursive: true });
+      await execFileAsync("qemu-img", [
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        opts.disk,
+        opts.diskSize,
+      ]).catch((err: Error & { stderr?: string }) => {
+        throw new Error(`cannot create ${opts.disk}: ${err.stderr?.trim() || err.message}`, {
+          cause: err,
+        });
+      });
+    }
+    drives.push(`file=${opts.disk},format=qcow2,if=virtio`);
   }
   const iso = await LiveIso.open(source, {
     cacheDir: join(opts.cache, "iso"),
@@ -277,6 +307,7 @@ async function runIso(
       ...vm,
       kernel: kernel.path,
       initrd: initrds,
+      drives,
       // 10.0.2.2 is the host as QEMU's user-mode network shows it.
       cmdline: iso.cmdline(`http://10.0.2.2:${port}/iso`),
       progress: () => {
@@ -299,5 +330,8 @@ async function runIso(
     c
       ? `  network    ${formatBytes(c.fetchedBytes)} fetched; ${formatBytes(c.cachedBytes)} of ${formatBytes(iso.device.size)} cached (${opts.cache})`
       : `  local file, nothing fetched`,
+    ...(opts.disk
+      ? [`  disk file  ${opts.disk}: ${formatBytes(await allocated(opts.disk))} on disk`]
+      : []),
   ]);
 }

@@ -133,7 +133,9 @@ export function table(
 ): Html {
   const cols = columns.map((c) => (typeof c === "string" ? { label: c } : c));
   const attrs = Object.entries(options.body ?? {}).map(([k, v]) => html` ${k}="${v}"`);
-  return html`<div class="table"><table>${
+  // Focusable so keyboard users can scroll a wide table on a small screen.
+  const label = options.caption ?? cols.map((c) => c.label).join(", ");
+  return html`<div class="table" role="region" tabindex="0" aria-label="${label}"><table>${
     options.caption
       ? html`<caption>
           ${options.caption}
