@@ -5,8 +5,15 @@
 // /api/events/stream here.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { cacheCoverage } from "../block/chunk-cache.ts";
-import { profileChunks } from "../block/profile.ts";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { cacheCoverage, openChunkCache } from "../block/chunk-cache.ts";
+import type { ChunkCache } from "../block/chunk-cache.ts";
+import { decodeProfile, profileChunks } from "../block/profile.ts";
+import type { ProfileEntry } from "../block/profile.ts";
+import { profilePath } from "../store/boot-pack.ts";
+import { openImage } from "../store/source.ts";
 import type { DhcpServer } from "../dhcp/server.ts";
 import type { LiveIso } from "../iso/live-iso.ts";
 import type { Logger } from "../log.ts";
@@ -69,6 +76,57 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
 function sameSecret(given: string, expected: string): boolean {
   const h = (s: string): Buffer => createHash("sha256").update(s).digest();
   return timingSafeEqual(h(given), h(expected));
+}
+
+const NOTHING_CACHED = {
+  release: "—",
+  needed: 0,
+  missing: 0,
+  bytesMissing: 0,
+  basis: "—",
+  problem: "nothing of it is in the cache yet",
+};
+
+/** Whether the latest release of `source` kept in the cache can boot with no network. */
+async function cachedOffline(
+  entry: Extract<Entry, { kind: "image" }>,
+  source: string,
+  cache: ChunkCache,
+): Promise<CacheView["offline"][number]> {
+  let image;
+  try {
+    image = await openImage(source, {
+      store: cache.dir,
+      policy: {
+        trusted: loadTrustedKeys(entry.image.trust),
+        insecure: entry.image.insecure,
+        statePath: null,
+      },
+    });
+  } catch {
+    return { ...NOTHING_CACHED, entry: entry.name };
+  }
+  try {
+    const digest = image.release?.release.profile;
+    let profile: ProfileEntry[] | null = null;
+    if (digest) {
+      const text = await readFile(join(cache.dir, profilePath(digest)), "utf8").catch(() => null);
+      profile = text === null ? null : decodeProfile(text);
+    }
+    const cover = cacheCoverage(
+      cache,
+      profile ? profileChunks(image.index, profile) : image.index.chunks,
+    );
+    return {
+      entry: entry.name,
+      release: image.label,
+      ...cover,
+      basis: profile ? "the release's boot profile" : "the whole image",
+      problem: null,
+    };
+  } finally {
+    await image.close();
+  }
 }
 
 export class Dashboard {
@@ -235,7 +293,10 @@ export class Dashboard {
 
   async #cacheView(): Promise<CacheView> {
     const opened = (await this.#s.images()?.opened()) ?? [];
-    const cache = opened.find((o) => o.stack.cache)?.stack.cache ?? null;
+    const cacheDir = this.#s.config.cacheDir;
+    const cache =
+      opened.find((o) => o.stack.cache)?.stack.cache ??
+      (existsSync(cacheDir) ? openChunkCache(cacheDir) : null);
     const view: CacheView = {
       dir: this.#s.config.cacheDir,
       bytes: cache?.totalBytes ?? null,
@@ -263,9 +324,20 @@ export class Dashboard {
           missing: cover.missing,
           bytesMissing: cover.bytesMissing,
           basis,
+          problem: null,
         });
       }
       for (const m of o.stack.mirrorStats()) view.mirrors.push({ entry: o.entry, ...m });
+    }
+    // Entries no machine booted since the start: judged from what the cache folder keeps.
+    const images = this.#s.images();
+    for (const e of this.#s.config.entries.values()) {
+      if (e.kind !== "image" || opened.some((o) => o.entry === e.name)) continue;
+      view.offline.push(
+        cache && images
+          ? await cachedOffline(e, images.source(e), cache)
+          : { ...NOTHING_CACHED, entry: e.name },
+      );
     }
     for (const [entry, p] of this.#s.isos) {
       const c = (await p.catch(() => null))?.cacheStats;

@@ -92,7 +92,7 @@ export class ImageExports {
   }
 
   /** What the entry opens: its source, or the pinned release by digest. */
-  #source(entry: ImageEntry): string {
+  source(entry: ImageEntry): string {
     const digest = this.#pins.get(entry.name);
     return digest
       ? `${entry.image.source.replace(/@.*$/, "")}@sha256:${digest}`
@@ -113,7 +113,7 @@ export class ImageExports {
   base(entry: ImageEntry): Promise<Base> {
     let p = this.#bases.get(entry.name);
     if (!p) {
-      p = openDeviceStack(this.#source(entry), {
+      p = openDeviceStack(this.source(entry), {
         stores: entry.image.stores,
         onFetch: this.#o.onFetch,
         cache: this.#o.cacheDir,

@@ -434,6 +434,8 @@ export interface CacheView {
     missing: number;
     bytesMissing: number;
     basis: string;
+    /** Why it cannot be judged (nothing cached). */
+    problem: string | null;
   }[];
   mirrors: (MirrorStats & { entry: string })[];
   isos: {
@@ -453,9 +455,14 @@ export function cachePage(v: CacheView): string {
       html`<tr>
         <td>${code(o.entry)}</td>
         <td>${o.release}</td>
-        <td>${good(o.missing === 0, "yes", "no")}</td>
+        <td>${good(o.missing === 0 && !o.problem, "yes", "no")}</td>
         <td class="num">
-          ${o.missing ? `${o.missing} of ${o.needed} chunks (${formatBytes(o.bytesMissing)})` : "—"}
+          ${
+            o.problem ??
+            (o.missing
+              ? `${o.missing} of ${o.needed} chunks (${formatBytes(o.bytesMissing)})`
+              : "—")
+          }
         </td>
         <td>${o.basis}</td>
       </tr>`,
