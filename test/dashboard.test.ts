@@ -264,6 +264,8 @@ default: menu
       assert.match(images, /tiny@2/);
       assert.match(images, /1\s+.*verified/);
       assert.match(images, /2 \(in use\)/);
+      // Stored: the compressed chunks (1 MiB of one byte compresses to almost nothing).
+      assert.match(images, /4\.00 MiB\s+\d+(\.\d+)? (B|KiB)\s/);
       assert.equal((await page.locator("form input[name=token]").count()) >= 2, true);
       const unlabelled = await page.evaluate(
         "Array.from(document.querySelectorAll('input:not([type=hidden])')).filter((e) => !e.closest('label')).length",

@@ -20,7 +20,7 @@ import type { Logger } from "../log.ts";
 import type { NbdServer } from "../nbd/server.ts";
 import { listStore } from "../store/list.ts";
 import type { ListedRelease } from "../store/list.ts";
-import { openStoreReader } from "../store/store-reader.ts";
+import { isUrl, openStoreReader } from "../store/store-reader.ts";
 import { loadTrustedKeys } from "../store/trust.ts";
 import type { TftpServer } from "../tftp/server.ts";
 import type { Entry, ServeConfig } from "./config.ts";
@@ -234,6 +234,8 @@ export class Dashboard {
     if (cached && Date.now() - cached.at < 30_000) return cached.p;
     const reader = openStoreReader(store);
     const p = listStore(reader, {
+      // Sizes of chunk files: a stat each in a local store; HTTP stores would need a HEAD each.
+      storedBytes: !isUrl(store),
       policy: {
         trusted: loadTrustedKeys(entry.image.trust),
         insecure: entry.image.insecure,

@@ -21,6 +21,8 @@ export interface ListedRelease {
   /** Bytes of this image that the previous listed revision already had. */
   sharedWithPrevious: number | null;
   digest: string | null;
+  /** Compressed bytes of its distinct chunks in the store (when asked for; null otherwise). */
+  storedBytes: number | null;
   /** The release carries a boot profile / a boot pack. */
   profile: boolean;
   pack: boolean;
@@ -37,7 +39,7 @@ export function sharedBytes(prev: BlobIndex, next: BlobIndex): number {
 
 export async function listStore(
   reader: StoreReader,
-  options: { policy: TrustPolicy },
+  options: { policy: TrustPolicy; storedBytes?: boolean },
 ): Promise<ListedRelease[]> {
   const catalog = await readCatalog(reader);
   // Listing never refuses: unsigned or untrusted releases are shown as such.
@@ -56,6 +58,7 @@ export async function listStore(
         verified: false,
         sharedWithPrevious: null,
         digest: null,
+        storedBytes: null,
         profile: false,
         pack: false,
         problem: null,
@@ -81,6 +84,7 @@ export async function listStore(
           opened.release.index,
         );
         if (prev) row.sharedWithPrevious = sharedBytes(prev, index);
+        if (options.storedBytes) row.storedBytes = await storedBytes(reader, index);
         prev = index;
       } catch (err) {
         row.problem = (err as Error).message;
@@ -90,6 +94,17 @@ export async function listStore(
     }
   }
   return out;
+}
+
+/**
+ * Compressed bytes the image's distinct non-zero chunks take in the store (one size query per
+ * chunk: cheap for a local store, a HEAD request each over HTTP); null if one is missing.
+ */
+export async function storedBytes(reader: StoreReader, index: BlobIndex): Promise<number | null> {
+  const ids = [...new Set(index.chunks.filter((c) => !isZeroChunk(c)).map((c) => c.id))];
+  const source = { reader, prefix: "chunks/" };
+  const sizes = await mapLimit(ids, 32, (id) => reader.size(chunkLocation(source, id)));
+  return sizes.every((n) => n !== null) ? sizes.reduce<number>((t, n) => t + n, 0) : null;
 }
 
 export interface DiffReport {

@@ -343,6 +343,7 @@ function releaseRows(v: ImageView, write: boolean): Html[] {
         <td class="num">${r.revision}${using}${pinned}</td>
         <td>${time(r.created ?? undefined)}</td>
         <td class="num">${formatBytes(r.size ?? 0)}</td>
+        <td class="num">${r.storedBytes === null ? "—" : formatBytes(r.storedBytes)}</td>
         <td class="num">
           ${r.sharedWithPrevious === null ? "—" : formatBytes(r.sharedWithPrevious)}
         </td>
@@ -372,6 +373,7 @@ export function imagesPage(images: ImageView[], isos: IsoView[], write: boolean)
             "Revision",
             "Created",
             "Size",
+            "Stored",
             "Shared with previous",
             "Signer",
             "Signature",
