@@ -72,6 +72,8 @@ async function isIso(source: string, offline: boolean): Promise<boolean> {
   }
   try {
     return device.size > 17 * 2048 && (await device.read(16 * 2048 + 1, 5)).toString() === "CD001";
+  } catch {
+    return false; // a folder, an unreadable file: not an ISO
   } finally {
     await device.close();
   }
