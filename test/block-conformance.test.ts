@@ -16,6 +16,7 @@ import { CowDevice } from "../src/block/cow-device.ts";
 import { FileDevice } from "../src/block/file-device.ts";
 import { HttpDevice } from "../src/block/http-device.ts";
 import { MirrorSet } from "../src/block/mirror-set.ts";
+import { openDeviceStack } from "../src/block/open-stack.ts";
 import { PrefetchDevice } from "../src/block/prefetch-device.ts";
 import { RangeCacheDevice } from "../src/block/range-cache-device.ts";
 import { TraceDevice } from "../src/block/trace-device.ts";
@@ -23,7 +24,7 @@ import { packImage } from "../src/store/pack.ts";
 import { openImage } from "../src/store/source.ts";
 import { openStoreReader } from "../src/store/store-reader.ts";
 import { tempDir, textLike } from "./helpers.ts";
-import { startNginx } from "./nginx.ts";
+import { startNginx, startNginxProcess } from "./nginx.ts";
 
 interface Fixture {
   dir: string;
@@ -273,5 +274,24 @@ describe("block device conformance", () => {
       "a new overlay reads as the base",
     );
     await fresh.close();
+  });
+
+  it("a raw image by URL is kept in the stack's cache: a second open reads it offline", async (t) => {
+    const f = await fixture(t);
+    const nginx = await startNginxProcess(f.dir, tempDir(t, "inetboot-nginx-"));
+    t.after(() => nginx.stop());
+    const cache = join(f.dir, "cache");
+    const policy = { trusted: [], insecure: true, statePath: null };
+    const online = await openDeviceStack(`${nginx.url}disk.img`, { cache, policy });
+    assert.ok((await online.device.read(0, f.data.length)).equals(f.data));
+    await online.close();
+    nginx.stop();
+    const offline = await openDeviceStack(`${nginx.url}disk.img`, { cache, policy, offline: true });
+    assert.ok((await offline.device.read(0, f.data.length)).equals(f.data), "read from the cache");
+    await offline.close();
+    await assert.rejects(
+      openDeviceStack(`${nginx.url}other.img`, { cache, policy, offline: true }),
+      /never opened online/,
+    );
   });
 });

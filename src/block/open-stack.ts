@@ -28,6 +28,7 @@ import { CowDevice } from "./cow-device.ts";
 import { FileDevice } from "./file-device.ts";
 import { HttpDevice } from "./http-device.ts";
 import { MirrorSet } from "./mirror-set.ts";
+import { openCachedUrl, RangeCacheDevice } from "./range-cache-device.ts";
 import type { MirrorOptions } from "./mirror-set.ts";
 import type { MirrorStats } from "./mirror-set.ts";
 import { PrefetchDevice } from "./prefetch-device.ts";
@@ -150,8 +151,17 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
   let profileSource: string | null = options.profile ?? null;
 
   if (isRawSource(source, options)) {
-    const raw = await openRawDevice(source);
-    baseId = `${source} ${raw.size}`;
+    // A raw image by URL is kept in the cache folder in blocks (re-runs and --offline read it
+    // there); a local file is read in place.
+    const raw =
+      options.cache && isUrl(source)
+        ? await openCachedUrl(source, join(options.cache, "raw"), {
+            offline: options.offline,
+            logger: log,
+          })
+        : await openRawDevice(source);
+    // The overlay of a cached URL is bound to its content's identity (ETag), not only its name.
+    baseId = raw instanceof RangeCacheDevice ? raw.identity : `${source} ${raw.size}`;
     device = raw;
   } else {
     const stores = options.stores ?? [];

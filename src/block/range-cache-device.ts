@@ -10,9 +10,10 @@ import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
-import { isErrno } from "../store/local-store.ts";
+import { isErrno, writeFileAtomic } from "../store/local-store.ts";
 import { BlockIoError, checkRange, dataExtent, ReadOnlyError } from "./block-device.ts";
 import type { BlockDevice, Extent } from "./block-device.ts";
+import { HttpDevice } from "./http-device.ts";
 
 const RECORD = 4 + 32;
 
@@ -41,6 +42,8 @@ export class RangeCacheDevice implements BlockDevice {
   readonly readOnly = true;
   readonly blockSize: number;
   readonly dir: string;
+  /** What the cache belongs to (URL, size, validator). */
+  readonly identity: string;
   readonly stats: RangeCacheStats = {
     hits: 0,
     misses: 0,
@@ -59,6 +62,7 @@ export class RangeCacheDevice implements BlockDevice {
 
   private constructor(
     next: BlockDevice,
+    identity: string,
     dir: string,
     data: FileHandle,
     log: FileHandle,
@@ -67,6 +71,7 @@ export class RangeCacheDevice implements BlockDevice {
     options: RangeCacheOptions,
   ) {
     this.#next = next;
+    this.identity = identity;
     this.size = next.size;
     this.dir = dir;
     this.#data = data;
@@ -119,7 +124,7 @@ export class RangeCacheDevice implements BlockDevice {
       return open(join(dir, "data"), "r+");
     });
     const logFh = await open(join(dir, "blocks"), "a");
-    return new RangeCacheDevice(next, dir, data, logFh, hashes, blockSize, options);
+    return new RangeCacheDevice(next, identity, dir, data, logFh, hashes, blockSize, options);
   }
 
   /** Whether every byte of [offset, offset+length) is in the cache. */
@@ -262,4 +267,40 @@ export class RangeCacheDevice implements BlockDevice {
     await this.#log.close();
     await this.#next.close();
   }
+}
+
+/**
+ * An image by http(s) URL through a block cache under `root`: online, opened by Range (its
+ * identity remembered for offline use); offline, served from the cache alone, with the size and
+ * identity the last online open saw.
+ */
+export async function openCachedUrl(
+  url: string,
+  root: string,
+  options: { offline?: boolean; logger?: Logger } = {},
+): Promise<RangeCacheDevice> {
+  const remembered = join(
+    root,
+    "sources",
+    createHash("sha256").update(url).digest("hex").slice(0, 32),
+  );
+  if (!options.offline) {
+    const http = await HttpDevice.open(url);
+    const identity = `${url}\n${http.size}\n${http.validator ?? ""}`;
+    await writeFileAtomic(remembered, identity);
+    return RangeCacheDevice.open(http, root, identity, { logger: options.logger });
+  }
+  const identity = await readFile(remembered, "utf8").catch(() => {
+    throw new BlockIoError(
+      `${url} was never opened online, so nothing of it is cached in ${root}; run once with the network`,
+    );
+  });
+  const size = Number(identity.split("\n")[1]);
+  const nothing: BlockDevice = {
+    size,
+    readOnly: true,
+    read: () => Promise.reject(new BlockIoError("offline")),
+    close: () => Promise.resolve(),
+  };
+  return RangeCacheDevice.open(nothing, root, identity, { logger: options.logger, offline: true });
 }

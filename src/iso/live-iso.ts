@@ -11,8 +11,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { BlockDevice } from "../block/block-device.ts";
 import { FileDevice } from "../block/file-device.ts";
-import { HttpDevice } from "../block/http-device.ts";
-import { RangeCacheDevice } from "../block/range-cache-device.ts";
+import { openCachedUrl, RangeCacheDevice } from "../block/range-cache-device.ts";
 import { hashFile } from "../http/file-cache.ts";
 import { deviceStream, sendRanges } from "../http/send-file.ts";
 import { silentLogger } from "../log.ts";
@@ -123,37 +122,14 @@ export class LiveIso {
     let device: BlockDevice;
     let identity: string;
     if (/^https?:\/\//i.test(source)) {
-      const http = options.offline ? null : await HttpDevice.open(source);
-      if (http) {
-        identity = `${source}\n${http.size}\n${http.validator ?? ""}`;
-        await writeFileAtomic(
-          join(options.cacheDir, "sources", `${sha(source).slice(0, 32)}`),
-          identity,
-        );
-        device = await RangeCacheDevice.open(http, options.cacheDir, identity, { logger: log });
-      } else {
-        // Offline: the identity the last online open saw.
-        identity = await readFile(
-          join(options.cacheDir, "sources", `${sha(source).slice(0, 32)}`),
-          "utf8",
-        ).catch(() => {
-          throw new LiveIsoError(
-            `${source} was never opened online, so nothing of it is cached; run once with the network`,
-          );
-        });
-        const size = Number(identity.split("\n")[1]);
-        device = await RangeCacheDevice.open(
-          {
-            size,
-            readOnly: true,
-            read: () => Promise.reject(new Error("offline")),
-            close: async () => {},
-          },
-          options.cacheDir,
-          identity,
-          { logger: log, offline: true },
-        );
-      }
+      const cached = await openCachedUrl(source, options.cacheDir, {
+        offline: options.offline,
+        logger: log,
+      }).catch((err: Error) => {
+        throw new LiveIsoError(err.message);
+      });
+      identity = cached.identity;
+      device = cached;
     } else {
       const path = await realpath(source).catch(() => {
         throw new LiveIsoError(`${source} does not exist`);
