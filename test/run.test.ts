@@ -5,7 +5,7 @@
 // the guest fetching the ISO from inetboot's local HTTP server; re-run offline.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
@@ -15,7 +15,7 @@ import {
   packTree,
   PERSIST_MARKER,
 } from "./debian-rootfs.ts";
-import { inetboot, requireTool, tempDir } from "./helpers.ts";
+import { inetboot, requireFile, requireTool, tempDir } from "./helpers.ts";
 import { makeIso } from "./iso-maker.ts";
 import { busyboxStatic, networkMarkerInitrd } from "./marker-initrd.ts";
 import { accessLogRequests, startNginxProcess } from "./nginx.ts";
@@ -164,6 +164,46 @@ wget -q -O /tmp/iso "$U" && echo "RUN-ISO sha256=$(sha256sum /tmp/iso | cut -d' 
     const offline = await run(["--offline"]);
     assert.equal(offline.code, 0, offline.stderr);
     assert.match(offline.stdout, new RegExp(`RUN-ISO sha256=${sha256(readFileSync(iso))} END`));
+    assert.match(offline.stdout, /network +0 B fetched/);
+  });
+
+  it("boots an ISO no recipe knows (iPXE's own, ISOLINUX) as a CD-ROM over NBD, lazily, then offline", async (t) => {
+    if (!requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
+    if (!requireTool(t, "nginx", "nginx-light")) return;
+    if (!requireFile(t, "/usr/lib/ipxe/ipxe.iso", "ipxe")) return;
+    const dir = tempDir(t);
+    mkdirSync(join(dir, "www"));
+    copyFileSync("/usr/lib/ipxe/ipxe.iso", join(dir, "www", "rescue.iso"));
+    const nginx = await startNginxProcess(join(dir, "www"), tempDir(t, "inetboot-nginx-"));
+    t.after(() => nginx.stop());
+    const run = (extra: string[]): ReturnType<typeof inetboot> =>
+      inetboot([
+        "run",
+        `${nginx.url}rescue.iso`,
+        "--cache",
+        join(dir, "cache"),
+        "--memory",
+        "256",
+        "--until",
+        "iPXE initialising devices",
+        "--timeout",
+        "120",
+        ...extra,
+      ]);
+    const first = await run([]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stderr, /no live-system recipe fits .* booting it as a CD-ROM/);
+    assert.match(first.stdout, /Ran .*rescue\.iso as a CD-ROM/);
+    assert.match(first.stdout, /console +iPXE initialising devices/);
+    const fetched = accessLogRequests(nginx.accessLog).filter((r) => r.path === "/rescue.iso");
+    assert.ok(
+      fetched.every((r) => r.status === 206),
+      "Range requests only",
+    );
+    nginx.stop();
+    const offline = await run(["--offline", "--cdrom"]);
+    assert.equal(offline.code, 0, offline.stderr);
+    assert.match(offline.stdout, /console +iPXE initialising devices/);
     assert.match(offline.stdout, /network +0 B fetched/);
   });
 });

@@ -16,6 +16,10 @@ export interface VmOptions {
   cmdline?: string;
   /** QEMU -drive specifications. */
   drives?: string[];
+  /** QEMU -display (gtk, sdl, vnc=:1); none (default): the serial console only. */
+  display?: string;
+  /** QEMU -boot order ("d": the CD-ROM first). */
+  boot?: string;
   /** User-mode networking (the host is 10.0.2.2 to the guest). */
   network?: boolean;
   /** Show the serial console on the terminal and pass the keyboard to it. */
@@ -47,8 +51,10 @@ export function qemuArgs(o: VmOptions, initrd: string | undefined): string[] {
     String(o.memoryMb),
     "-smp",
     String(o.cpus ?? 1),
-    "-display",
-    "none",
+    // No display: -nographic also makes SeaBIOS mirror the text screen to the serial port,
+    // so boot loaders (ISOLINUX, GRUB) show on the console; a display (gtk, sdl, vnc=:1) is
+    // a window as usual, with the serial console still here.
+    ...(o.display && o.display !== "none" ? ["-display", o.display] : ["-nographic"]),
     "-serial",
     "stdio",
     "-no-reboot",
@@ -58,6 +64,7 @@ export function qemuArgs(o: VmOptions, initrd: string | undefined): string[] {
   if (o.network !== false)
     args.push("-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0");
   for (const d of o.drives ?? []) args.push("-drive", d);
+  if (o.boot) args.push("-boot", o.boot);
   if (o.kernel) {
     args.push("-kernel", o.kernel);
     if (initrd) args.push("-initrd", initrd);

@@ -20,7 +20,9 @@ import type { DeviceStack } from "../block/open-stack.ts";
 import { profileChunks, readProfile } from "../block/profile.ts";
 import type { ProfileEntry } from "../block/profile.ts";
 import { TraceDevice } from "../block/trace-device.ts";
-import { LiveIso } from "../iso/live-iso.ts";
+import { FileDevice } from "../block/file-device.ts";
+import { openCachedUrl, RangeCacheDevice } from "../block/range-cache-device.ts";
+import { LiveIso, LiveIsoError } from "../iso/live-iso.ts";
 import { createLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import { NbdServer } from "../nbd/server.ts";
@@ -48,6 +50,8 @@ interface RunFlags {
   cmdline: string;
   offline?: boolean;
   console?: boolean;
+  cdrom?: boolean;
+  display: string;
   until?: string;
   timeout?: number;
   trust: string[];
@@ -112,7 +116,16 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
     .option("--initrd <file>", "initrd for --kernel (repeatable)", collect, [])
     .option("--cmdline <text>", "kernel command line (added to an ISO recipe's)", "console=ttyS0")
     .option("--offline", "never use the network; say what is missing if the cache cannot boot")
+    .option(
+      "--cdrom",
+      "boot an ISO from its own boot record as a CD-ROM (the default when no live-system recipe fits)",
+    )
     .option("--console", "attach the serial console to this terminal (Ctrl-] stops the VM)")
+    .option(
+      "--display <kind>",
+      "a QEMU window: gtk, sdl or vnc=:N (default none: serial only)",
+      "none",
+    )
     .option("--until <regex>", "stop the VM once the console prints this (scripted runs)")
     .option("--timeout <seconds>", "stop the VM after this long", positiveInt)
     .option("--trust <pubkey>", "trust releases signed by this key (repeatable)", collect, [])
@@ -126,12 +139,66 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
         memoryMb: opts.memory,
         cpus: opts.cpus,
         console: opts.console,
+        display: opts.display,
         until: opts.until ? new RegExp(opts.until, "m") : undefined,
         timeoutSeconds: opts.timeout,
       };
       if (await isIso(source, opts.offline === true)) return runIso(source, opts, vm, log);
       return runImage(source, opts, vm, trust, log);
     });
+}
+
+/** Network bytes and cache use of a cached ISO, for the progress line and the summary. */
+function cacheLine(c: RangeCacheDevice["stats"] | null, size: number, seconds?: number): string {
+  if (!c) return "local file, nothing fetched";
+  const speed = seconds === undefined ? "" : ` (${rate(c.fetchedBytes, seconds)})`;
+  return `${formatBytes(c.fetchedBytes)} fetched${speed}; ${c.hits} cached blocks read; ${formatBytes(c.cachedBytes)} of ${formatBytes(size)} cached`;
+}
+
+/** Boots an ISO from its El Torito record: the ISO is a CD-ROM QEMU reads over NBD. */
+async function runCdrom(
+  source: string,
+  opts: RunFlags,
+  vm: Omit<VmOptions, "kernel" | "initrd" | "cmdline" | "drives" | "progress">,
+  drives: string[],
+  log: Logger,
+): Promise<void> {
+  const device = isUrl(source)
+    ? await openCachedUrl(source, join(opts.cache, "iso"), { offline: opts.offline, logger: log })
+    : await FileDevice.open(source, { readOnly: true });
+  const stats = device instanceof RangeCacheDevice ? device.stats : null;
+  const work = mkdtempSync(join(tmpdir(), "inetboot-run-"));
+  const socket = join(work, "nbd.sock");
+  const server = new NbdServer({
+    exports: [{ name: "cdrom", description: source, device }],
+    logger: log,
+  });
+  await server.listen({ path: socket });
+  console.error(`Booting ${source} as a CD-ROM in QEMU${opts.offline ? " (offline)" : ""}`);
+  const started = performance.now();
+  let result: VmResult;
+  try {
+    result = await runVm({
+      ...vm,
+      boot: "d",
+      drives: [
+        `file=nbd+unix:///cdrom?socket=${socket},format=raw,media=cdrom,readonly=on,if=ide`,
+        ...drives,
+      ],
+      progress: () => `  ${cacheLine(stats, device.size, (performance.now() - started) / 1000)}`,
+    });
+  } finally {
+    await server.close();
+    await device.close();
+    rmSync(work, { recursive: true, force: true });
+  }
+  finish(source, result, [
+    `Ran ${source} as a CD-ROM for ${result.seconds.toFixed(1)} s${vm.until ? ` (to ${JSON.stringify(opts.until)})` : ""}`,
+    `  network    ${cacheLine(stats, device.size)}${stats ? ` (${opts.cache})` : ""}`,
+    ...(opts.disk
+      ? [`  disk file  ${opts.disk}: ${formatBytes(await allocated(opts.disk))} on disk`]
+      : []),
+  ]);
 }
 
 function finish(label: string, result: VmResult, lines: string[]): void {
@@ -273,12 +340,24 @@ async function runIso(
     }
     drives.push(`file=${opts.disk},format=qcow2,if=virtio`);
   }
-  const iso = await LiveIso.open(source, {
-    cacheDir: join(opts.cache, "iso"),
-    cmdline: `{recipe} ${opts.cmdline}`,
-    offline: opts.offline,
-    logger: log,
-  });
+  if (opts.cdrom) return runCdrom(source, opts, vm, drives, log);
+  let iso: LiveIso;
+  try {
+    iso = await LiveIso.open(source, {
+      cacheDir: join(opts.cache, "iso"),
+      cmdline: `{recipe} ${opts.cmdline}`,
+      offline: opts.offline,
+      logger: log,
+    });
+  } catch (err) {
+    // No live-system recipe (another OS, an installer, a rescue ISO): boot it from its own
+    // El Torito boot record as a CD-ROM instead, read lazily through the same cache.
+    if (!(err instanceof LiveIsoError) || err.found.length === 0) throw err;
+    console.error(
+      `${source}: no live-system recipe fits (casper, live-boot, dracut, archiso, KNOPPIX layouts); booting it as a CD-ROM from its own boot record`,
+    );
+    return runCdrom(source, opts, vm, drives, log);
+  }
   // What the booted system fetches (the ISO, its squashfs) comes from here, by range.
   const http = createServer((req, res) => {
     const path = new URL(req.url ?? "/", "http://x").pathname;
@@ -312,26 +391,18 @@ async function runIso(
       drives,
       // 10.0.2.2 is the host as QEMU's user-mode network shows it.
       cmdline: iso.cmdline(`http://10.0.2.2:${port}/iso`),
-      progress: () => {
-        const c = iso.cacheStats;
-        const s = (performance.now() - started) / 1000;
-        return c
-          ? `  fetched ${formatBytes(c.fetchedBytes)} (${rate(c.fetchedBytes, s)}), ${c.hits} cached blocks read, ${formatBytes(c.cachedBytes)} of ${formatBytes(iso.device.size)} cached`
-          : `  ${s.toFixed(0)} s`;
-      },
+      progress: () =>
+        `  ${cacheLine(iso.cacheStats, iso.device.size, (performance.now() - started) / 1000)}`,
     });
   } finally {
     http.closeAllConnections();
     await new Promise<void>((resolve) => http.close(() => resolve()));
     await iso.close();
   }
-  const c = iso.cacheStats;
   finish(source, result, [
     `Ran ${source} for ${result.seconds.toFixed(1)} s${vm.until ? ` (to ${JSON.stringify(opts.until)})` : ""}`,
     `  recipe     ${iso.recipe.family}: ${iso.recipe.kernel} ${iso.recipe.initrd.join(" ")}`,
-    c
-      ? `  network    ${formatBytes(c.fetchedBytes)} fetched; ${formatBytes(c.cachedBytes)} of ${formatBytes(iso.device.size)} cached (${opts.cache})`
-      : `  local file, nothing fetched`,
+    `  network    ${cacheLine(iso.cacheStats, iso.device.size)}${iso.cacheStats ? ` (${opts.cache})` : ""}`,
     ...(opts.disk
       ? [`  disk file  ${opts.disk}: ${formatBytes(await allocated(opts.disk))} on disk`]
       : []),
