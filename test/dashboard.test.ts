@@ -6,7 +6,7 @@
 // screenshots to test/artifacts/screenshots/. promtool checks /metrics, whose counters move with the
 // traffic. Write actions are refused without the token and work with it.
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
@@ -305,6 +305,17 @@ default: menu
     // The next boot of the entry opens the pinned release.
     get(lan, `/ipxe/boot?mac=${MAC_IMAGE}`);
     await serve.waitFor((l) => l.msg === "image opened" && l.image === "tiny@1");
+
+    // Reset the image machine's disk from its page: its overlay is gone afterwards.
+    const overlay = join(dir, "state", "overlays", "tiny", `${MAC_IMAGE.replace(/:/g, "-")}.cow`);
+    assert.ok(existsSync(overlay), "the machine has a disk");
+    await page.goto(`${base}/ui/machines/${MAC_IMAGE}`);
+    const reset = page.locator("form", { hasText: "Reset this machine's disk" });
+    await reset.locator("input[name=token]").fill(TOKEN);
+    await reset.locator("button").click();
+    await page.waitForURL(new RegExp(`/ui/machines/${encodeURIComponent(MAC_IMAGE)}$`));
+    await page.locator("#timeline tr", { hasText: "ui-reset-disk" }).waitFor();
+    assert.ok(!existsSync(overlay), "the disk was discarded");
     await page.close();
   });
 });

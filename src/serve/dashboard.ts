@@ -146,6 +146,13 @@ export class Dashboard {
       await this.#pinAction(req, res, decodeURIComponent(pin[1]));
       return true;
     }
+    const reset = /^\/ui\/machines\/([^/]+)\/reset-disk$/.exec(path);
+    if (reset && req.method === "POST") {
+      const mac = macFromQuery(decodeURIComponent(reset[1]));
+      if (!mac) throw new HttpError(404, `"${reset[1]}" is not a MAC address`);
+      await this.#resetDiskAction(req, res, mac);
+      return true;
+    }
     if (req.method !== "GET" && req.method !== "HEAD") return false;
     if (path === "/metrics") {
       send(
@@ -208,7 +215,10 @@ export class Dashboard {
       const mac = macFromQuery(decodeURIComponent(m[1]));
       if (!mac) throw new HttpError(404, `"${m[1]}" is not a MAC address`);
       const row = this.#s.machineRows().find((r) => r.mac === mac);
-      send(res, 200, machinePage(mac, row, this.#s.events.events({ mac })), htmlType);
+      // The disk of the image entry it boots can be reset when write actions are on.
+      const next = row ? this.#s.config.entries.get(row.next.entry) : undefined;
+      const resettable = this.#s.config.ui.write && next?.kind === "image" ? next.name : null;
+      send(res, 200, machinePage(mac, row, this.#s.events.events({ mac }), resettable), htmlType);
       return;
     }
     if (path === "/ui/catalog") {
@@ -348,47 +358,107 @@ export class Dashboard {
     return view;
   }
 
-  /** POST /ui/images/ENTRY/pin: roll an image entry back to a release (or to the latest). */
-  async #pinAction(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
-    const refuse = (status: number, message: string): void => {
-      this.#s.log.warn({ entry: name, ip: clientIp(req), reason: message }, "write action refused");
-      send(
-        res,
-        status,
-        page(
-          "Refused",
-          "/ui/images",
-          html`<h1>Refused</h1>
-            <p class="bad">${message}</p>
-            <p><a href="/ui/images">Back to the images</a></p>`,
-        ),
-        "text/html; charset=utf-8",
-      );
-    };
+  /** A refused write action: a page saying why (and a log line). */
+  #refuse(
+    req: IncomingMessage,
+    res: ServerResponse,
+    back: string,
+    status: number,
+    message: string,
+  ): void {
+    this.#s.log.warn({ url: req.url, ip: clientIp(req), reason: message }, "write action refused");
+    send(
+      res,
+      status,
+      page(
+        "Refused",
+        back,
+        html`<h1>Refused</h1>
+          <p class="bad">${message}</p>
+          <p><a href="${back}">Back</a></p>`,
+      ),
+      "text/html; charset=utf-8",
+    );
+  }
+
+  /** The form of a write action when write actions are on and its token is right; else null. */
+  async #authorized(
+    req: IncomingMessage,
+    res: ServerResponse,
+    back: string,
+  ): Promise<URLSearchParams | null> {
     const body = await readBody(req, 4096).catch(() => null);
-    if (body === null) return refuse(413, "The form is too large.");
+    if (body === null) {
+      this.#refuse(req, res, back, 413, "The form is too large.");
+      return null;
+    }
     if (!this.#s.config.ui.write || !this.#s.config.ui.token) {
-      return refuse(403, "Write actions are off on this server (ui.write in the configuration).");
+      this.#refuse(
+        req,
+        res,
+        back,
+        403,
+        "Write actions are off on this server (ui.write in the configuration).",
+      );
+      return null;
     }
     const form = new URLSearchParams(body);
     if (!sameSecret(form.get("token") ?? "", this.#s.config.ui.token)) {
-      return refuse(403, "Wrong or missing token.");
+      this.#refuse(req, res, back, 403, "Wrong or missing token.");
+      return null;
     }
+    return form;
+  }
+
+  /** POST /ui/images/ENTRY/pin: roll an image entry back to a release (or to the latest). */
+  async #pinAction(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
+    const back = "/ui/images";
+    const form = await this.#authorized(req, res, back);
+    if (!form) return;
     const entry = this.#s.config.entries.get(name);
     const images = this.#s.images();
-    if (entry?.kind !== "image" || !images) return refuse(404, `No image entry ${name}.`);
+    if (entry?.kind !== "image" || !images) {
+      return this.#refuse(req, res, back, 404, `No image entry ${name}.`);
+    }
     const release = form.get("release") ?? "";
     if (release === "latest") {
       await images.setPin(entry, null);
     } else {
       const known = (await this.#listing(entry)).some((r) => r.digest === release);
       if (!/^[0-9a-f]{64}$/.test(release) || !known) {
-        return refuse(400, `${release} is not a release of ${entry.image.source} in its store.`);
+        return this.#refuse(
+          req,
+          res,
+          back,
+          400,
+          `${release} is not a release of ${entry.image.source} in its store.`,
+        );
       }
       await images.setPin(entry, release);
     }
     this.#s.record({ stage: "ui-pin", entry: name, ip: clientIp(req), detail: release });
-    res.writeHead(303, { Location: "/ui/images" }).end();
+    res.writeHead(303, { Location: back }).end();
+  }
+
+  /** POST /ui/machines/MAC/reset-disk: discard the machine's disk for the image it boots. */
+  async #resetDiskAction(req: IncomingMessage, res: ServerResponse, mac: string): Promise<void> {
+    const back = `/ui/machines/${encodeURIComponent(mac)}`;
+    const form = await this.#authorized(req, res, back);
+    if (!form) return;
+    const entry = this.#s.config.entries.get(form.get("entry") ?? "");
+    const images = this.#s.images();
+    if (entry?.kind !== "image" || !images) {
+      return this.#refuse(req, res, back, 404, `No image entry ${form.get("entry") ?? ""}.`);
+    }
+    const had = await images.resetDisk(entry, mac);
+    this.#s.record({
+      stage: "ui-reset-disk",
+      mac,
+      entry: entry.name,
+      ip: clientIp(req),
+      detail: had ? "disk discarded" : "no disk to discard",
+    });
+    res.writeHead(303, { Location: back }).end();
   }
 
   /** Families read from the servers' own counters at scrape time. */

@@ -2,9 +2,9 @@
 // mirror set → the server's shared chunk cache → chunked device) and exports it over NBD to
 // each machine through a copy-on-write overlay of its own: fresh every boot (`ephemeral`) or
 // kept per MAC across boots (`per-machine`).
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { CowDevice } from "../block/cow-device.ts";
 import { openDeviceStack } from "../block/open-stack.ts";
 import type { DeviceStack } from "../block/open-stack.ts";
@@ -154,8 +154,8 @@ export class ImageExports {
     const name = ImageExports.exportName(entry.name, mac);
     this.#owners.set(name, plainAddress(address) ?? address);
     const { stack, trace } = await this.base(entry);
-    const dir = join(this.#o.stateDir, "overlays", entry.name);
-    const path = join(dir, `${mac.replace(/:/g, "-")}.cow`);
+    const path = this.#overlayPath(entry, mac);
+    const dir = dirname(path);
     const existing = this.#overlays.get(name);
     if (existing && entry.disk === "per-machine") return existing.then(() => name);
     if (existing) {
@@ -186,6 +186,27 @@ export class ImageExports {
           : (remote) => plainAddress(remote) === this.#owners.get(name),
     });
     return name;
+  }
+
+  #overlayPath(entry: ImageEntry, mac: string): string {
+    return join(this.#o.stateDir, "overlays", entry.name, `${mac.replace(/:/g, "-")}.cow`);
+  }
+
+  /**
+   * Discards a machine's disk (its copy-on-write overlay): its next boot starts from the image
+   * as published. A machine still running on it loses its disk. Resolves with whether it had one.
+   */
+  async resetDisk(entry: ImageEntry, mac: string): Promise<boolean> {
+    const name = ImageExports.exportName(entry.name, mac);
+    const path = this.#overlayPath(entry, mac);
+    const existing = this.#overlays.get(name);
+    this.#overlays.delete(name);
+    this.#o.nbd.removeExport(name);
+    await (await existing?.catch(() => null))?.close();
+    const had = existing !== undefined || existsSync(path);
+    await rm(path, { force: true });
+    this.#log.info({ entry: entry.name, mac, overlay: path, had }, "machine disk reset");
+    return had;
   }
 
   has(name: string): boolean {

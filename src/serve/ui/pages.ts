@@ -142,7 +142,18 @@ export function machinePage(
   mac: string,
   machine: MachineRow | undefined,
   events: BootEvent[],
+  /** The image entry whose disk (overlay) this machine may reset from here, if any. */
+  resettable: string | null = null,
 ): string {
+  const reset = resettable
+    ? html`<h2>Disk</h2>
+        <p>
+          The machine boots image entry ${code(resettable)}. Resetting discards what it wrote to its
+          disk; its next boot starts from the image as published (a machine still running loses its
+          disk).
+        </p>
+        ${writeForm(`/ui/machines/${encodeURIComponent(mac)}/reset-disk`, { entry: resettable }, "Reset this machine's disk")}`
+    : "";
   const details = machine
     ? html`<dl>
         <dt>MAC</dt>
@@ -183,7 +194,7 @@ export function machinePage(
     `Machine ${mac}`,
     "/ui/machines",
     html`<h1>Machine <span class="mono">${mac}</span></h1>
-      ${details}
+      ${details} ${reset}
       <h2>Boot timeline</h2>
       <p id="live" class="live" aria-live="polite">${events.length} event(s).</p>
       ${table(
@@ -313,19 +324,19 @@ export interface IsoView {
   size: number | null;
 }
 
-/** A write action's form: the token and one hidden value. */
-function pinForm(entry: string, release: string, label: string): Html {
-  return html`<form
-    class="inline"
-    method="post"
-    action="/ui/images/${encodeURIComponent(entry)}/pin"
-  >
-    <input type="hidden" name="release" value="${release}" />
+/** A write action's form: hidden fields, the token, a button. */
+function writeForm(action: string, hidden: Record<string, string>, label: string): Html {
+  return html`<form class="inline" method="post" action="${action}">
+    ${Object.entries(hidden).map(([k, v]) => html`<input type="hidden" name="${k}" value="${v}" />`)}
     <label
       >Token <input type="password" name="token" autocomplete="off" required size="10"
     /></label>
     <button type="submit">${label}</button>
   </form>`;
+}
+
+function pinForm(entry: string, release: string, label: string): Html {
+  return writeForm(`/ui/images/${encodeURIComponent(entry)}/pin`, { release }, label);
 }
 
 function releaseRows(v: ImageView, write: boolean): Html[] {
