@@ -1,14 +1,14 @@
 // One conformance suite, run against every block backend and layer (like hono's shared router
 // suite): the same reads, writes and extent queries must give the same answers everywhere.
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { OutOfRangeError } from "../src/block/block-device.ts";
 import type { BlockDevice } from "../src/block/block-device.ts";
-import { openChunkCache } from "../src/block/chunk-cache.ts";
+import { ChunkCache, openChunkCache } from "../src/block/chunk-cache.ts";
 import { StoreChunkFetcher } from "../src/block/chunk-fetcher.ts";
 import type { ChunkFetcher } from "../src/block/chunk-fetcher.ts";
 import { ChunkedDevice } from "../src/block/chunked-device.ts";
@@ -246,6 +246,49 @@ describe("block device conformance", () => {
     });
     assert.equal(other.stats.cachedBytes, 0);
     await other.close();
+  });
+
+  it("block caches share the chunk cache's quota: least recently used data goes first, a cache in use is never evicted", async (t) => {
+    const f = await fixture(t);
+    const B = 64 * 1024;
+    const dir = join(f.dir, "cache");
+    const space = new ChunkCache(dir, { quotaBytes: 8 * B });
+    // Two chunks of incompressible bytes (about one block each), the oldest data.
+    for (let i = 0; i < 2; i++) {
+      const bytes = randomBytes(B);
+      await space.put({ id: createHash("sha256").update(bytes).digest("hex"), size: B }, bytes);
+    }
+    assert.equal(space.chunkCount, 2);
+    const open = async (identity: string): Promise<RangeCacheDevice> =>
+      RangeCacheDevice.open(await FileDevice.open(f.image), join(dir, "iso"), identity, {
+        blockSize: B,
+        space,
+      });
+    const a = await open("iso-a");
+    await a.read(0, 4 * B);
+    await a.close();
+    assert.deepEqual(space.blockCaches, { bytes: 4 * B, count: 1 });
+    const b = await open("iso-b");
+    assert.ok((await b.read(4 * B, 4 * B)).equals(f.data.subarray(4 * B, 8 * B)));
+    // The chunks were least recently used: they went, "iso-a" stayed.
+    assert.equal(space.chunkCount, 0);
+    assert.deepEqual(space.blockCaches, { bytes: 8 * B, count: 2 });
+    assert.ok(space.totalBytes <= space.quotaBytes);
+    await b.read(8 * B, 2 * B);
+    // "iso-a" (closed) was evicted whole, its folder removed.
+    assert.equal(existsSync(a.dir), false, "the unused block cache was evicted");
+    assert.deepEqual(space.blockCaches, { bytes: 6 * B, count: 1 });
+    // More than the quota for the one cache in use: served right, not kept, never evicted.
+    const more = await b.read(10 * B, 4 * B);
+    assert.ok(more.equals(f.data.subarray(10 * B, 14 * B)));
+    assert.equal(b.stats.unkeptBytes, 4 * B);
+    assert.ok(space.totalBytes <= space.quotaBytes, `${space.totalBytes} > quota`);
+    assert.ok(existsSync(join(b.dir, "data")));
+    await b.close();
+    // After a restart the folder's scan counts the block cache on disk.
+    const again = new ChunkCache(dir, { quotaBytes: 8 * B });
+    assert.deepEqual(again.blockCaches, { bytes: 6 * B, count: 1 });
+    assert.equal(again.totalBytes, 6 * B);
   });
 
   it("copy-on-write: the base is never written, the overlay persists, deleting it resets", async (t) => {

@@ -5,6 +5,9 @@
 // the folder never holds more than the quota (a chunk bigger than the whole quota is served but
 // not cached). Chunks are re-verified on every read from disk: a corrupted cache file is
 // dropped and fetched again, never served.
+// The block caches of images read by Range (ISO/ and RAW/: ISOs and raw disks by URL) live in
+// the same folder and count against the same quota, each as one LRU entry: a block cache not in
+// use is evicted whole; one in use is never evicted (its new blocks are then served uncached).
 import {
   mkdirSync,
   readdirSync,
@@ -14,7 +17,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from "node:fs";
-import { readFile, rename, unlink, utimes, writeFile } from "node:fs/promises";
+import { readFile, rename, rm, unlink, utimes, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { constants, zstdCompress } from "node:zlib";
@@ -70,6 +73,21 @@ export function readCacheSettings(dir: string): {
 interface Entry {
   bytes: number;
   touchedMs: number;
+  /** A block cache folder (its key is the folder's path), not a chunk. */
+  folder?: true;
+}
+
+/** The sub-folders of a cache folder that hold block caches (see range-cache-device.ts). */
+export const BLOCK_CACHE_ROOTS = ["iso", "raw"];
+
+/** Disk space for block caches, shared with the chunks of one cache folder under its quota. */
+export interface CacheSpace {
+  /** Folder `dir` is in use and holds `bytes` now: counted, never evicted until released. */
+  hold(dir: string, bytes: number): void;
+  release(dir: string): void;
+  /** Makes room for `bytes` more in `dir` (evicting least recently used data); false if full. */
+  reserve(dir: string, bytes: number): Promise<boolean>;
+  readonly quotaBytes: number;
 }
 
 /** The chunk store inside a cache folder. */
@@ -77,7 +95,7 @@ export function cacheChunksDir(dir: string): string {
   return join(dir, "chunks");
 }
 
-export class ChunkCache {
+export class ChunkCache implements CacheSpace {
   readonly dir: string;
   readonly quotaBytes: number;
   readonly stats: CacheStats = { ...EMPTY_STATS };
@@ -85,6 +103,10 @@ export class ChunkCache {
   readonly #entries = new Map<string, Entry>();
   #pinned = new Set<string>();
   #totalBytes = 0;
+  #folderBytes = 0;
+  #folderCount = 0;
+  /** Block cache folders in use, with how many users each. */
+  readonly #held = new Map<string, number>();
   readonly #log: Logger;
   readonly #writing = new Map<string, Promise<void>>();
 
@@ -143,10 +165,42 @@ export class ChunkCache {
         found.push([id, { bytes: st.size, touchedMs: st.mtimeMs }]);
       }
     }
+    for (const sub of BLOCK_CACHE_ROOTS) {
+      let names: string[];
+      try {
+        names = readdirSync(join(this.dir, sub));
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const folder = join(this.dir, sub, name);
+        let touchedMs: number;
+        try {
+          touchedMs = statSync(join(folder, "identity")).mtimeMs;
+        } catch {
+          continue; // not a block cache (remembered sources, extracted files)
+        }
+        let bytes = 0;
+        try {
+          const data = statSync(join(folder, "data"));
+          bytes = data.blocks * 512; // what the sparse file takes on disk
+          touchedMs = Math.max(touchedMs, data.mtimeMs);
+        } catch {
+          // opened, nothing cached yet
+        }
+        found.push([folder, { bytes, touchedMs, folder: true }]);
+      }
+    }
     found.sort((a, b) => a[1].touchedMs - b[1].touchedMs);
-    for (const [id, e] of found) {
-      this.#entries.set(id, e);
-      this.#totalBytes += e.bytes;
+    for (const [id, e] of found) this.#add(id, e);
+  }
+
+  #add(key: string, e: Entry): void {
+    this.#entries.set(key, e);
+    this.#totalBytes += e.bytes;
+    if (e.folder) {
+      this.#folderBytes += e.bytes;
+      this.#folderCount++;
     }
   }
 
@@ -155,11 +209,47 @@ export class ChunkCache {
   }
 
   get chunkCount(): number {
-    return this.#entries.size;
+    return this.#entries.size - this.#folderCount;
+  }
+
+  /** Bytes and number of the block caches (ISOs, raw images by URL) in the folder. */
+  get blockCaches(): { bytes: number; count: number } {
+    return { bytes: this.#folderBytes, count: this.#folderCount };
   }
 
   has(id: string): boolean {
-    return this.#entries.has(id);
+    const e = this.#entries.get(id);
+    return e !== undefined && !e.folder;
+  }
+
+  hold(dir: string, bytes: number): void {
+    const key = resolve(dir);
+    this.#held.set(key, (this.#held.get(key) ?? 0) + 1);
+    this.#forget(key); // re-added as most recently used, with the size its owner reports
+    this.#add(key, { bytes, touchedMs: Date.now(), folder: true });
+  }
+
+  release(dir: string): void {
+    const key = resolve(dir);
+    const n = (this.#held.get(key) ?? 1) - 1;
+    if (n > 0) this.#held.set(key, n);
+    else this.#held.delete(key);
+  }
+
+  async reserve(dir: string, bytes: number): Promise<boolean> {
+    const key = resolve(dir);
+    if (!(await this.#reserve(bytes))) return false;
+    let e = this.#entries.get(key);
+    if (!e) {
+      e = { bytes: 0, touchedMs: Date.now(), folder: true };
+      this.#add(key, e);
+    }
+    // #reserve counted the bytes in the total already.
+    e.bytes += bytes;
+    this.#folderBytes += bytes;
+    this.#entries.delete(key);
+    this.#entries.set(key, e);
+    return true;
   }
 
   /** Chunks that eviction must never remove (the current release's boot profile). */
@@ -203,6 +293,10 @@ export class ChunkCache {
     if (!e) return;
     this.#entries.delete(id);
     this.#totalBytes -= e.bytes;
+    if (e.folder) {
+      this.#folderBytes -= e.bytes;
+      this.#folderCount--;
+    }
   }
 
   /**
@@ -213,16 +307,22 @@ export class ChunkCache {
   async #reserve(bytes: number): Promise<boolean> {
     if (bytes > this.quotaBytes) return false;
     const victims: string[] = [];
-    for (const id of this.#entries.keys()) {
+    const folders: string[] = [];
+    for (const [id, e] of this.#entries) {
       if (this.#totalBytes + bytes <= this.quotaBytes) break;
-      if (this.#pinned.has(id) || this.#writing.has(id)) continue;
+      if (this.#pinned.has(id) || this.#writing.has(id) || this.#held.has(id)) continue;
       this.#forget(id);
       this.stats.evictions++;
-      victims.push(this.#path(id));
+      if (e.folder) folders.push(id);
+      else victims.push(this.#path(id));
     }
     const fits = this.#totalBytes + bytes <= this.quotaBytes;
     if (fits) this.#totalBytes += bytes;
-    await Promise.all(victims.map((p) => unlink(p).catch(() => undefined)));
+    if (folders.length) this.#log.info({ folders }, "evicted block caches not in use");
+    await Promise.all([
+      ...victims.map((p) => unlink(p).catch(() => undefined)),
+      ...folders.map((d) => rm(d, { recursive: true, force: true }).catch(() => undefined)),
+    ]);
     return fits;
   }
 

@@ -158,6 +158,10 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
         ? await openCachedUrl(source, join(options.cache, "raw"), {
             offline: options.offline,
             logger: log,
+            space: openChunkCache(options.cache, {
+              quotaBytes: options.cacheQuotaBytes,
+              logger: log,
+            }),
           })
         : await openRawDevice(source);
     // The overlay of a cached URL is bound to its content's identity (ETag), not only its name.

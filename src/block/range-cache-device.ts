@@ -3,9 +3,11 @@
 // so a re-boot or the next machine reads them locally. A cached block is checked against its
 // hash once per run and fetched again when its bytes no longer match: it is never served.
 // The cache belongs to the source's identity (URL, size, ETag or Last-Modified): a file
-// replaced on the server starts a fresh cache.
+// replaced on the server starts a fresh cache. With a CacheSpace (the chunk cache of the same
+// folder) it keeps to that folder's quota: space is reserved before blocks are written, and
+// when the quota is full of data in use, blocks are served without being kept.
 import { createHash } from "node:crypto";
-import { mkdir, open, readFile, rm, truncate, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rm, truncate, utimes, writeFile } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { silentLogger } from "../log.ts";
@@ -13,6 +15,7 @@ import type { Logger } from "../log.ts";
 import { isErrno, writeFileAtomic } from "../store/local-store.ts";
 import { BlockIoError, checkRange, dataExtent, ReadOnlyError } from "./block-device.ts";
 import type { BlockDevice, Extent } from "./block-device.ts";
+import type { CacheSpace } from "./chunk-cache.ts";
 import { HttpDevice } from "./http-device.ts";
 
 const RECORD = 4 + 32;
@@ -26,6 +29,8 @@ export interface RangeCacheStats {
   cachedBytes: number;
   /** Cached blocks that failed their check and were fetched again. */
   repaired: number;
+  /** Bytes fetched but not kept: the cache's quota was full of data in use. */
+  unkeptBytes: number;
 }
 
 export interface RangeCacheOptions {
@@ -33,6 +38,8 @@ export interface RangeCacheOptions {
   /** Never read the source: a block not in the cache is an I/O error naming what is missing. */
   offline?: boolean;
   logger?: Logger;
+  /** The quota this cache counts against (else it is unbounded). */
+  space?: CacheSpace;
 }
 
 const sha256 = (b: Uint8Array): Buffer => createHash("sha256").update(b).digest();
@@ -50,6 +57,7 @@ export class RangeCacheDevice implements BlockDevice {
     fetchedBytes: 0,
     cachedBytes: 0,
     repaired: 0,
+    unkeptBytes: 0,
   };
   readonly #next: BlockDevice;
   readonly #data: FileHandle;
@@ -59,6 +67,8 @@ export class RangeCacheDevice implements BlockDevice {
   readonly #pending = new Map<number, Promise<Buffer>>();
   readonly #offline: boolean;
   readonly #logger: Logger;
+  readonly #space: CacheSpace | null;
+  #warnedFull = false;
 
   private constructor(
     next: BlockDevice,
@@ -81,6 +91,8 @@ export class RangeCacheDevice implements BlockDevice {
     this.#offline = options.offline ?? false;
     this.#logger = options.logger ?? silentLogger;
     this.stats.cachedBytes = [...hashes.keys()].reduce((n, b) => n + this.#blockLength(b), 0);
+    this.#space = options.space ?? null;
+    this.#space?.hold(dir, this.stats.cachedBytes);
   }
 
   /** The cache folder of a source's identity under `root`. */
@@ -108,6 +120,10 @@ export class RangeCacheDevice implements BlockDevice {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
       await writeFile(idPath, expected);
+    } else {
+      // Its last use, for the least-recently-used order of the folder's quota.
+      const now = new Date();
+      await utimes(idPath, now, now).catch(() => undefined);
     }
     const hashes = new Map<number, Buffer>();
     const blocks = Math.ceil(next.size / blockSize);
@@ -205,6 +221,19 @@ export class RangeCacheDevice implements BlockDevice {
         hash.copy(record, 4);
         records.push(record);
       }
+      let fresh = 0;
+      for (let b = start; b < end; b++) if (!this.#hashes.has(b)) fresh += this.#blockLength(b);
+      if (this.#space && fresh > 0 && !(await this.#space.reserve(this.dir, fresh))) {
+        this.stats.unkeptBytes += length;
+        if (!this.#warnedFull) {
+          this.#warnedFull = true;
+          this.#logger.warn(
+            { cache: this.dir, quotaBytes: this.#space.quotaBytes },
+            "the cache quota is full of data in use: blocks of this image are served but not kept; raise the quota (--cache-quota) or free the cache",
+          );
+        }
+        return blocks;
+      }
       await this.#data.write(data, 0, data.length, start * B);
       // The log entry after the data: a block in the log has its bytes written (or fails the
       // check and is fetched again).
@@ -265,6 +294,7 @@ export class RangeCacheDevice implements BlockDevice {
     await Promise.allSettled([...this.#pending.values()]);
     await this.#data.close();
     await this.#log.close();
+    this.#space?.release(this.dir);
     await this.#next.close();
   }
 }
@@ -277,7 +307,7 @@ export class RangeCacheDevice implements BlockDevice {
 export async function openCachedUrl(
   url: string,
   root: string,
-  options: { offline?: boolean; logger?: Logger } = {},
+  options: { offline?: boolean; logger?: Logger; space?: CacheSpace } = {},
 ): Promise<RangeCacheDevice> {
   const remembered = join(
     root,
@@ -288,7 +318,10 @@ export async function openCachedUrl(
     const http = await HttpDevice.open(url);
     const identity = `${url}\n${http.size}\n${http.validator ?? ""}`;
     await writeFileAtomic(remembered, identity);
-    return RangeCacheDevice.open(http, root, identity, { logger: options.logger });
+    return RangeCacheDevice.open(http, root, identity, {
+      logger: options.logger,
+      space: options.space,
+    });
   }
   const identity = await readFile(remembered, "utf8").catch(() => {
     throw new BlockIoError(
@@ -302,5 +335,9 @@ export async function openCachedUrl(
     read: () => Promise.reject(new BlockIoError("offline")),
     close: () => Promise.resolve(),
   };
-  return RangeCacheDevice.open(nothing, root, identity, { logger: options.logger, offline: true });
+  return RangeCacheDevice.open(nothing, root, identity, {
+    logger: options.logger,
+    space: options.space,
+    offline: true,
+  });
 }

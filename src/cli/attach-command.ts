@@ -8,20 +8,7 @@ import { NbdServer, nbdUri, parseListen } from "../nbd/server.ts";
 import { openImage } from "../store/source.ts";
 import type { TrustPolicy } from "../store/trust.ts";
 import { formatBytes } from "./format.ts";
-import { collect } from "./options.ts";
-
-/** Parses 10G, 512M, 1048576. */
-export function parseBytes(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)([KMGT]?)(i?B)?$/i.exec(text.trim());
-  if (!m)
-    throw new Error(
-      `Cannot parse size "${text}": expected a number with an optional K, M, G or T suffix`,
-    );
-  const unit = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[
-    m[2].toUpperCase() as "" | "K" | "M" | "G" | "T"
-  ];
-  return Math.round(Number(m[1]) * unit);
-}
+import { collect, parseBytes } from "./options.ts";
 
 interface AttachFlags {
   store: string[];
@@ -152,6 +139,7 @@ export function registerAttachCommands(program: Command, trust: TrustFactory): v
           dir: c.dir,
           bytes: c.totalBytes,
           chunks: c.chunkCount,
+          blockCaches: c.blockCaches,
           quotaBytes: c.quotaBytes,
           quotaConfigured: readCacheSettings(c.dir).quotaBytes !== undefined,
           hits: t.hits,
@@ -186,7 +174,7 @@ export function registerAttachCommands(program: Command, trust: TrustFactory): v
         if (opts.json) console.log(JSON.stringify(report, null, 2));
         else {
           console.log(
-            `Cache ${c.dir}: ${formatBytes(c.totalBytes)} in ${c.chunkCount} chunks, quota ${formatBytes(c.quotaBytes)}`,
+            `Cache ${c.dir}: ${formatBytes(c.totalBytes)} in ${c.chunkCount} chunks${c.blockCaches.count ? ` and ${c.blockCaches.count} ISO/raw block caches (${formatBytes(c.blockCaches.bytes)})` : ""}, quota ${formatBytes(c.quotaBytes)}`,
           );
           console.log(
             `  ${t.hits} hits, ${t.misses} misses${lookups ? ` (hit rate ${((100 * t.hits) / lookups).toFixed(1)}%)` : ""}, ${t.evictions} evictions`,

@@ -13,7 +13,8 @@ import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import type { Command } from "commander";
-import { cacheCoverage } from "../block/chunk-cache.ts";
+import { cacheCoverage, openChunkCache } from "../block/chunk-cache.ts";
+import type { ChunkCache } from "../block/chunk-cache.ts";
 import { COW_BLOCK_SIZE, CowDevice } from "../block/cow-device.ts";
 import { openDeviceStack, openRawDevice } from "../block/open-stack.ts";
 import type { DeviceStack } from "../block/open-stack.ts";
@@ -30,7 +31,7 @@ import { isUrl } from "../store/store-reader.ts";
 import { UsageError } from "../store/errors.ts";
 import type { TrustFactory } from "./attach-command.ts";
 import { formatBytes } from "./format.ts";
-import { collect, positiveInt } from "./options.ts";
+import { collect, parseBytes, positiveInt } from "./options.ts";
 import { runVm } from "./qemu-vm.ts";
 import type { VmOptions, VmResult } from "./qemu-vm.ts";
 
@@ -39,6 +40,7 @@ const execFileAsync = promisify(execFile);
 interface RunFlags {
   store: string[];
   cache: string;
+  cacheQuota?: string;
   disk?: string;
   diskSize: string;
   fresh?: boolean;
@@ -57,6 +59,14 @@ interface RunFlags {
   trust: string[];
   insecure?: boolean;
   state?: string;
+}
+
+/** The quota of the cache folder, shared by its chunks and ISO blocks. */
+function cacheSpace(opts: RunFlags, log: Logger): ChunkCache {
+  return openChunkCache(opts.cache, {
+    quotaBytes: opts.cacheQuota ? parseBytes(opts.cacheQuota) : undefined,
+    logger: log,
+  });
 }
 
 function defaultCache(): string {
@@ -102,6 +112,10 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
     .argument("<source>", "NAME[@REV] from --store, a raw image or ISO file, or an http(s) URL")
     .option("--store <dir|url>", "store to read from; repeat for mirrors", collect, [])
     .option("--cache <dir>", "chunk and ISO cache (re-runs boot from it)", defaultCache())
+    .option(
+      "--cache-quota <size>",
+      "cache size limit, chunks and ISO blocks together, e.g. 20G (default 10G, or what the cache was given before)",
+    )
     .option("--disk <file>", "the VM's copy-on-write disk file (default: in the cache folder)")
     .option("--fresh", "start the disk file over (discard what the VM wrote)")
     .option(
@@ -164,7 +178,11 @@ async function runCdrom(
   log: Logger,
 ): Promise<void> {
   const device = isUrl(source)
-    ? await openCachedUrl(source, join(opts.cache, "iso"), { offline: opts.offline, logger: log })
+    ? await openCachedUrl(source, join(opts.cache, "iso"), {
+        offline: opts.offline,
+        logger: log,
+        space: cacheSpace(opts, log),
+      })
     : await FileDevice.open(source, { readOnly: true });
   const stats = device instanceof RangeCacheDevice ? device.stats : null;
   const work = mkdtempSync(join(tmpdir(), "inetboot-run-"));
@@ -219,6 +237,7 @@ async function runImage(
   const stack: DeviceStack = await openDeviceStack(source, {
     stores: opts.store,
     cache: opts.cache,
+    cacheQuotaBytes: opts.cacheQuota ? parseBytes(opts.cacheQuota) : undefined,
     offline: opts.offline,
     policy: trust(opts, true),
     logger: log,
@@ -345,6 +364,7 @@ async function runIso(
   try {
     iso = await LiveIso.open(source, {
       cacheDir: join(opts.cache, "iso"),
+      space: cacheSpace(opts, log),
       cmdline: `{recipe} ${opts.cmdline}`,
       offline: opts.offline,
       logger: log,

@@ -11,6 +11,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { BlockDevice } from "../block/block-device.ts";
 import { FileDevice } from "../block/file-device.ts";
+import type { CacheSpace } from "../block/chunk-cache.ts";
 import { openCachedUrl, RangeCacheDevice } from "../block/range-cache-device.ts";
 import { hashFile } from "../http/file-cache.ts";
 import { deviceStream, sendRanges } from "../http/send-file.ts";
@@ -33,6 +34,8 @@ export interface LiveIsoOptions {
   cmdline?: string;
   /** Use only what the cache holds. */
   offline?: boolean;
+  /** The quota an ISO by URL counts against (the chunk cache of the folder above cacheDir). */
+  space?: CacheSpace;
   logger?: Logger;
 }
 
@@ -125,6 +128,7 @@ export class LiveIso {
       const cached = await openCachedUrl(source, options.cacheDir, {
         offline: options.offline,
         logger: log,
+        space: options.space,
       }).catch((err: Error) => {
         throw new LiveIsoError(err.message);
       });

@@ -5,6 +5,7 @@ import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { basename, join } from "node:path";
+import { openChunkCache } from "../block/chunk-cache.ts";
 import { buildNbdOverlay, nbdOverlayCmdline, nbdRootCmdline } from "../boot/nbd-overlay.ts";
 import { firmwareKey } from "../dhcp/firmware.ts";
 import { LeaseDb } from "../dhcp/leases.ts";
@@ -675,6 +676,7 @@ export class BootServer {
     if (!p) {
       p = LiveIso.open(entry.iso, {
         cacheDir: join(this.config.cacheDir, "iso"),
+        space: openChunkCache(this.config.cacheDir, { logger: this.#log }),
         family: entry.recipe,
         kernel: entry.kernel,
         initrd: entry.initrd,

@@ -313,6 +313,7 @@ export class Dashboard {
       dir: this.#s.config.cacheDir,
       bytes: cache?.totalBytes ?? null,
       chunks: cache?.chunkCount ?? null,
+      blockCaches: cache?.blockCaches ?? null,
       quotaBytes: cache?.quotaBytes ?? null,
       hits: cache?.stats.hits ?? 0,
       misses: cache?.stats.misses ?? 0,

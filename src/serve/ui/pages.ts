@@ -437,6 +437,8 @@ export interface CacheView {
   dir: string;
   bytes: number | null;
   chunks: number | null;
+  /** ISO and raw image block caches in the same folder and quota. */
+  blockCaches: { bytes: number; count: number } | null;
   quotaBytes: number | null;
   hits: number;
   misses: number;
@@ -458,6 +460,7 @@ export interface CacheView {
     fetchedBytes: number;
     cachedBytes: number;
     repaired: number;
+    unkeptBytes: number;
   }[];
 }
 
@@ -502,19 +505,21 @@ export function cachePage(v: CacheView): string {
         <td class="num">${i.hits}</td>
         <td class="num">${i.misses}</td>
         <td class="num">${i.repaired}</td>
+        <td class="num">${i.unkeptBytes ? formatBytes(i.unkeptBytes) : "—"}</td>
       </tr>`,
   );
   return page(
     "Cache and mirrors",
     "/ui/cache",
     html`<h1>Cache and mirrors</h1>
-      <h2>Chunk cache</h2>
+      <h2>Cache</h2>
       <dl>
         <dt>Folder</dt>
         <dd>${code(v.dir)}</dd>
         <dt>Size</dt>
         <dd>
           ${v.bytes === null ? "— (no image opened yet)" : `${formatBytes(v.bytes)} in ${v.chunks ?? 0} chunks`}
+          ${v.blockCaches?.count ? `and ${v.blockCaches.count} ISO or raw image block caches (${formatBytes(v.blockCaches.bytes)} of it)` : ""}
         </dd>
         <dt>Quota</dt>
         <dd>${v.quotaBytes === null ? "—" : formatBytes(v.quotaBytes)}</dd>
@@ -545,7 +550,7 @@ export function cachePage(v: CacheView): string {
       ${
         isos.length
           ? html`<h2>ISO block caches</h2>
-              ${table(["Entry", "Cached", "Fetched", "Blocks read from cache", "Blocks fetched", "Repaired"], isos, { empty: "" })}`
+              ${table(["Entry", "Cached", "Fetched", "Blocks read from cache", "Blocks fetched", "Repaired", "Not kept (quota full)"], isos, { empty: "" })}`
           : ""
       }`,
   );
