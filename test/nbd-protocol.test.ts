@@ -6,6 +6,7 @@ import { connect } from "node:net";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import type { TestContext } from "node:test";
 import { FileDevice } from "../src/block/file-device.ts";
 import { decodeProfile } from "../src/block/profile.ts";
 import * as P from "../src/nbd/protocol.ts";
@@ -14,13 +15,20 @@ import { startAttach } from "./attach.ts";
 import { inetbootOk, tempDir, textLike } from "./helpers.ts";
 import { TestNbdClient } from "./nbd-client.ts";
 
+/** A file device closed when the test ends (the server does not own its exports' devices). */
+async function openDevice(t: TestContext, path: string): Promise<FileDevice> {
+  const device = await FileDevice.open(path);
+  t.after(() => device.close());
+  return device;
+}
+
 describe("NBD server robustness", () => {
   it("answers bad requests with errors and keeps the connection usable", async (t) => {
     const dir = tempDir(t);
     const data = randomBytes(1 << 20);
     writeFileSync(join(dir, "d.img"), data);
     const server = new NbdServer({
-      exports: [{ name: "ro", device: await FileDevice.open(join(dir, "d.img")) }],
+      exports: [{ name: "ro", device: await openDevice(t, join(dir, "d.img")) }],
       maxRequestBytes: 256 * 1024,
     });
     const sock = join(dir, "s.sock");
@@ -69,7 +77,7 @@ describe("NBD server robustness", () => {
     const dir = tempDir(t);
     writeFileSync(join(dir, "d.img"), textLike(1 << 20));
     const server = new NbdServer({
-      exports: [{ name: "", device: await FileDevice.open(join(dir, "d.img")) }],
+      exports: [{ name: "", device: await openDevice(t, join(dir, "d.img")) }],
     });
     const sock = join(dir, "s.sock");
     await server.listen({ path: sock });
@@ -105,7 +113,7 @@ describe("NBD exports that belong to one machine each", () => {
     t.after(() => server.close());
     server.setExport({
       name: "debian-52-54-00-00-00-01",
-      device: await FileDevice.open(join(dir, "d.img")),
+      device: await openDevice(t, join(dir, "d.img")),
     });
     await assert.rejects(TestNbdClient.connect(sock, ""), /NBD_OPT_GO failed: 6/);
     await assert.rejects(
@@ -129,7 +137,7 @@ describe("NBD server limits and transports", () => {
     writeFileSync(join(dir, "d.img"), Buffer.alloc(64 << 20));
     const limit = 4 << 20;
     const server = new NbdServer({
-      exports: [{ name: "", device: await FileDevice.open(join(dir, "d.img")) }],
+      exports: [{ name: "", device: await openDevice(t, join(dir, "d.img")) }],
       maxInFlightPerConnection: limit,
     });
     const sock = join(dir, "s.sock");
