@@ -186,6 +186,11 @@ export class RangeCacheDevice implements BlockDevice {
         b = end - 1;
       }
     }
+    if (first === last) {
+      // Within one block (a reader going block by block): no copy.
+      const block = await parts[0];
+      return block.subarray(offset - first * B, offset - first * B + length);
+    }
     const blocks = await Promise.all(parts);
     const out = Buffer.allocUnsafe(length);
     for (let i = 0; i < blocks.length; i++) {
