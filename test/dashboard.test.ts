@@ -317,5 +317,31 @@ default: menu
     await page.locator("#timeline tr", { hasText: "ui-reset-disk" }).waitFor();
     assert.ok(!existsSync(overlay), "the disk was discarded");
     await page.close();
+
+    // Guessing the token: after five wrong ones in a minute the address is refused for the rest
+    // of it, even with the right token.
+    const post = (token: string) =>
+      run("ip", [
+        "netns",
+        "exec",
+        lan.server,
+        "curl",
+        "-s",
+        "-D",
+        "-",
+        "--data",
+        `release=latest&token=${token}`,
+        `http://${lan.serverAddress}:8080/ui/images/tiny/pin`,
+      ]).then((r) => r.stdout);
+    const statuses: string[] = [];
+    for (let i = 0; i < 12 && !statuses.includes("429"); i++) {
+      statuses.push(/^HTTP\/1\.1 (\d+)/.exec(await post(`guess-${i}-xxxxxxxx`))?.[1] ?? "");
+    }
+    assert.ok(statuses.length <= 6, `refused only after ${statuses.join(" ")}`);
+    assert.deepEqual(new Set(statuses), new Set(["403", "429"]));
+    const blocked = await post(TOKEN);
+    assert.match(blocked, /^HTTP\/1\.1 429/);
+    assert.match(blocked, /^Retry-After: \d+/im);
+    assert.match(blocked, /Too many wrong tokens/);
   });
 });

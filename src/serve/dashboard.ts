@@ -25,7 +25,7 @@ import { loadTrustedKeys } from "../store/trust.ts";
 import type { TftpServer } from "../tftp/server.ts";
 import type { Entry, ServeConfig } from "./config.ts";
 import type { EventInput, EventLog } from "./events.ts";
-import { clientIp, HttpError, macFromQuery, send } from "./http-util.ts";
+import { clientIp, FailureLimiter, HttpError, macFromQuery, send } from "./http-util.ts";
 import type { ImageExports } from "./image-exports.ts";
 import { family, renderFamilies } from "./metrics.ts";
 import type { Family, Metrics } from "./metrics.ts";
@@ -132,6 +132,8 @@ async function cachedOffline(
 export class Dashboard {
   readonly #s: DashboardSources;
   /** Store listings for the images page, kept for 30 s. */
+  /** Wrong tokens per address: five a minute, then refused for the rest of it. */
+  readonly #guesses = new FailureLimiter();
   readonly #listings = new Map<string, { at: number; p: Promise<ListedRelease[]> }>();
 
   constructor(sources: DashboardSources) {
@@ -403,8 +405,22 @@ export class Dashboard {
       );
       return null;
     }
+    const ip = clientIp(req);
+    const wait = this.#guesses.blockedFor(ip);
+    if (wait > 0) {
+      res.setHeader("Retry-After", Math.ceil(wait / 1000));
+      this.#refuse(
+        req,
+        res,
+        back,
+        429,
+        `Too many wrong tokens from ${ip}: try again in ${Math.ceil(wait / 1000)} s.`,
+      );
+      return null;
+    }
     const form = new URLSearchParams(body);
     if (!sameSecret(form.get("token") ?? "", this.#s.config.ui.token)) {
+      this.#guesses.failed(ip);
       this.#refuse(req, res, back, 403, "Wrong or missing token.");
       return null;
     }

@@ -34,3 +34,53 @@ export function macFromQuery(value: string | null): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * Counts failed attempts (wrong tokens) per client address: after `limit` failures within
+ * `windowMs` the address is refused until the window since its first failure has passed, even
+ * with the right secret, so a token cannot be guessed at network speed. Bounded memory: expired
+ * addresses are dropped, and at most `maxAddresses` are tracked (the oldest go first).
+ */
+export class FailureLimiter {
+  readonly limit: number;
+  readonly windowMs: number;
+  readonly #now: () => number;
+  readonly #maxAddresses: number;
+  readonly #failures = new Map<string, { count: number; since: number }>();
+
+  constructor(
+    options: { limit?: number; windowMs?: number; now?: () => number; maxAddresses?: number } = {},
+  ) {
+    this.limit = options.limit ?? 5;
+    this.windowMs = options.windowMs ?? 60_000;
+    this.#now = options.now ?? Date.now;
+    this.#maxAddresses = options.maxAddresses ?? 10_000;
+  }
+
+  /** Milliseconds until `ip` may try again; 0 when it may now. */
+  blockedFor(ip: string): number {
+    const f = this.#failures.get(ip);
+    if (!f) return 0;
+    const left = f.since + this.windowMs - this.#now();
+    if (left <= 0) {
+      this.#failures.delete(ip);
+      return 0;
+    }
+    return f.count >= this.limit ? left : 0;
+  }
+
+  failed(ip: string): void {
+    const now = this.#now();
+    const f = this.#failures.get(ip);
+    if (f && now - f.since < this.windowMs) {
+      f.count++;
+      return;
+    }
+    this.#failures.delete(ip);
+    if (this.#failures.size >= this.#maxAddresses) {
+      const oldest = this.#failures.keys().next().value;
+      if (oldest !== undefined) this.#failures.delete(oldest);
+    }
+    this.#failures.set(ip, { count: 1, since: now });
+  }
+}
