@@ -1,5 +1,5 @@
 // Live ISOs booted by URL, end to end: ISOs with the layouts of Ubuntu (casper), Debian live
-// (live-boot) and Fedora (dracut), made by xorriso around the host's Debian kernel and a test
+// (live-boot), Fedora (dracut) and Arch (archiso, with a microcode initrd first), made by xorriso around the host's Debian kernel and a test
 // initramfs, sit on nginx in the server's namespace. `inetboot serve` reads them by Range,
 // extracts kernel and initrd, and QEMU boots each through its iPXE ROM. The initramfs checks the
 // command line the recipe gave it, fetches the ISO or squashfs URL from inetboot (whole, then
@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { writeCpio } from "../src/boot/cpio.ts";
 import { hostKernel } from "./debian-rootfs.ts";
 import { requireTool, tempDir, textLike } from "./helpers.ts";
 import { makeIso } from "./iso-maker.ts";
@@ -26,19 +27,21 @@ const FETCH = `for p in $(cat /proc/cmdline); do
     url=*) U="\${p#url=}"; F=casper ;;
     fetch=*) U="\${p#fetch=}"; F=live-boot ;;
     root=live:*) U="\${p#root=live:}"; F=dracut ;;
+    archiso_http_srv=*) U="\${p#archiso_http_srv=}arch/x86_64/airootfs.sfs"; F=archiso ;;
   esac
 done
+[ -f /ucode-marker ] && UC=yes || UC=no
 if wget -q -O /tmp/got "$U"; then
   head -c 100000 /tmp/got > /tmp/part
   wget -q -c -O /tmp/part "$U" && cmp -s /tmp/got /tmp/part && R=resumed || R=broken
-  echo "ISO-FETCH family=$F url=$U sha256=$(sha256sum /tmp/got | cut -d' ' -f1) size=$(wc -c < /tmp/got) range=$R END"
+  echo "ISO-FETCH family=$F url=$U sha256=$(sha256sum /tmp/got | cut -d' ' -f1) size=$(wc -c < /tmp/got) range=$R ucode=$UC END"
 else
   echo "ISO-FETCH-FAILED url=$U"
 fi
 `;
 
 describe("live ISOs by URL, booted in QEMU through iPXE", { timeout: 900_000 }, () => {
-  it("casper, live-boot and dracut layouts boot and fetch what their recipe names from inetboot", async (t) => {
+  it("casper, live-boot, dracut and archiso layouts boot and fetch what their recipe names from inetboot", async (t) => {
     if (!requireNetns(t) || !requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
     if (!requireTool(t, "nginx", "nginx-light")) return;
     const kit = hostKernel(t);
@@ -85,8 +88,23 @@ describe("live ISOs by URL, booted in QEMU through iPXE", { timeout: 900_000 }, 
         ["-R", "-J"],
         "Fedora-Live.iso",
       ),
+      arch: await makeIso(
+        t,
+        web,
+        {
+          "arch/boot/x86_64/vmlinuz-linux": kernel,
+          "arch/boot/x86_64/initramfs-linux.img": initrd,
+          // Loaded before the main initrd, as archiso's microcode images are.
+          "arch/boot/amd-ucode.img": writeCpio([
+            { type: "file", path: "ucode-marker", data: "INETBOOT-UCODE\n" },
+          ]),
+          "arch/x86_64/airootfs.sfs": payload,
+        },
+        ["-R", "-J"],
+        "archlinux-x86_64.iso",
+      ),
     };
-    if (!isos.ubuntu || !isos.debian || !isos.fedora) return;
+    if (!isos.ubuntu || !isos.debian || !isos.fedora || !isos.arch) return;
 
     const lan = createLan(t);
     const tap = lan.addTap();
@@ -102,6 +120,7 @@ describe("live ISOs by URL, booted in QEMU through iPXE", { timeout: 900_000 }, 
       ubuntu: "52:54:00:00:15:01",
       debian: "52:54:00:00:15:02",
       fedora: "52:54:00:00:15:03",
+      arch: "52:54:00:00:15:04",
     };
     const config = join(dir, "serve.yaml");
     writeFileSync(
@@ -115,6 +134,7 @@ entries:
   ubuntu: { iso: "http://127.0.0.1:8090/ubuntu.iso", cmdline: "{recipe} console=ttyS0 panic=-1" }
   debian: { iso: "http://127.0.0.1:8090/debian-live.iso", cmdline: "{recipe} console=ttyS0 panic=-1" }
   fedora: { iso: "http://127.0.0.1:8090/Fedora-Live.iso", cmdline: "{recipe} console=ttyS0 panic=-1" }
+  arch: { iso: "http://127.0.0.1:8090/archlinux-x86_64.iso", cmdline: "{recipe} console=ttyS0 panic=-1" }
 machines:
 ${Object.entries(macs)
   .map(([entry, mac]) => `  - { match: { mac: "${mac}" }, boot: ${entry} }`)
@@ -143,6 +163,12 @@ default: local
         data: payload,
         cmdline: /root=live:\S+ rd\.live\.image rd\.neednet=1 ip=dhcp console=ttyS0/,
       },
+      arch: {
+        family: "archiso",
+        url: `${base}/arch/tree/arch/x86_64/airootfs.sfs`,
+        data: payload,
+        cmdline: /archisobasedir=arch archiso_http_srv=\S+\/tree\/ ip=dhcp console=ttyS0/,
+      },
     };
     for (const [entry, want] of Object.entries(expected)) {
       const out = await bootUntil(
@@ -151,19 +177,29 @@ default: local
         240_000,
         { netns: lan.server },
       );
-      const got = /ISO-FETCH family=(\S+) url=(\S+) sha256=(\w+) size=(\d+) range=(\w+) END/.exec(
-        out,
-      );
+      const got =
+        /ISO-FETCH family=(\S+) url=(\S+) sha256=(\w+) size=(\d+) range=(\w+) ucode=(\w+) END/.exec(
+          out,
+        );
       assert.ok(got, `${entry}: the guest did not fetch its URL:\n${out.slice(-3000)}`);
       assert.match(out, want.cmdline, `${entry}: command line`);
       assert.deepEqual(
-        { family: got[1], url: got[2], sha256: got[3], size: Number(got[4]), range: got[5] },
+        {
+          family: got[1],
+          url: got[2],
+          sha256: got[3],
+          size: Number(got[4]),
+          range: got[5],
+          ucode: got[6],
+        },
         {
           family: want.family,
           url: want.url,
           sha256: sha256(want.data),
           size: want.data.length,
           range: "resumed",
+          // Only archiso has a microcode initrd; it must come first and be kept.
+          ucode: entry === "arch" ? "yes" : "no",
         },
         entry,
       );
