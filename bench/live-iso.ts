@@ -8,7 +8,15 @@
 // Reports seconds, MB/s and bytes at the origin. Not a timed test.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BootServer } from "../src/serve/boot-server.ts";
@@ -20,14 +28,34 @@ import { spawnWanProxy, TEST_WAN } from "../test/wan-proxy.ts";
 
 const WAN_PORT = 8191;
 
-/** GETs `url` to the end; seconds and bytes. */
+/**
+ * GETs `url` to the end with curl (a process of its own, as a booting machine is: the client's
+ * work never competes with the server's event loop); seconds and bytes as curl counts them.
+ */
 async function download(url: string): Promise<{ seconds: number; bytes: number }> {
-  const started = performance.now();
-  const res = await fetch(url);
-  if (!res.ok || !res.body) throw new Error(`GET ${url}: ${res.status}`);
-  let bytes = 0;
-  for await (const chunk of res.body) bytes += (chunk as Uint8Array).length;
-  return { seconds: (performance.now() - started) / 1000, bytes };
+  const r = await runOk("curl", [
+    "-sS",
+    "--fail",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{time_total} %{size_download}",
+    url,
+  ]);
+  const [seconds, bytes] = r.stdout.trim().split(" ").map(Number);
+  return { seconds, bytes };
+}
+
+/** The fastest of `n` downloads of each URL, taken in turns (short runs on loopback are noisy). */
+async function bestOf(n: number, urls: string[]): Promise<{ seconds: number; bytes: number }[]> {
+  const best: { seconds: number; bytes: number }[] = [];
+  for (let i = 0; i < n; i++) {
+    for (const [k, url] of urls.entries()) {
+      const r = await download(url);
+      if (!best[k] || r.seconds < best[k].seconds) best[k] = r;
+    }
+  }
+  return best;
 }
 
 const mbps = (r: { seconds: number; bytes: number }): number => r.bytes / 1e6 / r.seconds;
@@ -88,9 +116,10 @@ export async function benchLiveIso(): Promise<string> {
     const c = await download(`${base}/iso/live/live.iso`);
     const cOrigin = originBytes() - before - b.origin;
     console.error("(d) inetboot, the whole ISO again (cached) vs nginx on loopback…");
-    const d = await download(`${base}/iso/live/live.iso`);
+    // The peer reads the same file under another name, so the origin's count stays inetboot's.
+    linkSync(iso, join(dir, "www", "peer.iso"));
+    const [d, peer] = await bestOf(5, [`${base}/iso/live/live.iso`, `${nginx.url}peer.iso`]);
     const dOrigin = originBytes() - before - b.origin - cOrigin;
-    const peer = await download(`${nginx.url}live.iso`);
     const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
     return [
       `## live ISO by URL: a ${mb(size)} casper ISO on nginx behind ${TEST_WAN.delayMs * 2} ms RTT / ${TEST_WAN.rateMbit} Mbit/s`,
@@ -100,13 +129,13 @@ export async function benchLiveIso(): Promise<string> {
       `| (a) curl: download the whole ISO before booting | ${a.seconds.toFixed(1)} | ${mbps(a).toFixed(1)} | ${mb(a.bytes)} |`,
       `| (b) inetboot: kernel + initrd extracted by Range, served (the boot can start) | ${b.seconds.toFixed(1)} | ${mbps(b).toFixed(1)} | ${mb(b.origin)} |`,
       `| (c) inetboot: the whole ISO to the booted system (url=), cold except (b)'s blocks | ${c.seconds.toFixed(1)} | ${mbps(c).toFixed(1)} | ${mb(cOrigin)} |`,
-      `| (d) inetboot: the whole ISO again, every block cached | ${d.seconds.toFixed(1)} | ${mbps(d).toFixed(1)} | ${mb(dOrigin)} |`,
-      `| nginx serving the ISO file on loopback (peer of (d)) | ${peer.seconds.toFixed(1)} | ${mbps(peer).toFixed(1)} | — |`,
+      `| (d) inetboot: the whole ISO again, every block cached (best of 5) | ${d.seconds.toFixed(1)} | ${mbps(d).toFixed(1)} | ${mb(dOrigin)} |`,
+      `| nginx serving the ISO file on loopback (peer of (d), best of 5) | ${peer.seconds.toFixed(1)} | ${mbps(peer).toFixed(1)} | — |`,
       "",
       `- time until the machine can boot, (b)/(a): ${(b.seconds / a.seconds).toFixed(2)} (kernel and initrd are ${((100 * b.bytes) / size).toFixed(0)}% of the ISO)`,
       `- cold streaming through inetboot vs curl from the origin, (c)/(a) MB/s: ${(mbps(c) / mbps(a)).toFixed(2)}`,
       `- cached serving vs nginx, (d)/nginx MB/s: ${(mbps(d) / mbps(peer)).toFixed(2)}`,
-      `- origin bytes for (b)+(c)+(d): ${mb(b.origin + cOrigin + dOrigin)} for a ${mb(size)} ISO served twice`,
+      `- origin bytes for (b)+(c)+(d): ${mb(b.origin + cOrigin + dOrigin)} for a ${mb(size)} ISO served seven times`,
     ].join("\n");
   } finally {
     await server?.stop();
