@@ -2,10 +2,12 @@
 // marker through a private NBD export with a growing disk file; the second run fetches no
 // chunk and sees what the first wrote; --offline boots from the cache alone (origin stopped) and
 // says what is missing when the cache cannot boot. A live ISO by URL boots through its recipe,
-// the guest fetching the ISO from inetboot's local HTTP server; re-run offline.
+// the guest fetching the ISO from inetboot's local HTTP server; re-run offline. --console on a
+// real terminal (a pty made by script(1)): keys reach the guest, Ctrl-] stops the VM.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { copyFileSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
@@ -15,9 +17,9 @@ import {
   packTree,
   PERSIST_MARKER,
 } from "./debian-rootfs.ts";
-import { inetboot, requireFile, requireTool, tempDir } from "./helpers.ts";
+import { CLI, inetboot, requireFile, requireTool, tempDir } from "./helpers.ts";
 import { makeIso } from "./iso-maker.ts";
-import { busyboxStatic, networkMarkerInitrd } from "./marker-initrd.ts";
+import { busyboxStatic, markerInitrd, networkMarkerInitrd } from "./marker-initrd.ts";
 import { accessLogRequests, startNginxProcess } from "./nginx.ts";
 
 const sha256 = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
@@ -205,5 +207,73 @@ wget -q -O /tmp/iso "$U" && echo "RUN-ISO sha256=$(sha256sum /tmp/iso | cut -d' 
     assert.equal(offline.code, 0, offline.stderr);
     assert.match(offline.stdout, /console +iPXE initialising devices/);
     assert.match(offline.stdout, /network +0 B fetched/);
+  });
+
+  it("--console on a terminal: keys go to the guest raw, Ctrl-] stops the VM, the terminal is restored", async (t) => {
+    if (!requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
+    if (!requireTool(t, "script", "bsdutils")) return;
+    const kit = hostKernel(t);
+    const busybox = busyboxStatic(t);
+    if (!kit || !busybox) return;
+    const dir = tempDir(t);
+    const initrd = join(dir, "tty.cpio");
+    writeFileSync(
+      initrd,
+      markerInitrd(
+        busybox,
+        "INETBOOT-TTY",
+        `echo TYPE-A-LINE; read line; echo "GOT:[$line]"; sleep 600`,
+      ),
+    );
+    const blank = join(dir, "blank.img");
+    writeFileSync(blank, Buffer.alloc(1 << 20));
+    const command = [
+      process.execPath,
+      CLI,
+      "run",
+      blank,
+      "--cache",
+      join(dir, "cache"),
+      "--memory",
+      "256",
+      "--kernel",
+      kit.kernel,
+      "--initrd",
+      initrd,
+      "--cmdline",
+      "'console=ttyS0 panic=-1'",
+      "--console",
+    ].join(" ");
+    // script(1) runs the command on a new pty: stdin is a terminal, as for a user.
+    const child = spawn(
+      "script",
+      [
+        "-qefc",
+        `${command} && echo "MODE:$(stty -a | tr ' ;' '\\n\\n' | grep -x -- '-*icanon')"`,
+        "/dev/null",
+      ],
+      { stdio: ["pipe", "pipe", "pipe"] },
+    );
+    t.after(() => child.kill("SIGKILL"));
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+    const waitFor = async (re: RegExp, what: string): Promise<void> => {
+      for (let i = 0; i < 1200 && !re.test(out); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.match(out, re, `${what}:\n${out.slice(-2000)}`);
+    };
+    await waitFor(/TYPE-A-LINE/, "the guest did not ask for a line");
+    await new Promise((r) => setTimeout(r, 300)); // the guest is in read
+    child.stdin.write("hello world\r");
+    await waitFor(/GOT:\[hello world\]/, "the typed line did not reach the guest");
+    // Ctrl-] leaves; on a terminal not in raw mode it would wait in the line buffer.
+    child.stdin.write("\x1d");
+    const code = await Promise.race([
+      exited,
+      new Promise<string>((r) => setTimeout(() => r("still running"), 20_000)),
+    ]);
+    assert.equal(code, 0, out.slice(-2000));
+    assert.match(out, /MODE:icanon/, "the terminal was left in raw mode");
   });
 });
