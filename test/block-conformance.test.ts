@@ -240,6 +240,18 @@ describe("block device conformance", () => {
     assert.ok((await off.read(0, 5 * B)).equals(f.data.subarray(0, 5 * B)));
     await assert.rejects(off.read(6 * B, 10), /not in the cache .*offline/);
     await off.close();
+    // A damaged block whose source now sends other bytes under the same identity: refused.
+    const again = readFileSync(dataPath);
+    again[3 * B] ^= 0xff;
+    writeFileSync(dataPath, again);
+    const changed = Buffer.from(f.data);
+    changed[3 * B + 1] ^= 0xff;
+    writeFileSync(f.image, changed);
+    const c = await open();
+    await assert.rejects(c.read(3 * B, 10), /other bytes for block 3 .*same ETag/);
+    assert.ok((await c.read(B, 10)).equals(f.data.subarray(B, B + 10)), "other blocks still read");
+    await c.close();
+    writeFileSync(f.image, f.data);
     // Another identity (the file changed on the server) starts empty.
     const other = await RangeCacheDevice.open(await FileDevice.open(f.image), root, "id-2", {
       blockSize: B,

@@ -65,6 +65,8 @@ export class RangeCacheDevice implements BlockDevice {
   readonly #hashes: Map<number, Buffer>;
   readonly #verified = new Set<number>();
   readonly #pending = new Map<number, Promise<Buffer>>();
+  /** Hashes of damaged blocks being fetched again: the source must send the same bytes. */
+  readonly #repairing = new Map<number, Buffer>();
   readonly #offline: boolean;
   readonly #logger: Logger;
   readonly #space: CacheSpace | null;
@@ -221,6 +223,14 @@ export class RangeCacheDevice implements BlockDevice {
         const block = data.subarray((b - start) * B, (b - start) * B + this.#blockLength(b));
         blocks.push(block);
         const hash = sha256(block);
+        const before = this.#repairing.get(b);
+        if (before && !before.equals(hash)) {
+          // Same identity (URL, size, ETag), other bytes: the cache's earlier copy is what was
+          // checked (and perhaps verified whole), so the new bytes are not taken.
+          throw new BlockIoError(
+            `the source sent other bytes for block ${b} (offset ${b * B}) than when it was cached, under the same ETag; refusing them (delete ${this.dir} to start over)`,
+          );
+        }
         const record = Buffer.alloc(RECORD);
         record.writeUInt32LE(b, 0);
         hash.copy(record, 4);
@@ -247,6 +257,7 @@ export class RangeCacheDevice implements BlockDevice {
         if (!this.#hashes.has(b)) this.stats.cachedBytes += this.#blockLength(b);
         this.#hashes.set(b, records[b - start].subarray(4));
         this.#verified.add(b);
+        this.#repairing.delete(b);
       }
       return blocks;
     })();
@@ -280,6 +291,7 @@ export class RangeCacheDevice implements BlockDevice {
       "a cached block does not match its hash; fetching it again",
     );
     this.stats.repaired++;
+    if (expected) this.#repairing.set(block, expected);
     this.#hashes.delete(block);
     this.#verified.delete(block);
     this.stats.cachedBytes -= length;
