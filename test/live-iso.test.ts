@@ -4,8 +4,9 @@
 // ISO refused with the reason, unknown layouts explained, overrides honoured.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
-import { request } from "node:http";
+import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, request } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
@@ -188,6 +189,81 @@ default: odd
     assert.ok(initrd.equals(INITRD));
     const wrong = await (await get(`${base}/ipxe/entry/wrong-family?mac=${MAC}`)).text();
     assert.match(wrong, /not a dracut layout/);
+  });
+
+  it("sha256: the whole ISO is checked before any machine boots it; a slow check makes iPXE wait and ask again", async (t) => {
+    const dir = tempDir(t);
+    const iso = await makeIso(t, join(dir, "www"), casperFiles(), ["-R", "-J"], "ubuntu.iso");
+    if (!iso) return;
+    const nginx = await startNginx(t, join(dir, "www"));
+    if (!nginx) return;
+    // The origin behind a proxy that holds every response back 2 s: opening and checking the
+    // ISO takes longer than a boot script request waits.
+    const slow = createServer((req, res) => {
+      setTimeout(() => {
+        const up = request(
+          `${nginx.url}${(req.url ?? "/").slice(1)}`,
+          { method: req.method, headers: req.headers },
+          (r) => {
+            res.writeHead(r.statusCode ?? 502, r.headers);
+            r.pipe(res);
+          },
+        );
+        up.on("error", () => res.destroy());
+        req.pipe(up);
+      }, 2000);
+    });
+    await new Promise<void>((r) => slow.listen(0, "127.0.0.1", r));
+    t.after(() => slow.close());
+    const slowUrl = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/ubuntu.iso`;
+    const right = sha256(readFileSync(iso));
+    const wrong = "ab".repeat(32);
+    const base = await serve(
+      t,
+      dir,
+      `cache: { dir: ${dir}/cache }
+entries:
+  good: { iso: "${slowUrl}", sha256: ${right.toUpperCase()} }
+  bad: { iso: "${nginx.url}ubuntu.iso", sha256: ${wrong} }
+default: good
+`,
+    );
+    const first = await (await get(`${base}/ipxe/entry/good?mac=${MAC}`)).text();
+    assert.match(first, /(opening|checking) good's ISO/, first);
+    assert.match(
+      first,
+      /\nsleep 5\nchain --replace --autofree http:\/\/\S+\/ipxe\/entry\/good\?mac=/,
+    );
+    let script = first;
+    for (let i = 0; i < 40 && !/\nkernel /.test(script); i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      script = await (await get(`${base}/ipxe/entry/good?mac=${MAC}`)).text();
+    }
+    assert.match(script, /boot=casper url=/, script);
+    const markers = readdirSync(join(dir, "cache", "iso"))
+      .map((d) => join(dir, "cache", "iso", d, "verified-sha256"))
+      .filter((f) => existsSync(f));
+    assert.deepEqual(
+      markers.map((f) => readFileSync(f, "utf8").trim()),
+      [right],
+    );
+
+    const bad = await (await get(`${base}/ipxe/entry/bad?mac=${MAC}`)).text();
+    assert.ok(bad.includes(`has SHA-256 ${right}, not the ${wrong} it was given`), bad);
+    assert.match(bad, /refusing to boot it/);
+    assert.match(bad, /\nshell\n/);
+    assert.equal((await get(`${base}/files/bad/kernel`)).status, 502);
+
+    // sha256 belongs to iso entries and is 64 hex digits.
+    const path = join(dir, "check.yaml");
+    writeFileSync(
+      path,
+      `entries:\n  k: { kernel: /vmlinuz, sha256: ${right} }\n  i: { iso: /x.iso, sha256: nothex }\n`,
+    );
+    const r = await inetboot(["serve", "--config", path, "--check"]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /check\.yaml:2.*sha256 is for iso entries/);
+    assert.match(r.stderr, /check\.yaml:3.*expected 64 hex digits/);
   });
 
   it("rejects a bad recipe name in the config with the file and line", async (t) => {

@@ -153,8 +153,17 @@ wget -q -O /tmp/iso "$U" && echo "RUN-ISO sha256=$(sha256sum /tmp/iso | cut -d' 
         "300",
         ...extra,
       ]);
+    // A wrong --sha256 stops before the VM starts, naming both hashes.
+    const isoSha = sha256(readFileSync(iso));
+    const wrong = await run(["--sha256", "0".repeat(64)]);
+    assert.notEqual(wrong.code, 0);
+    assert.ok(
+      wrong.stderr.includes(`has SHA-256 ${isoSha}, not the ${"0".repeat(64)}`),
+      wrong.stderr,
+    );
+    assert.doesNotMatch(wrong.stdout, /RUN-ISO/);
     const disk = join(dir, "install.qcow2");
-    const first = await run(["--disk", disk, "--disk-size", "8G"]);
+    const first = await run(["--disk", disk, "--disk-size", "8G", "--sha256", isoSha]);
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stdout, new RegExp(`RUN-ISO sha256=${sha256(readFileSync(iso))} END`));
     // The guest got a growing disk to install to: 8G as it sees it, a few hundred KiB here.
@@ -163,7 +172,7 @@ wget -q -O /tmp/iso "$U" && echo "RUN-ISO sha256=$(sha256sum /tmp/iso | cut -d' 
     assert.match(first.stdout, /recipe +casper: \/casper\/vmlinuz \/casper\/initrd/);
     assert.match(first.stdout, /url=http:\/\/10\.0\.2\.2:\d+\/iso\/live\.iso/);
     nginx.stop();
-    const offline = await run(["--offline"]);
+    const offline = await run(["--offline", "--sha256", isoSha]);
     assert.equal(offline.code, 0, offline.stderr);
     assert.match(offline.stdout, new RegExp(`RUN-ISO sha256=${sha256(readFileSync(iso))} END`));
     assert.match(offline.stdout, /network +0 B fetched/);

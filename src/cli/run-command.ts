@@ -12,6 +12,7 @@ import type { AddressInfo } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { InvalidArgumentError } from "commander";
 import type { Command } from "commander";
 import { cacheCoverage, openChunkCache } from "../block/chunk-cache.ts";
 import type { ChunkCache } from "../block/chunk-cache.ts";
@@ -21,9 +22,9 @@ import type { DeviceStack } from "../block/open-stack.ts";
 import { profileChunks, readProfile } from "../block/profile.ts";
 import type { ProfileEntry } from "../block/profile.ts";
 import { TraceDevice } from "../block/trace-device.ts";
-import { FileDevice } from "../block/file-device.ts";
-import { openCachedUrl, RangeCacheDevice } from "../block/range-cache-device.ts";
-import { LiveIso, LiveIsoError } from "../iso/live-iso.ts";
+import { RangeCacheDevice } from "../block/range-cache-device.ts";
+import { LiveIso, LiveIsoError, openIsoDevice } from "../iso/live-iso.ts";
+import type { LiveIsoOptions } from "../iso/live-iso.ts";
 import { createLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import { NbdServer } from "../nbd/server.ts";
@@ -31,6 +32,7 @@ import { isUrl } from "../store/store-reader.ts";
 import { UsageError } from "../store/errors.ts";
 import type { TrustFactory } from "./attach-command.ts";
 import { formatBytes } from "./format.ts";
+import { createProgressBar } from "./progress.ts";
 import { collect, parseBytes, positiveInt } from "./options.ts";
 import { runVm } from "./qemu-vm.ts";
 import type { VmOptions, VmResult } from "./qemu-vm.ts";
@@ -41,6 +43,7 @@ interface RunFlags {
   store: string[];
   cache: string;
   cacheQuota?: string;
+  sha256?: string;
   disk?: string;
   diskSize: string;
   fresh?: boolean;
@@ -59,6 +62,27 @@ interface RunFlags {
   trust: string[];
   insecure?: boolean;
   state?: string;
+}
+
+/** Where an ISO is cached and how it is checked; a progress bar while it is checked whole. */
+function isoOptions(opts: RunFlags, log: Logger): LiveIsoOptions {
+  const bar = createProgressBar({ enabled: true, label: "Checking the ISO's sha256" });
+  return {
+    cacheDir: join(opts.cache, "iso"),
+    space: cacheSpace(opts, log),
+    offline: opts.offline,
+    sha256: opts.sha256,
+    onVerifyProgress: (done, total) => {
+      bar.update(done, total, "");
+      if (done === total) bar.done();
+    },
+    logger: log,
+  };
+}
+
+function sha256Hex(value: string): string {
+  if (!/^[0-9a-f]{64}$/i.test(value)) throw new InvalidArgumentError("expected 64 hex digits");
+  return value.toLowerCase();
 }
 
 /** The quota of the cache folder, shared by its chunks and ISO blocks. */
@@ -131,6 +155,11 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
     .option("--cmdline <text>", "kernel command line (added to an ISO recipe's)", "console=ttyS0")
     .option("--offline", "never use the network; say what is missing if the cache cannot boot")
     .option(
+      "--sha256 <hex>",
+      "an ISO's SHA-256 as its publisher lists it: the whole ISO is checked before it boots (once per cached copy)",
+      sha256Hex,
+    )
+    .option(
       "--cdrom",
       "boot an ISO from its own boot record as a CD-ROM (the default when no live-system recipe fits)",
     )
@@ -158,6 +187,11 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
         timeoutSeconds: opts.timeout,
       };
       if (await isIso(source, opts.offline === true)) return runIso(source, opts, vm, log);
+      if (opts.sha256) {
+        throw new UsageError(
+          "--sha256 is for ISOs; a disk image's releases are checked by their signature (--trust)",
+        );
+      }
       return runImage(source, opts, vm, trust, log);
     });
 }
@@ -177,13 +211,7 @@ async function runCdrom(
   drives: string[],
   log: Logger,
 ): Promise<void> {
-  const device = isUrl(source)
-    ? await openCachedUrl(source, join(opts.cache, "iso"), {
-        offline: opts.offline,
-        logger: log,
-        space: cacheSpace(opts, log),
-      })
-    : await FileDevice.open(source, { readOnly: true });
+  const { device } = await openIsoDevice(source, isoOptions(opts, log));
   const stats = device instanceof RangeCacheDevice ? device.stats : null;
   const work = mkdtempSync(join(tmpdir(), "inetboot-run-"));
   const socket = join(work, "nbd.sock");
@@ -363,11 +391,8 @@ async function runIso(
   let iso: LiveIso;
   try {
     iso = await LiveIso.open(source, {
-      cacheDir: join(opts.cache, "iso"),
-      space: cacheSpace(opts, log),
+      ...isoOptions(opts, log),
       cmdline: `{recipe} ${opts.cmdline}`,
-      offline: opts.offline,
-      logger: log,
     });
   } catch (err) {
     // No live-system recipe (another OS, an installer, a rescue ISO): boot it from its own

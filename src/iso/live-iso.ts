@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, readFile, realpath, rename, rm, stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { BlockDevice } from "../block/block-device.ts";
@@ -36,7 +36,105 @@ export interface LiveIsoOptions {
   offline?: boolean;
   /** The quota an ISO by URL counts against (the chunk cache of the folder above cacheDir). */
   space?: CacheSpace;
+  /** The whole ISO's SHA-256 (as its publisher lists it): checked before anything is served. */
+  sha256?: string;
+  /** Bytes hashed so far while the whole ISO is checked against `sha256`. */
+  onVerifyProgress?: (done: number, total: number) => void;
   logger?: Logger;
+}
+
+/**
+ * The bytes of an ISO: a local file, or a URL through the block cache under `cacheDir`; with
+ * `sha256`, checked whole before it is returned (the check is remembered for the cached copy).
+ */
+export async function openIsoDevice(
+  source: string,
+  options: Pick<
+    LiveIsoOptions,
+    "cacheDir" | "offline" | "space" | "sha256" | "onVerifyProgress" | "logger"
+  >,
+): Promise<{ device: BlockDevice; identity: string }> {
+  const log = options.logger ?? silentLogger;
+  let device: BlockDevice;
+  let identity: string;
+  if (/^https?:\/\//i.test(source)) {
+    const cached = await openCachedUrl(source, options.cacheDir, {
+      offline: options.offline,
+      logger: log,
+      space: options.space,
+    }).catch((err: Error) => {
+      throw new LiveIsoError(err.message);
+    });
+    identity = cached.identity;
+    device = cached;
+  } else {
+    const path = await realpath(source).catch(() => {
+      throw new LiveIsoError(`${source} does not exist`);
+    });
+    const st = await stat(path);
+    identity = `${path}\n${st.size}\n${st.mtimeMs}`;
+    device = await FileDevice.open(path, { readOnly: true });
+  }
+  if (options.sha256) {
+    const key = sha(identity).slice(0, 32);
+    await verifyWholeIso(device, options.sha256, {
+      source,
+      // Beside the blocks it vouches for: evicted with them, so refetched blocks are checked
+      // whole again.
+      marker: join(
+        device instanceof RangeCacheDevice ? device.dir : join(options.cacheDir, "files", key),
+        "verified-sha256",
+      ),
+      onProgress: options.onVerifyProgress,
+      logger: log,
+    }).catch(async (err: unknown) => {
+      await device.close();
+      throw err;
+    });
+  }
+  return { device, identity };
+}
+
+/**
+ * Checks that `device` (a whole ISO) has SHA-256 `expected`, reading it all (through its cache,
+ * which keeps it). A match is remembered in `marker` for this ISO's identity, so later runs
+ * rely on the block cache's own per-block hashes instead of reading it all again.
+ */
+export async function verifyWholeIso(
+  device: BlockDevice,
+  expected: string,
+  options: {
+    source: string;
+    marker: string;
+    onProgress?: (done: number, total: number) => void;
+    logger?: Logger;
+  },
+): Promise<void> {
+  const want = expected.toLowerCase();
+  const remembered = await readFile(options.marker, "utf8").catch(() => "");
+  if (remembered.trim() === want) return;
+  const started = Date.now();
+  const hash = createHash("sha256");
+  let done = 0;
+  if (device.size > 0) {
+    for await (const piece of deviceStream(device, 0, device.size - 1, { piece: 4 << 20 })) {
+      hash.update(piece as Buffer);
+      done += (piece as Buffer).length;
+      options.onProgress?.(done, device.size);
+    }
+  }
+  const actual = hash.digest("hex");
+  if (actual !== want) {
+    throw new LiveIsoError(
+      `${options.source} has SHA-256 ${actual}, not the ${want} it was given: it is not the ISO that was published (or the sha256 is wrong); refusing to boot it`,
+    );
+  }
+  await mkdir(dirname(options.marker), { recursive: true });
+  await writeFileAtomic(options.marker, `${want}\n`);
+  options.logger?.info(
+    { iso: options.source, bytes: device.size, ms: Date.now() - started },
+    "the whole ISO matches its sha256",
+  );
 }
 
 /** The ISO cannot be booted as configured: the message says why and what the ISO holds. */
@@ -122,26 +220,8 @@ export class LiveIso {
 
   static async open(source: string, options: LiveIsoOptions): Promise<LiveIso> {
     const log = options.logger ?? silentLogger;
-    let device: BlockDevice;
-    let identity: string;
-    if (/^https?:\/\//i.test(source)) {
-      const cached = await openCachedUrl(source, options.cacheDir, {
-        offline: options.offline,
-        logger: log,
-        space: options.space,
-      }).catch((err: Error) => {
-        throw new LiveIsoError(err.message);
-      });
-      identity = cached.identity;
-      device = cached;
-    } else {
-      const path = await realpath(source).catch(() => {
-        throw new LiveIsoError(`${source} does not exist`);
-      });
-      const st = await stat(path);
-      identity = `${path}\n${st.size}\n${st.mtimeMs}`;
-      device = await FileDevice.open(path, { readOnly: true });
-    }
+    const { device, identity } = await openIsoDevice(source, options);
+    const key = sha(identity).slice(0, 32);
     try {
       const image = await IsoImage.open(device, source);
       let recipe: BootRecipe;
@@ -172,7 +252,6 @@ export class LiveIso {
         }
       }
       const sums = await readChecksums(image);
-      const key = sha(identity).slice(0, 32);
       return new LiveIso(
         source,
         device,

@@ -24,7 +24,7 @@ import { EventLog } from "./events.ts";
 import type { EventInput } from "./events.ts";
 import { ImageExports } from "./image-exports.ts";
 import { LiveIso, LiveIsoError } from "../iso/live-iso.ts";
-import { bootScript, entryScript, errorScript, IPXE_FACTS } from "./ipxe-script.ts";
+import { bootScript, entryScript, errorScript, IPXE_FACTS, waitScript } from "./ipxe-script.ts";
 import { OnceState } from "./once.ts";
 import { Dashboard } from "./dashboard.ts";
 import { clientIp, HttpError, macFromQuery, send } from "./http-util.ts";
@@ -32,6 +32,9 @@ import { Metrics } from "./metrics.ts";
 import type { MachineRow } from "./ui/pages.ts";
 import { chooseEntry, firmwareArchNames, ipxeArchNames } from "./plan.ts";
 import type { Choice, MachineFacts } from "./plan.ts";
+
+/** How long a boot script request waits for an ISO being opened before it says "wait". */
+const ISO_WAIT_MS = 3000;
 
 export interface BootServerOptions {
   logger?: Logger;
@@ -62,6 +65,8 @@ export class BootServer {
   #nbdOverlayPath: string | null = null;
   #images: ImageExports | null = null;
   readonly #isos = new Map<string, Promise<LiveIso>>();
+  /** How far the check of an ISO against its sha256 is, while it runs. */
+  readonly #isoProgress = new Map<string, { done: number; total: number }>();
   readonly #remote: RemoteFileCache;
   readonly #firstStageFiles: Record<string, string> = {};
 
@@ -583,7 +588,26 @@ export class BootServer {
     let iso: { initrds: number; cmdline: string } | undefined;
     if (entry.kind === "iso") {
       try {
-        const live = await this.#liveIso(entry);
+        const opening = this.#liveIso(entry);
+        const live = await Promise.race([
+          opening,
+          new Promise<null>((r) => setTimeout(() => r(null), ISO_WAIT_MS).unref()),
+        ]);
+        if (live === null) {
+          // Still opening (checking the whole ISO against its sha256, or a slow origin): the
+          // machine waits in iPXE and asks again, instead of an HTTP request timing out.
+          const p = this.#isoProgress.get(entry.name);
+          const message = p
+            ? `checking ${entry.name}'s ISO against its sha256: ${Math.floor((100 * p.done) / Math.max(1, p.total))}% of ${Math.round(p.total / 1e6)} MB`
+            : `opening ${entry.name}'s ISO`;
+          send(
+            res,
+            200,
+            waitScript(message, `${this.#base(req)}${url.pathname}${url.search}`, 5),
+            text,
+          );
+          return;
+        }
         iso = {
           initrds: live.recipe.initrd.length,
           cmdline: live.cmdline(`${this.#base(req)}/iso/${encodeURIComponent(entry.name)}`),
@@ -675,6 +699,8 @@ export class BootServer {
     let p = this.#isos.get(entry.name);
     if (!p) {
       p = LiveIso.open(entry.iso, {
+        sha256: entry.sha256,
+        onVerifyProgress: (done, total) => this.#isoProgress.set(entry.name, { done, total }),
         cacheDir: join(this.config.cacheDir, "iso"),
         space: openChunkCache(this.config.cacheDir, { logger: this.#log }),
         family: entry.recipe,
@@ -698,6 +724,7 @@ export class BootServer {
           ),
         () => this.#isos.delete(entry.name),
       );
+      void p.finally(() => this.#isoProgress.delete(entry.name)).catch(() => undefined);
     }
     return p;
   }

@@ -62,6 +62,8 @@ export type Entry = EntryBase &
         initrd?: string[];
         /** Replaces the recipe's command line; {recipe}, {iso}, {tree}, {file:PATH} expand. */
         cmdline?: string;
+        /** The whole ISO's SHA-256: checked (once) before any machine boots it. */
+        sha256?: string;
       }
     | { kind: "menu"; items: string[]; timeoutSeconds: number; defaultItem?: string }
     | { kind: "chain"; url: string }
@@ -295,21 +297,29 @@ class Checker {
   }
 }
 
+/** A SHA-256 in hex (lower-cased), or a config error. */
+function hex64(c: Checker, v: unknown, path: Path): string | undefined {
+  const s = c.string(v, path, "64 hex digits (a SHA-256)");
+  if (s === undefined) return undefined;
+  if (!/^[0-9a-f]{64}$/i.test(s)) {
+    c.error(path, "expected 64 hex digits");
+    return undefined;
+  }
+  return s.toLowerCase();
+}
+
 function fileRef(c: Checker, v: unknown, path: Path, baseDir: string): FileRef | undefined {
   let location: string | undefined;
   let sha256: string | undefined;
   if (typeof v === "object" && v !== null && !Array.isArray(v)) {
     const o = c.object(v, path, ["url", "path", "sha256"]) ?? {};
     location = c.string(o.url ?? o.path, [...path, o.url !== undefined ? "url" : "path"]);
-    sha256 = c.string(o.sha256, [...path, "sha256"]);
-    if (sha256 !== undefined && !/^[0-9a-f]{64}$/i.test(sha256)) {
-      c.error([...path, "sha256"], "expected 64 hex digits");
-    }
+    sha256 = hex64(c, o.sha256, [...path, "sha256"]);
   } else {
     location = c.string(v, path, "a file path or an http(s) URL");
   }
   if (location === undefined) return undefined;
-  if (/^https?:\/\//i.test(location)) return { url: location, sha256: sha256?.toLowerCase() };
+  if (/^https?:\/\//i.test(location)) return { url: location, sha256 };
   if (/^[a-z]+:\/\//i.test(location)) {
     c.error(path, `"${location}": only local paths and http(s) URLs can be served`);
     return undefined;
@@ -317,7 +327,7 @@ function fileRef(c: Checker, v: unknown, path: Path, baseDir: string): FileRef |
   const full = isAbsolute(location) ? location : resolve(baseDir, location);
   if (!existsSync(full))
     c.warn(path, `file ${full} does not exist (yet); machines booting this entry will fail`);
-  return { path: full, sha256: sha256?.toLowerCase() };
+  return { path: full, sha256 };
 }
 
 /** `initrd:` as one file or a list of them. */
@@ -331,6 +341,7 @@ function initrds(c: Checker, v: unknown, path: Path, baseDir: string): FileRef[]
 const ENTRY_KEYS = [
   "image",
   "iso",
+  "sha256",
   "recipe",
   "disk",
   "nbd-overlay",
@@ -376,6 +387,12 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         : `an entry is one kind; this one has ${kinds.join(" and ")}`,
     );
     return undefined;
+  }
+  if (o.sha256 !== undefined && kinds[0] !== "iso") {
+    c.error(
+      [...path, "sha256"],
+      "sha256 is for iso entries (a kernel's or initrd's goes with it: { url, sha256 })",
+    );
   }
   const base = {
     name,
@@ -462,6 +479,7 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
           ?.map((x, i) => isoPath(x, [...path, "initrd", i]))
           .filter((x) => x !== undefined),
         cmdline: c.string(o.cmdline, [...path, "cmdline"]),
+        sha256: hex64(c, o.sha256, [...path, "sha256"]),
       };
     }
     case "menu": {

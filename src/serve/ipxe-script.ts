@@ -48,6 +48,15 @@ shell
 `;
 }
 
+/** Says why the machine waits, then asks `url` again after `seconds`. */
+export function waitScript(message: string, url: string, seconds: number): string {
+  return `#!ipxe
+echo inetboot: ${line(message)}; asking again in ${seconds} s
+sleep ${seconds}
+chain --replace --autofree ${url.replaceAll("$", "%24")}
+`;
+}
+
 const FAILED = (what: string): string =>
   `goto end\n:failed\necho inetboot: ${line(what)} failed; dropping to the iPXE shell (type exit to go on)\nshell\n:end\n`;
 
