@@ -129,6 +129,12 @@ export async function verifyWholeIso(
       `${options.source} has SHA-256 ${actual}, not the ${want} it was given: it is not the ISO that was published (or the sha256 is wrong); refusing to boot it`,
     );
   }
+  if (device instanceof RangeCacheDevice && device.stats.unkeptBytes > 0) {
+    // Blocks not kept would be fetched again later, unchecked.
+    throw new LiveIsoError(
+      `${options.source} matches its sha256 but does not fit in the cache's quota (${device.stats.unkeptBytes} bytes were not kept); an ISO checked whole must be cached whole: raise the quota (--cache-quota, or cache.json in the cache folder)`,
+    );
+  }
   await mkdir(dirname(options.marker), { recursive: true });
   await writeFileAtomic(options.marker, `${want}\n`);
   options.logger?.info(
