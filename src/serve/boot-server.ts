@@ -588,11 +588,11 @@ export class BootServer {
     let iso: { initrds: number; cmdline: string } | undefined;
     if (entry.kind === "iso") {
       try {
-        const opening = this.#liveIso(entry);
+        let timer: NodeJS.Timeout | undefined;
         const live = await Promise.race([
-          opening,
-          new Promise<null>((r) => setTimeout(() => r(null), ISO_WAIT_MS).unref()),
-        ]);
+          this.#liveIso(entry),
+          new Promise<null>((r) => (timer = setTimeout(() => r(null), ISO_WAIT_MS))),
+        ]).finally(() => clearTimeout(timer));
         if (live === null) {
           // Still opening (checking the whole ISO against its sha256, or a slow origin): the
           // machine waits in iPXE and asks again, instead of an HTTP request timing out.

@@ -131,9 +131,9 @@ async function cachedOffline(
 
 export class Dashboard {
   readonly #s: DashboardSources;
-  /** Store listings for the images page, kept for 30 s. */
   /** Wrong tokens per address: five a minute, then refused for the rest of it. */
   readonly #guesses = new FailureLimiter();
+  /** Store listings for the images page, kept for 30 s. */
   readonly #listings = new Map<string, { at: number; p: Promise<ListedRelease[]> }>();
 
   constructor(sources: DashboardSources) {
