@@ -4,7 +4,8 @@
 // playwright-core, run inside the LAN's namespace) loads every page on a desktop and a phone
 // screen, checks the content, sees live updates arrive while a page is open, and saves
 // screenshots to test/artifacts/screenshots/. promtool checks /metrics, whose counters move with the
-// traffic. Write actions are refused without the token and work with it.
+// traffic. Write actions are refused without the token and work with it; with ui.read-token the
+// pages, /api and /metrics need it (Basic or Bearer) while the boot paths stay open.
 import assert from "node:assert/strict";
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -23,6 +24,8 @@ const MAC_LATE = "52:54:00:77:77:77";
 const MAC_IMAGE = "52:54:00:88:88:88";
 const HOSTILE = "<script>window.__xss=1</script>"; // (udhcpc cuts -x values at a space)
 const TOKEN = "s3cret-token-for-tests";
+const READ = "r3ad-token-for-tests"; // ui.read-token: pages, /api and /metrics need it
+const CREDENTIALS = { username: "admin", password: READ };
 const ARTIFACTS = join(REPO, "test", "artifacts", "screenshots");
 
 /** A chromium that runs in the LAN's server namespace (so it reaches the server's address). */
@@ -46,7 +49,12 @@ function samples(text: string): Map<string, number> {
 }
 
 function get(lan: TestLan, path: string): string {
-  return lan.exec(lan.server, "curl", ["-sf", `http://${lan.serverAddress}:8080${path}`]);
+  return lan.exec(lan.server, "curl", [
+    "-sf",
+    "-H",
+    `Authorization: Bearer ${READ}`, // as Prometheus sends it
+    `http://${lan.serverAddress}:8080${path}`,
+  ]);
 }
 
 describe("dashboard and metrics", { timeout: 600_000 }, () => {
@@ -83,7 +91,7 @@ dhcp: { mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150] }
 tftp: { enabled: true }
 http: { port: 8080 }
 state: ${join(dir, "state")}
-ui: { write: true, token: ${TOKEN} }
+ui: { write: true, token: ${TOKEN}, read-token: ${READ} }
 entries:
   hello:
     title: Hello kernel
@@ -122,6 +130,25 @@ default: menu
       "-s",
       "/bin/true",
     ]);
+    // The read token: pages, /api, /metrics and the index ask for it (Basic), a wrong one is
+    // refused; what machines fetch to boot needs none. (From the host: its failures are its own.)
+    const status = (path: string, ...args: string[]): string =>
+      lan.exec(h.ns, "curl", [
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %header{www-authenticate}",
+        ...args,
+        `http://${lan.serverAddress}:8080${path}`,
+      ]);
+    for (const path of ["/ui/machines", "/metrics", "/api/machines", "/api/events/stream", "/"]) {
+      assert.equal(status(path), '401 Basic realm="inetboot", charset="UTF-8"', path);
+    }
+    assert.match(status("/ui/catalog", "-u", "admin:not-the-read-token"), /^401 /);
+    assert.match(status("/ui/catalog", "-u", `admin:${READ}`), /^200 /);
+    assert.match(status("/boot.ipxe"), /^200 /);
+    assert.match(status("/healthz"), /^200 /);
     // TFTP traffic from a real client (QEMU's iPXE ROM goes straight to HTTP).
     lan.exec(h.ns, "curl", [
       "-sf",
@@ -172,6 +199,8 @@ default: menu
       "%{http_code}",
       "-X",
       "POST",
+      "-u",
+      `admin:${READ}`,
       "--data",
       "release=latest",
       `http://${lan.serverAddress}:8080/ui/images/tiny/pin`,
@@ -189,7 +218,7 @@ default: menu
       ["desktop", { width: 1280, height: 800 }],
       ["phone", { width: 390, height: 844 }],
     ] as const) {
-      const page = await browser.newPage({ viewport });
+      const page = await browser.newPage({ viewport, httpCredentials: CREDENTIALS });
       const dialogs: string[] = [];
       page.on("dialog", (d) => {
         dialogs.push(d.message());
@@ -221,7 +250,7 @@ default: menu
 
       // A live update while the page is open: a new machine appears without a reload.
       const lateMac = device === "desktop" ? MAC_LATE : MAC_LATE.replace(/7$/, "8");
-      const machinePage = await browser.newPage({ viewport });
+      const machinePage = await browser.newPage({ viewport, httpCredentials: CREDENTIALS });
       await machinePage.goto(`${base}/ui/machines/${lateMac}`);
       await machinePage.locator("#live", { hasText: "Live" }).waitFor();
       await page.locator("#live", { hasText: "Live" }).waitFor();
@@ -287,7 +316,7 @@ default: menu
     }
 
     // Roll back from the page: a wrong token is refused, the right one pins revision 1.
-    const page = await browser.newPage();
+    const page = await browser.newPage({ httpCredentials: CREDENTIALS });
     await page.goto(`${base}/ui/images`);
     const rev1 = page
       .locator("tbody tr")
@@ -329,6 +358,8 @@ default: menu
         "-s",
         "-D",
         "-",
+        "-u",
+        `admin:${READ}`,
         "--data",
         `release=latest&token=${token}`,
         `http://${lan.serverAddress}:8080/ui/images/tiny/pin`,

@@ -94,6 +94,25 @@ describe("serve configuration", () => {
     assert.equal(c.nbd.port, 10809);
   });
 
+  it("dashboard secrets: write needs a token, a read token is optional, both at least 12 characters", () => {
+    assert.match(
+      problems("ui: { write: true }\n").join("\n"),
+      /serve\.yaml:1: ui\.write: write actions need ui\.token/,
+    );
+    assert.match(
+      problems("ui: { read-token: short }\n").join("\n"),
+      /serve\.yaml:1: ui\.read-token: ui\.read-token \(or ui\.read-token-file\) must be: a secret of at least 12 characters/,
+    );
+    assert.match(
+      problems("ui: { read-token-file: /nonexistent/token }\n").join("\n"),
+      /ui\.read-token-file: cannot read \/nonexistent\/token/,
+    );
+    const open = parseConfig("ui: { write: true, token: write-secret-1234 }\n", "serve.yaml");
+    assert.deepEqual(open.ui, { write: true, token: "write-secret-1234", readToken: undefined });
+    const closed = parseConfig("ui: { read-token: read-secret-1234 }\n", "serve.yaml");
+    assert.deepEqual(closed.ui, { write: false, token: undefined, readToken: "read-secret-1234" });
+  });
+
   it("needs an interface for DHCP and a range for full mode; reports YAML syntax errors with a line", () => {
     const p = problems("dhcp: { mode: full }\n");
     assert.ok(p.some((x) => /needs listen\.interface/.test(x)));

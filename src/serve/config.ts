@@ -124,8 +124,12 @@ export interface ServeConfig {
   cacheDir: string;
   /** State folder: leases, one-shot state, cached remote kernels. */
   stateDir: string;
-  /** The dashboard: write actions (roll-back) are off unless enabled, and need the token. */
-  ui: { write: boolean; token?: string };
+  /**
+   * The dashboard: write actions (roll-back, reset disk) are off unless enabled, and need
+   * `token`. With `readToken`, reading the pages, /api and /metrics needs it too (HTTP Basic
+   * password or Bearer token); what machines fetch to boot never does.
+   */
+  ui: { write: boolean; token?: string; readToken?: string };
   entries: Map<string, Entry>;
   machines: MatchRule[];
   default: string;
@@ -758,23 +762,29 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
   };
   const cacheRaw = c.object(top.cache, ["cache"], ["dir"]) ?? {};
   const cacheDir = c.string(cacheRaw.dir, ["cache", "dir"]);
-  const uiRaw = c.object(top.ui, ["ui"], ["write", "token", "token-file"]) ?? {};
+  const uiRaw =
+    c.object(top.ui, ["ui"], ["write", "token", "token-file", "read-token", "read-token-file"]) ??
+    {};
   const write = c.bool(uiRaw.write, ["ui", "write"]) ?? false;
-  let token = c.string(uiRaw.token, ["ui", "token"]);
-  const tokenFile = c.string(uiRaw["token-file"], ["ui", "token-file"]);
-  if (tokenFile !== undefined) {
-    try {
-      token = readFileSync(resolve(baseDir, tokenFile), "utf8").trim();
-    } catch (err) {
-      c.error(["ui", "token-file"], `cannot read ${tokenFile}: ${(err as Error).message}`);
+  /** A secret given inline (`key`) or in a file (`key-file`), at least 12 characters. */
+  const secret = (key: string, needed: boolean, why: string): string | undefined => {
+    let value = c.string(uiRaw[key], ["ui", key]);
+    const file = c.string(uiRaw[`${key}-file`], ["ui", `${key}-file`]);
+    if (file !== undefined) {
+      try {
+        value = readFileSync(resolve(baseDir, file), "utf8").trim();
+      } catch (err) {
+        c.error(["ui", `${key}-file`], `cannot read ${file}: ${(err as Error).message}`);
+        return undefined;
+      }
     }
-  }
-  if (write && (!token || token.length < 12)) {
-    c.error(
-      ["ui", "write"],
-      "write actions need ui.token (or ui.token-file): a secret of at least 12 characters",
-    );
-  }
+    if ((needed || value !== undefined) && (!value || value.length < 12)) {
+      c.error(["ui", needed ? "write" : key], `${why}: a secret of at least 12 characters`);
+    }
+    return value;
+  };
+  const token = secret("token", write, "write actions need ui.token (or ui.token-file)");
+  const readToken = secret("read-token", false, "ui.read-token (or ui.read-token-file) must be");
   if (c.problems.length) throw new ConfigError(source, c.problems);
   return {
     source,
@@ -785,7 +795,7 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
     stateDir,
     nbd,
     cacheDir: cacheDir ? resolve(baseDir, cacheDir) : join(stateDir, "cache"),
-    ui: { write, token: write ? token : undefined },
+    ui: { write, token: write ? token : undefined, readToken },
     entries,
     machines,
     default: def,

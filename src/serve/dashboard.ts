@@ -78,6 +78,30 @@ function sameSecret(given: string, expected: string): boolean {
   return timingSafeEqual(h(given), h(expected));
 }
 
+/**
+ * Paths for people and their tools (pages, /api, /metrics, the text index) — guarded by
+ * ui.read-token; the rest (boot scripts, plans, kernels, ISOs, /healthz) is what machines fetch.
+ */
+function forPeople(path: string): boolean {
+  return (
+    path === "/" ||
+    path === "/metrics" ||
+    path === "/ui" ||
+    path.startsWith("/ui/") ||
+    path.startsWith("/api/")
+  );
+}
+
+/** The secret in an Authorization header: a Bearer token or a Basic password; null if none. */
+function presentedSecret(header: string | undefined): string | null {
+  const m = /^(Basic|Bearer)\s+(\S+)\s*$/i.exec(header ?? "");
+  if (!m) return null;
+  if (m[1].toLowerCase() === "bearer") return m[2];
+  const decoded = Buffer.from(m[2], "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  return colon < 0 ? null : decoded.slice(colon + 1);
+}
+
 const NOTHING_CACHED = {
   release: "—",
   needed: 0,
@@ -143,6 +167,7 @@ export class Dashboard {
   /** Serves the request if it is the dashboard's; false otherwise. */
   async handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> {
     const path = url.pathname;
+    if (this.#s.config.ui.readToken && forPeople(path) && !this.#readAllowed(req, res)) return true;
     const pin = /^\/ui\/images\/([^/]+)\/pin$/.exec(path);
     if (pin && req.method === "POST") {
       await this.#pinAction(req, res, decodeURIComponent(pin[1]));
@@ -176,6 +201,43 @@ export class Dashboard {
     if (!path.startsWith("/ui/")) return false;
     await this.#ui(req, res, url);
     return true;
+  }
+
+  /**
+   * With ui.read-token, whether the request carries it (HTTP Basic password, any user name, or a
+   * Bearer token, as Prometheus sends it). If not, the reply (401 asking for Basic credentials,
+   * or 429 after five wrong ones a minute from the address) is sent and false returned.
+   */
+  #readAllowed(req: IncomingMessage, res: ServerResponse): boolean {
+    const expected = this.#s.config.ui.readToken ?? "";
+    const ip = clientIp(req);
+    const wait = this.#guesses.blockedFor(ip);
+    if (wait > 0) {
+      res.setHeader("Retry-After", Math.ceil(wait / 1000));
+      send(
+        res,
+        429,
+        `Too many wrong tokens from ${ip}: try again in ${Math.ceil(wait / 1000)} s.\n`,
+        "text/plain; charset=utf-8",
+      );
+      return false;
+    }
+    const given = presentedSecret(req.headers.authorization);
+    if (given !== null && sameSecret(given, expected)) return true;
+    if (given !== null) {
+      this.#guesses.failed(ip);
+      this.#s.log.warn({ url: req.url, ip }, "wrong read token");
+    }
+    res.setHeader("WWW-Authenticate", 'Basic realm="inetboot", charset="UTF-8"');
+    send(
+      res,
+      401,
+      given === null
+        ? "This server's pages, /api and /metrics need its read token (ui.read-token): as the password of HTTP Basic authentication (any user name) or as a Bearer token.\n"
+        : "Wrong read token.\n",
+      "text/plain; charset=utf-8",
+    );
+    return false;
   }
 
   /** Server-sent events: the backlog after `since` (or Last-Event-ID), then each new event. */
