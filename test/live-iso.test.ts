@@ -4,7 +4,14 @@
 // ISO refused with the reason, unknown layouts explained, overrides honoured.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer, request } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -12,6 +19,7 @@ import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { BootServer } from "../src/serve/boot-server.ts";
 import { parseConfig } from "../src/serve/config.ts";
+import { requireGpg, gpgKey } from "./gpg.ts";
 import { inetboot, tempDir, textLike } from "./helpers.ts";
 import { makeIso } from "./iso-maker.ts";
 import { accessLogRequests, startNginx } from "./nginx.ts";
@@ -264,6 +272,88 @@ default: good
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /check\.yaml:2.*sha256 is for iso entries/);
     assert.match(r.stderr, /check\.yaml:3.*expected 64 hex digits/);
+  });
+
+  it("checksums: the ISO's SHA-256 from its publisher's signed list (gpgv); a wrong hash or a changed list is refused", async (t) => {
+    if (!requireGpg(t)) return;
+    const dir = tempDir(t);
+    const www = join(dir, "www");
+    const iso = await makeIso(t, www, casperFiles(), ["-R", "-J"], "ubuntu-24.04-live.iso");
+    if (!iso) return;
+    const right = sha256(readFileSync(iso));
+    copyFileSync(iso, join(www, "other.iso"));
+    const publisher = gpgKey(t, "Test CD Image Signing <cdimage@example.org>");
+    const keyring = publisher.exportTo(join(dir, "publisher.gpg"), false);
+    // Ubuntu's layout: SHA256SUMS and its detached signature next to the ISOs; other.iso is
+    // listed with a hash it does not have.
+    writeFileSync(
+      join(www, "SHA256SUMS"),
+      `${right} *ubuntu-24.04-live.iso\n${"ab".repeat(32)} *other.iso\n`,
+    );
+    publisher.detachSign(join(www, "SHA256SUMS"), join(www, "SHA256SUMS.gpg"));
+    // A second folder whose list was changed after signing.
+    mkdirSync(join(www, "changed"));
+    copyFileSync(iso, join(www, "changed", "ubuntu-24.04-live.iso"));
+    writeFileSync(join(www, "changed", "SHA256SUMS"), `${right} *ubuntu-24.04-live.iso\n`);
+    copyFileSync(join(www, "SHA256SUMS.gpg"), join(www, "changed", "SHA256SUMS.gpg"));
+    const nginx = await startNginx(t, www);
+    if (!nginx) return;
+    const sums = (folder: string): string =>
+      `{ url: "${nginx.url}${folder}SHA256SUMS", signature: "${nginx.url}${folder}SHA256SUMS.gpg", keyring: ${keyring} }`;
+    const base = await serve(
+      t,
+      dir,
+      `cache: { dir: ${dir}/cache }
+entries:
+  good: { iso: "${nginx.url}ubuntu-24.04-live.iso", checksums: ${sums("")} }
+  wrong: { iso: "${nginx.url}other.iso", checksums: ${sums("")} }
+  changed: { iso: "${nginx.url}changed/ubuntu-24.04-live.iso", checksums: ${sums("changed/")} }
+default: good
+`,
+    );
+    const script = async (name: string): Promise<string> => {
+      let text = "";
+      for (let i = 0; i < 40; i++) {
+        text = await (await get(`${base}/ipxe/entry/${name}?mac=${MAC}`)).text();
+        if (!/\nsleep 5\n/.test(text)) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      return text;
+    };
+    assert.match(await script("good"), /boot=casper url=/);
+    const markers = readdirSync(join(dir, "cache", "iso"))
+      .map((d) => join(dir, "cache", "iso", d, "verified-sha256"))
+      .filter((f) => existsSync(f));
+    assert.deepEqual(
+      markers.map((f) => readFileSync(f, "utf8").trim()),
+      [right],
+    );
+    const wrong = await script("wrong");
+    assert.ok(
+      wrong.includes(`has SHA-256 ${right}, not the ${"ab".repeat(32)} it was given`),
+      wrong,
+    );
+    assert.match(wrong, /\nshell\n/);
+    const changed = await script("changed");
+    assert.match(changed, /signature not accepted: the signature does not match the list/);
+    assert.equal((await get(`${base}/files/changed/kernel`)).status, 502);
+    // The changed ISO's blocks were never fetched: the list is checked before the ISO is read.
+    const isoRequests = accessLogRequests(nginx.accessLog).filter((r) =>
+      r.path.startsWith("/changed/ubuntu"),
+    );
+    assert.deepEqual(isoRequests, []);
+
+    // checksums belongs to iso entries, needs a keyring, and excludes sha256.
+    const path = join(dir, "check.yaml");
+    writeFileSync(
+      path,
+      `entries:\n  k: { kernel: /vmlinuz, checksums: { url: /s, keyring: ${keyring} } }\n  i: { iso: /x.iso, checksums: { url: /s } }\n  j: { iso: /x.iso, sha256: ${right}, checksums: { url: /s, keyring: ${keyring} } }\n`,
+    );
+    const r = await inetboot(["serve", "--config", path, "--check"]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /check\.yaml:2.*checksums is for iso entries/);
+    assert.match(r.stderr, /check\.yaml:3.*checksums needs keyring/);
+    assert.match(r.stderr, /check\.yaml:4.*give sha256 or checksums, not both/);
   });
 
   it("rejects a bad recipe name in the config with the file and line", async (t) => {

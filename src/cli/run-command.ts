@@ -44,6 +44,10 @@ interface RunFlags {
   cache: string;
   cacheQuota?: string;
   sha256?: string;
+  checksums?: string;
+  signature?: string;
+  keyring: string[];
+  isoName?: string;
   disk?: string;
   diskSize: string;
   fresh?: boolean;
@@ -72,6 +76,14 @@ function isoOptions(opts: RunFlags, log: Logger): LiveIsoOptions {
     space: cacheSpace(opts, log),
     offline: opts.offline,
     sha256: opts.sha256,
+    checksums: opts.checksums
+      ? {
+          url: opts.checksums,
+          signature: opts.signature,
+          keyring: opts.keyring,
+          name: opts.isoName,
+        }
+      : undefined,
     onVerifyProgress: (done, total) => {
       bar.update(done, total, "");
       if (done === total) bar.done();
@@ -160,6 +172,21 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
       sha256Hex,
     )
     .option(
+      "--checksums <url|file>",
+      "the publisher's signed checksum list (SHA256SUMS, CHECKSUM): the ISO's SHA-256 comes from it, checked as --sha256 is",
+    )
+    .option(
+      "--signature <url|file>",
+      "the list's detached signature (SHA256SUMS.gpg, SHA256SUMS.sign); not needed when it is clearsigned",
+    )
+    .option(
+      "--keyring <file>",
+      "the publisher's public key (binary or armoured) that signs the list (repeatable)",
+      collect,
+      [],
+    )
+    .option("--iso-name <name>", "the ISO's name in the list (default: the last part of SOURCE)")
+    .option(
       "--cdrom",
       "boot an ISO from its own boot record as a CD-ROM (the default when no live-system recipe fits)",
     )
@@ -186,10 +213,18 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
         until: opts.until ? new RegExp(opts.until, "m") : undefined,
         timeoutSeconds: opts.timeout,
       };
-      if (await isIso(source, opts.offline === true)) return runIso(source, opts, vm, log);
-      if (opts.sha256) {
+      if (opts.sha256 && opts.checksums) {
+        throw new UsageError("give --sha256 or --checksums, not both");
+      }
+      if (opts.checksums && opts.keyring.length === 0) {
         throw new UsageError(
-          "--sha256 is for ISOs; a disk image's releases are checked by their signature (--trust)",
+          "--checksums needs --keyring: the publisher's public key that signs the list",
+        );
+      }
+      if (await isIso(source, opts.offline === true)) return runIso(source, opts, vm, log);
+      if (opts.sha256 || opts.checksums) {
+        throw new UsageError(
+          "--sha256 and --checksums are for ISOs; a disk image's releases are checked by their signature (--trust)",
         );
       }
       return runImage(source, opts, vm, trust, log);

@@ -21,6 +21,8 @@ import { isErrno, tempPathFor, writeFileAtomic } from "../store/local-store.ts";
 import { IsoImage } from "./iso9660.ts";
 import { detectRecipe, expandCmdline } from "./recipes.ts";
 import type { BootRecipe, Family } from "./recipes.ts";
+import { signedSha256 } from "./signed-checksums.ts";
+import type { ChecksumsSpec } from "./signed-checksums.ts";
 
 export interface LiveIsoOptions {
   /** Where the ISO's blocks and extracted files are kept. */
@@ -38,6 +40,8 @@ export interface LiveIsoOptions {
   space?: CacheSpace;
   /** The whole ISO's SHA-256 (as its publisher lists it): checked before anything is served. */
   sha256?: string;
+  /** Or the publisher's signed checksum list giving that SHA-256 (checked with gpgv). */
+  checksums?: ChecksumsSpec;
   /** Bytes hashed so far while the whole ISO is checked against `sha256`. */
   onVerifyProgress?: (done: number, total: number) => void;
   logger?: Logger;
@@ -51,10 +55,22 @@ export async function openIsoDevice(
   source: string,
   options: Pick<
     LiveIsoOptions,
-    "cacheDir" | "offline" | "space" | "sha256" | "onVerifyProgress" | "logger"
+    "cacheDir" | "offline" | "space" | "sha256" | "checksums" | "onVerifyProgress" | "logger"
   >,
 ): Promise<{ device: BlockDevice; identity: string }> {
   const log = options.logger ?? silentLogger;
+  let expected = options.sha256;
+  if (options.checksums) {
+    // Before any of the ISO is read: a list that cannot be trusted stops here.
+    const signed = await signedSha256(options.checksums, source, {
+      cacheDir: options.cacheDir,
+      offline: options.offline,
+      logger: log,
+    }).catch((err: Error) => {
+      throw new LiveIsoError(err.message);
+    });
+    expected = signed.sha256;
+  }
   let device: BlockDevice;
   let identity: string;
   if (/^https?:\/\//i.test(source)) {
@@ -75,9 +91,9 @@ export async function openIsoDevice(
     identity = `${path}\n${st.size}\n${st.mtimeMs}`;
     device = await FileDevice.open(path, { readOnly: true });
   }
-  if (options.sha256) {
+  if (expected) {
     const key = sha(identity).slice(0, 32);
-    await verifyWholeIso(device, options.sha256, {
+    await verifyWholeIso(device, expected, {
       source,
       // Beside the blocks it vouches for: evicted with them, so refetched blocks are checked
       // whole again.

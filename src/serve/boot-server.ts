@@ -700,6 +700,7 @@ export class BootServer {
     if (!p) {
       p = LiveIso.open(entry.iso, {
         sha256: entry.sha256,
+        checksums: entry.checksums,
         onVerifyProgress: (done, total) => this.#isoProgress.set(entry.name, { done, total }),
         cacheDir: join(this.config.cacheDir, "iso"),
         space: openChunkCache(this.config.cacheDir, { logger: this.#log }),

@@ -11,6 +11,7 @@ import { ipToNumber, isIpv4, parseMac, formatMac } from "../dhcp/packet.ts";
 import type { Reservation } from "../dhcp/leases.ts";
 import { FAMILIES } from "../iso/recipes.ts";
 import type { Family } from "../iso/recipes.ts";
+import type { ChecksumsSpec } from "../iso/signed-checksums.ts";
 
 /** A file the server hands out: a host path or an http(s) URL (fetched once, cached). */
 export interface FileRef {
@@ -64,6 +65,8 @@ export type Entry = EntryBase &
         cmdline?: string;
         /** The whole ISO's SHA-256: checked (once) before any machine boots it. */
         sha256?: string;
+        /** Or the publisher's signed checksum list that gives it. */
+        checksums?: ChecksumsSpec;
       }
     | { kind: "menu"; items: string[]; timeoutSeconds: number; defaultItem?: string }
     | { kind: "chain"; url: string }
@@ -312,6 +315,38 @@ function hex64(c: Checker, v: unknown, path: Path): string | undefined {
   return s.toLowerCase();
 }
 
+/** `checksums: { url, signature?, keyring, name? }`: a signed list giving the ISO's SHA-256. */
+function checksumsSpec(
+  c: Checker,
+  v: unknown,
+  path: Path,
+  baseDir: string,
+): ChecksumsSpec | undefined {
+  if (v === undefined) return undefined;
+  const o = c.object(v, path, ["url", "signature", "keyring", "name"]);
+  if (!o) return undefined;
+  const where = (x: string): string => (/^https?:\/\//i.test(x) ? x : resolve(baseDir, x));
+  const url = c.string(o.url, [...path, "url"], "the checksum list's URL or path");
+  const signature = c.string(o.signature, [...path, "signature"]);
+  const keys = o.keyring === undefined ? [] : Array.isArray(o.keyring) ? o.keyring : [o.keyring];
+  const keyring = keys
+    .map((x, i) => c.string(x, [...path, "keyring", i], "a public key file"))
+    .filter((x) => x !== undefined)
+    .map((x) => resolve(baseDir, x));
+  if (url === undefined) c.error(path, "checksums needs url: the list (SHA256SUMS, CHECKSUM)");
+  if (keyring.length === 0) {
+    c.error(path, "checksums needs keyring: the publisher's public key file(s) that sign it");
+  }
+  for (const k of keyring) if (!existsSync(k)) c.error([...path, "keyring"], `${k} does not exist`);
+  if (url === undefined || keyring.length === 0) return undefined;
+  return {
+    url: where(url),
+    signature: signature === undefined ? undefined : where(signature),
+    keyring,
+    name: c.string(o.name, [...path, "name"]),
+  };
+}
+
 function fileRef(c: Checker, v: unknown, path: Path, baseDir: string): FileRef | undefined {
   let location: string | undefined;
   let sha256: string | undefined;
@@ -346,6 +381,7 @@ const ENTRY_KEYS = [
   "image",
   "iso",
   "sha256",
+  "checksums",
   "recipe",
   "disk",
   "nbd-overlay",
@@ -391,6 +427,11 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         : `an entry is one kind; this one has ${kinds.join(" and ")}`,
     );
     return undefined;
+  }
+  if (o.checksums !== undefined && kinds[0] !== "iso") {
+    c.error([...path, "checksums"], "checksums is for iso entries");
+  } else if (o.checksums !== undefined && o.sha256 !== undefined) {
+    c.error([...path, "checksums"], "give sha256 or checksums, not both");
   }
   if (o.sha256 !== undefined && kinds[0] !== "iso") {
     c.error(
@@ -484,6 +525,7 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
           .filter((x) => x !== undefined),
         cmdline: c.string(o.cmdline, [...path, "cmdline"]),
         sha256: hex64(c, o.sha256, [...path, "sha256"]),
+        checksums: checksumsSpec(c, o.checksums, [...path, "checksums"], baseDir),
       };
     }
     case "menu": {
