@@ -17,6 +17,7 @@ import {
   packTree,
   PERSIST_MARKER,
 } from "./debian-rootfs.ts";
+import { gpgKey, requireGpg } from "./gpg.ts";
 import { CLI, inetboot, requireFile, requireTool, tempDir } from "./helpers.ts";
 import { makeIso } from "./iso-maker.ts";
 import { busyboxStatic, markerInitrd, networkMarkerInitrd } from "./marker-initrd.ts";
@@ -115,9 +116,9 @@ describe("inetboot run", { timeout: 900_000 }, () => {
     assert.doesNotMatch(empty.stderr, /at .*\.ts:\d+/, "no stack trace");
   });
 
-  it("boots a live ISO by URL through its recipe; the guest fetches the ISO from inetboot; a re-run works offline", async (t) => {
+  it("boots a live ISO by URL through its recipe, checked against a signed SHA256SUMS; the guest fetches the ISO from inetboot; a re-run works offline", async (t) => {
     if (!requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
-    if (!requireTool(t, "nginx", "nginx-light")) return;
+    if (!requireTool(t, "nginx", "nginx-light") || !requireGpg(t)) return;
     const kit = hostKernel(t);
     const busybox = busyboxStatic(t);
     if (!kit || !busybox) return;
@@ -162,9 +163,25 @@ wget -q -O /tmp/iso "$U" && echo "RUN-ISO sha256=$(sha256sum /tmp/iso | cut -d' 
       wrong.stderr,
     );
     assert.doesNotMatch(wrong.stdout, /RUN-ISO/);
+    // The right hash from the publisher's signed list (SHA256SUMS + detached signature).
+    const publisher = gpgKey(t, "Test Publisher <cdimage@example.org>");
+    writeFileSync(join(dir, "www", "SHA256SUMS"), `${isoSha} *live.iso\n`);
+    publisher.detachSign(join(dir, "www", "SHA256SUMS"), join(dir, "www", "SHA256SUMS.gpg"));
+    const signedList = [
+      "--checksums",
+      `${nginx.url}SHA256SUMS`,
+      "--signature",
+      `${nginx.url}SHA256SUMS.gpg`,
+      "--keyring",
+      publisher.exportTo(join(dir, "publisher.asc"), true),
+    ];
     const disk = join(dir, "install.qcow2");
-    const first = await run(["--disk", disk, "--disk-size", "8G", "--sha256", isoSha]);
+    const first = await run(["--disk", disk, "--disk-size", "8G", ...signedList]);
     assert.equal(first.code, 0, first.stderr);
+    assert.match(
+      first.stderr,
+      /"signer":"Test Publisher <cdimage@example\.org>.*checksum list signature verified/,
+    );
     assert.match(first.stdout, new RegExp(`RUN-ISO sha256=${sha256(readFileSync(iso))} END`));
     // The guest got a growing disk to install to: 8G as it sees it, a few hundred KiB here.
     assert.match(first.stdout, /virtio_blk virtio\d+: \[vda\] 16777216 512-byte logical blocks/);
@@ -172,7 +189,7 @@ wget -q -O /tmp/iso "$U" && echo "RUN-ISO sha256=$(sha256sum /tmp/iso | cut -d' 
     assert.match(first.stdout, /recipe +casper: \/casper\/vmlinuz \/casper\/initrd/);
     assert.match(first.stdout, /url=http:\/\/10\.0\.2\.2:\d+\/iso\/live\.iso/);
     nginx.stop();
-    const offline = await run(["--offline", "--sha256", isoSha]);
+    const offline = await run(["--offline", ...signedList]); // the list kept in the cache
     assert.equal(offline.code, 0, offline.stderr);
     assert.match(offline.stdout, new RegExp(`RUN-ISO sha256=${sha256(readFileSync(iso))} END`));
     assert.match(offline.stdout, /network +0 B fetched/);
