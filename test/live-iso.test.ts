@@ -238,6 +238,11 @@ default: good
     );
     const first = await (await get(`${base}/ipxe/entry/good?mac=${MAC}`)).text();
     assert.match(first, /(opening|checking) good's ISO/, first);
+    // The dashboard does not wait for it: the images page says it is being opened or checked.
+    const during = Date.now();
+    const imagesPage = await (await get(`${base}/ui/images`)).text();
+    assert.ok(Date.now() - during < 1000, "the images page answers while the ISO is checked");
+    assert.match(imagesPage, /opening…|checking the whole ISO: \d+%/);
     assert.match(
       first,
       /\nsleep 5\nchain --replace --autofree http:\/\/\S+\/ipxe\/entry\/good\?mac=/,
@@ -337,6 +342,13 @@ default: good
     const changed = await script("changed");
     assert.match(changed, /signature not accepted: the signature does not match the list/);
     assert.equal((await get(`${base}/files/changed/kernel`)).status, 502);
+    // The dashboard's images page: what each ISO is checked against, and how that went.
+    const images = (await (await get(`${base}/ui/images`)).text()).replace(/\s+/g, " ");
+    assert.match(
+      images,
+      /SHA-256 from the signed list <span class="mono">http:\/\/[^<]*\/SHA256SUMS<\/span><\/td> <td>open<\/td>/,
+    );
+    assert.match(images, /refused: [^<]*signature not accepted/);
     // The changed ISO's blocks were never fetched: the list is checked before the ISO is read.
     const isoRequests = accessLogRequests(nginx.accessLog).filter((r) =>
       r.path.startsWith("/changed/ubuntu"),

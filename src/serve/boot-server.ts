@@ -67,6 +67,8 @@ export class BootServer {
   readonly #isos = new Map<string, Promise<LiveIso>>();
   /** How far the check of an ISO against its sha256 is, while it runs. */
   readonly #isoProgress = new Map<string, { done: number; total: number }>();
+  /** Why an ISO entry's last opening failed (until it opens), for the dashboard. */
+  readonly #isoErrors = new Map<string, string>();
   readonly #remote: RemoteFileCache;
   readonly #firstStageFiles: Record<string, string> = {};
 
@@ -91,6 +93,8 @@ export class BootServer {
       record: (input) => this.#record(input),
       images: () => this.#images,
       isos: this.#isos,
+      isoProgress: this.#isoProgress,
+      isoErrors: this.#isoErrors,
       dhcp: () => this.#dhcp,
       tftp: () => this.#tftp,
       nbd: () => this.#nbd,
@@ -712,7 +716,8 @@ export class BootServer {
       });
       this.#isos.set(entry.name, p);
       p.then(
-        (iso) =>
+        (iso) => {
+          this.#isoErrors.delete(entry.name);
           this.#log.info(
             {
               entry: entry.name,
@@ -722,8 +727,12 @@ export class BootServer {
               initrd: iso.recipe.initrd,
             },
             "ISO opened",
-          ),
-        () => this.#isos.delete(entry.name),
+          );
+        },
+        (err: Error) => {
+          this.#isoErrors.set(entry.name, err.message);
+          this.#isos.delete(entry.name);
+        },
       );
       void p.finally(() => this.#isoProgress.delete(entry.name)).catch(() => undefined);
     }

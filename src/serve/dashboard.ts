@@ -50,6 +50,9 @@ export interface DashboardSources {
   record(input: EventInput): void;
   images(): ImageExports | null;
   isos: Map<string, Promise<LiveIso>>;
+  /** Bytes hashed so far while an ISO entry is checked whole, and why its last opening failed. */
+  isoProgress: ReadonlyMap<string, { done: number; total: number }>;
+  isoErrors: ReadonlyMap<string, string>;
   dhcp(): DhcpServer | null;
   tftp(): TftpServer | null;
   nbd(): NbdServer | null;
@@ -355,13 +358,37 @@ export class Dashboard {
     const out: IsoView[] = [];
     for (const e of this.#s.config.entries.values()) {
       if (e.kind !== "iso") continue;
-      const iso = await this.#s.isos.get(e.name)?.catch(() => null);
+      // Never waits for an ISO still opening (a whole-ISO check can take minutes).
+      const pending = this.#s.isos.get(e.name);
+      const iso = pending
+        ? await Promise.race([pending, Promise.resolve("opening" as const)]).catch(() => null)
+        : null;
+      const progress = this.#s.isoProgress.get(e.name);
+      const error = this.#s.isoErrors.get(e.name);
+      const opened = iso !== "opening" ? iso : null;
       out.push({
         entry: e.name,
         iso: e.iso,
-        family: iso?.recipe.family ?? null,
-        cachedBytes: iso ? (iso.cacheStats?.cachedBytes ?? iso.device.size) : null,
-        size: iso?.device.size ?? null,
+        family: opened?.recipe.family ?? null,
+        cachedBytes: opened ? (opened.cacheStats?.cachedBytes ?? opened.device.size) : null,
+        size: opened?.device.size ?? null,
+        check: e.checksums
+          ? { kind: "signed-list", list: e.checksums.url }
+          : e.sha256
+            ? { kind: "sha256", sha256: e.sha256 }
+            : { kind: "own-list" },
+        state: opened
+          ? { kind: "open" }
+          : iso === "opening"
+            ? {
+                kind: "opening",
+                percent: progress
+                  ? Math.floor((100 * progress.done) / Math.max(1, progress.total))
+                  : null,
+              }
+            : error
+              ? { kind: "failed", error }
+              : { kind: "not-opened" },
       });
     }
     return out;

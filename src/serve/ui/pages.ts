@@ -322,6 +322,31 @@ export interface IsoView {
   family: string | null;
   cachedBytes: number | null;
   size: number | null;
+  /** What the whole ISO is checked against before it boots. */
+  check:
+    | { kind: "sha256"; sha256: string }
+    | { kind: "signed-list"; list: string }
+    | { kind: "own-list" };
+  state:
+    | { kind: "open" }
+    | { kind: "opening"; percent: number | null }
+    | { kind: "failed"; error: string }
+    | { kind: "not-opened" };
+}
+
+function isoCheck(c: IsoView["check"]): Html {
+  if (c.kind === "sha256") return html`SHA-256 ${code(c.sha256.slice(0, 16))}…`;
+  if (c.kind === "signed-list")
+    return html`SHA-256 from the signed list <span class="mono">${c.list}</span>`;
+  return html`<span class="muted">kernel and initrd by the ISO's own checksum list only</span>`;
+}
+
+function isoState(s: IsoView["state"]): Html | string {
+  if (s.kind === "open") return "open";
+  if (s.kind === "opening")
+    return s.percent === null ? "opening…" : `checking the whole ISO: ${s.percent}%`;
+  if (s.kind === "failed") return html`<span class="bad">refused: ${s.error}</span>`;
+  return html`<span class="muted">not opened yet</span>`;
 }
 
 /** A write action's form: hidden fields, the token, a button. */
@@ -402,7 +427,9 @@ export function imagesPage(images: ImageView[], isos: IsoView[], write: boolean)
       html`<tr>
         <td>${code(i.entry)}</td>
         <td class="mono">${i.iso}</td>
-        <td>${i.family ?? html`<span class="muted">not opened yet</span>`}</td>
+        <td>${i.family ?? "—"}</td>
+        <td>${isoCheck(i.check)}</td>
+        <td>${isoState(i.state)}</td>
         <td class="num">
           ${i.cachedBytes === null ? "—" : `${formatBytes(i.cachedBytes)} of ${formatBytes(i.size ?? 0)}`}
         </td>
@@ -427,7 +454,9 @@ export function imagesPage(images: ImageView[], isos: IsoView[], write: boolean)
       ${
         isos.length
           ? html`<h2>Live ISOs</h2>
-              ${table(["Entry", "ISO", "Family", "Cached"], isoRows, { empty: "" })}`
+              ${table(["Entry", "ISO", "Family", "Checked against", "State", "Cached"], isoRows, {
+                empty: "",
+              })}`
           : ""
       }`,
   );
