@@ -66,6 +66,14 @@ function rawStatus(url: string): Promise<number> {
   });
 }
 
+/** The hashes remembered as checked whole, one per cached ISO that passed. */
+function verifiedMarks(dir: string): string[] {
+  return readdirSync(join(dir, "cache", "iso"))
+    .map((d) => join(dir, "cache", "iso", d, "verified-sha256"))
+    .filter((f) => existsSync(f))
+    .map((f) => readFileSync(f, "utf8").trim());
+}
+
 async function get(url: string, headers: Record<string, string> = {}): Promise<Response> {
   return fetch(url, { headers });
 }
@@ -253,13 +261,7 @@ default: good
       script = await (await get(`${base}/ipxe/entry/good?mac=${MAC}`)).text();
     }
     assert.match(script, /boot=casper url=/, script);
-    const markers = readdirSync(join(dir, "cache", "iso"))
-      .map((d) => join(dir, "cache", "iso", d, "verified-sha256"))
-      .filter((f) => existsSync(f));
-    assert.deepEqual(
-      markers.map((f) => readFileSync(f, "utf8").trim()),
-      [right],
-    );
+    assert.deepEqual(verifiedMarks(dir), [right]);
 
     const bad = await (await get(`${base}/ipxe/entry/bad?mac=${MAC}`)).text();
     assert.ok(bad.includes(`has SHA-256 ${right}, not the ${wrong} it was given`), bad);
@@ -326,13 +328,7 @@ default: good
       return text;
     };
     assert.match(await script("good"), /boot=casper url=/);
-    const markers = readdirSync(join(dir, "cache", "iso"))
-      .map((d) => join(dir, "cache", "iso", d, "verified-sha256"))
-      .filter((f) => existsSync(f));
-    assert.deepEqual(
-      markers.map((f) => readFileSync(f, "utf8").trim()),
-      [right],
-    );
+    assert.deepEqual(verifiedMarks(dir), [right]);
     const wrong = await script("wrong");
     assert.ok(
       wrong.includes(`has SHA-256 ${right}, not the ${"ab".repeat(32)} it was given`),
