@@ -2,15 +2,17 @@
 // QEMU boots through its iPXE ROM (DHCP, TFTP, HTTP), busybox udhcpc asks for a lease with a
 // hostile host name, and a plan request opens an image entry. Debian's Chromium (driven by
 // playwright-core, run inside the LAN's namespace) loads every page on a desktop and a phone
-// screen, checks the content, sees live updates arrive while a page is open, and saves
-// screenshots to test/artifacts/screenshots/. promtool checks /metrics, whose counters move with the
-// traffic. Write actions are refused without the token and work with it; with ui.read-token the
-// pages, /api and /metrics need it (Basic or Bearer) while the boot paths stay open.
+// screen, checks the content and axe-core's WCAG 2.1 A/AA rules, sees live updates arrive while
+// a page is open, and saves screenshots to test/artifacts/screenshots/. promtool checks
+// /metrics, whose counters move with the traffic. Write actions are refused without the token
+// and work with it; with ui.read-token the pages, /api and /metrics need it (Basic or Bearer)
+// while the boot paths stay open.
 import assert from "node:assert/strict";
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
+import type { Page } from "playwright-core";
 import { hostKernel } from "./debian-rootfs.ts";
 import { inetbootOk, REPO, requireTool, run, tempDir, writeImage } from "./helpers.ts";
 import { busyboxStatic, markerInitrd } from "./marker-initrd.ts";
@@ -27,6 +29,7 @@ const TOKEN = "s3cret-token-for-tests";
 const READ = "r3ad-token-for-tests"; // ui.read-token: pages, /api and /metrics need it
 const CREDENTIALS = { username: "admin", password: READ };
 const ARTIFACTS = join(REPO, "test", "artifacts", "screenshots");
+const AXE = join(REPO, "node_modules", "axe-core", "axe.min.js");
 
 /** A chromium that runs in the LAN's server namespace (so it reaches the server's address). */
 function chromiumIn(dir: string, ns: string): string {
@@ -46,6 +49,18 @@ function samples(text: string): Map<string, number> {
     out.set(m[1], Number(m[2]));
   }
   return out;
+}
+
+/**
+ * WCAG 2.1 A and AA rules that axe-core (the accessibility engine) can check on the page as it
+ * is: labels, names, contrast, landmarks, language, … Fails with each violation and where.
+ */
+async function assertAccessible(page: Page, name: string): Promise<void> {
+  await page.addScriptTag({ path: AXE });
+  const violations = await page.evaluate<string[]>(`axe
+    .run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } })
+    .then((r) => r.violations.map((v) => v.id + ": " + v.help + " at " + v.nodes.map((n) => n.target.join(" ")).join(", ")))`);
+  assert.deepEqual(violations, [], `${name}: accessibility violations`);
 }
 
 function get(lan: TestLan, path: string): string {
@@ -224,8 +239,11 @@ default: menu
         dialogs.push(d.message());
         void d.dismiss();
       });
-      const shot = (name: string): Promise<Buffer> =>
-        page.screenshot({ path: join(ARTIFACTS, `${name}-${device}.png`), fullPage: true });
+      // A screenshot of each page on each screen, and axe-core's WCAG check of it.
+      const shot = async (name: string): Promise<void> => {
+        await page.screenshot({ path: join(ARTIFACTS, `${name}-${device}.png`), fullPage: true });
+        await assertAccessible(page, `${name} page on a ${device} screen`);
+      };
 
       // Machines: the QEMU boot, its firmware and plan; the hostile name shown as text.
       await page.goto(`${base}/ui/machines`);
@@ -264,6 +282,7 @@ default: menu
         path: join(ARTIFACTS, `machine-${device}.png`),
         fullPage: true,
       });
+      await assertAccessible(machinePage, `machine page on a ${device} screen`);
       await machinePage.close();
 
       // One machine's timeline.
