@@ -187,9 +187,13 @@ default: ubuntu
   odd: { iso: ${unknown} }
   custom: { iso: ${join(dir, "odd-copy.iso")}, kernel: boot/kernel.bin, initrd: /boot/ramdisk, cmdline: "root=live:{file:/README.txt} iso={iso}" }
   wrong-family: { iso: ${live}, recipe: dracut }
+  forced-cd: { iso: ${live}, recipe: cdrom }
 default: odd
 `,
     );
+    // recipe: cdrom on an ISO with no El Torito record: said so, nothing to sanboot.
+    const forced = await (await get(`${base}/ipxe/entry/forced-cd?mac=${MAC}`)).text();
+    assert.match(forced, /no bootable El Torito record either, so it cannot boot as a CD-ROM/);
     const odd = await (await get(`${base}/ipxe/entry/odd?mac=${MAC}`)).text();
     assert.match(odd, /unknown layout: looked for casper/);
     assert.match(odd, /the ISO holds .*README\.txt/);
@@ -205,6 +209,41 @@ default: odd
     assert.ok(initrd.equals(INITRD));
     const wrong = await (await get(`${base}/ipxe/entry/wrong-family?mac=${MAC}`)).text();
     assert.match(wrong, /not a dracut layout/);
+  });
+
+  it("an ISO no recipe knows but with a boot record is sanbooted (recipe: cdrom forces it); it has no kernel to fetch", async (t) => {
+    if (!existsSync("/usr/lib/ipxe/ipxe.iso"))
+      return t.skip("no /usr/lib/ipxe/ipxe.iso (Debian ipxe)");
+    const dir = tempDir(t);
+    copyFileSync("/usr/lib/ipxe/ipxe.iso", join(dir, "rescue.iso"));
+    const live = await makeIso(t, dir, casperFiles(), ["-R", "-J"], "live.iso");
+    if (!live) return;
+    const base = await serve(
+      t,
+      dir,
+      `entries:
+  rescue: { iso: ${join(dir, "rescue.iso")}, once: true }
+default: rescue
+`,
+    );
+    // once: the first plan sanboots it (and uses it up); the next boots locally.
+    assert.match(await (await get(`${base}/ipxe/boot?mac=${MAC}`)).text(), /\nsanboot /);
+    assert.doesNotMatch(await (await get(`${base}/ipxe/boot?mac=${MAC}`)).text(), /\nsanboot /);
+    const script = await (await get(`${base}/ipxe/entry/rescue?mac=${MAC}`)).text();
+    assert.match(
+      script,
+      new RegExp(`\nsanboot --no-describe ${base}/iso/rescue/rescue\\.iso \\|\\| goto failed\n`),
+    );
+    const kernel = await get(`${base}/files/rescue/kernel?mac=${MAC}`);
+    assert.equal(kernel.status, 404);
+    assert.match(
+      await kernel.text(),
+      /boots its ISO as a CD-ROM \(sanboot\): it has no kernel or initrd/,
+    );
+    // The ISO is served with Range for iPXE's SAN reads.
+    const head = await get(`${base}/iso/rescue/rescue.iso`, { Range: "bytes=32768-32773" });
+    assert.equal(head.status, 206);
+    assert.equal(Buffer.from(await head.arrayBuffer()).toString("latin1", 1, 6), "CD001");
   });
 
   it("sha256: the whole ISO is checked before any machine boots it; a slow check makes iPXE wait and ask again", async (t) => {

@@ -6,12 +6,12 @@
 // resumed with a Range request) and prints what it got; the test compares it with the source.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { writeCpio } from "../src/boot/cpio.ts";
 import { hostKernel } from "./debian-rootfs.ts";
-import { requireTool, tempDir, textLike } from "./helpers.ts";
+import { requireFile, requireTool, tempDir, textLike } from "./helpers.ts";
 import { makeIso } from "./iso-maker.ts";
 import { busyboxStatic, networkMarkerInitrd } from "./marker-initrd.ts";
 import { accessLogRequests, nginxConfig } from "./nginx.ts";
@@ -217,5 +217,69 @@ default: local
       const bytes = requests.reduce((n, r) => n + r.bytes, 0);
       assert.ok(bytes <= readFileSync(path).length + 1, `${entry}: ${bytes} bytes from the origin`);
     }
+  });
+
+  it("an ISO no recipe knows (iPXE's own: ISOLINUX) boots from its own boot record: iPXE sanboots inetboot's cached copy", async (t) => {
+    if (!requireNetns(t) || !requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
+    if (!requireTool(t, "nginx", "nginx-light")) return;
+    if (!requireFile(t, "/usr/lib/ipxe/ipxe.iso", "ipxe")) return;
+    const dir = tempDir(t);
+    const web = join(dir, "www");
+    mkdirSync(web);
+    copyFileSync("/usr/lib/ipxe/ipxe.iso", join(web, "rescue.iso"));
+    const lan = createLan(t);
+    const tap = lan.addTap();
+    const nginxDir = join(dir, "nginx");
+    mkdirSync(nginxDir);
+    lan.spawn(lan.server, "/usr/sbin/nginx", [
+      "-c",
+      nginxConfig(web, nginxDir, 8090),
+      "-p",
+      nginxDir,
+    ]);
+    const mac = "52:54:00:00:15:09";
+    const config = join(dir, "serve.yaml");
+    writeFileSync(
+      config,
+      `listen: { interface: br0, address: ${lan.serverAddress} }
+dhcp: { mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150] }
+tftp: { enabled: false }
+http: { port: 8080 }
+state: ${join(dir, "state")}
+entries:
+  rescue: { iso: "http://127.0.0.1:8090/rescue.iso", title: Rescue CD }
+machines:
+  - { match: { mac: "${mac}" }, boot: rescue }
+default: local
+`,
+    );
+    const serve = await startServe(lan, config);
+    // QEMU's own iPXE ROM prints its banner first; the ISO's iPXE (started by ISOLINUX from the
+    // sanbooted CD) prints it a second time.
+    const out = await bootUntil(
+      tapNic(tap, mac, { model: "e1000" }),
+      /iPXE initialising devices[\s\S]*iPXE initialising devices/,
+      240_000,
+      { netns: lan.server },
+    );
+    assert.match(
+      out,
+      new RegExp(
+        `sanboot --no-describe http://${lan.serverAddress.replace(/\./g, "\\.")}:8080/iso/rescue/rescue\\.iso|Booting Rescue CD from its own boot record`,
+      ),
+    );
+    assert.match(out, /ISOLINUX/, "ISOLINUX from the ISO started");
+    const opened = await serve.waitFor((l) => l.msg === "ISO opened" && l.entry === "rescue");
+    assert.equal(opened.family, "cdrom");
+    // The origin answered Range requests only, each byte once (+1: the size probe).
+    const requests = accessLogRequests(join(nginxDir, "access.log")).filter(
+      (r) => r.path === "/rescue.iso",
+    );
+    assert.ok(requests.length > 0 && requests.every((r) => r.status === 206));
+    const bytes = requests.reduce((n, r) => n + r.bytes, 0);
+    assert.ok(
+      bytes <= statSync(join(web, "rescue.iso")).size + 1,
+      `${bytes} bytes from the origin`,
+    );
   });
 });

@@ -27,8 +27,10 @@ import type { ChecksumsSpec } from "./signed-checksums.ts";
 export interface LiveIsoOptions {
   /** Where the ISO's blocks and extracted files are kept. */
   cacheDir: string;
-  /** Use this family's recipe instead of detecting one. */
-  family?: Family;
+  /** Use this family's recipe instead of detecting one ("cdrom": the ISO's own boot record). */
+  family?: Family | "cdrom";
+  /** When no recipe fits and no kernel is given, boot the ISO's own boot record (cdrom). */
+  cdromFallback?: boolean;
   /** Paths inside the ISO, replacing the recipe's. */
   kernel?: string;
   initrd?: string[];
@@ -159,6 +161,53 @@ export async function verifyWholeIso(
   );
 }
 
+/**
+ * The recipe for `image`: the family detected (or forced), with the entry's kernel/initrd
+ * overrides; a custom one when no family fits but the entry names a kernel; else, with
+ * `cdromFallback` or `family: "cdrom"`, the ISO's own El Torito record (sanboot).
+ */
+async function chooseRecipe(
+  image: IsoImage,
+  source: string,
+  options: LiveIsoOptions,
+): Promise<BootRecipe> {
+  const forced = options.family === "cdrom";
+  const found = forced ? null : await detectRecipe(image, options.family as Family | undefined);
+  if (found && found.family !== null) {
+    return {
+      ...found,
+      kernel: options.kernel ?? found.kernel,
+      initrd: options.initrd ?? found.initrd,
+    };
+  }
+  if (found && options.kernel) {
+    return {
+      family: "custom",
+      description: "kernel, initrd and cmdline from the entry",
+      kernel: options.kernel,
+      initrd: options.initrd ?? [],
+      cmdline: "",
+    };
+  }
+  if (found && !options.cdromFallback) {
+    throw new LiveIsoError(`${source}: ${found.message}`, found.found);
+  }
+  const records = image.volume.elTorito.filter((e) => e.bootable);
+  if (records.length === 0) {
+    throw new LiveIsoError(
+      `${source}: ${found ? `${found.message}; ` : ""}it has no bootable El Torito record either, so it cannot boot as a CD-ROM`,
+      found ? found.found : await image.walk("/", 2),
+    );
+  }
+  return {
+    family: "cdrom",
+    description: `no live-system recipe${forced ? " (recipe: cdrom)" : " fits"}: the machine boots the ISO's own boot record (${records.map((e) => e.platform).join(", ")}) through iPXE's sanboot`,
+    kernel: "",
+    initrd: [],
+    cmdline: "",
+  };
+}
+
 /** The ISO cannot be booted as configured: the message says why and what the ISO holds. */
 export class LiveIsoError extends Error {
   readonly found: string[];
@@ -246,26 +295,11 @@ export class LiveIso {
     const key = sha(identity).slice(0, 32);
     try {
       const image = await IsoImage.open(device, source);
-      let recipe: BootRecipe;
-      const found = await detectRecipe(image, options.family);
-      if (found.family === null) {
-        if (!options.kernel) throw new LiveIsoError(`${source}: ${found.message}`, found.found);
-        recipe = {
-          family: "custom",
-          description: "kernel, initrd and cmdline from the entry",
-          kernel: options.kernel,
-          initrd: options.initrd ?? [],
-          cmdline: "",
-        };
-      } else {
-        recipe = { ...found };
-        if (options.kernel) recipe.kernel = options.kernel;
-        if (options.initrd) recipe.initrd = options.initrd;
-      }
+      const recipe = await chooseRecipe(image, source, options);
       if (options.cmdline !== undefined) {
         recipe.cmdline = options.cmdline.replaceAll("{recipe}", recipe.cmdline).trim();
       }
-      for (const p of [recipe.kernel, ...recipe.initrd]) {
+      for (const p of recipe.family === "cdrom" ? [] : [recipe.kernel, ...recipe.initrd]) {
         const e = await image.stat(p);
         if (!e || e.directory) {
           throw new LiveIsoError(`${source} has no file ${p} (the entry's kernel/initrd)`, [

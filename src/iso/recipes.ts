@@ -5,7 +5,8 @@
 import type { IsoImage } from "./iso9660.ts";
 
 export interface BootRecipe {
-  family: Family | "custom";
+  /** "cdrom": no kernel of its own; the machine boots the ISO's El Torito record (sanboot). */
+  family: Family | "custom" | "cdrom";
   description: string;
   kernel: string;
   initrd: string[];

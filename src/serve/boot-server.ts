@@ -589,7 +589,7 @@ export class BootServer {
         return;
       }
     }
-    let iso: { initrds: number; cmdline: string } | undefined;
+    let iso: { initrds: number; cmdline: string; sanboot?: string } | undefined;
     if (entry.kind === "iso") {
       try {
         let timer: NodeJS.Timeout | undefined;
@@ -612,10 +612,19 @@ export class BootServer {
           );
           return;
         }
+        const isoBase = `${this.#base(req)}/iso/${encodeURIComponent(entry.name)}`;
         iso = {
           initrds: live.recipe.initrd.length,
-          cmdline: live.cmdline(`${this.#base(req)}/iso/${encodeURIComponent(entry.name)}`),
+          cmdline: live.cmdline(isoBase),
+          sanboot:
+            live.recipe.family === "cdrom"
+              ? `${isoBase}/${encodeURIComponent(live.fileName)}`
+              : undefined,
         };
+        // Nothing else marks this boot as used: a sanboot fetches no kernel.
+        if (live.recipe.family === "cdrom" && entry.once && mac) {
+          await this.#once?.consume(mac, entry.name);
+        }
       } catch (err) {
         const found = err instanceof LiveIsoError ? err.found : [];
         const message = `cannot boot ${entry.iso}: ${(err as Error).message}`;
@@ -709,6 +718,7 @@ export class BootServer {
         cacheDir: join(this.config.cacheDir, "iso"),
         space: openChunkCache(this.config.cacheDir, { logger: this.#log }),
         family: entry.recipe,
+        cdromFallback: true,
         kernel: entry.kernel,
         initrd: entry.initrd,
         cmdline: entry.cmdline,
@@ -754,6 +764,12 @@ export class BootServer {
     let isoPath: string | undefined;
     try {
       const live = await this.#liveIso(entry);
+      if (live.recipe.family === "cdrom") {
+        throw new HttpError(
+          404,
+          `Entry "${entry.name}" boots its ISO as a CD-ROM (sanboot): it has no kernel or initrd`,
+        );
+      }
       isoPath = initrd < 0 ? live.recipe.kernel : live.recipe.initrd[initrd];
       if (isoPath === undefined)
         throw new HttpError(404, `Entry "${entry.name}" has no initrd ${initrd}`);

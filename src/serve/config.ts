@@ -56,8 +56,8 @@ export type Entry = EntryBase &
         kind: "iso";
         /** An http(s) URL (read by Range, cached) or a local path. */
         iso: string;
-        /** Force this family's recipe instead of detecting it. */
-        recipe?: Family;
+        /** Force this family's recipe instead of detecting it ("cdrom": sanboot the ISO). */
+        recipe?: Family | "cdrom";
         /** Paths inside the ISO replacing the recipe's. */
         kernel?: string;
         initrd?: string[];
@@ -518,7 +518,7 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         ...base,
         kind: "iso",
         iso,
-        recipe: c.oneOf(o.recipe, [...path, "recipe"], FAMILIES),
+        recipe: c.oneOf(o.recipe, [...path, "recipe"], [...FAMILIES, "cdrom"] as const),
         kernel: isoPath(o.kernel, [...path, "kernel"]),
         initrd: initrdList
           ?.map((x, i) => isoPath(x, [...path, "initrd", i]))

@@ -36,7 +36,7 @@ export interface ScriptContext {
   /** Initrds the server adds after the entry's own (the NBD overlay). */
   extraInitrds?: number;
   /** An ISO entry's boot: how many initrds its recipe has and its command line with URLs. */
-  iso?: { initrds: number; cmdline: string };
+  iso?: { initrds: number; cmdline: string; sanboot?: string };
 }
 
 /** A script that shows why a machine cannot boot and stops in the iPXE shell. */
@@ -95,6 +95,15 @@ export function entryScript(entry: Entry, ctx: ScriptContext): string {
       );
     case "iso":
       if (!ctx.iso) return errorScript(`${entry.name}: the ISO is not open`);
+      if (ctx.iso.sanboot) {
+        // No recipe: iPXE reads the ISO by Range and boots its own El Torito record.
+        return (
+          head +
+          `echo Booting ${line(entry.title)} from its own boot record (sanboot)\n` +
+          `sanboot --no-describe ${ctx.iso.sanboot} || goto failed\n` +
+          FAILED(`sanboot ${ctx.iso.sanboot}`)
+        );
+      }
       return kernelScript(entry, ctx.iso.initrds, [ctx.iso.cmdline], ctx);
     case "menu": {
       const items = entry.items.map((i) => `item ${i} ${line(ctx.titleOf(i))}\n`).join("");
