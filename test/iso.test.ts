@@ -2,7 +2,7 @@
 // UEFI), checked against isoinfo's listing; read locally and from nginx by Range requests; the
 // distribution family recognised from each family's layout; damaged images give IsoFormatError.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { FileDevice } from "../src/block/file-device.ts";
 import { HttpDevice } from "../src/block/http-device.ts";
@@ -186,12 +186,23 @@ describe("ISO 9660 reader", () => {
         assert.equal(r.code, 1);
         assert.match(r.stdout, /unknown layout/);
         assert.match(r.stdout, /\/data\/blob\.bin/, "lists what was found");
+        assert.match(r.stdout, /boot +none: no recipe and no El Torito record/);
       } else {
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, new RegExp(`family +${layout.family}`));
       }
     });
   }
+
+  it("inspect: an unknown layout with an El Torito record boots as a CD-ROM (iPXE's own ISO)", async (t) => {
+    if (!existsSync("/usr/lib/ipxe/ipxe.iso"))
+      return t.skip("no /usr/lib/ipxe/ipxe.iso (Debian ipxe)");
+    const r = await inetboot(["iso", "inspect", "/usr/lib/ipxe/ipxe.iso"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /El Torito +bios no emulation; uefi no emulation/);
+    assert.match(r.stdout, /boot +as a CD-ROM: inetboot serve has iPXE sanboot it/);
+    assert.match(r.stdout, /\/isolinux\.bin/);
+  });
 
   it("damaged images give IsoFormatError, never a crash or a read outside the image", async (t) => {
     const dir = tempDir(t);

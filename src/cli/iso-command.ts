@@ -34,13 +34,18 @@ export function registerIsoCommands(program: Command): void {
           `  El Torito   ${v.elTorito.length === 0 ? "none (not bootable from CD)" : v.elTorito.map((e) => `${e.platform}${e.bootable ? "" : " (not bootable)"} ${e.emulation === "none" ? "no emulation" : e.emulation}`).join("; ")}`,
         ];
         if (recipe.family === null) {
+          const bootable = v.elTorito.some((e) => e.bootable);
           lines.push(
             `  family      ${recipe.message}`,
+            bootable
+              ? "  boot        as a CD-ROM: inetboot serve has iPXE sanboot it (inetboot run boots it as a CD-ROM)"
+              : "  boot        none: no recipe and no El Torito record (give kernel: and initrd: paths)",
             "  found:",
             ...recipe.found.map((f) => `    ${f}`),
           );
           console.log(lines.join("\n"));
-          process.exitCode = 1;
+          // Bootable as a CD is still a way to boot it.
+          process.exitCode = bootable ? 0 : 1;
           return;
         }
         lines.push(
