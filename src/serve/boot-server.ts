@@ -577,7 +577,14 @@ export class BootServer {
         rootCmdline = entry.nbdOverlay
           ? nbdOverlayCmdline(host, this.#nbdPort, name)
           : nbdRootCmdline(host, this.#nbdPort, name);
-        this.#record({ stage: "nbd-export", mac, ip, entry: entry.name, detail: name });
+        const stays = this.#images?.staysOn(entry.name, mac);
+        this.#record({
+          stage: "nbd-export",
+          mac,
+          ip,
+          entry: entry.name,
+          detail: stays ? `${name} (its disk stays on ${stays}, where it was made)` : name,
+        });
       } catch (err) {
         const message = `cannot open image ${entry.image.source}: ${(err as Error).message}`;
         this.#record({ stage: "image-error", mac, ip, entry: entry.name, detail: message });

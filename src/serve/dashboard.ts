@@ -285,7 +285,13 @@ export class Dashboard {
       // The disk of the image entry it boots can be reset when write actions are on.
       const next = row ? this.#s.config.entries.get(row.next.entry) : undefined;
       const resettable = this.#s.config.ui.write && next?.kind === "image" ? next.name : null;
-      send(res, 200, machinePage(mac, row, this.#s.events.events({ mac }), resettable), htmlType);
+      const staysOn = resettable ? (this.#s.images()?.staysOn(resettable, mac) ?? null) : null;
+      send(
+        res,
+        200,
+        machinePage(mac, row, this.#s.events.events({ mac }), resettable, staysOn),
+        htmlType,
+      );
       return;
     }
     if (path === "/ui/catalog") {

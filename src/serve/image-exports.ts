@@ -25,6 +25,28 @@ interface Base {
   trace: TraceDevice;
 }
 
+/**
+ * The release a per-machine disk was made on, kept beside its overlay: a newer release (or a
+ * roll-back) cannot sit under blocks written over another one, so the machine keeps booting the
+ * release its disk belongs to until the disk is reset.
+ */
+interface DiskOrigin {
+  /** NAME@sha256:DIGEST of the release file (opens it again, allowed by anti-rollback). */
+  source: string;
+  /** NAME@REV, for people. */
+  label: string;
+  baseId: string;
+}
+
+function readOrigin(overlay: string): DiskOrigin | null {
+  try {
+    const o = JSON.parse(readFileSync(`${overlay}.release.json`, "utf8")) as DiskOrigin;
+    return typeof o.source === "string" && typeof o.baseId === "string" ? o : null;
+  } catch {
+    return null;
+  }
+}
+
 /** The shared base under many overlays: closing one machine's overlay must not close it. */
 class SharedBase extends PassThroughDevice {
   override close(): Promise<void> {
@@ -52,6 +74,10 @@ export class ImageExports {
   readonly #o: ImageExportsOptions;
   readonly #log: Logger;
   readonly #bases = new Map<string, Promise<Base>>();
+  /** Older releases kept open for per-machine disks made on them (by release source). */
+  readonly #older = new Map<string, Promise<Base>>();
+  /** Export name → the release its disk stays on, when that is not the entry's current one. */
+  readonly #stays = new Map<string, string>();
   readonly #overlays = new Map<string, Promise<CowDevice>>();
   /** Export name → the address of the machine it belongs to (its latest plan request). */
   readonly #owners = new Map<string, string>();
@@ -109,21 +135,26 @@ export class ImageExports {
     return out;
   }
 
+  /** The stack of `source` for `entry`: the store, mirrors, cache and trust of the entry. */
+  #open(entry: ImageEntry, source: string): Promise<Base> {
+    return openDeviceStack(source, {
+      stores: entry.image.stores,
+      onFetch: this.#o.onFetch,
+      cache: this.#o.cacheDir,
+      policy: {
+        trusted: loadTrustedKeys(entry.image.trust),
+        insecure: entry.image.insecure,
+        statePath: join(this.#o.stateDir, "accepted-releases.json"),
+      },
+      logger: this.#log,
+    }).then((stack) => ({ stack, trace: new TraceDevice(stack.device, null) }));
+  }
+
   /** The image's block stack, opened on first use (the release is resolved and verified then). */
   base(entry: ImageEntry): Promise<Base> {
     let p = this.#bases.get(entry.name);
     if (!p) {
-      p = openDeviceStack(this.source(entry), {
-        stores: entry.image.stores,
-        onFetch: this.#o.onFetch,
-        cache: this.#o.cacheDir,
-        policy: {
-          trusted: loadTrustedKeys(entry.image.trust),
-          insecure: entry.image.insecure,
-          statePath: join(this.#o.stateDir, "accepted-releases.json"),
-        },
-        logger: this.#log,
-      }).then((stack) => ({ stack, trace: new TraceDevice(stack.device, null) }));
+      p = this.#open(entry, this.source(entry));
       this.#bases.set(entry.name, p);
       p.then(
         ({ stack }) =>
@@ -153,7 +184,7 @@ export class ImageExports {
   async prepare(entry: ImageEntry, mac: string, address: string): Promise<string> {
     const name = ImageExports.exportName(entry.name, mac);
     this.#owners.set(name, plainAddress(address) ?? address);
-    const { stack, trace } = await this.base(entry);
+    const current = await this.base(entry);
     const path = this.#overlayPath(entry, mac);
     const dir = dirname(path);
     const existing = this.#overlays.get(name);
@@ -163,10 +194,22 @@ export class ImageExports {
       this.#o.nbd.removeExport(name);
       await (await existing.catch(() => null))?.close();
     }
+    const { stack, trace } = await this.#diskBase(entry, mac, path, current);
     const opened = (async () => {
       await mkdir(dir, { recursive: true });
       if (entry.disk === "ephemeral") await rm(path, { force: true });
-      return CowDevice.open(new SharedBase(trace), path, { baseId: stack.baseId });
+      const fresh = !existsSync(path);
+      const device = await CowDevice.open(new SharedBase(trace), path, { baseId: stack.baseId });
+      const release = stack.image?.release;
+      if (fresh && entry.disk === "per-machine" && release) {
+        const origin: DiskOrigin = {
+          source: `${entry.image.source.replace(/@.*$/, "")}@sha256:${release.digest}`,
+          label: stack.label,
+          baseId: stack.baseId,
+        };
+        await writeFileAtomic(`${path}.release.json`, JSON.stringify(origin) + "\n");
+      }
+      return device;
     })();
     this.#overlays.set(name, opened);
     let device: CowDevice;
@@ -188,6 +231,42 @@ export class ImageExports {
     return name;
   }
 
+  /**
+   * The base a machine's disk goes over: the entry's current release, or — for a per-machine
+   * disk made on another release — that release, opened again by digest (the machine stays
+   * there until its disk is reset).
+   */
+  async #diskBase(entry: ImageEntry, mac: string, path: string, current: Base): Promise<Base> {
+    const name = ImageExports.exportName(entry.name, mac);
+    this.#stays.delete(name);
+    if (entry.disk !== "per-machine") return current;
+    const origin = existsSync(path) ? readOrigin(path) : null;
+    if (!origin || origin.baseId === current.stack.baseId) return current;
+    let p = this.#older.get(origin.source);
+    if (!p) {
+      p = this.#open(entry, origin.source);
+      this.#older.set(origin.source, p);
+      p.catch(() => this.#older.delete(origin.source));
+    }
+    const base = await p.catch((err: Error) => {
+      throw new Error(
+        `the disk of ${mac} was made on ${origin.label}, which cannot be opened (${err.message}); reset the machine's disk (dashboard, or delete ${path}) to start it on ${current.stack.label}`,
+        { cause: err },
+      );
+    });
+    this.#stays.set(name, origin.label);
+    this.#log.info(
+      { entry: entry.name, mac, release: origin.label, current: current.stack.label },
+      "machine disk stays on the release it was made on (reset the disk to move it)",
+    );
+    return base;
+  }
+
+  /** The release a machine's disk keeps it on when that is not the entry's current one. */
+  staysOn(entry: string, mac: string): string | null {
+    return this.#stays.get(ImageExports.exportName(entry, mac)) ?? null;
+  }
+
   #overlayPath(entry: ImageEntry, mac: string): string {
     return join(this.#o.stateDir, "overlays", entry.name, `${mac.replace(/:/g, "-")}.cow`);
   }
@@ -205,6 +284,8 @@ export class ImageExports {
     await (await existing?.catch(() => null))?.close();
     const had = existing !== undefined || existsSync(path);
     await rm(path, { force: true });
+    await rm(`${path}.release.json`, { force: true });
+    this.#stays.delete(name);
     this.#log.info({ entry: entry.name, mac, overlay: path, had }, "machine disk reset");
     return had;
   }
@@ -248,8 +329,11 @@ export class ImageExports {
 
   async close(): Promise<void> {
     for (const p of this.#overlays.values()) await (await p.catch(() => null))?.close();
-    for (const p of this.#bases.values()) await (await p.catch(() => null))?.stack.close();
+    for (const p of [...this.#bases.values(), ...this.#older.values()]) {
+      await (await p.catch(() => null))?.stack.close();
+    }
     this.#overlays.clear();
     this.#bases.clear();
+    this.#older.clear();
   }
 }

@@ -144,9 +144,12 @@ export function machinePage(
   events: BootEvent[],
   /** The image entry whose disk (overlay) this machine may reset from here, if any. */
   resettable: string | null = null,
+  /** The older release its per-machine disk keeps it on, if not the entry's current one. */
+  staysOn: string | null = null,
 ): string {
   const reset = resettable
     ? html`<h2>Disk</h2>
+        ${staysOn ? html`<p><strong>Its disk was made on ${code(staysOn)}, so it keeps booting that release</strong>: a newer (or rolled-back) one cannot sit under blocks written over another. Reset the disk to move it to the entry's current release.</p>` : ""}
         <p>
           The machine boots image entry ${code(resettable)}. Resetting discards what it wrote to its
           disk; its next boot starts from the image as published (a machine still running loses its
