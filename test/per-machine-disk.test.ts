@@ -16,7 +16,12 @@ const OTHER = "52:54:00:00:44:02";
 const TOKEN = "reset-token-for-tests";
 
 /** Starts a server on loopback; returns its base URL (stopped after the test or on demand). */
-async function start(t: TestContext, dir: string, store: string): Promise<BootServer> {
+async function start(
+  t: TestContext,
+  dir: string,
+  store: string,
+  recheck = 3600,
+): Promise<BootServer> {
   const config = parseConfig(
     `http: { port: 0, address: 127.0.0.1 }
 nbd: { port: 0 }
@@ -24,7 +29,7 @@ state: ${join(dir, "state")}
 ui: { write: true, token: ${TOKEN} }
 entries:
   img:
-    image: { name: tiny, store: ${store}, trust: [${join(dir, "k.pub")}] }
+    image: { name: tiny, store: ${store}, trust: [${join(dir, "k.pub")}], recheck: ${recheck} }
     kernel: /vmlinuz
     disk: per-machine
 default: img
@@ -58,17 +63,26 @@ const pattern = async (uri: string, byte: number, offset: string): Promise<boole
   return /read 65536\/65536 bytes/.test(out) && !/verification failed/i.test(out);
 };
 
+/** A store with release 1 of "tiny" (first MiB 7s) and a way to publish the next. */
+async function tinyStore(
+  dir: string,
+): Promise<{ store: string; publish: (byte: number) => Promise<unknown> }> {
+  const disk = join(dir, "disk.img");
+  const store = join(dir, "store");
+  await inetbootOk(["keygen", "--out", join(dir, "k")]);
+  const publish = (byte: number): Promise<unknown> => {
+    writeImage(disk, [Buffer.alloc(1 << 20, byte), { zero: 3 << 20 }]);
+    return inetbootOk(["pack", disk, "--store", store, "--name", "tiny", "--key", join(dir, "k")]);
+  };
+  await publish(7);
+  return { store, publish };
+}
+
 describe("per-machine disks across releases", () => {
   it("a machine stays on the release its disk was made on, with its writes; a reset moves it to the new one", async (t) => {
     if (!requireTool(t, "qemu-io", "qemu-utils")) return;
     const dir = tempDir(t);
-    const disk = join(dir, "disk.img");
-    const store = join(dir, "store");
-    await inetbootOk(["keygen", "--out", join(dir, "k")]);
-    const pack = (): Promise<unknown> =>
-      inetbootOk(["pack", disk, "--store", store, "--name", "tiny", "--key", join(dir, "k")]);
-    writeImage(disk, [Buffer.alloc(1 << 20, 7), { zero: 3 << 20 }]);
-    await pack();
+    const { store, publish } = await tinyStore(dir);
 
     let srv = await start(t, dir, store);
     let disk1 = await plan(srv, MAC);
@@ -79,8 +93,7 @@ describe("per-machine disks across releases", () => {
     await srv.stop();
 
     // Release 2 changes the first MiB; a restarted server opens it for the entry.
-    writeImage(disk, [Buffer.alloc(1 << 20, 8), { zero: 3 << 20 }]);
-    await pack();
+    await publish(8);
     srv = await start(t, dir, store);
     const other = await plan(srv, OTHER);
     assert.ok(await pattern(other.uri, 8, "0"), "a new machine gets release 2");
@@ -121,5 +134,28 @@ describe("per-machine disks across releases", () => {
     disk1 = await plan(srv, MAC);
     assert.ok(await pattern(disk1.uri, 8, "0"), "after the reset: release 2");
     assert.ok(await pattern(disk1.uri, 0, "2M"), "and a fresh disk");
+  });
+
+  it("a running server follows a new release: the next boot gets it, a disk made on the old one stays there", async (t) => {
+    if (!requireTool(t, "qemu-io", "qemu-utils")) return;
+    const dir = tempDir(t);
+    const { store, publish } = await tinyStore(dir);
+    const srv = await start(t, dir, store, 0); // look for a newer release at every plan
+    const disk1 = await plan(srv, MAC);
+    assert.ok(await pattern(disk1.uri, 7, "0"));
+    assert.match(await qemuIo(disk1.uri, "write -P 0x57 2M 64k"), /wrote 65536\/65536 bytes/);
+
+    await publish(8); // no restart
+    const fresh = await plan(srv, OTHER);
+    assert.ok(await pattern(fresh.uri, 8, "0"), "the next boot gets release 2");
+    const images = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/api/images`)).json()) as {
+      entry: string;
+      image: string;
+    }[];
+    assert.equal(images.find((i) => i.entry === "img")?.image, "tiny@2");
+    // The machine whose disk was made on release 1 stays there, with its write.
+    const again = await plan(srv, MAC);
+    assert.ok(await pattern(again.uri, 7, "0"), "its disk stays on release 1");
+    assert.ok(await pattern(again.uri, 0x57, "2M"));
   });
 });

@@ -29,6 +29,12 @@ export interface ImageRef {
   /** Minisign public keys (files or base64 lines). */
   trust: string[];
   insecure: boolean;
+  /**
+   * Seconds between checks for a newer release of a NAME that follows the latest (checked at a
+   * machine's plan request; 0: at every one). The next boots get it; disks made on the old one
+   * stay there.
+   */
+  recheckSeconds: number;
 }
 
 interface EntryBase {
@@ -453,7 +459,7 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
     }
     case "image": {
       const ip = [...path, "image"];
-      const io = c.object(o.image, ip, ["name", "store", "trust", "insecure"]) ?? {};
+      const io = c.object(o.image, ip, ["name", "store", "trust", "insecure", "recheck"]) ?? {};
       const source = c.string(
         io.name,
         [...ip, "name"],
@@ -491,7 +497,13 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         kernel,
         initrd,
         cmdline: c.string(o.cmdline, [...path, "cmdline"]) ?? "",
-        image: { source, stores, trust, insecure },
+        image: {
+          source,
+          stores,
+          trust,
+          insecure,
+          recheckSeconds: c.int(io.recheck, [...ip, "recheck"], 0, 86_400) ?? 60,
+        },
         disk,
         nbdOverlay: c.bool(o["nbd-overlay"], [...path, "nbd-overlay"]) ?? false,
       };

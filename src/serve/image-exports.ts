@@ -13,11 +13,16 @@ import { TraceDevice } from "../block/trace-device.ts";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import type { NbdServer } from "../nbd/server.ts";
+import { readLatest } from "../store/catalog.ts";
 import { writeFileAtomic } from "../store/local-store.ts";
+import { openStoreReader } from "../store/store-reader.ts";
 import { loadTrustedKeys } from "../store/trust.ts";
 import type { Entry } from "./config.ts";
 
 type ImageEntry = Extract<Entry, { kind: "image" }>;
+
+/** How long a boot waits for a newer release to be found and opened before it goes on. */
+const REFRESH_WAIT_MS = 2000;
 
 /** An opened image and the tracer over it that sees every machine's reads of the base. */
 interface Base {
@@ -78,6 +83,10 @@ export class ImageExports {
   readonly #older = new Map<string, Promise<Base>>();
   /** Export name → the release its disk stays on, when that is not the entry's current one. */
   readonly #stays = new Map<string, string>();
+  /** Entry → when a newer release was last looked for, and the last failure said. */
+  readonly #checked = new Map<string, { at: number; error?: string }>();
+  /** Entry → its look for a newer release under way. */
+  readonly #refreshing = new Map<string, Promise<Base>>();
   readonly #overlays = new Map<string, Promise<CowDevice>>();
   /** Export name → the address of the machine it belongs to (its latest plan request). */
   readonly #owners = new Map<string, string>();
@@ -150,6 +159,92 @@ export class ImageExports {
     }).then((stack) => ({ stack, trace: new TraceDevice(stack.device, null) }));
   }
 
+  /**
+   * The entry's stack for a boot starting now. For an entry following the latest release, a
+   * newer revision published in its store (looked for at most every `recheck` seconds) is
+   * opened and becomes the entry's; the one it replaces stays open for the disks on it. A boot
+   * waits for that at most REFRESH_WAIT_MS (a slow or unreachable store must not hold machines
+   * up): past it, this boot gets the current release and a later one the new.
+   */
+  async #current(entry: ImageEntry): Promise<Base> {
+    const opening = this.base(entry);
+    const base = await opening;
+    const release = base.stack.image?.release?.release;
+    const checked = this.#checked.get(entry.name);
+    const now = Date.now();
+    if (!checked) this.#checked.set(entry.name, { at: now }); // it was just opened
+    if (
+      !checked ||
+      !release ||
+      /@/.test(this.source(entry)) ||
+      now - checked.at < entry.image.recheckSeconds * 1000 ||
+      this.#refreshing.has(entry.name)
+    ) {
+      return base;
+    }
+    this.#checked.set(entry.name, { at: now, error: checked.error });
+    const refresh = this.#refresh(entry, opening, base, release).finally(() =>
+      this.#refreshing.delete(entry.name),
+    );
+    this.#refreshing.set(entry.name, refresh);
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<Base>((r) => (timer = setTimeout(() => r(base), REFRESH_WAIT_MS)));
+    return Promise.race([refresh, waited]).finally(() => clearTimeout(timer));
+  }
+
+  /** Looks for a revision newer than `release`; opens it and makes it the entry's if there is. */
+  async #refresh(
+    entry: ImageEntry,
+    opening: Promise<Base>,
+    base: Base,
+    release: { name: string; revision: number },
+  ): Promise<Base> {
+    let latest: number | null = null;
+    for (const store of entry.image.stores) {
+      const reader = openStoreReader(store);
+      try {
+        latest = await readLatest(reader, release.name);
+        break;
+      } catch (err) {
+        const error = (err as Error).message;
+        const seen = this.#checked.get(entry.name);
+        if (error !== seen?.error) {
+          this.#log.warn(
+            { entry: entry.name, store, err: error },
+            "cannot look for a newer release",
+          );
+        }
+        this.#checked.set(entry.name, { at: seen?.at ?? Date.now(), error });
+      } finally {
+        await reader.close();
+      }
+    }
+    if (latest === null || latest <= release.revision) return base;
+    try {
+      const next = this.#open(entry, this.source(entry));
+      const opened = await next;
+      if (this.#bases.get(entry.name) !== opening) {
+        // Pinned or replaced meanwhile: that choice stands.
+        await opened.stack.close();
+        return this.base(entry);
+      }
+      // Disks made on the old release find it here (their record names it by digest).
+      this.#older.set(`${release.name}@sha256:${base.stack.image?.release?.digest}`, opening);
+      this.#bases.set(entry.name, next);
+      this.#log.info(
+        { entry: entry.name, image: opened.stack.label, was: base.stack.label },
+        "newer release opened; the next boots use it",
+      );
+      return opened;
+    } catch (err) {
+      this.#log.warn(
+        { entry: entry.name, latest, err: (err as Error).message },
+        "a newer release is published but cannot be opened; still booting the current one",
+      );
+      return base;
+    }
+  }
+
   /** The image's block stack, opened on first use (the release is resolved and verified then). */
   base(entry: ImageEntry): Promise<Base> {
     let p = this.#bases.get(entry.name);
@@ -184,7 +279,7 @@ export class ImageExports {
   async prepare(entry: ImageEntry, mac: string, address: string): Promise<string> {
     const name = ImageExports.exportName(entry.name, mac);
     this.#owners.set(name, plainAddress(address) ?? address);
-    const current = await this.base(entry);
+    const current = await this.#current(entry);
     const path = this.#overlayPath(entry, mac);
     const dir = dirname(path);
     const existing = this.#overlays.get(name);
@@ -328,6 +423,7 @@ export class ImageExports {
   }
 
   async close(): Promise<void> {
+    await Promise.allSettled(this.#refreshing.values()); // a stack it opens is closed below
     for (const p of this.#overlays.values()) await (await p.catch(() => null))?.close();
     for (const p of [...this.#bases.values(), ...this.#older.values()]) {
       await (await p.catch(() => null))?.stack.close();
