@@ -71,7 +71,7 @@ function verifiedMarks(dir: string): string[] {
   return readdirSync(join(dir, "cache", "iso"))
     .map((d) => join(dir, "cache", "iso", d, "verified-sha256"))
     .filter((f) => existsSync(f))
-    .map((f) => readFileSync(f, "utf8").trim());
+    .flatMap((f) => readFileSync(f, "utf8").trim().split("\n"));
 }
 
 async function get(url: string, headers: Record<string, string> = {}): Promise<Response> {
@@ -342,6 +342,11 @@ default: good
     copyFileSync(iso, join(www, "changed", "ubuntu-24.04-live.iso"));
     writeFileSync(join(www, "changed", "SHA256SUMS"), `${right} *ubuntu-24.04-live.iso\n`);
     copyFileSync(join(www, "SHA256SUMS.gpg"), join(www, "changed", "SHA256SUMS.gpg"));
+    // Arch's way: a detached signature over the ISO itself; grown.iso (the ISO and 2 KiB more)
+    // comes with a copy of the ISO's signature: it is not the ISO that was signed.
+    publisher.detachSign(iso, `${iso}.sig`);
+    copyFileSync(`${iso}.sig`, join(www, "grown.iso.sig"));
+    writeFileSync(join(www, "grown.iso"), Buffer.concat([readFileSync(iso), Buffer.alloc(2048)]));
     const nginx = await startNginx(t, www);
     if (!nginx) return;
     const sums = (folder: string): string =>
@@ -354,6 +359,8 @@ entries:
   good: { iso: "${nginx.url}ubuntu-24.04-live.iso", checksums: ${sums("")} }
   wrong: { iso: "${nginx.url}other.iso", checksums: ${sums("")} }
   changed: { iso: "${nginx.url}changed/ubuntu-24.04-live.iso", checksums: ${sums("changed/")} }
+  signed: { iso: "${nginx.url}ubuntu-24.04-live.iso", signature: { url: "${nginx.url}ubuntu-24.04-live.iso.sig", keyring: ${keyring} } }
+  badsig: { iso: "${nginx.url}grown.iso", signature: { url: "${nginx.url}grown.iso.sig", keyring: ${keyring} } }
 default: good
 `,
     );
@@ -368,6 +375,16 @@ default: good
     };
     assert.match(await script("good"), /boot=casper url=/);
     assert.deepEqual(verifiedMarks(dir), [right]);
+    // The ISO's own signature, checked by gpgv as the ISO streams through.
+    assert.match(await script("signed"), /boot=casper url=/);
+    const sigMark = `signature ${sha256(readFileSync(`${iso}.sig`))}`;
+    assert.deepEqual(verifiedMarks(dir).sort(), [right, sigMark].sort());
+    const badsig = await script("badsig");
+    assert.match(
+      badsig,
+      /signature not accepted: the signature does not match the ISO \(it is not the ISO that was signed\)/,
+    );
+    assert.match(badsig, /refusing to boot it/);
     const wrong = await script("wrong");
     assert.ok(
       wrong.includes(`has SHA-256 ${right}, not the ${"ab".repeat(32)} it was given`),
@@ -394,13 +411,18 @@ default: good
     const path = join(dir, "check.yaml");
     writeFileSync(
       path,
-      `entries:\n  k: { kernel: /vmlinuz, checksums: { url: /s, keyring: ${keyring} } }\n  i: { iso: /x.iso, checksums: { url: /s } }\n  j: { iso: /x.iso, sha256: ${right}, checksums: { url: /s, keyring: ${keyring} } }\n`,
+      `entries:\n  k: { kernel: /vmlinuz, checksums: { url: /s, keyring: ${keyring} } }\n  i: { iso: /x.iso, checksums: { url: /s } }\n  j: { iso: /x.iso, sha256: ${right}, checksums: { url: /s, keyring: ${keyring} } }\n  s: { iso: /x.iso, signature: { url: /x.iso.sig, keyring: /no/such.key } }\n  t: { kernel: /vmlinuz, signature: { url: /s, keyring: ${keyring} } }\n`,
     );
     const r = await inetboot(["serve", "--config", path, "--check"]);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /check\.yaml:2.*checksums is for iso entries/);
     assert.match(r.stderr, /check\.yaml:3.*checksums needs keyring/);
-    assert.match(r.stderr, /check\.yaml:4.*give sha256 or checksums, not both/);
+    assert.match(
+      r.stderr,
+      /check\.yaml:4.*give one of sha256, checksums or signature, not sha256 and checksums/,
+    );
+    assert.match(r.stderr, /check\.yaml:5.*\/no\/such\.key does not exist/);
+    assert.match(r.stderr, /check\.yaml:6.*signature is for iso entries/);
   });
 
   it("rejects a bad recipe name in the config with the file and line", async (t) => {

@@ -46,6 +46,7 @@ interface RunFlags {
   sha256?: string;
   checksums?: string;
   signature?: string;
+  isoSignature?: string;
   keyring: string[];
   isoName?: string;
   disk?: string;
@@ -70,7 +71,10 @@ interface RunFlags {
 
 /** Where an ISO is cached and how it is checked; a progress bar while it is checked whole. */
 function isoOptions(opts: RunFlags, log: Logger): LiveIsoOptions {
-  const bar = createProgressBar({ enabled: true, label: "Checking the ISO's sha256" });
+  const bar = createProgressBar({
+    enabled: true,
+    label: opts.isoSignature ? "Checking the ISO's signature" : "Checking the ISO's sha256",
+  });
   return {
     cacheDir: join(opts.cache, "iso"),
     space: cacheSpace(opts, log),
@@ -84,6 +88,7 @@ function isoOptions(opts: RunFlags, log: Logger): LiveIsoOptions {
           name: opts.isoName,
         }
       : undefined,
+    signature: opts.isoSignature ? { url: opts.isoSignature, keyring: opts.keyring } : undefined,
     onVerifyProgress: (done, total) => {
       bar.update(done, total, "");
       if (done === total) bar.done();
@@ -187,6 +192,10 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
     )
     .option("--iso-name <name>", "the ISO's name in the list (default: the last part of SOURCE)")
     .option(
+      "--iso-signature <url|file>",
+      "the publisher's detached signature over the whole ISO (Arch: ISO.sig), checked with --keyring as the ISO is read",
+    )
+    .option(
       "--cdrom",
       "boot an ISO from its own boot record as a CD-ROM (the default when no live-system recipe fits)",
     )
@@ -213,18 +222,19 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
         until: opts.until ? new RegExp(opts.until, "m") : undefined,
         timeoutSeconds: opts.timeout,
       };
-      if (opts.sha256 && opts.checksums) {
-        throw new UsageError("give --sha256 or --checksums, not both");
+      const checks = [opts.sha256, opts.checksums, opts.isoSignature].filter(Boolean);
+      if (checks.length > 1) {
+        throw new UsageError("give one of --sha256, --checksums or --iso-signature");
       }
-      if (opts.checksums && opts.keyring.length === 0) {
+      if ((opts.checksums || opts.isoSignature) && opts.keyring.length === 0) {
         throw new UsageError(
-          "--checksums needs --keyring: the publisher's public key that signs the list",
+          "--checksums and --iso-signature need --keyring: the publisher's public key",
         );
       }
       if (await isIso(source, opts.offline === true)) return runIso(source, opts, vm, log);
-      if (opts.sha256 || opts.checksums) {
+      if (checks.length > 0) {
         throw new UsageError(
-          "--sha256 and --checksums are for ISOs; a disk image's releases are checked by their signature (--trust)",
+          "--sha256, --checksums and --iso-signature are for ISOs; a disk image's releases are checked by their signature (--trust)",
         );
       }
       return runImage(source, opts, vm, trust, log);

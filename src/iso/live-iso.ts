@@ -21,8 +21,13 @@ import { isErrno, tempPathFor, writeFileAtomic } from "../store/local-store.ts";
 import { IsoImage } from "./iso9660.ts";
 import { detectRecipe, expandCmdline } from "./recipes.ts";
 import type { BootRecipe, Family } from "./recipes.ts";
-import { signedSha256 } from "./signed-checksums.ts";
-import type { ChecksumsSpec } from "./signed-checksums.ts";
+import {
+  ChecksumsError,
+  loadIsoSignature,
+  signedSha256,
+  streamVerifier,
+} from "./signed-checksums.ts";
+import type { ChecksumsSpec, IsoSignature, IsoSignatureSpec } from "./signed-checksums.ts";
 
 export interface LiveIsoOptions {
   /** Where the ISO's blocks and extracted files are kept. */
@@ -44,6 +49,8 @@ export interface LiveIsoOptions {
   sha256?: string;
   /** Or the publisher's signed checksum list giving that SHA-256 (checked with gpgv). */
   checksums?: ChecksumsSpec;
+  /** Or a detached signature over the whole ISO (Arch's .iso.sig), checked with gpgv. */
+  signature?: IsoSignatureSpec;
   /** Bytes hashed so far while the whole ISO is checked against `sha256`. */
   onVerifyProgress?: (done: number, total: number) => void;
   logger?: Logger;
@@ -57,11 +64,27 @@ export async function openIsoDevice(
   source: string,
   options: Pick<
     LiveIsoOptions,
-    "cacheDir" | "offline" | "space" | "sha256" | "checksums" | "onVerifyProgress" | "logger"
+    | "cacheDir"
+    | "offline"
+    | "space"
+    | "sha256"
+    | "checksums"
+    | "signature"
+    | "onVerifyProgress"
+    | "logger"
   >,
 ): Promise<{ device: BlockDevice; identity: string }> {
   const log = options.logger ?? silentLogger;
-  let expected = options.sha256;
+  let expected: string | IsoSignature | undefined = options.sha256;
+  if (options.signature) {
+    expected = await loadIsoSignature(options.signature, {
+      cacheDir: options.cacheDir,
+      offline: options.offline,
+      logger: log,
+    }).catch((err: Error) => {
+      throw new LiveIsoError(err.message);
+    });
+  }
   if (options.checksums) {
     // Before any of the ISO is read: a list that cannot be trusted stops here.
     const signed = await signedSha256(options.checksums, source, {
@@ -114,13 +137,14 @@ export async function openIsoDevice(
 }
 
 /**
- * Checks that `device` (a whole ISO) has SHA-256 `expected`, reading it all (through its cache,
- * which keeps it). A match is remembered in `marker` for this ISO's identity, so later runs
- * rely on the block cache's own per-block hashes instead of reading it all again.
+ * Checks `device` (a whole ISO), reading it all (through its cache, which keeps it): against a
+ * SHA-256, or a detached signature over the ISO that gpgv checks as the bytes stream by. A match
+ * is remembered in `marker` for this ISO's identity, so later runs rely on the block cache's own
+ * per-block hashes instead of reading it all again.
  */
 export async function verifyWholeIso(
   device: BlockDevice,
-  expected: string,
+  expected: string | IsoSignature,
   options: {
     source: string;
     marker: string;
@@ -128,21 +152,35 @@ export async function verifyWholeIso(
     logger?: Logger;
   },
 ): Promise<void> {
-  const want = expected.toLowerCase();
-  const remembered = await readFile(options.marker, "utf8").catch(() => "");
-  if (remembered.trim() === want) return;
+  const signed = typeof expected === "string" ? null : expected;
+  const want = typeof expected === "string" ? expected.toLowerCase() : null;
+  const token = signed ? `signature ${signed.digest}` : (want as string);
+  // One line per check passed (several entries may check the same cached ISO differently).
+  const remembered = (await readFile(options.marker, "utf8").catch(() => ""))
+    .split("\n")
+    .filter(Boolean);
+  if (remembered.includes(token)) return;
   const started = Date.now();
   const hash = createHash("sha256");
+  const verifier = signed ? await streamVerifier(signed, options.source) : null;
   let done = 0;
-  if (device.size > 0) {
-    for await (const piece of deviceStream(device, 0, device.size - 1, { piece: 4 << 20 })) {
-      hash.update(piece as Buffer);
-      done += (piece as Buffer).length;
-      options.onProgress?.(done, device.size);
+  let signer: string | undefined;
+  try {
+    if (device.size > 0) {
+      for await (const piece of deviceStream(device, 0, device.size - 1, { piece: 4 << 20 })) {
+        hash.update(piece as Buffer);
+        await verifier?.write(piece as Buffer);
+        done += (piece as Buffer).length;
+        options.onProgress?.(done, device.size);
+      }
     }
+    signer = (await verifier?.finish())?.signer;
+  } catch (err) {
+    await verifier?.abort();
+    throw err instanceof ChecksumsError ? new LiveIsoError(err.message) : err;
   }
   const actual = hash.digest("hex");
-  if (actual !== want) {
+  if (want && actual !== want) {
     throw new LiveIsoError(
       `${options.source} has SHA-256 ${actual}, not the ${want} it was given: it is not the ISO that was published (or the sha256 is wrong); refusing to boot it`,
     );
@@ -150,14 +188,14 @@ export async function verifyWholeIso(
   if (device instanceof RangeCacheDevice && device.stats.unkeptBytes > 0) {
     // Blocks not kept would be fetched again later, unchecked.
     throw new LiveIsoError(
-      `${options.source} matches its sha256 but does not fit in the cache's quota (${device.stats.unkeptBytes} bytes were not kept); an ISO checked whole must be cached whole: raise the quota (--cache-quota, or cache.json in the cache folder)`,
+      `${options.source} matches its ${signed ? "signature" : "sha256"} but does not fit in the cache's quota (${device.stats.unkeptBytes} bytes were not kept); an ISO checked whole must be cached whole: raise the quota (--cache-quota, or cache.json in the cache folder)`,
     );
   }
   await mkdir(dirname(options.marker), { recursive: true });
-  await writeFileAtomic(options.marker, `${want}\n`);
+  await writeFileAtomic(options.marker, [...remembered, token].join("\n") + "\n");
   options.logger?.info(
-    { iso: options.source, bytes: device.size, ms: Date.now() - started },
-    "the whole ISO matches its sha256",
+    { iso: options.source, bytes: device.size, sha256: actual, signer, ms: Date.now() - started },
+    signed ? "the whole ISO matches its signature" : "the whole ISO matches its sha256",
   );
 }
 

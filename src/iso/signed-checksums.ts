@@ -5,7 +5,7 @@
 // configuration names (binary or ASCII-armoured); for a clearsigned list only the bytes gpgv
 // says were signed are read. A verified list and its signature are kept in the cache so an
 // offline start can check them again.
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -105,20 +105,61 @@ export function findSha256(list: string, name: string, listName: string): string
   );
 }
 
-function gpgv(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+interface GpgvRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function gpgvMissing(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | null)?.code === "ENOENT";
+}
+
+const GPGV_MISSING =
+  "gpgv is not installed (Debian package gpgv): it checks the publisher's signature";
+
+function gpgv(args: string[]): Promise<GpgvRun> {
   return new Promise((resolveRun, reject) => {
     execFile("gpgv", args, { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      if (err && (err as NodeJS.ErrnoException).code === "ENOENT") {
-        reject(
-          new ChecksumsError(
-            "gpgv is not installed (Debian package gpgv): it checks the checksum list's signature",
-          ),
-        );
+      if (gpgvMissing(err)) {
+        reject(new ChecksumsError(GPGV_MISSING));
         return;
       }
       resolveRun({ code: err ? Number(err.code) || 1 : 0, stdout, stderr });
     });
   });
+}
+
+/** The signer of a run gpgv accepted; otherwise a ChecksumsError saying why, about `what`. */
+function gpgvVerdict(
+  r: GpgvRun,
+  what: string,
+  changed: string,
+  consequence: string,
+): { signer: string; fingerprint: string } {
+  const good = /^\[GNUPG:\] GOODSIG \S+ (.*)$/m.exec(r.stdout);
+  const valid = /^\[GNUPG:\] VALIDSIG (\S+)/m.exec(r.stdout);
+  if (r.code === 0 && good && valid) return { signer: good[1], fingerprint: valid[1] };
+  const why = /^\[GNUPG:\] (BADSIG|NO_PUBKEY|EXPKEYSIG|REVKEYSIG|EXPSIG|ERRSIG|NODATA)\b/m.exec(
+    r.stdout,
+  )?.[1];
+  const reason =
+    why === "BADSIG"
+      ? `the signature does not match ${changed}`
+      : why === "NO_PUBKEY" || why === "ERRSIG"
+        ? "it is not signed by a key in the keyring"
+        : why === "EXPKEYSIG" || why === "REVKEYSIG" || why === "EXPSIG"
+          ? "the signing key or signature has expired or been revoked"
+          : why === "NODATA"
+            ? "the signature file holds no signature"
+            : "gpgv did not accept it";
+  const detail = r.stderr
+    .split("\n")
+    .filter((l) => l.startsWith("gpgv:"))
+    .join("; ");
+  throw new ChecksumsError(
+    `${what}: signature not accepted: ${reason}${detail ? ` (${detail})` : ""}; ${consequence}`,
+  );
 }
 
 /**
@@ -156,35 +197,80 @@ export async function verifyList(
       files.keyring,
       ...(signature ? [files.signature, files.list] : ["--output", files.out, files.list]),
     ]);
-    const good = /^\[GNUPG:\] GOODSIG \S+ (.*)$/m.exec(r.stdout);
-    const valid = /^\[GNUPG:\] VALIDSIG (\S+)/m.exec(r.stdout);
-    if (r.code !== 0 || !good || !valid) {
-      const why = /^\[GNUPG:\] (BADSIG|NO_PUBKEY|EXPKEYSIG|REVKEYSIG|EXPSIG|ERRSIG|NODATA)\b/m.exec(
-        r.stdout,
-      )?.[1];
-      const reason =
-        why === "BADSIG"
-          ? "the signature does not match the list (the list was changed)"
-          : why === "NO_PUBKEY" || why === "ERRSIG"
-            ? "it is not signed by a key in the keyring"
-            : why === "EXPKEYSIG" || why === "REVKEYSIG" || why === "EXPSIG"
-              ? "the signing key or signature has expired or been revoked"
-              : why === "NODATA"
-                ? "the signature file holds no signature"
-                : "gpgv did not accept it";
-      const detail = r.stderr
-        .split("\n")
-        .filter((l) => l.startsWith("gpgv:"))
-        .join("; ");
-      throw new ChecksumsError(
-        `${listName}: signature not accepted: ${reason}${detail ? ` (${detail})` : ""}; refusing to trust its checksums`,
-      );
-    }
+    const verdict = gpgvVerdict(
+      r,
+      listName,
+      "the list (the list was changed)",
+      "refusing to trust its checksums",
+    );
     const text = signature ? list.toString("utf8") : await readFile(files.out, "utf8");
-    return { text, signer: good[1], fingerprint: valid[1] };
+    return { text, ...verdict };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The keyring files as one binary keyring (a clear error for a file that cannot be read). */
+async function readKeyring(files: string[]): Promise<Buffer> {
+  return binaryKeyring(
+    await Promise.all(
+      files.map(async (file) => ({
+        name: file,
+        bytes: await readFile(resolve(file)).catch((err: Error) => {
+          throw new ChecksumsError(`cannot read the keyring ${file}: ${err.message}`);
+        }),
+      })),
+    ),
+  );
+}
+
+/**
+ * Small signed files (a list, signatures) from their origin, or — offline, or when the origin
+ * cannot be reached — the copies kept under `kept` by `keep` after they were verified.
+ */
+async function fetchKept(
+  parts: Record<string, string>,
+  kept: string,
+  options: { offline?: boolean; logger?: Logger; what: string },
+): Promise<{ bytes: Record<string, Buffer>; from: "origin" | "cache"; keep: () => Promise<void> }> {
+  const bytes: Record<string, Buffer> = {};
+  try {
+    if (options.offline) throw new Error("offline");
+    for (const [name, location] of Object.entries(parts)) {
+      bytes[name] = await fetchBytes(location).catch((err: Error) => {
+        throw new Error(`${location}: ${err.message}`);
+      });
+    }
+  } catch (err) {
+    for (const name of Object.keys(parts)) {
+      const copy = await readFile(join(kept, name)).catch(() => null);
+      if (!copy) {
+        throw new ChecksumsError(
+          options.offline
+            ? `${Object.values(parts)[0]}: offline, and no copy of the ${options.what} is kept; run once online`
+            : `cannot fetch the ${options.what}: ${(err as Error).message}`,
+        );
+      }
+      bytes[name] = copy;
+    }
+    if (!options.offline) {
+      options.logger?.warn(
+        { from: Object.values(parts), error: (err as Error).message },
+        `${options.what} unreachable; using the copy kept in the cache`,
+      );
+    }
+    return { bytes, from: "cache", keep: () => Promise.resolve() };
+  }
+  const keep = async (): Promise<void> => {
+    await mkdir(kept, { recursive: true });
+    for (const [name, b] of Object.entries(bytes)) await writeFileAtomic(join(kept, name), b);
+  };
+  return { bytes, from: "origin", keep };
+}
+
+function keptDir(cacheDir: string, ...locations: (string | undefined)[]): string {
+  const key = createHash("sha256").update(locations.map((l) => l ?? "").join("\n"));
+  return join(cacheDir, "checksums", key.digest("hex").slice(0, 32));
 }
 
 /**
@@ -204,65 +290,143 @@ export async function signedSha256(
     (/^https?:\/\//i.test(isoSource)
       ? decodeURIComponent(basename(new URL(isoSource).pathname))
       : basename(isoSource));
-  const keyFiles = await Promise.all(
-    spec.keyring.map(async (file) => ({
-      name: file,
-      bytes: await readFile(resolve(file)).catch((err: Error) => {
-        throw new ChecksumsError(`cannot read the keyring ${file}: ${err.message}`);
-      }),
-    })),
+  const keyring = await readKeyring(spec.keyring);
+  const got = await fetchKept(
+    { list: spec.url, ...(spec.signature ? { signature: spec.signature } : {}) },
+    keptDir(options.cacheDir, spec.url, spec.signature),
+    { offline: options.offline, logger: log, what: "checksum list" },
   );
-  const keyring = binaryKeyring(keyFiles);
-  const kept = join(
-    options.cacheDir,
-    "checksums",
-    createHash("sha256")
-      .update(`${spec.url}\n${spec.signature ?? ""}`)
-      .digest("hex")
-      .slice(0, 32),
-  );
-  let from: SignedSha256["from"] = "origin";
-  let list: Buffer;
-  let signature: Buffer | null = null;
-  try {
-    if (options.offline) throw new Error("offline");
-    list = await fetchBytes(spec.url).catch((err: Error) => {
-      throw new Error(`${spec.url}: ${err.message}`);
-    });
-    if (spec.signature) {
-      signature = await fetchBytes(spec.signature).catch((err: Error) => {
-        throw new Error(`${spec.signature}: ${err.message}`);
-      });
-    }
-  } catch (err) {
-    const copy = await readFile(join(kept, "list")).catch(() => null);
-    if (!copy) {
-      throw new ChecksumsError(
-        options.offline
-          ? `${spec.url}: offline, and no copy of the checksum list is kept; run once online`
-          : `cannot fetch the checksum list: ${(err as Error).message}`,
-      );
-    }
-    list = copy;
-    signature = spec.signature ? await readFile(join(kept, "signature")) : null;
-    from = "cache";
-    if (!options.offline) {
-      log.warn(
-        { list: spec.url, error: (err as Error).message },
-        "checksum list unreachable; using the copy kept in the cache",
-      );
-    }
-  }
-  const verified = await verifyList(list, signature, keyring, listName);
+  const verified = await verifyList(got.bytes.list, got.bytes.signature ?? null, keyring, listName);
   const sha256 = findSha256(verified.text, name, listName);
-  if (from === "origin") {
-    await mkdir(kept, { recursive: true });
-    await writeFileAtomic(join(kept, "list"), list);
-    if (signature) await writeFileAtomic(join(kept, "signature"), signature);
-  }
+  await got.keep();
   log.info(
-    { list: spec.url, name, sha256, signer: verified.signer, key: verified.fingerprint, from },
+    {
+      list: spec.url,
+      name,
+      sha256,
+      signer: verified.signer,
+      key: verified.fingerprint,
+      from: got.from,
+    },
     "checksum list signature verified",
   );
-  return { sha256, name, signer: verified.signer, fingerprint: verified.fingerprint, from };
+  return {
+    sha256,
+    name,
+    signer: verified.signer,
+    fingerprint: verified.fingerprint,
+    from: got.from,
+  };
+}
+
+/** A detached OpenPGP signature over the whole ISO (Arch Linux's `.iso.sig`). */
+export interface IsoSignatureSpec {
+  url: string;
+  keyring: string[];
+}
+
+/** The ISO's signature and keyring, ready to check the ISO as it is read. */
+export interface IsoSignature {
+  signature: Buffer;
+  keyring: Buffer;
+  /** What a whole-ISO check remembers: the signature's SHA-256. */
+  digest: string;
+  url: string;
+}
+
+export async function loadIsoSignature(
+  spec: IsoSignatureSpec,
+  options: { cacheDir: string; offline?: boolean; logger?: Logger },
+): Promise<IsoSignature> {
+  const keyring = await readKeyring(spec.keyring);
+  const got = await fetchKept({ signature: spec.url }, keptDir(options.cacheDir, spec.url), {
+    offline: options.offline,
+    logger: options.logger,
+    what: "ISO signature",
+  });
+  await got.keep();
+  const signature = got.bytes.signature;
+  return {
+    signature,
+    keyring,
+    digest: createHash("sha256").update(signature).digest("hex"),
+    url: spec.url,
+  };
+}
+
+/**
+ * Checks a detached signature over bytes fed with `write` (gpgv reads them from its standard
+ * input as they come); `finish` resolves with the signer once gpgv accepts them.
+ */
+export async function streamVerifier(
+  sig: IsoSignature,
+  what: string,
+): Promise<{
+  write(piece: Buffer): Promise<void>;
+  finish(): Promise<{ signer: string; fingerprint: string }>;
+  abort(): Promise<void>;
+}> {
+  const dir = await mkdtemp(join(tmpdir(), "inetboot-gpgv-"));
+  await writeFile(join(dir, "keyring.gpg"), sig.keyring);
+  await writeFile(join(dir, "data.sig"), sig.signature);
+  const child = spawn(
+    "gpgv",
+    [
+      "--homedir",
+      dir,
+      "--status-fd",
+      "1",
+      "--keyring",
+      join(dir, "keyring.gpg"),
+      join(dir, "data.sig"),
+      "-",
+    ],
+    { stdio: ["pipe", "pipe", "pipe"] },
+  );
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<GpgvRun>((resolveRun, reject) => {
+    child.on("error", (err) => reject(gpgvMissing(err) ? new ChecksumsError(GPGV_MISSING) : err));
+    child.on("close", (code) => resolveRun({ code: code ?? 1, stdout, stderr }));
+  });
+  // gpgv may stop reading early (a bad signature packet): writes then fail, the verdict tells.
+  child.stdin.on("error", () => undefined);
+  const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
+  return {
+    write: (piece) =>
+      new Promise<void>((resolveWrite) => {
+        const stdin = child.stdin;
+        if (stdin.destroyed || stdin.writableEnded || stdin.write(piece)) {
+          resolveWrite();
+          return;
+        }
+        const done = (): void => {
+          stdin.off("drain", done);
+          stdin.off("close", done);
+          resolveWrite();
+        };
+        stdin.once("drain", done);
+        stdin.once("close", done);
+      }),
+    finish: async () => {
+      child.stdin.end();
+      try {
+        return gpgvVerdict(
+          await exited,
+          what,
+          "the ISO (it is not the ISO that was signed)",
+          "refusing to boot it",
+        );
+      } finally {
+        await cleanup();
+      }
+    },
+    abort: async () => {
+      child.kill();
+      await exited.catch(() => undefined);
+      await cleanup();
+    },
+  };
 }

@@ -609,7 +609,7 @@ export class BootServer {
           // machine waits in iPXE and asks again, instead of an HTTP request timing out.
           const p = this.#isoProgress.get(entry.name);
           const message = p
-            ? `checking ${entry.name}'s ISO against its sha256: ${Math.floor((100 * p.done) / Math.max(1, p.total))}% of ${Math.round(p.total / 1e6)} MB`
+            ? `checking ${entry.name}'s ISO against its ${entry.signature ? "signature" : "sha256"}: ${Math.floor((100 * p.done) / Math.max(1, p.total))}% of ${Math.round(p.total / 1e6)} MB`
             : `opening ${entry.name}'s ISO`;
           send(
             res,
@@ -721,6 +721,7 @@ export class BootServer {
       p = LiveIso.open(entry.iso, {
         sha256: entry.sha256,
         checksums: entry.checksums,
+        signature: entry.signature,
         onVerifyProgress: (done, total) => this.#isoProgress.set(entry.name, { done, total }),
         cacheDir: join(this.config.cacheDir, "iso"),
         space: openChunkCache(this.config.cacheDir, { logger: this.#log }),

@@ -11,7 +11,7 @@ import { ipToNumber, isIpv4, parseMac, formatMac } from "../dhcp/packet.ts";
 import type { Reservation } from "../dhcp/leases.ts";
 import { FAMILIES } from "../iso/recipes.ts";
 import type { Family } from "../iso/recipes.ts";
-import type { ChecksumsSpec } from "../iso/signed-checksums.ts";
+import type { ChecksumsSpec, IsoSignatureSpec } from "../iso/signed-checksums.ts";
 
 /** A file the server hands out: a host path or an http(s) URL (fetched once, cached). */
 export interface FileRef {
@@ -73,6 +73,8 @@ export type Entry = EntryBase &
         sha256?: string;
         /** Or the publisher's signed checksum list that gives it. */
         checksums?: ChecksumsSpec;
+        /** Or the publisher's detached signature over the whole ISO. */
+        signature?: IsoSignatureSpec;
       }
     | { kind: "menu"; items: string[]; timeoutSeconds: number; defaultItem?: string }
     | { kind: "chain"; url: string }
@@ -321,6 +323,20 @@ function hex64(c: Checker, v: unknown, path: Path): string | undefined {
   return s.toLowerCase();
 }
 
+/** Keyring files (`keyring: FILE` or a list), resolved and checked to exist. */
+function keyringFiles(c: Checker, v: unknown, path: Path, baseDir: string): string[] {
+  const keys = v === undefined ? [] : Array.isArray(v) ? v : [v];
+  const files = keys
+    .map((x, i) => c.string(x, Array.isArray(v) ? [...path, i] : path, "a public key file"))
+    .filter((x) => x !== undefined)
+    .map((x) => resolve(baseDir, x));
+  for (const k of files) if (!existsSync(k)) c.error(path, `${k} does not exist`);
+  return files;
+}
+
+const whereIs = (baseDir: string, x: string): string =>
+  /^https?:\/\//i.test(x) ? x : resolve(baseDir, x);
+
 /** `checksums: { url, signature?, keyring, name? }`: a signed list giving the ISO's SHA-256. */
 function checksumsSpec(
   c: Checker,
@@ -331,26 +347,40 @@ function checksumsSpec(
   if (v === undefined) return undefined;
   const o = c.object(v, path, ["url", "signature", "keyring", "name"]);
   if (!o) return undefined;
-  const where = (x: string): string => (/^https?:\/\//i.test(x) ? x : resolve(baseDir, x));
   const url = c.string(o.url, [...path, "url"], "the checksum list's URL or path");
   const signature = c.string(o.signature, [...path, "signature"]);
-  const keys = o.keyring === undefined ? [] : Array.isArray(o.keyring) ? o.keyring : [o.keyring];
-  const keyring = keys
-    .map((x, i) => c.string(x, [...path, "keyring", i], "a public key file"))
-    .filter((x) => x !== undefined)
-    .map((x) => resolve(baseDir, x));
+  const keyring = keyringFiles(c, o.keyring, [...path, "keyring"], baseDir);
   if (url === undefined) c.error(path, "checksums needs url: the list (SHA256SUMS, CHECKSUM)");
   if (keyring.length === 0) {
     c.error(path, "checksums needs keyring: the publisher's public key file(s) that sign it");
   }
-  for (const k of keyring) if (!existsSync(k)) c.error([...path, "keyring"], `${k} does not exist`);
   if (url === undefined || keyring.length === 0) return undefined;
   return {
-    url: where(url),
-    signature: signature === undefined ? undefined : where(signature),
+    url: whereIs(baseDir, url),
+    signature: signature === undefined ? undefined : whereIs(baseDir, signature),
     keyring,
     name: c.string(o.name, [...path, "name"]),
   };
+}
+
+/** `signature: { url, keyring }`: a detached signature over the whole ISO. */
+function isoSignatureSpec(
+  c: Checker,
+  v: unknown,
+  path: Path,
+  baseDir: string,
+): IsoSignatureSpec | undefined {
+  if (v === undefined) return undefined;
+  const o = c.object(v, path, ["url", "keyring"]);
+  if (!o) return undefined;
+  const url = c.string(o.url, [...path, "url"], "the signature's URL or path (ISO.sig)");
+  const keyring = keyringFiles(c, o.keyring, [...path, "keyring"], baseDir);
+  if (url === undefined) c.error(path, "signature needs url: the ISO's detached signature (.sig)");
+  if (keyring.length === 0) {
+    c.error(path, "signature needs keyring: the publisher's public key file(s)");
+  }
+  if (url === undefined || keyring.length === 0) return undefined;
+  return { url: whereIs(baseDir, url), keyring };
 }
 
 function fileRef(c: Checker, v: unknown, path: Path, baseDir: string): FileRef | undefined {
@@ -388,6 +418,7 @@ const ENTRY_KEYS = [
   "iso",
   "sha256",
   "checksums",
+  "signature",
   "recipe",
   "disk",
   "nbd-overlay",
@@ -434,10 +465,17 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
     );
     return undefined;
   }
-  if (o.checksums !== undefined && kinds[0] !== "iso") {
-    c.error([...path, "checksums"], "checksums is for iso entries");
-  } else if (o.checksums !== undefined && o.sha256 !== undefined) {
-    c.error([...path, "checksums"], "give sha256 or checksums, not both");
+  for (const key of ["checksums", "signature"]) {
+    if (o[key] !== undefined && kinds[0] !== "iso") {
+      c.error([...path, key], `${key} is for iso entries`);
+    }
+  }
+  const checks = ["sha256", "checksums", "signature"].filter((k) => o[k] !== undefined);
+  if (kinds[0] === "iso" && checks.length > 1) {
+    c.error(
+      [...path, checks[1]],
+      `give one of sha256, checksums or signature, not ${checks.join(" and ")}`,
+    );
   }
   if (o.sha256 !== undefined && kinds[0] !== "iso") {
     c.error(
@@ -538,6 +576,7 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         cmdline: c.string(o.cmdline, [...path, "cmdline"]),
         sha256: hex64(c, o.sha256, [...path, "sha256"]),
         checksums: checksumsSpec(c, o.checksums, [...path, "checksums"], baseDir),
+        signature: isoSignatureSpec(c, o.signature, [...path, "signature"], baseDir),
       };
     }
     case "menu": {

@@ -380,9 +380,11 @@ export class Dashboard {
         size: opened?.device.size ?? null,
         check: e.checksums
           ? { kind: "signed-list", list: e.checksums.url }
-          : e.sha256
-            ? { kind: "sha256", sha256: e.sha256 }
-            : { kind: "own-list" },
+          : e.signature
+            ? { kind: "signature", url: e.signature.url }
+            : e.sha256
+              ? { kind: "sha256", sha256: e.sha256 }
+              : { kind: "own-list" },
         state: opened
           ? { kind: "open" }
           : iso === "opening"

@@ -329,6 +329,7 @@ export interface IsoView {
   check:
     | { kind: "sha256"; sha256: string }
     | { kind: "signed-list"; list: string }
+    | { kind: "signature"; url: string }
     | { kind: "own-list" };
   state:
     | { kind: "open" }
@@ -341,6 +342,8 @@ function isoCheck(c: IsoView["check"]): Html {
   if (c.kind === "sha256") return html`SHA-256 ${code(c.sha256.slice(0, 16))}…`;
   if (c.kind === "signed-list")
     return html`SHA-256 from the signed list <span class="mono">${c.list}</span>`;
+  if (c.kind === "signature")
+    return html`the publisher's signature <span class="mono">${c.url}</span>`;
   return html`<span class="muted">kernel and initrd by the ISO's own checksum list only</span>`;
 }
 
