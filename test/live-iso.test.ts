@@ -223,6 +223,7 @@ default: odd
       dir,
       `entries:
   rescue: { iso: ${join(dir, "rescue.iso")}, once: true }
+  not-casper: { iso: ${join(dir, "rescue.iso")}, recipe: casper }
 default: rescue
 `,
     );
@@ -240,6 +241,10 @@ default: rescue
       await kernel.text(),
       /boots its ISO as a CD-ROM \(sanboot\): it has no kernel or initrd/,
     );
+    // A family forced on it is an error, not a CD-ROM boot.
+    const notCasper = await (await get(`${base}/ipxe/entry/not-casper?mac=${MAC}`)).text();
+    assert.match(notCasper, /not a casper layout/);
+    assert.doesNotMatch(notCasper, /sanboot/);
     // The ISO is served with Range for iPXE's SAN reads.
     const head = await get(`${base}/iso/rescue/rescue.iso`, { Range: "bytes=32768-32773" });
     assert.equal(head.status, 206);

@@ -227,7 +227,8 @@ async function chooseRecipe(
       cmdline: "",
     };
   }
-  if (found && !options.cdromFallback) {
+  // A forced family that does not fit is an error, never a CD-ROM boot.
+  if (found && (!options.cdromFallback || options.family !== undefined)) {
     throw new LiveIsoError(`${source}: ${found.message}`, found.found);
   }
   const records = image.volume.elTorito.filter((e) => e.bootable);

@@ -391,6 +391,7 @@ export async function streamVerifier(
     child.on("error", (err) => reject(gpgvMissing(err) ? new ChecksumsError(GPGV_MISSING) : err));
     child.on("close", (code) => resolveRun({ code: code ?? 1, stdout, stderr }));
   });
+  exited.catch(() => undefined); // awaited by finish or abort; never an unhandled rejection
   // gpgv may stop reading early (a bad signature packet): writes then fail, the verdict tells.
   child.stdin.on("error", () => undefined);
   const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
