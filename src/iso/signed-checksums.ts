@@ -4,7 +4,8 @@
 // `SHA256 (NAME) = HASH` lines). The signature is checked by gpgv against the keyring the
 // configuration names (binary or ASCII-armoured); for a clearsigned list only the bytes gpgv
 // says were signed are read. A verified list and its signature are kept in the cache so an
-// offline start can check them again.
+// offline start can check them again. Also a detached signature over the whole ISO (Arch's
+// `.iso.sig`), fed to gpgv as the ISO streams by (streamVerifier).
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -47,9 +48,18 @@ async function fetchBytes(location: string): Promise<Buffer> {
   if (!/^https?:\/\//i.test(location)) return readFile(location);
   const res = await fetch(location, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
   if (!res.ok) throw new Error(`HTTP ${res.status} ${res.statusText}`);
-  const bytes = Buffer.from(await res.arrayBuffer());
-  if (bytes.length > MAX_LIST_BYTES) throw new Error(`larger than ${MAX_LIST_BYTES} bytes`);
-  return bytes;
+  // Lists and signatures are small: a larger body is refused as it comes, never held whole.
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const part of res.body ?? []) {
+    size += (part as Uint8Array).length;
+    if (size > MAX_LIST_BYTES) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new Error(`larger than ${MAX_LIST_BYTES} bytes: not a checksum list or signature`);
+    }
+    parts.push(Buffer.from(part as Uint8Array));
+  }
+  return Buffer.concat(parts);
 }
 
 /** Public keys as one binary keyring: armoured blocks are decoded, binary ones kept. */
