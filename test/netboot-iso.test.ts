@@ -4,11 +4,13 @@
 // extracts kernel and initrd, and QEMU boots each through its iPXE ROM. The initramfs checks the
 // command line the recipe gave it, fetches the ISO or squashfs URL from inetboot (whole, then
 // resumed with a Range request) and prints what it got; the test compares it with the source.
+// iPXE's own ISO (no recipe fits) is sanbooted from inetboot by BIOS and UEFI machines.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import type { TestContext } from "node:test";
 import { writeCpio } from "../src/boot/cpio.ts";
 import { hostKernel } from "./debian-rootfs.ts";
 import { requireFile, requireTool, tempDir, textLike } from "./helpers.ts";
@@ -219,10 +221,20 @@ default: local
     }
   });
 
-  it("an ISO no recipe knows (iPXE's own: ISOLINUX) boots from its own boot record: iPXE sanboots inetboot's cached copy", async (t) => {
-    if (!requireNetns(t) || !requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
-    if (!requireTool(t, "nginx", "nginx-light")) return;
-    if (!requireFile(t, "/usr/lib/ipxe/ipxe.iso", "ipxe")) return;
+  /**
+   * iPXE's own ISO (no recipe fits) as an ISO entry on nginx, booted by a QEMU machine whose
+   * iPXE sanboots inetboot's cached copy: BIOS (QEMU's iPXE ROM; ISOLINUX runs) or UEFI (OVMF
+   * fetches ipxe.efi over TFTP; the ISO's EFI El Torito image runs). Returns the console.
+   */
+  async function sanbootIso(t: TestContext, firmware: "bios" | "uefi"): Promise<string | null> {
+    if (!requireNetns(t) || !requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return null;
+    if (!requireTool(t, "nginx", "nginx-light")) return null;
+    if (!requireFile(t, "/usr/lib/ipxe/ipxe.iso", "ipxe")) return null;
+    const ovmf = {
+      code: "/usr/share/OVMF/OVMF_CODE_4M.fd",
+      vars: "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    };
+    if (firmware === "uefi" && !requireFile(t, ovmf.code, "ovmf")) return null;
     const dir = tempDir(t);
     const web = join(dir, "www");
     mkdirSync(web);
@@ -243,7 +255,7 @@ default: local
       config,
       `listen: { interface: br0, address: ${lan.serverAddress} }
 dhcp: { mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150] }
-tftp: { enabled: false }
+tftp: { enabled: ${firmware === "uefi"} }
 http: { port: 8080 }
 state: ${join(dir, "state")}
 entries:
@@ -254,13 +266,29 @@ default: local
 `,
     );
     const serve = await startServe(lan, config);
-    // QEMU's own iPXE ROM prints its banner first; the ISO's iPXE (started by ISOLINUX from the
-    // sanbooted CD) prints it a second time.
+    let machine: string[];
+    if (firmware === "bios") {
+      machine = tapNic(tap, mac, { model: "e1000" });
+    } else {
+      const vars = join(dir, "vars.fd");
+      copyFileSync(ovmf.vars, vars);
+      machine = [
+        "-machine",
+        "q35",
+        "-drive",
+        `if=pflash,format=raw,unit=0,readonly=on,file=${ovmf.code}`,
+        "-drive",
+        `if=pflash,format=raw,unit=1,file=${vars}`,
+        ...tapNic(tap, mac, { romfile: "" }),
+      ];
+    }
+    // The machine's iPXE prints its banner first; the ISO's iPXE (started from the sanbooted
+    // CD) prints it a second time.
     const out = await bootUntil(
-      tapNic(tap, mac, { model: "e1000" }),
+      machine,
       /iPXE initialising devices[\s\S]*iPXE initialising devices/,
-      240_000,
-      { netns: lan.server },
+      firmware === "bios" ? 240_000 : 600_000,
+      { netns: lan.server, memoryMb: 1024 },
     );
     assert.match(
       out,
@@ -268,7 +296,6 @@ default: local
         `sanboot --no-describe http://${lan.serverAddress.replace(/\./g, "\\.")}:8080/iso/rescue/rescue\\.iso|Booting Rescue CD from its own boot record`,
       ),
     );
-    assert.match(out, /ISOLINUX/, "ISOLINUX from the ISO started");
     const opened = await serve.waitFor((l) => l.msg === "ISO opened" && l.entry === "rescue");
     assert.equal(opened.family, "cdrom");
     // The origin answered Range requests only, each byte once (+1: the size probe).
@@ -281,5 +308,15 @@ default: local
       bytes <= statSync(join(web, "rescue.iso")).size + 1,
       `${bytes} bytes from the origin`,
     );
+    return out;
+  }
+
+  it("an ISO no recipe knows (iPXE's own: ISOLINUX) boots from its own boot record: iPXE sanboots inetboot's cached copy (BIOS)", async (t) => {
+    const out = await sanbootIso(t, "bios");
+    if (out) assert.match(out, /ISOLINUX/, "ISOLINUX from the ISO started");
+  });
+
+  it("the same ISO sanbooted by UEFI (OVMF, ipxe.efi over TFTP): the ISO's EFI boot image runs", async (t) => {
+    await sanbootIso(t, "uefi");
   });
 });
