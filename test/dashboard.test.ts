@@ -191,6 +191,8 @@ default: menu
     const grew = (name: string): void =>
       assert.ok((after.get(name) ?? 0) > (before.get(name) ?? 0), `${name} did not grow`);
     grew("inetboot_dhcp_replies_total");
+    grew('inetboot_ui_refusals_total{reason="no read token"}');
+    grew('inetboot_ui_refusals_total{reason="wrong read token"}');
     grew("inetboot_nbd_read_bytes_total");
     grew('inetboot_nbd_requests_total{command="read"}');
     grew("inetboot_tftp_sent_bytes_total");

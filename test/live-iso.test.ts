@@ -406,6 +406,9 @@ default: good
       /SHA-256 from the signed list <span class="mono">http:\/\/[^<]*\/SHA256SUMS<\/span><\/td> <td>open<\/td>/,
     );
     assert.match(images, /refused: [^<]*signature not accepted/);
+    const metrics = await (await get(`${base}/metrics`)).text();
+    assert.match(metrics, /^inetboot_iso_opens_total\{entry="good",result="opened"\} 1$/m);
+    assert.match(metrics, /^inetboot_iso_opens_total\{entry="changed",result="refused"\} [1-9]/m);
     // The changed ISO's blocks were never fetched: the list is checked before the ISO is read.
     const isoRequests = accessLogRequests(nginx.accessLog).filter((r) =>
       r.path.startsWith("/changed/ubuntu"),

@@ -153,6 +153,8 @@ describe("per-machine disks across releases", () => {
       image: string;
     }[];
     assert.equal(images.find((i) => i.entry === "img")?.image, "tiny@2");
+    const metrics = await (await fetch(`http://127.0.0.1:${srv.httpPort}/metrics`)).text();
+    assert.match(metrics, /^inetboot_image_release_changes_total\{entry="img"\} 1$/m);
     // The machine whose disk was made on release 1 stays there, with its write.
     const again = await plan(srv, MAC);
     assert.ok(await pattern(again.uri, 7, "0"), "its disk stays on release 1");

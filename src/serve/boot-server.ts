@@ -343,6 +343,12 @@ export class BootServer {
       stateDir: c.stateDir,
       cacheDir: c.cacheDir,
       allow: c.nbd.allow,
+      onNewRelease: (entry) =>
+        this.metrics.inc(
+          "inetboot_image_release_changes_total",
+          "Image entries moved to a newer release while the server ran",
+          { entry },
+        ),
       onFetch: (seconds, mirror, ok) =>
         this.metrics.observe(
           "inetboot_chunk_fetch_seconds",
@@ -735,6 +741,7 @@ export class BootServer {
       this.#isos.set(entry.name, p);
       p.then(
         (iso) => {
+          this.#isoOpens(entry.name, "opened");
           this.#isoErrors.delete(entry.name);
           this.#log.info(
             {
@@ -748,6 +755,7 @@ export class BootServer {
           );
         },
         (err: Error) => {
+          this.#isoOpens(entry.name, "refused");
           this.#isoErrors.set(entry.name, err.message);
           this.#isos.delete(entry.name);
         },
@@ -755,6 +763,14 @@ export class BootServer {
       void p.finally(() => this.#isoProgress.delete(entry.name)).catch(() => undefined);
     }
     return p;
+  }
+
+  #isoOpens(entry: string, result: "opened" | "refused"): void {
+    this.metrics.inc(
+      "inetboot_iso_opens_total",
+      "ISO entries opened (layout read, checks passed) or refused (checks failed, unreadable), by entry",
+      { entry, result },
+    );
   }
 
   /** An ISO entry's kernel or initrd: extracted from the ISO by range, verified, cached. */

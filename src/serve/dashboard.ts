@@ -206,6 +206,14 @@ export class Dashboard {
     return true;
   }
 
+  #refused(reason: string): void {
+    this.#s.metrics.inc(
+      "inetboot_ui_refusals_total",
+      "Dashboard and API requests refused: no or wrong read token, wrong write token, too many tries",
+      { reason },
+    );
+  }
+
   /**
    * With ui.read-token, whether the request carries it (HTTP Basic password, any user name, or a
    * Bearer token, as Prometheus sends it). If not, the reply (401 asking for Basic credentials,
@@ -216,6 +224,7 @@ export class Dashboard {
     const ip = clientIp(req);
     const wait = this.#guesses.blockedFor(ip);
     if (wait > 0) {
+      this.#refused("too many tries");
       res.setHeader("Retry-After", Math.ceil(wait / 1000));
       send(
         res,
@@ -229,8 +238,9 @@ export class Dashboard {
     if (given !== null && sameSecret(given, expected)) return true;
     if (given !== null) {
       this.#guesses.failed(ip);
+      this.#refused("wrong read token");
       this.#s.log.warn({ url: req.url, ip }, "wrong read token");
-    }
+    } else this.#refused("no read token");
     res.setHeader("WWW-Authenticate", 'Basic realm="inetboot", charset="UTF-8"');
     send(
       res,
@@ -505,6 +515,7 @@ export class Dashboard {
     const ip = clientIp(req);
     const wait = this.#guesses.blockedFor(ip);
     if (wait > 0) {
+      this.#refused("too many tries");
       res.setHeader("Retry-After", Math.ceil(wait / 1000));
       this.#refuse(
         req,
@@ -518,6 +529,7 @@ export class Dashboard {
     const form = new URLSearchParams(body);
     if (!sameSecret(form.get("token") ?? "", this.#s.config.ui.token)) {
       this.#guesses.failed(ip);
+      this.#refused("wrong write token");
       this.#refuse(req, res, back, 403, "Wrong or missing token.");
       return null;
     }

@@ -63,6 +63,8 @@ export interface ImageExportsOptions {
   nbd: NbdServer;
   /** Each chunk fetch from a mirror, timed (metrics). */
   onFetch?: (seconds: number, mirror: string, ok: boolean) => void;
+  /** An entry moved to a newer release while the server runs (metrics). */
+  onNewRelease?: (entry: string) => void;
   stateDir: string;
   cacheDir: string;
   /** machine: each export opens only for the address that asked for its plan (default). */
@@ -231,6 +233,7 @@ export class ImageExports {
       // Disks made on the old release find it here (their record names it by digest).
       this.#older.set(`${release.name}@sha256:${base.stack.image?.release?.digest}`, opening);
       this.#bases.set(entry.name, next);
+      this.#o.onNewRelease?.(entry.name);
       this.#log.info(
         { entry: entry.name, image: opened.stack.label, was: base.stack.label },
         "newer release opened; the next boots use it",
