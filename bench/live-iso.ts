@@ -5,6 +5,8 @@
 //   (c) the booted system's `url=` fetch of the whole ISO through inetboot, after (b), vs curl
 //       straight from the origin through the same WAN
 //   (d) the same fetch again (every block cached), vs nginx serving the ISO file on loopback
+//   (e) the whole-ISO checks over the cached copy — against a sha256, and against a detached
+//       OpenPGP signature (gpgv fed as the ISO streams) — vs sha256sum and gpgv on the file
 // Reports seconds, MB/s and bytes at the origin. Not a timed test.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -19,6 +21,9 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { openCachedUrl } from "../src/block/range-cache-device.ts";
+import { verifyWholeIso } from "../src/iso/live-iso.ts";
+import { loadIsoSignature } from "../src/iso/signed-checksums.ts";
 import { BootServer } from "../src/serve/boot-server.ts";
 import { parseConfig } from "../src/serve/config.ts";
 import { hostKernelPaths } from "../test/debian-rootfs.ts";
@@ -59,6 +64,69 @@ async function bestOf(n: number, urls: string[]): Promise<{ seconds: number; byt
 }
 
 const mbps = (r: { seconds: number; bytes: number }): number => r.bytes / 1e6 / r.seconds;
+
+/** Seconds of the fastest of `n` runs of `f` over `bytes` bytes. */
+async function timed(
+  n: number,
+  bytes: number,
+  f: () => Promise<unknown>,
+): Promise<{ seconds: number; bytes: number }> {
+  let best = Infinity;
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await f();
+    best = Math.min(best, (performance.now() - t0) / 1000);
+  }
+  return { seconds: best, bytes };
+}
+
+/**
+ * (e)/(f): the checks `sha256:` and `signature:` run over the block cache the server filled,
+ * each with a fresh mark (so the whole ISO is read), against the standard tools on the file.
+ */
+async function benchChecks(dir: string, iso: string, origin: string) {
+  const size = statSync(iso).size;
+  const sha = (await runOk("sha256sum", [iso])).stdout.split(" ")[0];
+  const home = join(dir, "gnupg");
+  mkdirSync(home, { mode: 0o700 });
+  const gpg = (...args: string[]) =>
+    runOk("gpg", ["--homedir", home, "--batch", "--yes", "--quiet", ...args]);
+  await gpg(
+    "--passphrase",
+    "",
+    "--quick-gen-key",
+    "Bench <bench@example.org>",
+    "ed25519",
+    "sign",
+    "never",
+  );
+  await gpg("--output", join(dir, "key.gpg"), "--export", "Bench <bench@example.org>");
+  await gpg("--output", `${iso}.sig`, "--detach-sign", iso);
+  const device = await openCachedUrl(origin, join(dir, "state", "cache", "iso"), { offline: true });
+  let run = 0;
+  const mark = (): string => join(dir, "marks", `m${run++}`);
+  try {
+    const signature = await loadIsoSignature(
+      { url: `${iso}.sig`, keyring: [join(dir, "key.gpg")] },
+      { cacheDir: join(dir, "sig-cache") },
+    );
+    return {
+      sha: await timed(3, size, () =>
+        verifyWholeIso(device, sha, { source: origin, marker: mark() }),
+      ),
+      shaPeer: await timed(3, size, () => runOk("sha256sum", [iso])),
+      sig: await timed(3, size, () =>
+        verifyWholeIso(device, signature, { source: origin, marker: mark() }),
+      ),
+      sigPeer: await timed(3, size, () =>
+        runOk("gpgv", ["--homedir", home, "--keyring", join(dir, "key.gpg"), `${iso}.sig`, iso]),
+      ),
+    };
+  } finally {
+    await device.close();
+    await runOk("gpgconf", ["--homedir", home, "--kill", "gpg-agent"]).catch(() => undefined);
+  }
+}
 
 export async function benchLiveIso(): Promise<string> {
   const kit = hostKernelPaths();
@@ -120,7 +188,14 @@ export async function benchLiveIso(): Promise<string> {
     linkSync(iso, join(dir, "www", "peer.iso"));
     const [d, peer] = await bestOf(5, [`${base}/iso/live/live.iso`, `${nginx.url}peer.iso`]);
     const dOrigin = originBytes() - before - b.origin - cOrigin;
+    await server.stop();
+    server = null;
+
+    console.error("(e) whole-ISO checks over the cached copy vs sha256sum and gpgv on the file…");
+    const checks = await benchChecks(dir, iso, origin);
     const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
+    const row = (label: string, r: { seconds: number; bytes: number }): string =>
+      `| ${label} | ${r.seconds.toFixed(2)} | ${mbps(r).toFixed(1)} | 0.0 MB |`;
     return [
       `## live ISO by URL: a ${mb(size)} casper ISO on nginx behind ${TEST_WAN.delayMs * 2} ms RTT / ${TEST_WAN.rateMbit} Mbit/s`,
       "",
@@ -131,10 +206,18 @@ export async function benchLiveIso(): Promise<string> {
       `| (c) inetboot: the whole ISO to the booted system (url=), cold except (b)'s blocks | ${c.seconds.toFixed(1)} | ${mbps(c).toFixed(1)} | ${mb(cOrigin)} |`,
       `| (d) inetboot: the whole ISO again, every block cached (best of 5) | ${d.seconds.toFixed(1)} | ${mbps(d).toFixed(1)} | ${mb(dOrigin)} |`,
       `| nginx serving the ISO file on loopback (peer of (d), best of 5) | ${peer.seconds.toFixed(1)} | ${mbps(peer).toFixed(1)} | — |`,
+      row("(e) inetboot: the cached ISO checked whole against its sha256 (best of 3)", checks.sha),
+      row("sha256sum on the ISO file (peer of (e), best of 3)", checks.shaPeer),
+      row(
+        "(f) inetboot: the cached ISO checked against its signature, gpgv fed as it streams (best of 3)",
+        checks.sig,
+      ),
+      row("gpgv on the ISO file (peer of (f), best of 3)", checks.sigPeer),
       "",
       `- time until the machine can boot, (b)/(a): ${(b.seconds / a.seconds).toFixed(2)} (kernel and initrd are ${((100 * b.bytes) / size).toFixed(0)}% of the ISO)`,
       `- cold streaming through inetboot vs curl from the origin, (c)/(a) MB/s: ${(mbps(c) / mbps(a)).toFixed(2)}`,
       `- cached serving vs nginx, (d)/nginx MB/s: ${(mbps(d) / mbps(peer)).toFixed(2)}`,
+      `- whole-ISO check vs sha256sum, (e)/peer MB/s: ${(mbps(checks.sha) / mbps(checks.shaPeer)).toFixed(2)}; signature check vs gpgv, (f)/peer: ${(mbps(checks.sig) / mbps(checks.sigPeer)).toFixed(2)}`,
       `- origin bytes for (b)+(c)+(d): ${mb(b.origin + cOrigin + dOrigin)} for a ${mb(size)} ISO served seven times`,
     ].join("\n");
   } finally {

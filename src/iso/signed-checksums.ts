@@ -43,6 +43,8 @@ export class ChecksumsError extends Error {}
 const MAX_LIST_BYTES = 4 << 20;
 const FETCH_TIMEOUT_MS = 30_000;
 const CLEARSIGNED = "-----BEGIN PGP SIGNED MESSAGE-----";
+/** Bytes fed to gpgv that may wait in its pipe's buffer (streamVerifier). */
+const IN_FLIGHT = 16 << 20;
 
 async function fetchBytes(location: string): Promise<Buffer> {
   if (!/^https?:\/\//i.test(location)) return readFile(location);
@@ -409,7 +411,14 @@ export async function streamVerifier(
     write: (piece) =>
       new Promise<void>((resolveWrite) => {
         const stdin = child.stdin;
-        if (stdin.destroyed || stdin.writableEnded || stdin.write(piece)) {
+        // Up to IN_FLIGHT bytes wait in the pipe's buffer, so gpgv never starves while the
+        // next piece is read.
+        if (
+          stdin.destroyed ||
+          stdin.writableEnded ||
+          stdin.write(piece) ||
+          stdin.writableLength < IN_FLIGHT
+        ) {
           resolveWrite();
           return;
         }
