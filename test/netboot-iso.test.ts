@@ -42,6 +42,21 @@ else
 fi
 `;
 
+/** A test LAN with a tap for QEMU, and nginx serving `web` on port 8090 in the server's namespace. */
+function lanWithOrigin(t: TestContext, dir: string, web: string) {
+  const lan = createLan(t);
+  const tap = lan.addTap();
+  const nginxDir = join(dir, "nginx");
+  mkdirSync(nginxDir);
+  lan.spawn(lan.server, "/usr/sbin/nginx", [
+    "-c",
+    nginxConfig(web, nginxDir, 8090),
+    "-p",
+    nginxDir,
+  ]);
+  return { lan, tap, nginxDir };
+}
+
 describe("live ISOs by URL, booted in QEMU through iPXE", { timeout: 900_000 }, () => {
   it("casper, live-boot, dracut and archiso layouts boot and fetch what their recipe names from inetboot", async (t) => {
     if (!requireNetns(t) || !requireTool(t, "qemu-system-x86_64", "qemu-system-x86")) return;
@@ -108,16 +123,7 @@ describe("live ISOs by URL, booted in QEMU through iPXE", { timeout: 900_000 }, 
     };
     if (!isos.ubuntu || !isos.debian || !isos.fedora || !isos.arch) return;
 
-    const lan = createLan(t);
-    const tap = lan.addTap();
-    const nginxDir = join(dir, "nginx");
-    mkdirSync(nginxDir);
-    lan.spawn(lan.server, "/usr/sbin/nginx", [
-      "-c",
-      nginxConfig(web, nginxDir, 8090),
-      "-p",
-      nginxDir,
-    ]);
+    const { lan, tap, nginxDir } = lanWithOrigin(t, dir, web);
     const macs = {
       ubuntu: "52:54:00:00:15:01",
       debian: "52:54:00:00:15:02",
@@ -239,16 +245,7 @@ default: local
     const web = join(dir, "www");
     mkdirSync(web);
     copyFileSync("/usr/lib/ipxe/ipxe.iso", join(web, "rescue.iso"));
-    const lan = createLan(t);
-    const tap = lan.addTap();
-    const nginxDir = join(dir, "nginx");
-    mkdirSync(nginxDir);
-    lan.spawn(lan.server, "/usr/sbin/nginx", [
-      "-c",
-      nginxConfig(web, nginxDir, 8090),
-      "-p",
-      nginxDir,
-    ]);
+    const { lan, tap, nginxDir } = lanWithOrigin(t, dir, web);
     const mac = "52:54:00:00:15:09";
     const config = join(dir, "serve.yaml");
     writeFileSync(
