@@ -37,13 +37,48 @@ export interface NbdServerOptions {
   maxInFlightPerConnection?: number;
   /** The same, summed over all connections. */
   maxInFlightPerServer?: number;
+  /**
+   * Milliseconds from accept to the transmission phase (NBD_OPT_GO / EXPORT_NAME done); a
+   * connection still haggling then is closed. Connections in the transmission phase are never
+   * timed out for idleness: a booted kernel may leave its root disk idle for hours.
+   */
+  handshakeTimeoutMs?: number;
+  /** Open connections in all (any phase); one more is closed at once. */
+  maxConnections?: number;
+  /** Open connections from one remote address (TCP only); one more is closed at once. */
+  maxConnectionsPerAddress?: number;
+  /**
+   * Called when a connection that reached the transmission phase ends, with the name of the
+   * export it was attached to and the client's address (undefined for unix sockets).
+   */
+  onDisconnect?: (exportName: string, remote: string | undefined) => void;
 }
+
+/** Time a client has to finish the handshake: real clients need milliseconds. */
+export const DEFAULT_NBD_HANDSHAKE_TIMEOUT_MS: number = 10_000;
+/** Connections in all: a few per machine booted, far above any LAN's needs. */
+export const DEFAULT_NBD_MAX_CONNECTIONS: number = 512;
+/** Connections from one address: qemu/nbdcopy multi-conn use up to 4-8 per disk. */
+export const DEFAULT_NBD_MAX_CONNECTIONS_PER_ADDRESS: number = 16;
 
 export const DEFAULT_NBD_OPTIONS = Object.freeze({
   maxRequestBytes: 32 * 1024 * 1024,
   maxInFlightPerConnection: 64 * 1024 * 1024,
   maxInFlightPerServer: 256 * 1024 * 1024,
+  handshakeTimeoutMs: DEFAULT_NBD_HANDSHAKE_TIMEOUT_MS,
+  maxConnections: DEFAULT_NBD_MAX_CONNECTIONS,
+  maxConnectionsPerAddress: DEFAULT_NBD_MAX_CONNECTIONS_PER_ADDRESS,
 });
+
+/** Unsent option replies (bytes) after which the server reads no more options until they drain. */
+const MAX_UNSENT_OPTION_REPLIES = 1024 * 1024;
+/** At most one log line per this many milliseconds for each kind of refused connection. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
+/** "::ffff:10.0.0.1" and "10.0.0.1" are one client. */
+function addressKey(remote: string): string {
+  return remote.startsWith("::ffff:") ? remote.slice(7) : remote;
+}
 
 /** Where to listen: `unix:PATH` or `tcp:HOST:PORT` (see parseListen). */
 export type ListenAddress = { path: string } | { host: string; port: number };
@@ -73,6 +108,10 @@ export interface NbdStats {
   errors: number;
   bytesRead: number;
   bytesWritten: number;
+  /** Connections closed at accept for being past maxConnections / maxConnectionsPerAddress. */
+  refused: number;
+  /** Connections closed for not finishing the handshake within handshakeTimeoutMs. */
+  handshakeTimeouts: number;
 }
 
 const COMMAND_NAMES: Record<number, string> = {
@@ -92,6 +131,8 @@ export class NbdServer {
     errors: 0,
     bytesRead: 0,
     bytesWritten: 0,
+    refused: 0,
+    handshakeTimeouts: 0,
   };
   readonly #exports = new Map<string, NbdExport>();
   readonly #log: Logger;
@@ -103,12 +144,32 @@ export class NbdServer {
   #inFlight = 0;
   readonly #inFlightWaiters: (() => void)[] = [];
   #nextConnection = 1;
+  /** Open connections per remote address (TCP). */
+  readonly #perAddress = new Map<string, number>();
+  /** Connections in the transmission phase per export name. */
+  readonly #attached = new Map<string, number>();
+  readonly #onDisconnect: NbdServerOptions["onDisconnect"];
+  /** Per refusal reason: when it was last logged and how many were refused since. */
+  readonly #refusals = new Map<string, { at: number; suppressed: number }>();
 
   constructor(options: NbdServerOptions) {
     for (const e of options.exports) this.#exports.set(e.name, e);
     this.#defaultExport = options.defaultExport ?? true;
     this.#log = options.logger ?? silentLogger;
-    this.#opts = { ...DEFAULT_NBD_OPTIONS, ...stripUndefined(options) };
+    this.#onDisconnect = options.onDisconnect;
+    const { maxRequestBytes, maxInFlightPerConnection, maxInFlightPerServer } = options;
+    const { handshakeTimeoutMs, maxConnections, maxConnectionsPerAddress } = options;
+    this.#opts = {
+      ...DEFAULT_NBD_OPTIONS,
+      ...stripUndefined({
+        maxRequestBytes,
+        maxInFlightPerConnection,
+        maxInFlightPerServer,
+        handshakeTimeoutMs,
+        maxConnections,
+        maxConnectionsPerAddress,
+      }),
+    };
   }
 
   async listen(address: ListenAddress): Promise<ListenAddress> {
@@ -130,15 +191,80 @@ export class NbdServer {
 
   /** Serves one connection (exposed so tests can hand in any socket). */
   handle(socket: Socket): void {
+    const remote = socket.remoteAddress;
+    const key = remote === undefined ? undefined : addressKey(remote);
+    if (this.#sockets.size >= this.#opts.maxConnections) {
+      this.#refuse(socket, "too many connections", { limit: this.#opts.maxConnections });
+      return;
+    }
+    if (
+      key !== undefined &&
+      (this.#perAddress.get(key) ?? 0) >= this.#opts.maxConnectionsPerAddress
+    ) {
+      this.#refuse(socket, "too many connections from one address", {
+        remote: key,
+        limit: this.#opts.maxConnectionsPerAddress,
+      });
+      return;
+    }
     socket.setNoDelay(true);
     this.stats.connections++;
     this.#sockets.add(socket);
-    socket.on("close", () => this.#sockets.delete(socket));
+    if (key !== undefined) this.#perAddress.set(key, (this.#perAddress.get(key) ?? 0) + 1);
+    socket.once("close", () => {
+      this.#sockets.delete(socket);
+      if (key === undefined) return;
+      const n = (this.#perAddress.get(key) ?? 1) - 1;
+      if (n > 0) this.#perAddress.set(key, n);
+      else this.#perAddress.delete(key);
+    });
     const conn = new Connection(this, socket, this.#nextConnection++);
     conn.run().catch((err: unknown) => {
       this.#log.warn({ conn: conn.id, err: (err as Error).message }, "nbd connection failed");
       socket.destroy();
     });
+  }
+
+  /** Closes a connection past a limit at once; logs at most once per interval per reason. */
+  #refuse(socket: Socket, reason: string, detail: Record<string, unknown>): void {
+    socket.on("error", () => undefined);
+    socket.destroy();
+    this.stats.refused++;
+    const now = Date.now();
+    const r = this.#refusals.get(reason);
+    if (r && now - r.at < REFUSAL_LOG_INTERVAL_MS) {
+      r.suppressed++;
+      return;
+    }
+    this.#refusals.set(reason, { at: now, suppressed: 0 });
+    this.#log.warn(
+      { ...detail, suppressedSinceLast: r?.suppressed ?? 0 },
+      `nbd connection refused: ${reason}`,
+    );
+  }
+
+  /**
+   * Connections now in the transmission phase on the export named `name` (whatever device
+   * they were given when they attached: replacing or removing the export does not detach them).
+   */
+  clientsOf(name: string): number {
+    return this.#attached.get(name) ?? 0;
+  }
+
+  /** Bookkeeping for clientsOf / onDisconnect (called by connections). */
+  attached(name: string): void {
+    this.#attached.set(name, this.clientsOf(name) + 1);
+  }
+
+  detached(name: string, remote: string | undefined): void {
+    const n = this.clientsOf(name) - 1;
+    if (n > 0) this.#attached.set(name, n);
+    else this.#attached.delete(name);
+    try {
+      this.#onDisconnect?.(name, remote);
+    } catch (err) {
+      this.#log.warn({ export: name, err: (err as Error).message }, "nbd onDisconnect failed");
+    }
   }
 
   async close(): Promise<void> {
@@ -160,11 +286,18 @@ export class NbdServer {
     return this.#opts;
   }
 
-  /** Adds (or replaces) an export; connections already open keep the device they had. */
+  /**
+   * Adds (or replaces) an export. Connections already attached keep the device they had (and
+   * still count in clientsOf(name)); only new connections see the new one.
+   */
   setExport(e: NbdExport): void {
     this.#exports.set(e.name, e);
   }
 
+  /**
+   * Stops offering an export to new connections. Connections already attached keep its device
+   * until they disconnect: check clientsOf(name) before closing the device.
+   */
   removeExport(name: string): NbdExport | undefined {
     const e = this.#exports.get(name);
     this.#exports.delete(name);
@@ -218,6 +351,23 @@ function transmissionFlags(device: BlockDevice): number {
   return flags;
 }
 
+/**
+ * Bytes the server holds while serving `req`: the data of READ and WRITE, what CACHE reads to
+ * warm the layers below, and the zero buffer of WRITE_ZEROES on a device without writeZeroes.
+ */
+function heldBytes(req: P.Request, device: BlockDevice, max: number): number {
+  switch (req.type) {
+    case P.NBD_CMD_READ:
+    case P.NBD_CMD_WRITE:
+    case P.NBD_CMD_CACHE:
+      return Math.min(req.length, max);
+    case P.NBD_CMD_WRITE_ZEROES:
+      return device.writeZeroes ? 0 : Math.min(req.length, max);
+    default:
+      return 0;
+  }
+}
+
 function errnoFor(err: unknown): number {
   if (err instanceof ReadOnlyError) return P.NBD_EPERM;
   if (err instanceof OutOfRangeError) return P.NBD_EINVAL;
@@ -247,6 +397,15 @@ class Connection {
 
   async run(): Promise<void> {
     this.#log.debug({ remote: this.#socket.remoteAddress ?? "unix" }, "nbd connection");
+    const deadline = setTimeout(() => {
+      this.#server.stats.handshakeTimeouts++;
+      this.#log.info(
+        { remote: this.#socket.remoteAddress, ms: this.#server.options.handshakeTimeoutMs },
+        "nbd handshake not finished in time; closing the connection",
+      );
+      this.#socket.destroy();
+    }, this.#server.options.handshakeTimeoutMs);
+    deadline.unref();
     this.#socket.write(P.encodeHandshake());
     try {
       const clientFlags = (await this.#in.read(4)).readUInt32BE(0);
@@ -260,9 +419,16 @@ class Connection {
       }
       this.#noZeroes = (clientFlags & P.NBD_FLAG_C_NO_ZEROES) !== 0;
       const chosen = await this.#negotiate();
+      clearTimeout(deadline);
       if (!chosen) return;
       this.#log.info({ export: chosen.name, structured: this.#structured }, "nbd client attached");
-      await this.#transmit(chosen);
+      this.#server.attached(chosen.name);
+      try {
+        await this.#transmit(chosen);
+      } finally {
+        await Promise.allSettled(this.#pending);
+        this.#server.detached(chosen.name, this.#socket.remoteAddress);
+      }
     } catch (err) {
       if (err instanceof ConnectionClosedError) {
         this.#log.debug("nbd client went away");
@@ -271,8 +437,24 @@ class Connection {
         this.#log.warn({ err: err.message }, "nbd protocol error; closing the connection");
       } else throw err;
     } finally {
+      clearTimeout(deadline);
       await Promise.allSettled(this.#pending);
       this.#socket.end();
+    }
+  }
+
+  /** Resolves once unsent replies are below `limit` bytes (or the connection is gone). */
+  async #drained(limit: number): Promise<void> {
+    while (this.#socket.writableLength > limit && !this.#socket.destroyed) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.#socket.off("drain", done);
+          this.#socket.off("close", done);
+          resolve();
+        };
+        this.#socket.on("drain", done);
+        this.#socket.on("close", done);
+      });
     }
   }
 
@@ -283,6 +465,8 @@ class Connection {
   /** Option haggling; returns the export to serve, or null when the client aborted. */
   async #negotiate(): Promise<NbdExport | null> {
     for (;;) {
+      // A client that sends options but never reads the replies is not buffered for.
+      await this.#drained(MAX_UNSENT_OPTION_REPLIES);
       const { option, length } = P.decodeOptionHeader(await this.#in.read(P.OPTION_HEADER_SIZE));
       if (length > P.MAX_OPTION_LENGTH) {
         await this.#in.skip(length);
@@ -379,7 +563,7 @@ class Connection {
             );
             break;
           }
-          if (!this.#server.exportNamed(req.name)) {
+          if (!this.#server.exportNamed(req.name, this.#socket.remoteAddress)) {
             this.#reply(option, P.NBD_REP_ERR_UNKNOWN);
             break;
           }
@@ -405,6 +589,8 @@ class Connection {
   async #transmit(e: NbdExport): Promise<void> {
     const max = this.#server.options.maxRequestBytes;
     for (;;) {
+      // Replies of requests that hold no data (errors, FLUSH...) are bounded here too.
+      await this.#drained(this.#server.options.maxInFlightPerConnection);
       const req = P.decodeRequest(await this.#in.read(P.REQUEST_HEADER_SIZE));
       if (req.type === P.NBD_CMD_DISC) {
         this.#log.debug("nbd client disconnected");
@@ -424,8 +610,7 @@ class Connection {
         }
         payload = await this.#in.read(req.length);
       }
-      const cost =
-        req.type === P.NBD_CMD_READ || req.type === P.NBD_CMD_WRITE ? Math.min(req.length, max) : 0;
+      const cost = heldBytes(req, e.device, max);
       await this.#acquire(cost);
       const job = this.#serve(e.device, req, payload).finally(() => this.#release(cost));
       this.#pending.add(job);
@@ -541,7 +726,19 @@ class Connection {
           if (!inRange)
             return this.#sendError(req, P.NBD_ENOSPC, "write beyond the end of the export");
           if (device.writeZeroes) await device.writeZeroes(offset, length, { fua });
-          else await device.write!(offset, Buffer.alloc(length), { fua });
+          else if (!device.write)
+            return this.#sendError(req, P.NBD_EPERM, "the export is read-only");
+          else {
+            // At most maxRequestBytes of zeroes at a time (the length may be up to 4 GiB).
+            const step = Math.min(length, this.#server.options.maxRequestBytes);
+            const zeroes = Buffer.alloc(step);
+            for (let pos = 0; pos < length; pos += step) {
+              const n = Math.min(step, length - pos);
+              await device.write(offset + pos, n === step ? zeroes : zeroes.subarray(0, n), {
+                fua,
+              });
+            }
+          }
           return this.#sendOk(req);
         case P.NBD_CMD_CACHE:
           if (!inRange)
