@@ -5,6 +5,7 @@
 // extents (offset, size) the caller reads or serves by range.
 import { checkRange, dataExtent } from "../block/block-device.ts";
 import type { BlockDevice, Extent } from "../block/block-device.ts";
+import { stripUndefined } from "../options.ts";
 
 export const SECTOR = 2048;
 
@@ -125,6 +126,82 @@ function parseRecord(b: Buffer, at: number, where: string): RawRecord | null {
 /** Directories larger than this are refused (a corrupt size would read the whole image). */
 const MAX_DIRECTORY = 64 * 1024 * 1024;
 
+/** Limits on what one image may make the reader hold or read (see IsoImage.open). */
+export interface IsoOptions {
+  /** Directories kept parsed (least recently used dropped first). */
+  cacheDirectories?: number;
+  /** Estimated bytes of parsed directories kept (a directory bigger than this is not kept). */
+  cacheBytes?: number;
+  /** Path components one lookup may descend through. */
+  maxDepth?: number;
+  /** Directory records one lookup may parse, over all the directories it reads. */
+  maxRecordsPerLookup?: number;
+}
+
+/** Directories cached: every directory a boot touches (a few dozen) many times over. */
+export const DEFAULT_ISO_CACHE_DIRECTORIES: number = 1024;
+/** Parsed directory bytes cached (estimated: on-disc size plus ~160 bytes per entry). */
+export const DEFAULT_ISO_CACHE_BYTES: number = 32 * 1024 * 1024;
+/** Path depth: Linux ISOs nest < 12 deep; ISO 9660 itself allowed 8 before Rock Ridge. */
+export const DEFAULT_ISO_MAX_DEPTH: number = 64;
+/** Records per lookup: 100,000-file directories still fit; ~40 MB of entries at most. */
+export const DEFAULT_ISO_MAX_RECORDS_PER_LOOKUP: number = 262_144;
+
+export const DEFAULT_ISO_OPTIONS = Object.freeze({
+  cacheDirectories: DEFAULT_ISO_CACHE_DIRECTORIES,
+  cacheBytes: DEFAULT_ISO_CACHE_BYTES,
+  maxDepth: DEFAULT_ISO_MAX_DEPTH,
+  maxRecordsPerLookup: DEFAULT_ISO_MAX_RECORDS_PER_LOOKUP,
+});
+
+/** Estimated memory of one parsed entry beyond its name (object, strings, map slot). */
+const ENTRY_OVERHEAD = 160;
+
+/** What one lookup has read so far (records are counted against maxRecordsPerLookup). */
+interface Walk {
+  records: number;
+}
+
+/** Parsed directories by extent, least recently used first; bounded by count and bytes. */
+class DirectoryCache {
+  readonly #max: number;
+  readonly #maxBytes: number;
+  readonly #map = new Map<string, { entries: IsoEntry[]; bytes: number }>();
+  #bytes = 0;
+
+  constructor(max: number, maxBytes: number) {
+    this.#max = max;
+    this.#maxBytes = maxBytes;
+  }
+
+  get size(): number {
+    return this.#map.size;
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  get(key: string): IsoEntry[] | undefined {
+    const hit = this.#map.get(key);
+    if (!hit) return undefined;
+    this.#map.delete(key);
+    this.#map.set(key, hit);
+    return hit.entries;
+  }
+
+  set(key: string, entries: IsoEntry[], bytes: number): void {
+    if (this.#map.has(key) || bytes > this.#maxBytes || this.#max <= 0) return;
+    this.#map.set(key, { entries, bytes });
+    this.#bytes += bytes;
+    for (const [k, v] of this.#map) {
+      if (this.#map.size <= this.#max && this.#bytes <= this.#maxBytes) break;
+      this.#map.delete(k);
+      this.#bytes -= v.bytes;
+    }
+  }
+}
+
 export class IsoImage {
   readonly device: BlockDevice;
   readonly volume: IsoVolume;
@@ -134,7 +211,10 @@ export class IsoImage {
   readonly #rockRidge: boolean;
   /** Bytes skipped at the start of each system use area (SP's LEN_SKP). */
   readonly #suSkip: number;
-  readonly #dirs = new Map<string, Promise<IsoEntry[]>>();
+  readonly #opts: typeof DEFAULT_ISO_OPTIONS;
+  readonly #dirs: DirectoryCache;
+  /** Directories being read now, by extent (concurrent lookups share one read). */
+  readonly #reading = new Map<string, Promise<IsoEntry[]>>();
 
   private constructor(
     device: BlockDevice,
@@ -142,7 +222,14 @@ export class IsoImage {
     root: RawRecord,
     jolietRoot: RawRecord | null,
     suSkip: number,
+    options: IsoOptions,
   ) {
+    const { cacheDirectories, cacheBytes, maxDepth, maxRecordsPerLookup } = options;
+    this.#opts = {
+      ...DEFAULT_ISO_OPTIONS,
+      ...stripUndefined({ cacheDirectories, cacheBytes, maxDepth, maxRecordsPerLookup }),
+    };
+    this.#dirs = new DirectoryCache(this.#opts.cacheDirectories, this.#opts.cacheBytes);
     this.device = device;
     this.volume = volume;
     this.#root = root;
@@ -151,7 +238,11 @@ export class IsoImage {
     this.#suSkip = suSkip;
   }
 
-  static async open(device: BlockDevice, name = "the image"): Promise<IsoImage> {
+  static async open(
+    device: BlockDevice,
+    name = "the image",
+    options: IsoOptions = {},
+  ): Promise<IsoImage> {
     if (device.size < 17 * SECTOR) {
       throw new IsoFormatError(`${name} is ${device.size} bytes: too small for an ISO 9660 image`);
     }
@@ -200,7 +291,7 @@ export class IsoImage {
       rockRidge,
       elTorito: bootCatalog === null ? [] : await readBootCatalog(device, bootCatalog, name),
     };
-    return new IsoImage(device, volume, root, jolietRoot, suSkip);
+    return new IsoImage(device, volume, root, jolietRoot, suSkip, options);
   }
 
   #name(r: RawRecord, joliet: boolean): string {
@@ -236,7 +327,12 @@ export class IsoImage {
     return name;
   }
 
-  async #readDir(record: RawRecord, joliet: boolean, path: string): Promise<IsoEntry[]> {
+  async #readDir(
+    record: RawRecord,
+    joliet: boolean,
+    path: string,
+    walk: Walk,
+  ): Promise<IsoEntry[]> {
     if (record.size > MAX_DIRECTORY) {
       throw new IsoFormatError(
         `Directory ${path} claims ${record.size} bytes; the image is corrupt`,
@@ -255,6 +351,11 @@ export class IsoImage {
         const r = parseRecord(data, at, `directory ${path}`);
         if (!r) break; // the rest of the sector is padding
         at += r.length;
+        if (++walk.records > this.#opts.maxRecordsPerLookup) {
+          throw new IsoFormatError(
+            `Looking up ${path} reads more than ${this.#opts.maxRecordsPerLookup} directory records; the image is corrupt or hostile`,
+          );
+        }
         if (r.id.length === 1 && (r.id[0] === 0 || r.id[0] === 1)) continue; // "." and ".."
         if (r.flags & 0x80) {
           parts.push(r);
@@ -278,34 +379,77 @@ export class IsoImage {
     return out;
   }
 
-  /** The entries of directory `path` ("/" for the root), cached. */
-  list(path: string): Promise<IsoEntry[]> {
+  /** Parsed directories held now, and their estimated bytes (for tests and metrics). */
+  get cacheStats(): { directories: number; bytes: number } {
+    return { directories: this.#dirs.size, bytes: this.#dirs.bytes };
+  }
+
+  /**
+   * The entries of directory `path` ("/" for the root). Directories are cached by where they
+   * lie in the image, so case variants of a path and hard-linked directories share one entry.
+   */
+  async list(path: string): Promise<IsoEntry[]> {
     const parts = splitPath(path);
-    const key = `/${parts.join("/")}`;
-    let p = this.#dirs.get(key);
-    if (!p) {
-      p = (async () => {
-        const joliet = this.#jolietRoot !== null;
-        if (parts.length === 0) return this.#readDir(this.#jolietRoot ?? this.#root, joliet, "/");
-        const parent = await this.list(`/${parts.slice(0, -1).join("/")}`);
-        const name = parts[parts.length - 1];
-        const e = findName(parent, name);
-        if (!e?.directory) throw new IsoFormatError(`No directory ${key} in the ISO`);
-        return this.#readDir(
-          {
-            length: 0,
-            extent: e.offset / SECTOR,
-            size: e.size,
-            flags: 2,
-            id: Buffer.alloc(0),
-            systemUse: Buffer.alloc(0),
-          },
-          joliet,
-          key,
+    if (parts.length > this.#opts.maxDepth) {
+      throw new IsoFormatError(
+        `Path ${path} is ${parts.length} directories deep, expected at most ${this.#opts.maxDepth}`,
+      );
+    }
+    const joliet = this.#jolietRoot !== null;
+    const root = this.#jolietRoot ?? this.#root;
+    const walk: Walk = { records: 0 };
+    /** Extents of the directories walked through: one seen twice is a loop. */
+    const seen = new Map<number, string>([[root.extent, "/"]]);
+    let dir = await this.#directory(root.extent, root.size, joliet, "/", walk);
+    for (let i = 0; i < parts.length; i++) {
+      const here = `/${parts.slice(0, i + 1).join("/")}`;
+      const e = findName(dir, parts[i]);
+      if (!e?.directory) throw new IsoFormatError(`No directory ${here} in the ISO`);
+      const extent = e.offset / SECTOR;
+      const earlier = seen.get(extent);
+      if (earlier !== undefined) {
+        throw new IsoFormatError(
+          `Directory ${here} is ${earlier} again (extent ${extent}): a directory loop; the image is corrupt or hostile`,
         );
-      })();
-      this.#dirs.set(key, p);
-      p.catch(() => this.#dirs.delete(key));
+      }
+      seen.set(extent, here);
+      dir = await this.#directory(extent, e.size, joliet, here, walk);
+    }
+    return dir;
+  }
+
+  /** The parsed directory at `extent`, from the cache or read (one read for concurrent asks). */
+  async #directory(
+    extent: number,
+    size: number,
+    joliet: boolean,
+    path: string,
+    walk: Walk,
+  ): Promise<IsoEntry[]> {
+    const key = `${extent}:${size}`;
+    const cached = this.#dirs.get(key);
+    if (cached) return cached;
+    let p = this.#reading.get(key);
+    if (!p) {
+      const record: RawRecord = {
+        length: 0,
+        extent,
+        size,
+        flags: 2,
+        id: Buffer.alloc(0),
+        systemUse: Buffer.alloc(0),
+      };
+      p = this.#readDir(record, joliet, path, walk).then((entries) => {
+        let bytes = size;
+        for (const e of entries) bytes += ENTRY_OVERHEAD + 2 * e.name.length;
+        this.#dirs.set(key, entries, bytes);
+        return entries;
+      });
+      this.#reading.set(key, p);
+      void p.then(
+        () => this.#reading.delete(key),
+        () => this.#reading.delete(key),
+      );
     }
     return p;
   }
@@ -313,7 +457,7 @@ export class IsoImage {
   /** The entry at `path`, or null. Names match exactly, else case-insensitively. */
   async stat(path: string): Promise<IsoEntry | null> {
     const parts = splitPath(path);
-    if (parts.length === 0) return null;
+    if (parts.length === 0 || parts.length - 1 > this.#opts.maxDepth) return null;
     let dir: IsoEntry[];
     try {
       dir = await this.list(`/${parts.slice(0, -1).join("/")}`);
