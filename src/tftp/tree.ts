@@ -1,9 +1,10 @@
 // What the TFTP server serves: a read-only virtual tree of named files (iPXE first stages,
 // generated files) over an optional root folder. Files are read in large slices, so a transfer
 // costs one read per 256 KiB, not one per block.
-import { open } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open, readlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import { resolveUnder, UnsafePathError } from "../net/safe-path.ts";
+import { resolveRealUnder, UnsafePathError } from "../net/safe-path.ts";
 import { isErrno } from "../store/local-store.ts";
 import { ErrorCode } from "./protocol.ts";
 
@@ -88,21 +89,46 @@ export class BufferSource implements TftpSource {
   }
 }
 
-export async function openFileSource(path: string, shownAs: string): Promise<TftpSource> {
+/** Errors of open/realpath that mean "no such file" to a client (never an internal error). */
+const NOT_FOUND_ERRNOS = ["ENOENT", "ENOTDIR", "ELOOP", "ENAMETOOLONG", "EISDIR", "EINVAL"];
+
+function openError(err: unknown, shownAs: string): unknown {
+  if (NOT_FOUND_ERRNOS.some((code) => isErrno(err, code))) {
+    return new TftpError(ErrorCode.FILE_NOT_FOUND, `File not found: ${shownAs}`);
+  }
+  if (isErrno(err, "EACCES") || isErrno(err, "EPERM")) {
+    return new TftpError(ErrorCode.ACCESS_VIOLATION, "Access denied");
+  }
+  return err;
+}
+
+/**
+ * Opens a host file. With `noFollow` (a path already resolved by resolveRealUnder) the last
+ * component must not be a symlink, and on Linux the opened file's path must still be `path`:
+ * a folder swapped for a symlink between the check and the open is caught.
+ */
+export async function openFileSource(
+  path: string,
+  shownAs: string,
+  options: { noFollow?: boolean } = {},
+): Promise<TftpSource> {
   let fh: FileHandle;
   try {
-    fh = await open(path, "r");
+    fh = await open(path, constants.O_RDONLY | (options.noFollow ? constants.O_NOFOLLOW : 0));
   } catch (err) {
-    if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) {
-      throw new TftpError(ErrorCode.FILE_NOT_FOUND, `File not found: ${shownAs}`);
-    }
-    if (isErrno(err, "EACCES")) throw new TftpError(ErrorCode.ACCESS_VIOLATION, "Access denied");
-    throw err;
+    throw openError(err, shownAs);
   }
   const st = await fh.stat();
-  if (!st.isFile()) {
+  let moved = false;
+  if (options.noFollow) {
+    moved = await readlink(`/proc/self/fd/${fh.fd}`).then(
+      (opened) => opened !== path,
+      () => false, // no /proc: the realpath check stands alone
+    );
+  }
+  if (!st.isFile() || moved) {
     await fh.close();
-    throw new TftpError(ErrorCode.FILE_NOT_FOUND, `Not a file: ${shownAs}`);
+    throw new TftpError(ErrorCode.FILE_NOT_FOUND, `File not found: ${shownAs}`);
   }
   return new FileSource(fh, st.size);
 }
@@ -131,13 +157,17 @@ export class VirtualTree implements TftpTree {
     if (!this.#root) throw new TftpError(ErrorCode.FILE_NOT_FOUND, `File not found: ${name}`);
     let path: string;
     try {
-      path = resolveUnder(this.#root, requested);
+      path = await resolveRealUnder(this.#root, requested);
     } catch (err) {
-      if (err instanceof UnsafePathError)
+      // ".." is refused as such (it reveals nothing); a symlink out of the root, a folder or a
+      // device is just "not found", so a client learns nothing about what lies outside.
+      if (err instanceof UnsafePathError && err.code === "ESCAPES_ROOT")
         throw new TftpError(ErrorCode.ACCESS_VIOLATION, err.message);
-      throw err;
+      if (err instanceof UnsafePathError)
+        throw new TftpError(ErrorCode.FILE_NOT_FOUND, `File not found: ${name}`);
+      throw openError(err, name);
     }
-    return openFileSource(path, name);
+    return openFileSource(path, name, { noFollow: true });
   }
 }
 
