@@ -25,6 +25,13 @@ export const MAX_WINDOWSIZE = 65535;
  * 8 × 8192 runs at 110 MB/s.
  */
 export const MAX_WINDOW_BYTES = 64 * 1024;
+/**
+ * Default longest retransmission timeout a client may ask for, in seconds. RFC 2349 allows
+ * 1–255 but says the OACK must echo the client's value unchanged, so a longer one is left out of
+ * the OACK (the server's default applies). 10 s covers any real link; 255 s let one spoofed
+ * request hold a socket for half an hour.
+ */
+export const MAX_TIMEOUT_SECONDS = 10;
 
 export type TftpPacket =
   | { op: 1 | 2; filename: string; mode: string; options: Map<string, string> }
@@ -153,7 +160,10 @@ export function negotiate(
     maxBlksize: number;
     maxWindowsize: number;
     defaultTimeoutMs: number;
-    size: number;
+    /** The file's size for tsize; null when unknown (netascii): tsize is left out of the OACK. */
+    size: number | null;
+    /** Longest timeout option accepted, in seconds (default MAX_TIMEOUT_SECONDS). */
+    maxTimeoutSeconds?: number;
     /** Bytes one window may carry: bigger bursts overflow client buffers and stall on loss. */
     maxWindowBytes?: number;
   },
@@ -169,13 +179,19 @@ export function negotiate(
     blksize = Math.min(b, limits.maxBlksize, MAX_BLKSIZE);
     accepted.set("blksize", String(blksize));
   }
+  // RFC 2349: 1-255 seconds, echoed unchanged or not at all; we accept up to maxTimeoutSeconds.
   const t = int(options.get("timeout"));
-  if (t !== undefined && t >= 1 && t <= 255) {
+  if (
+    t !== undefined &&
+    t >= 1 &&
+    t <= Math.min(255, limits.maxTimeoutSeconds ?? MAX_TIMEOUT_SECONDS)
+  ) {
     timeoutMs = t * 1000;
     accepted.set("timeout", String(t));
   }
   const ts = int(options.get("tsize"));
-  if (ts !== undefined) accepted.set("tsize", String(limits.size));
+  // RFC 2349 lets the server leave tsize out; it does when the size is not known beforehand.
+  if (ts !== undefined && limits.size !== null) accepted.set("tsize", String(limits.size));
   const w = int(options.get("windowsize"));
   if (w !== undefined && w >= 1) {
     const byBytes = Math.max(1, Math.floor((limits.maxWindowBytes ?? MAX_WINDOW_BYTES) / blksize));

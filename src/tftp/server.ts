@@ -1,6 +1,8 @@
 // A read-only TFTP server: RFC 1350 with option negotiation (2347), blksize (2348), timeout and
 // tsize (2349) and windowsize (7440). Each transfer has its own socket (its TID), retransmits
 // with backoff, and ends by itself; writes and paths outside the tree get an error packet.
+// Bounded against floods (requests can be spoofed): concurrent transfers in total and per client
+// address, the timeout a client may ask for, the retransmission wait and a transfer's lifetime.
 import { createSocket } from "node:dgram";
 import type { RemoteInfo, Socket } from "node:dgram";
 import { silentLogger } from "../log.ts";
@@ -13,12 +15,15 @@ import {
   encodeTftp,
   ErrorCode,
   MAX_BLKSIZE,
+  MAX_TIMEOUT_SECONDS,
   negotiate,
   Op,
   TftpDecodeError,
 } from "./protocol.ts";
 import type { TftpPacket } from "./protocol.ts";
-import { BufferSource, TftpError } from "./tree.ts";
+import { NetasciiSource } from "./netascii.ts";
+import { RateLimitedLog } from "./rate-limited-log.ts";
+import { TftpError } from "./tree.ts";
 import type { TftpSource, TftpTree } from "./tree.ts";
 
 export interface TftpTransferEvent {
@@ -43,6 +48,16 @@ export interface TftpServerOptions {
   timeoutMs?: number;
   /** Retransmissions of one window before the transfer is abandoned. */
   retries?: number;
+  /** Transfers at once, all clients together; past it a request gets "server busy". */
+  maxTransfers?: number;
+  /** Transfers at once from one client address. */
+  maxTransfersPerClient?: number;
+  /** Longest timeout option (RFC 2349) accepted, in seconds; longer ones are not acknowledged. */
+  maxTimeoutSeconds?: number;
+  /** Longest wait for an ACK before a retransmission, however the backoff has grown. */
+  maxRetransmitWaitMs?: number;
+  /** Longest a transfer may live, start to last ACK; past it it is abandoned. */
+  maxTransferMs?: number;
   logger?: Logger;
   onEvent?: (event: TftpTransferEvent) => void;
 }
@@ -53,6 +68,8 @@ export interface TftpStats {
   failed: number;
   bytes: number;
   dropped: number;
+  /** Requests answered "server busy" (a cap on transfers was reached). */
+  busy: number;
   active: number;
 }
 
@@ -63,7 +80,30 @@ type ResolvedOptions = TftpServerOptions & {
   maxWindowsize: number;
   timeoutMs: number;
   retries: number;
+  maxTransfers: number;
+  maxTransfersPerClient: number;
+  maxTimeoutSeconds: number;
+  maxRetransmitWaitMs: number;
+  maxTransferMs: number;
 };
+
+/**
+ * Default cap on transfers at once. Each holds a socket and a file descriptor, so 256 keep the
+ * process ~512 descriptors under a 1,024 limit with room for HTTP and NBD; a LAN booting 256
+ * machines at the same instant is larger than any this server is meant for.
+ */
+export const DEFAULT_TFTP_MAX_TRANSFERS = 256;
+/** Default cap per client address: firmware fetches one file at a time, iPXE at most a few. */
+export const DEFAULT_TFTP_MAX_TRANSFERS_PER_CLIENT = 8;
+/** Default longest wait between retransmissions (the backoff doubles up to this). */
+export const DEFAULT_TFTP_MAX_RETRANSMIT_WAIT_MS = 10_000;
+/**
+ * Default longest lifetime of one transfer: 15 minutes, a 450 MB file at lockstep 512-byte
+ * blocks over a 1 ms LAN; boot files are far smaller.
+ */
+export const DEFAULT_TFTP_MAX_TRANSFER_MS = 15 * 60_000;
+/** The error text a request gets when a cap is reached (ERROR code 0, RFC 1350 section 5). */
+export const TFTP_BUSY_MESSAGE = "server busy, try again";
 
 export const DEFAULT_TFTP_OPTIONS = Object.freeze({
   port: 69,
@@ -72,6 +112,11 @@ export const DEFAULT_TFTP_OPTIONS = Object.freeze({
   maxWindowsize: 64,
   timeoutMs: 1000,
   retries: 6,
+  maxTransfers: DEFAULT_TFTP_MAX_TRANSFERS,
+  maxTransfersPerClient: DEFAULT_TFTP_MAX_TRANSFERS_PER_CLIENT,
+  maxTimeoutSeconds: MAX_TIMEOUT_SECONDS,
+  maxRetransmitWaitMs: DEFAULT_TFTP_MAX_RETRANSMIT_WAIT_MS,
+  maxTransferMs: DEFAULT_TFTP_MAX_TRANSFER_MS,
 });
 
 export class TftpServer {
@@ -79,7 +124,10 @@ export class TftpServer {
   readonly #log: Logger;
   #socket: Socket | null = null;
   readonly #transfers = new Set<Transfer>();
-  #stats = { requests: 0, completed: 0, failed: 0, bytes: 0, dropped: 0 };
+  /** Transfers at once per client address. */
+  readonly #perClient = new Map<string, number>();
+  readonly #limitedLog = new RateLimitedLog();
+  #stats = { requests: 0, completed: 0, failed: 0, bytes: 0, dropped: 0, busy: 0 };
 
   constructor(options: TftpServerOptions) {
     this.#o = { ...DEFAULT_TFTP_OPTIONS, ...stripUndefined(options), tree: options.tree };
@@ -112,21 +160,39 @@ export class TftpServer {
     if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
   }
 
+  /**
+   * At a cap, a transfer whose client never acknowledged anything makes way (oldest first): from
+   * the same address at any age (firmware that retries with a new port has given up on it),
+   * from any address once its first timeout has passed (a spoofed request is never answered).
+   * Transfers that have heard from their client are never cut short.
+   */
+  #makeRoom(address: string): void {
+    const atClientCap = (this.#perClient.get(address) ?? 0) >= this.#o.maxTransfersPerClient;
+    const atCap = this.#transfers.size >= this.#o.maxTransfers;
+    if (!atClientCap && !atCap) return;
+    const victim = pickVictim(this.#transfers, address, atClientCap, this.#o.timeoutMs);
+    victim?.abort("superseded: no answer from the client");
+  }
+
   #request(msg: Buffer, rinfo: RemoteInfo): void {
     const client = `${rinfo.address}:${rinfo.port}`;
     let packet: TftpPacket;
     try {
       packet = decodeTftp(msg);
     } catch (err) {
-      if (!(err instanceof TftpDecodeError)) throw err;
       this.#stats.dropped++;
-      this.#log.warn({ client, reason: err.message }, "malformed TFTP packet dropped");
+      const reason = err instanceof TftpDecodeError ? err.message : String(err);
+      this.#limitedLog.hit("malformed", (suppressed) =>
+        this.#log.warn({ client, reason, suppressed }, "malformed TFTP packet dropped"),
+      );
       return;
     }
     const main = this.#socket;
     if (!main) return;
     if (packet.op === Op.WRQ) {
-      this.#log.warn({ client, file: packet.filename }, "TFTP write refused");
+      this.#limitedLog.hit("write", (suppressed) =>
+        this.#log.warn({ client, file: packet.filename, suppressed }, "TFTP write refused"),
+      );
       sendError(main, rinfo, ErrorCode.ACCESS_VIOLATION, "This server is read-only");
       return;
     }
@@ -137,8 +203,29 @@ export class TftpServer {
       return;
     }
     this.#stats.requests++;
-    const transfer = new Transfer(this.#o, this.#log, rinfo, packet, (event) => {
+    this.#makeRoom(rinfo.address);
+    const fromClient = this.#perClient.get(rinfo.address) ?? 0;
+    if (
+      this.#transfers.size >= this.#o.maxTransfers ||
+      fromClient >= this.#o.maxTransfersPerClient
+    ) {
+      this.#stats.busy++;
+      const active = this.#transfers.size;
+      this.#limitedLog.hit("busy", (suppressed) =>
+        this.#log.warn(
+          { client, file: packet.filename, active, fromClient, suppressed },
+          "TFTP request refused: too many transfers",
+        ),
+      );
+      sendError(main, rinfo, ErrorCode.NOT_DEFINED, TFTP_BUSY_MESSAGE);
+      return;
+    }
+    this.#perClient.set(rinfo.address, fromClient + 1);
+    const transfer = new Transfer(this.#o, this.#log, this.#limitedLog, rinfo, packet, (event) => {
       this.#transfers.delete(transfer);
+      const left = (this.#perClient.get(rinfo.address) ?? 1) - 1;
+      if (left > 0) this.#perClient.set(rinfo.address, left);
+      else this.#perClient.delete(rinfo.address);
       if (event.stage === "tftp-done") {
         this.#stats.completed++;
         this.#stats.bytes += event.bytes ?? 0;
@@ -155,33 +242,47 @@ export class TftpServer {
   }
 }
 
+/** (Method of TftpServer, kept apart for reading.) */
+function pickVictim(
+  transfers: Iterable<Transfer>,
+  address: string,
+  atClientCap: boolean,
+  minAgeMs: number,
+): Transfer | undefined {
+  const now = performance.now();
+  for (const t of transfers) {
+    if (t.confirmed) continue;
+    if (atClientCap ? t.address === address : now - t.startedAt >= minAgeMs) return t;
+  }
+  return undefined;
+}
+
 function sendError(socket: Socket, to: RemoteInfo, code: number, message: string): void {
   socket.send(encodeTftp({ op: Op.ERROR, code, message }), to.port, to.address);
 }
 
-/** netascii (RFC 764): LF becomes CR LF, a bare CR becomes CR NUL. */
-function toNetascii(data: Buffer): Buffer {
-  const out: number[] = [];
-  for (const byte of data) {
-    if (byte === 0x0a) out.push(0x0d, 0x0a);
-    else if (byte === 0x0d) out.push(0x0d, 0x00);
-    else out.push(byte);
-  }
-  return Buffer.from(out);
+/** What a transfer reads blocks from: a file (size known) or its netascii form (size unknown). */
+interface BlockSource {
+  readonly size: number | null;
+  read(offset: number, length: number): Promise<Buffer>;
+  peek(offset: number, length: number): Buffer | null;
+  /** The transfer will not read before `offset` again (so the source may drop those bytes). */
+  discardBefore?(offset: number): void;
+  close(): Promise<void>;
 }
-
-const NETASCII_MAX = 16 * 1024 * 1024;
 
 class Transfer {
   readonly #o: ResolvedOptions;
   readonly #log: Logger;
+  readonly #limitedLog: RateLimitedLog;
   readonly #peer: RemoteInfo;
   readonly #req: Extract<TftpPacket, { op: 1 | 2 }>;
   readonly #done: (event: TftpTransferEvent) => void;
   readonly #client: string;
   #socket: Socket | null = null;
-  #source: TftpSource | null = null;
+  #source: BlockSource | null = null;
   #timer: NodeJS.Timeout | null = null;
+  #lifetime: NodeJS.Timeout | null = null;
   #deadline = 0;
   #connected = false;
   #finished = false;
@@ -193,19 +294,31 @@ class Transfer {
   #acked = 0;
   /** Absolute number of the last block sent. */
   #sent = 0;
-  #lastBlock = 0;
+  /** The last block's number once known (from the size, or a short read for netascii). */
+  #lastBlock = Infinity;
+  /** Bytes in the last block, once it has been read. */
+  #lastBlockBytes = 0;
   #tries = 0;
   #sending = false;
+  readonly startedAt = performance.now();
+  /** The client has acknowledged something: it is real (not a spoofed request). */
+  confirmed = false;
+
+  get address(): string {
+    return this.#peer.address;
+  }
 
   constructor(
     o: ResolvedOptions,
     log: Logger,
+    limitedLog: RateLimitedLog,
     peer: RemoteInfo,
     req: Extract<TftpPacket, { op: 1 | 2 }>,
     done: (event: TftpTransferEvent) => void,
   ) {
     this.#o = o;
     this.#log = log;
+    this.#limitedLog = limitedLog;
     this.#peer = peer;
     this.#req = req;
     this.#done = done;
@@ -213,6 +326,12 @@ class Transfer {
   }
 
   async start(): Promise<void> {
+    // However the client paces its ACKs, the transfer (its socket and file) ends by then.
+    this.#lifetime = setTimeout(
+      () => this.#refuse(ErrorCode.NOT_DEFINED, "Transfer took too long"),
+      this.#o.maxTransferMs,
+    );
+    this.#lifetime.unref();
     const socket = createSocket({ type: "udp4" });
     this.#socket = socket;
     socket.on("error", (err) => this.#fail(`socket error: ${err.message}`, false));
@@ -231,36 +350,36 @@ class Transfer {
     if (mode !== "octet" && mode !== "netascii") {
       return this.#refuse(ErrorCode.ILLEGAL_OPERATION, `Unsupported mode "${mode}"`);
     }
+    let file: TftpSource;
     try {
-      this.#source = await this.#o.tree.open(filename);
+      file = await this.#o.tree.open(filename);
     } catch (err) {
       if (err instanceof TftpError) return this.#refuse(err.code, err.message);
       throw err;
     }
-    if (mode === "netascii") {
-      const src = this.#source;
-      if (src.size > NETASCII_MAX) {
-        return this.#refuse(ErrorCode.ILLEGAL_OPERATION, "File too large for netascii; use octet");
-      }
-      this.#source = new BufferSource(toNetascii(await src.read(0, src.size)));
-      await src.close();
+    if (this.#finished) {
+      await file.close();
+      return;
     }
+    // netascii is converted block by block as the transfer goes, never as a whole file.
+    this.#source = mode === "netascii" ? new NetasciiSource(file) : file;
     const size = this.#source.size;
     const n = negotiate(this.#req.options, {
       maxBlksize: this.#o.maxBlksize,
       maxWindowsize: this.#o.maxWindowsize,
       defaultTimeoutMs: this.#o.timeoutMs,
+      maxTimeoutSeconds: this.#o.maxTimeoutSeconds,
       size,
     });
     this.#blksize = n.blksize;
     this.#windowsize = n.windowsize;
     this.#timeoutMs = n.timeoutMs;
-    this.#lastBlock = Math.floor(size / this.#blksize) + 1;
+    if (size !== null) this.#lastBlock = Math.floor(size / this.#blksize) + 1;
     this.#o.onEvent?.({
       stage: "tftp-start",
       client: this.#client,
       file: filename,
-      bytes: size,
+      bytes: size ?? undefined,
       blksize: this.#blksize,
       windowsize: this.#windowsize,
     });
@@ -295,7 +414,10 @@ class Transfer {
    * deadline rather than clearing and re-creating it for every block.
    */
   #arm(): void {
-    const backoff = this.#timeoutMs * Math.min(2 ** this.#tries, 8);
+    const backoff = Math.min(
+      this.#timeoutMs * Math.min(2 ** this.#tries, 8),
+      Math.max(this.#timeoutMs, this.#o.maxRetransmitWaitMs),
+    );
     this.#deadline = performance.now() + backoff;
     this.#timer ??= setTimeout(() => this.#tick(), backoff);
   }
@@ -339,7 +461,12 @@ class Transfer {
     try {
       packet = decodeTftp(msg);
     } catch {
-      this.#log.warn({ client: this.#client }, "malformed TFTP packet in a transfer dropped");
+      this.#limitedLog.hit("malformed-in-transfer", (suppressed) =>
+        this.#log.warn(
+          { client: this.#client, suppressed },
+          "malformed TFTP packet in a transfer dropped",
+        ),
+      );
       return;
     }
     if (packet.op === Op.ERROR) {
@@ -347,6 +474,7 @@ class Transfer {
       return;
     }
     if (packet.op !== Op.ACK || this.#finished) return;
+    this.confirmed = true;
     if (this.#oack && !this.#oackAcked) {
       if (packet.block !== 0) return;
       this.#oackAcked = true; // ACK 0 confirms the OACK: data starts
@@ -361,6 +489,7 @@ class Transfer {
     if (block > this.#sent) return; // ACK for something never sent
     this.#acked = block;
     this.#tries = 0;
+    this.#source?.discardBefore?.(block * this.#blksize);
     if (block >= this.#lastBlock) {
       this.#finish();
       return;
@@ -385,6 +514,11 @@ class Transfer {
           this.#source.peek(offset, this.#blksize) ??
           (await this.#source.read(offset, this.#blksize));
         if (this.#finished) return;
+        if (data.length < this.#blksize) {
+          // RFC 1350 section 6: a block shorter than blksize (maybe empty) ends the transfer.
+          this.#lastBlock = block;
+          this.#lastBlockBytes = data.length;
+        }
         this.#socket?.send([dataHeader(block), data]);
         this.#sent = block;
       }
@@ -395,7 +529,7 @@ class Transfer {
   }
 
   #finish(): void {
-    const bytes = this.#source?.size ?? 0;
+    const bytes = (this.#lastBlock - 1) * this.#blksize + this.#lastBlockBytes;
     this.#cleanup();
     this.#done({
       stage: "tftp-done",
@@ -427,6 +561,7 @@ class Transfer {
     if (this.#finished) return;
     this.#finished = true;
     if (this.#timer) clearTimeout(this.#timer);
+    if (this.#lifetime) clearTimeout(this.#lifetime);
     const socket = this.#socket;
     // Keep the socket a moment so the client's last ACK retransmissions do not hit a closed port.
     setTimeout(() => socket?.close(), 100).unref();
