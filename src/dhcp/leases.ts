@@ -223,6 +223,19 @@ export class LeaseDb {
     await this.#persist();
   }
 
+  /** The MAC holding an unexpired lease of `ip` (offers do not count), if any. */
+  holderOf(ip: string): string | undefined {
+    const mac = this.#byIp.get(ip);
+    const lease = mac === undefined ? undefined : this.#leases.get(mac);
+    return lease?.ip === ip && lease.expires > this.#now() ? mac : undefined;
+  }
+
+  /** The address `mac` holds an unexpired lease of, if any. */
+  addressOf(mac: string): string | undefined {
+    const lease = this.#leases.get(mac.toLowerCase());
+    return lease && lease.expires > this.#now() ? lease.ip : undefined;
+  }
+
   leases(): Lease[] {
     const now = this.#now();
     return [...this.#leases.values()].filter((l) => l.expires > now);

@@ -24,17 +24,23 @@ import { EventLog } from "./events.ts";
 import type { EventInput } from "./events.ts";
 import { ImageExports } from "./image-exports.ts";
 import { LiveIso, LiveIsoError } from "../iso/live-iso.ts";
-import { bootScript, entryScript, errorScript, IPXE_FACTS, waitScript } from "./ipxe-script.ts";
+import { bootScript, entryScript, errorScript, waitScript } from "./ipxe-script.ts";
 import { OnceState } from "./once.ts";
 import { Dashboard } from "./dashboard.ts";
 import { clientIp, HttpError, macFromQuery, send } from "./http-util.ts";
 import { Metrics } from "./metrics.ts";
 import type { MachineRow } from "./ui/pages.ts";
 import { chooseEntry, firmwareArchNames, ipxeArchNames } from "./plan.ts";
+import { baseFromHost, requestFacts } from "./request-facts.ts";
 import type { Choice, MachineFacts } from "./plan.ts";
 
 /** How long a boot script request waits for an ISO being opened before it says "wait". */
 const ISO_WAIT_MS = 3000;
+/** Time a client has to send its request headers, and its whole request. */
+export const HTTP_HEADERS_TIMEOUT_MS = 10_000;
+export const HTTP_REQUEST_TIMEOUT_MS = 30_000;
+/** Open HTTP connections; past it new ones are closed at once (no file descriptor runs out). */
+export const MAX_HTTP_CONNECTIONS = 2048;
 
 export interface BootServerOptions {
   logger?: Logger;
@@ -70,7 +76,9 @@ export class BootServer {
   /** Why an ISO entry's last opening failed (until it opens), for the dashboard. */
   readonly #isoErrors = new Map<string, string>();
   readonly #remote: RemoteFileCache;
-  readonly #firstStageFiles: Record<string, string> = {};
+  /** Null prototype: a request for /firmware/constructor finds nothing, not Object's. */
+  readonly #firstStageFiles: Record<string, string> = Object.create(null) as Record<string, string>;
+  #leases: LeaseDb | undefined;
 
   constructor(config: ServeConfig, options: BootServerOptions = {}) {
     this.config = config;
@@ -184,6 +192,7 @@ export class BootServer {
         c.dhcp.leaseFile ?? join(c.stateDir, "leases.json"),
       );
     }
+    this.#leases = leases;
     this.#dhcp = new DhcpServer({
       mode: c.dhcp.mode === "full" ? "full" : "proxy",
       serverAddress: this.#address,
@@ -220,8 +229,8 @@ export class BootServer {
     };
     const entry = this.config.entries.get(chooseEntry(this.config, facts).entry);
     if (entry?.kind !== "image" || !this.#images) return undefined;
-    const name = ImageExports.exportName(entry.name, client.mac);
-    return this.#images.has(name) ? `${this.#address}:${this.#nbdPort}/${name}` : undefined;
+    const name = this.#images.currentExport(entry.name, client.mac);
+    return name ? `${this.#address}:${this.#nbdPort}/${name}` : undefined;
   }
 
   /** Plain PXE gets an iPXE first stage over TFTP, HTTP Boot its URL, iPXE the boot script. */
@@ -309,6 +318,11 @@ export class BootServer {
       });
     });
     server.keepAliveTimeout = 30_000;
+    // Bounds for what anyone on the LAN can open (docs/serve.md, "Limits").
+    server.headersTimeout = HTTP_HEADERS_TIMEOUT_MS;
+    server.requestTimeout = HTTP_REQUEST_TIMEOUT_MS;
+    server.maxHeadersCount = 100;
+    server.maxConnections = MAX_HTTP_CONNECTIONS;
     await new Promise<void>((resolve, reject) => {
       server.once("error", (err: NodeJS.ErrnoException) => {
         reject(
@@ -343,6 +357,7 @@ export class BootServer {
       stateDir: c.stateDir,
       cacheDir: c.cacheDir,
       allow: c.nbd.allow,
+      entries: [...c.entries.values()].filter((e) => e.kind === "image"),
       onNewRelease: (entry) =>
         this.metrics.inc(
           "inetboot_image_release_changes_total",
@@ -379,23 +394,43 @@ export class BootServer {
     }
   }
 
+  /** The base URL for links in a reply: the Host the client used, if it is a valid one. */
   #base(req: IncomingMessage): string {
     if (this.config.http.publicUrl) return this.config.http.publicUrl;
-    const host = req.headers.host;
-    return host && /^[\w.:[\]-]+$/.test(host) ? `http://${host}` : this.baseUrl;
+    return baseFromHost(req.headers.host) ?? this.baseUrl;
   }
 
   #facts(url: URL, req: IncomingMessage): MachineFacts {
-    const q = url.searchParams;
-    const labels: Record<string, string> = {};
-    for (const [k, v] of q) if (!IPXE_FACTS.includes(k) && v !== "") labels[k] = v;
-    return {
-      mac: macFromQuery(q.get("mac")) ?? this.events.macForIp(clientIp(req)),
-      uuid: q.get("uuid")?.toLowerCase() || undefined,
-      arch: ipxeArchNames(q.get("buildarch") ?? undefined, q.get("platform") ?? undefined),
-      hostname: q.get("hostname") || undefined,
-      labels,
-    };
+    return requestFacts(url.searchParams, this.events.macForIp(clientIp(req)));
+  }
+
+  /**
+   * Why a plan for `mac` asked from `ip` is refused, or null. With our own DHCP (full mode) the
+   * server knows who holds which address: an address holding a lease speaks only for its MAC,
+   * and a MAC holding a lease is spoken for only from its address. (In proxy mode, and for
+   * addresses and MACs without a lease, the MAC is taken as given: see docs/serve.md.)
+   */
+  #macRefusal(mac: string | undefined, ip: string): string | null {
+    const leases = this.#leases;
+    if (!leases || !mac) return null;
+    const holder = leases.holderOf(ip);
+    if (holder !== undefined) {
+      return holder === mac ? null : `${ip} holds the DHCP lease of ${holder}, not of ${mac}`;
+    }
+    const at = leases.addressOf(mac);
+    return at !== undefined && at !== ip ? `${mac} holds the DHCP lease of ${at}, not ${ip}` : null;
+  }
+
+  /** Sends the refusal when the plan's MAC is not the requester's; true if it did. */
+  #refusedMac(req: IncomingMessage, res: ServerResponse, mac: string | undefined): boolean {
+    const ip = clientIp(req);
+    const why = this.#macRefusal(mac, ip);
+    if (!why) return false;
+    // Recorded without the MAC: the claim must not touch the real machine's record.
+    this.#record({ stage: "plan-refused", ip, detail: `plan for ${mac}: ${why}` });
+    this.#log.warn({ ip, mac, reason: why }, "plan request refused: the MAC is not this address's");
+    send(res, 403, errorScript(`refused: ${why}`), "text/plain; charset=utf-8");
+    return true;
   }
 
   #json(res: ServerResponse, value: unknown): void {
@@ -431,7 +466,7 @@ export class BootServer {
     m = /^\/iso\/([^/]+)\/(.+)$/.exec(path);
     if (m) return this.#isoFile(req, res, decodeURIComponent(m[1]), m[2]);
     m = /^\/firmware\/([^/]+)$/.exec(path);
-    if (m && this.#firstStageFiles[m[1]]) {
+    if (m && Object.hasOwn(this.#firstStageFiles, m[1])) {
       const bytes = await sendFile(req, res, this.#firstStageFiles[m[1]], {
         cacheControl: "max-age=3600",
       });
@@ -516,8 +551,9 @@ export class BootServer {
     return choice;
   }
 
-  #plan(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  async #plan(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const facts = this.#facts(url, req);
+    if (this.#refusedMac(req, res, facts.mac)) return;
     const choice = this.#resolveOnce(chooseEntry(this.config, facts), facts.mac);
     const entry = this.config.entries.get(choice.entry) as Entry;
     const q = url.searchParams;
@@ -541,10 +577,11 @@ export class BootServer {
     return this.#sendEntry(req, res, url, entry, facts.mac);
   }
 
-  #entry(req: IncomingMessage, res: ServerResponse, url: URL, name: string): Promise<void> {
+  async #entry(req: IncomingMessage, res: ServerResponse, url: URL, name: string): Promise<void> {
     const entry = this.config.entries.get(name);
     if (!entry) throw new HttpError(404, `No entry named "${name}" in ${this.config.source}`);
     const facts = this.#facts(url, req);
+    if (this.#refusedMac(req, res, facts.mac)) return;
     this.#record({
       stage: "http-entry",
       mac: facts.mac,
@@ -578,8 +615,8 @@ export class BootServer {
         return;
       }
       try {
-        const name = await this.#imageExport(entry, mac, ip);
         const host = new URL(this.#base(req)).hostname;
+        const name = await this.#imageExport(entry, mac, ip);
         rootCmdline = entry.nbdOverlay
           ? nbdOverlayCmdline(host, this.#nbdPort, name)
           : nbdRootCmdline(host, this.#nbdPort, name);

@@ -58,19 +58,32 @@ export interface DashboardSources {
   nbd(): NbdServer | null;
 }
 
-/** A request body up to `limit` bytes (rejects beyond). */
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
+/** How much of an oversized form is read and thrown away so its 413 page arrives whole. */
+const DRAIN_LIMIT = 1 << 20;
+
+/**
+ * A request body up to `limit` bytes; null when it is longer. The rest of a longer body is
+ * read and dropped (up to DRAIN_LIMIT; past that the connection is cut) so the client gets the
+ * 413 page instead of a reset.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
   return new Promise((resolve, reject) => {
     let size = 0;
     const parts: Buffer[] = [];
+    const declared = Number(req.headers["content-length"] ?? 0);
+    if (declared > DRAIN_LIMIT) {
+      req.destroy();
+      reject(new HttpError(413, "The form is too large."));
+      return;
+    }
     req.on("data", (d: Buffer) => {
       size += d.length;
-      if (size > limit) {
-        reject(new Error("body too large"));
+      if (size > DRAIN_LIMIT) {
         req.destroy();
-      } else parts.push(d);
+        reject(new HttpError(413, "The form is too large."));
+      } else if (size <= limit) parts.push(d);
     });
-    req.on("end", () => resolve(Buffer.concat(parts).toString("utf8")));
+    req.on("end", () => resolve(size > limit ? null : Buffer.concat(parts).toString("utf8")));
     req.on("error", reject);
   });
 }
@@ -497,8 +510,9 @@ export class Dashboard {
     res: ServerResponse,
     back: string,
   ): Promise<URLSearchParams | null> {
-    const body = await readBody(req, 4096).catch(() => null);
+    const body = await readBody(req, 4096);
     if (body === null) {
+      res.setHeader("Connection", "close");
       this.#refuse(req, res, back, 413, "The form is too large.");
       return null;
     }

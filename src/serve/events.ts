@@ -43,6 +43,16 @@ export interface MachineRecord {
 }
 
 export type EventInput = Omit<BootEvent, "seq" | "time">;
+
+/** Machines remembered (the least recently seen is forgotten past it). */
+export const MAX_MACHINES = 10_000;
+/** Longest text kept in an event's fields (details and file names come from the network). */
+export const MAX_EVENT_TEXT = 1024;
+/** Longest host name, UUID or iPXE fact kept on a machine's record. */
+export const MAX_FACT_TEXT = 253;
+
+const cut = (v: string | undefined, max: number): string | undefined =>
+  v === undefined || v.length <= max ? v : `${v.slice(0, max - 1)}…`;
 export type EventListener = (event: BootEvent, machine: MachineRecord | undefined) => void;
 
 export class EventLog {
@@ -52,8 +62,13 @@ export class EventLog {
   readonly #listeners = new Set<EventListener>();
   #seq = 0;
 
-  constructor(capacity = 5000) {
+  readonly #maxMachines: number;
+  /** Address → the machine last seen there. */
+  readonly #byIp = new Map<string, string>();
+
+  constructor(capacity = 5000, maxMachines = MAX_MACHINES) {
     this.#capacity = capacity;
+    this.#maxMachines = maxMachines;
   }
 
   record(
@@ -67,7 +82,11 @@ export class EventLog {
   ): BootEvent {
     const event: BootEvent = { seq: ++this.#seq, time: new Date().toISOString(), ...input };
     for (const k of Object.keys(event) as (keyof BootEvent)[]) {
-      if (event[k] === undefined || event[k] === "") delete event[k];
+      const v = event[k];
+      if (v === undefined || v === "") delete event[k];
+      else if (typeof v === "string" && v.length > MAX_EVENT_TEXT) {
+        (event as unknown as Record<string, string>)[k] = cut(v, MAX_EVENT_TEXT) as string;
+      }
     }
     this.#ring.push(event);
     if (this.#ring.length > this.#capacity)
@@ -84,12 +103,20 @@ export class EventLog {
       machine.lastStage = event.stage;
       machine.lastSeen = event.time;
       machine.events++;
-      if (event.ip) machine.ip = event.ip;
+      if (event.ip) {
+        if (machine.ip && machine.ip !== event.ip && this.#byIp.get(machine.ip) === machine.mac)
+          this.#byIp.delete(machine.ip);
+        machine.ip = event.ip;
+        this.#byIp.set(event.ip, machine.mac);
+      }
       if (event.entry) machine.entry = event.entry;
       if (event.rule) machine.rule = event.rule;
-      if (facts.hostname) machine.hostname = facts.hostname;
-      if (facts.uuid) machine.uuid = facts.uuid;
-      if (facts.ipxe) machine.ipxe = { ...machine.ipxe, ...facts.ipxe };
+      if (facts.hostname) machine.hostname = cut(facts.hostname, MAX_FACT_TEXT);
+      if (facts.uuid) machine.uuid = cut(facts.uuid, MAX_FACT_TEXT);
+      if (facts.ipxe) {
+        const { buildarch, platform } = { ...machine.ipxe, ...facts.ipxe };
+        machine.ipxe = { buildarch: cut(buildarch, 32), platform: cut(platform, 32) };
+      }
       if (facts.firmware) {
         const f = facts.firmware;
         machine.firmware = {
@@ -101,7 +128,15 @@ export class EventLog {
           http: f.http,
         };
       }
+      // Most recently seen last: the first one is the one to forget.
+      this.#machines.delete(event.mac);
       this.#machines.set(event.mac, machine);
+      if (this.#machines.size > this.#maxMachines) {
+        const oldest = this.#machines.keys().next().value;
+        const ip = oldest === undefined ? undefined : this.#machines.get(oldest)?.ip;
+        if (ip && this.#byIp.get(ip) === oldest) this.#byIp.delete(ip);
+        if (oldest !== undefined) this.#machines.delete(oldest);
+      }
     }
     for (const listener of this.#listeners) listener(event, machine);
     return event;
@@ -124,8 +159,7 @@ export class EventLog {
 
   /** The client IP → MAC mapping learned from DHCP (TFTP and HTTP requests carry only an IP). */
   macForIp(ip: string): string | undefined {
-    for (const m of this.#machines.values()) if (m.ip === ip) return m.mac;
-    return undefined;
+    return this.#byIp.get(ip);
   }
 
   subscribe(listener: EventListener): () => void {

@@ -1,5 +1,6 @@
 // Small pieces the boot server's HTTP handlers share: errors with a status, plain replies,
 // the client's address and MAC query parameters.
+import { createHash } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { formatMac, parseMac } from "../dhcp/packet.ts";
 
@@ -11,14 +12,46 @@ export class HttpError extends Error {
   }
 }
 
-/** A whole reply that is never cached. */
+/** A whole reply that is never cached; pages get the security headers of htmlHeaders(). */
 export function send(res: ServerResponse, status: number, body: string, type: string): void {
   res.writeHead(status, {
     "Content-Type": type,
     "Content-Length": Buffer.byteLength(body),
     "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    ...(type.startsWith("text/html") ? htmlHeaders(body) : {}),
   });
   res.end(body);
+}
+
+const sha256 = (text: string): string =>
+  `'sha256-${createHash("sha256").update(text).digest("base64")}'`;
+
+/**
+ * A page's Content-Security-Policy: nothing loads from elsewhere, only the page's own inline
+ * scripts and styles run (by hash: every value on a page is escaped, so each <script> in it is
+ * ours), no framing (clickjacking of the write forms), forms post only back here.
+ */
+export function htmlHeaders(body: string): Record<string, string> {
+  const hashes = (tag: string): string =>
+    [...body.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, "g"))]
+      .map((m) => sha256(m[1]))
+      .join(" ");
+  const csp = [
+    "default-src 'none'",
+    `script-src ${hashes("script") || "'none'"}`,
+    `style-src ${hashes("style") || "'none'"}`,
+    "connect-src 'self'",
+    "img-src 'self' data:",
+    "form-action 'self'",
+    "base-uri 'none'",
+    "frame-ancestors 'none'",
+  ].join("; ");
+  return {
+    "Content-Security-Policy": csp,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+  };
 }
 
 export function clientIp(req: IncomingMessage): string {

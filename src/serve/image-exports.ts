@@ -2,10 +2,12 @@
 // mirror set → the server's shared chunk cache → chunked device) and exports it over NBD to
 // each machine through a copy-on-write overlay of its own: fresh every boot (`ephemeral`) or
 // kept per MAC across boots (`per-machine`).
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import type { BlockDevice } from "../block/block-device.ts";
 import { CowDevice } from "../block/cow-device.ts";
+import { LazyDevice } from "../block/lazy-device.ts";
 import { openDeviceStack } from "../block/open-stack.ts";
 import type { DeviceStack } from "../block/open-stack.ts";
 import { PassThroughDevice } from "../block/pass-through.ts";
@@ -18,11 +20,15 @@ import { writeFileAtomic } from "../store/local-store.ts";
 import { openStoreReader } from "../store/store-reader.ts";
 import { loadTrustedKeys } from "../store/trust.ts";
 import type { Entry } from "./config.ts";
+import { ExportTickets } from "./export-tickets.ts";
+import type { Ticket } from "./export-tickets.ts";
 
 type ImageEntry = Extract<Entry, { kind: "image" }>;
 
 /** How long a boot waits for a newer release to be found and opened before it goes on. */
 const REFRESH_WAIT_MS = 2000;
+/** How often tickets nobody connected to are looked for and dropped. */
+const SWEEP_MS = 15_000;
 
 /** An opened image and the tracer over it that sees every machine's reads of the base. */
 interface Base {
@@ -69,6 +75,10 @@ export interface ImageExportsOptions {
   cacheDir: string;
   /** machine: each export opens only for the address that asked for its plan (default). */
   allow?: "machine" | "any";
+  /** The image entries (their disk kinds). */
+  entries?: ImageEntry[];
+  /** How long an export waits for its machine (DEFAULT_TICKET_TTL_MS). */
+  ticketTtlMs?: number;
   logger?: Logger;
 }
 
@@ -89,9 +99,15 @@ export class ImageExports {
   readonly #checked = new Map<string, { at: number; error?: string }>();
   /** Entry → its look for a newer release under way. */
   readonly #refreshing = new Map<string, Promise<Base>>();
-  readonly #overlays = new Map<string, Promise<CowDevice>>();
-  /** Export name → the address of the machine it belongs to (its latest plan request). */
-  readonly #owners = new Map<string, string>();
+  /** Per-boot export names, their owners and expiry. */
+  readonly #tickets: ExportTickets;
+  /** Ticket name → its export's device (opened on first use). */
+  readonly #exports = new Map<string, { device: LazyDevice; entry: string; mac: string }>();
+  /** ENTRY-MAC → a per-machine disk, open while a ticket of the machine exists. */
+  readonly #disks = new Map<string, Promise<CowDevice>>();
+  /** Entry → its disk kind. */
+  readonly #kinds = new Map<string, "ephemeral" | "per-machine">();
+  readonly #sweep: NodeJS.Timeout;
   /** Entry → release digest pinned from the dashboard (roll-back), kept in STATE/pins.json. */
   readonly #pins: Map<string, string>;
 
@@ -105,6 +121,15 @@ export class ImageExports {
       // none yet
     }
     this.#pins = new Map(Object.entries(pins).filter(([, d]) => /^[0-9a-f]{64}$/.test(d)));
+    this.#tickets = new ExportTickets({
+      clientsOf: (name) => options.nbd.clientsOf(name),
+      ttlMs: options.ticketTtlMs,
+    });
+    for (const e of options.entries ?? []) this.#kinds.set(e.name, e.disk);
+    // Fresh overlays of an earlier run belong to boots that are over.
+    rmSync(join(options.stateDir, "ephemeral"), { recursive: true, force: true });
+    this.#sweep = setInterval(() => void this.#drop(this.#tickets.expire()), SWEEP_MS);
+    this.#sweep.unref();
   }
 
   get #pinsPath(): string {
@@ -272,61 +297,129 @@ export class ImageExports {
   }
 
   static exportName(entry: string, mac: string): string {
-    return `${entry}-${mac.replace(/:/g, "-")}`;
+    return ExportTickets.prefix(entry, mac);
   }
 
   /**
-   * Makes the machine's export ready (a fresh overlay for ephemeral disks) for the machine at
-   * `address`; returns its name.
+   * Makes an export for this boot of the machine at `address` and returns its name: a per-boot
+   * ticket (`ENTRY-MAC-TOKEN`) that only `address` may open (unless nbd.allow is `any`). Its
+   * disk — a fresh overlay (`ephemeral`) or the machine's own (`per-machine`, shared by its
+   * tickets) — is opened when a client first uses it. Older tickets stay until they expire, so
+   * a machine connected on one is never cut off by a new plan.
    */
   async prepare(entry: ImageEntry, mac: string, address: string): Promise<string> {
-    const name = ImageExports.exportName(entry.name, mac);
-    this.#owners.set(name, plainAddress(address) ?? address);
     const current = await this.#current(entry);
     const path = this.#overlayPath(entry, mac);
-    const dir = dirname(path);
-    const existing = this.#overlays.get(name);
-    if (existing && entry.disk === "per-machine") return existing.then(() => name);
-    if (existing) {
-      this.#overlays.delete(name);
-      this.#o.nbd.removeExport(name);
-      await (await existing.catch(() => null))?.close();
-    }
-    const { stack, trace } = await this.#diskBase(entry, mac, path, current);
-    const opened = (async () => {
-      await mkdir(dir, { recursive: true });
-      if (entry.disk === "ephemeral") await rm(path, { force: true });
-      const fresh = !existsSync(path);
-      const device = await CowDevice.open(new SharedBase(trace), path, { baseId: stack.baseId });
-      const release = stack.image?.release;
-      if (fresh && entry.disk === "per-machine" && release) {
-        const origin: DiskOrigin = {
-          source: `${entry.image.source.replace(/@.*$/, "")}@sha256:${release.digest}`,
-          label: stack.label,
-          baseId: stack.baseId,
-        };
-        await writeFileAtomic(`${path}.release.json`, JSON.stringify(origin) + "\n");
-      }
-      return device;
-    })();
-    this.#overlays.set(name, opened);
-    let device: CowDevice;
-    try {
-      device = await opened;
-    } catch (err) {
-      this.#overlays.delete(name);
-      throw err;
-    }
+    const key = ImageExports.exportName(entry.name, mac);
+    const shared = entry.disk === "per-machine" ? this.#disks.get(key) : undefined;
+    const base = shared ? null : await this.#diskBase(entry, mac, path, current);
+    const { ticket, dropped } = this.#tickets.issue(entry.name, mac, plainAddress(address) ?? "");
+    await this.#drop(dropped);
+    const size = (base ?? current).trace.size;
+    const device = new LazyDevice(size, () =>
+      entry.disk === "per-machine"
+        ? this.#machineDisk(entry, mac, path, base ?? current)
+        : this.#ephemeralDisk(entry, ticket.name, base ?? current),
+    );
+    this.#exports.set(ticket.name, { device, entry: entry.name, mac });
+    const label = (base ?? current).stack.label;
     this.#o.nbd.setExport({
-      name,
-      description: `${stack.label} for ${mac}`,
+      name: ticket.name,
+      description: `${label} for ${mac}`,
       device,
-      allow:
-        this.#o.allow === "any"
-          ? undefined
-          : (remote) => plainAddress(remote) === this.#owners.get(name),
+      allow: (remote) => this.#allows(ticket, remote),
     });
-    return name;
+    return ticket.name;
+  }
+
+  /** Whether `remote` may open `ticket`'s export now. */
+  #allows(ticket: Ticket, remote: string | undefined): boolean {
+    if (this.#tickets.get(ticket.name) !== ticket) return false;
+    if (this.#o.allow !== "any" && plainAddress(remote) !== ticket.address) return false;
+    // A machine's kept disk opens only on its newest ticket (an older one's connection stays).
+    const entry = this.#exports.get(ticket.name);
+    return !entry || !this.#perMachine(entry.entry) || this.#tickets.isCurrent(ticket);
+  }
+
+  #perMachine(entry: string): boolean {
+    return this.#kinds.get(entry) === "per-machine";
+  }
+
+  /** The machine's kept disk, opened once and shared by its tickets. */
+  async #machineDisk(
+    entry: ImageEntry,
+    mac: string,
+    path: string,
+    base: Base,
+  ): Promise<BlockDevice> {
+    const key = ImageExports.exportName(entry.name, mac);
+    let p = this.#disks.get(key);
+    if (!p) {
+      p = (async () => {
+        await mkdir(dirname(path), { recursive: true });
+        const fresh = !existsSync(path);
+        const device = await CowDevice.open(new SharedBase(base.trace), path, {
+          baseId: base.stack.baseId,
+        });
+        const release = base.stack.image?.release;
+        if (fresh && release) {
+          const origin: DiskOrigin = {
+            source: `${entry.image.source.replace(/@.*$/, "")}@sha256:${release.digest}`,
+            label: base.stack.label,
+            baseId: base.stack.baseId,
+          };
+          await writeFileAtomic(`${path}.release.json`, JSON.stringify(origin) + "\n");
+        }
+        return device;
+      })();
+      this.#disks.set(key, p);
+      p.catch(() => this.#disks.delete(key));
+    }
+    return new SharedBase(await p);
+  }
+
+  /** A fresh overlay for one boot, deleted when its ticket goes. */
+  async #ephemeralDisk(entry: ImageEntry, name: string, base: Base): Promise<BlockDevice> {
+    const path = this.#ephemeralPath(entry.name, name);
+    await mkdir(dirname(path), { recursive: true });
+    await rm(path, { force: true });
+    return CowDevice.open(new SharedBase(base.trace), path, { baseId: base.stack.baseId });
+  }
+
+  #ephemeralPath(entry: string, name: string): string {
+    return join(this.#o.stateDir, "ephemeral", entry, `${name}.cow`);
+  }
+
+  /** Removes the exports of tickets that went; closes disks no ticket uses any more. */
+  async #drop(tickets: Ticket[]): Promise<void> {
+    for (const t of tickets) {
+      this.#o.nbd.removeExport(t.name);
+      const e = this.#exports.get(t.name);
+      this.#exports.delete(t.name);
+      if (!e) continue;
+      await e.device.close();
+      if (this.#perMachine(e.entry)) {
+        if (this.#tickets.of(e.entry, e.mac).length > 0) continue;
+        const key = ImageExports.exportName(e.entry, e.mac);
+        const disk = this.#disks.get(key);
+        this.#disks.delete(key);
+        await (await disk?.catch(() => null))?.close();
+      } else {
+        await rm(this.#ephemeralPath(e.entry, t.name), { force: true });
+      }
+    }
+  }
+
+  /** The machine's current export name for the entry (DHCP root path), if it has one. */
+  currentExport(entry: string, mac: string): string | undefined {
+    return this.#tickets.current(entry, mac)?.name;
+  }
+
+  /** Exports (tickets) and opened disks, for bounds checks and the API. */
+  get counts(): { tickets: number; disks: number; opened: number } {
+    let opened = 0;
+    for (const e of this.#exports.values()) if (e.device.opened) opened++;
+    return { tickets: this.#tickets.size, disks: this.#disks.size, opened };
   }
 
   /**
@@ -374,22 +467,20 @@ export class ImageExports {
    * as published. A machine still running on it loses its disk. Resolves with whether it had one.
    */
   async resetDisk(entry: ImageEntry, mac: string): Promise<boolean> {
-    const name = ImageExports.exportName(entry.name, mac);
+    const key = ImageExports.exportName(entry.name, mac);
     const path = this.#overlayPath(entry, mac);
-    const existing = this.#overlays.get(name);
-    this.#overlays.delete(name);
-    this.#o.nbd.removeExport(name);
-    await (await existing?.catch(() => null))?.close();
-    const had = existing !== undefined || existsSync(path);
+    const had = this.#disks.has(key) || existsSync(path);
+    const tickets = this.#tickets.of(entry.name, mac);
+    for (const t of tickets) this.#tickets.remove(t.name);
+    await this.#drop(tickets);
+    const disk = this.#disks.get(key);
+    this.#disks.delete(key);
+    await (await disk?.catch(() => null))?.close();
     await rm(path, { force: true });
     await rm(`${path}.release.json`, { force: true });
-    this.#stays.delete(name);
+    this.#stays.delete(key);
     this.#log.info({ entry: entry.name, mac, overlay: path, had }, "machine disk reset");
     return had;
-  }
-
-  has(name: string): boolean {
-    return this.#overlays.has(name);
   }
 
   /**
@@ -427,11 +518,14 @@ export class ImageExports {
 
   async close(): Promise<void> {
     await Promise.allSettled(this.#refreshing.values()); // a stack it opens is closed below
-    for (const p of this.#overlays.values()) await (await p.catch(() => null))?.close();
+    clearInterval(this.#sweep);
+    for (const e of this.#exports.values()) await e.device.close();
+    for (const p of this.#disks.values()) await (await p.catch(() => null))?.close();
     for (const p of [...this.#bases.values(), ...this.#older.values()]) {
       await (await p.catch(() => null))?.stack.close();
     }
-    this.#overlays.clear();
+    this.#exports.clear();
+    this.#disks.clear();
     this.#bases.clear();
     this.#older.clear();
   }
