@@ -12,6 +12,8 @@ import { ChunkMissingError, FetchError, NotFoundError, UsageError } from "../sto
 import { profilePath } from "../store/boot-pack.ts";
 import { sha256Hex } from "../store/chunks.ts";
 import { indexPath, latestPath, releasePath } from "../store/layout.ts";
+import { indexBytesFor, MAX_PROFILE_BYTES, MAX_RELEASE_FILE_BYTES } from "../store/limits.ts";
+import type { ReadOptions } from "../store/store-reader.ts";
 import type { StoreReader } from "../store/store-reader.ts";
 import { openImage } from "../store/source.ts";
 import type { OpenedImage } from "../store/source.ts";
@@ -95,18 +97,21 @@ async function rememberRelease(image: OpenedImage, cacheDir: string): Promise<vo
   const r = image.release;
   if (!r) return;
   const reader = image.chunks.reader;
-  const files = [
-    releasePath(r.release.name, r.release.revision),
-    `${releasePath(r.release.name, r.release.revision)}.minisig`,
-    indexPath(r.release.index),
+  const small = { maxBytes: MAX_RELEASE_FILE_BYTES };
+  const files: [string, ReadOptions][] = [
+    [releasePath(r.release.name, r.release.revision), { ...small, what: "release" }],
+    [`${releasePath(r.release.name, r.release.revision)}.minisig`, { ...small, what: "signature" }],
+    [indexPath(r.release.index), { maxBytes: indexBytesFor(r.release.chunks), what: "index" }],
   ];
-  if (r.release.profile) files.push(profilePath(r.release.profile));
-  for (const file of files) {
+  if (r.release.profile) {
+    files.push([profilePath(r.release.profile), { maxBytes: MAX_PROFILE_BYTES, what: "profile" }]);
+  }
+  for (const [file, bounds] of files) {
     const target = join(cacheDir, file);
     if (await stat(target).catch(() => null)) continue;
     let bytes: Buffer;
     try {
-      bytes = await reader.read(file);
+      bytes = await reader.read(file, bounds);
     } catch (err) {
       if (err instanceof NotFoundError) continue; // an unsigned release has no .minisig
       throw err;
@@ -121,7 +126,7 @@ async function rememberRelease(image: OpenedImage, cacheDir: string): Promise<vo
 /** The release's boot profile, checked against the digest the signed release names. */
 async function releaseProfile(reader: StoreReader, digest: string): Promise<ProfileEntry[]> {
   const path = profilePath(digest);
-  const bytes = await reader.read(path);
+  const bytes = await reader.read(path, { maxBytes: MAX_PROFILE_BYTES, what: "profile" });
   if (sha256Hex(bytes) !== digest) {
     throw new Error(`${reader.describe(path)} does not match the digest its release names`);
   }

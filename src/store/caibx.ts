@@ -3,6 +3,7 @@
 // size is UINT64_MAX, one 40-byte item per chunk (little-endian END offset + 32-byte chunk id),
 // then a 40-byte tail (two zero words, index offset 48, table size, tail marker).
 import type { ChunkerParams } from "./chunker.ts";
+import { CASYNC_MAX_CHUNK_BYTES } from "./limits.ts";
 
 export const CA_FORMAT_INDEX = 0x96824d9c7b129ff9n;
 export const CA_FORMAT_TABLE = 0xe75b9e112f17417dn;
@@ -98,6 +99,13 @@ export function decodeBlobIndex(bytes: Uint8Array, name = "index"): BlobIndex {
     avg: Number(buf.readBigUInt64LE(32)),
     max: Number(buf.readBigUInt64LE(40)),
   };
+  // Every chunk is decompressed and hashed whole in memory: its size is bounded by the index's
+  // maximum, and that by casync's own limit, so no index can ask for a multi-GiB buffer.
+  if (!(chunker.max >= 1 && chunker.max <= CASYNC_MAX_CHUNK_BYTES)) {
+    fail(
+      `maximum chunk size is ${buf.readBigUInt64LE(40)}, expected 1 to ${CASYNC_MAX_CHUNK_BYTES} (casync's limit)`,
+    );
+  }
   if (buf.readBigUInt64LE(48) !== UINT64_MAX || buf.readBigUInt64LE(56) !== CA_FORMAT_TABLE) {
     fail("missing the chunk table header");
   }
@@ -121,6 +129,11 @@ export function decodeBlobIndex(bytes: Uint8Array, name = "index"): BlobIndex {
     const end = Number(buf.readBigUInt64LE(pos));
     if (!Number.isSafeInteger(end) || end <= offset) {
       fail(`chunk ${i} ends at ${end}, expected an offset past ${offset}`);
+    }
+    if (end - offset > chunker.max) {
+      fail(
+        `chunk ${i} is ${end - offset} bytes, larger than the index's maximum chunk size ${chunker.max}`,
+      );
     }
     chunks[i] = { offset, size: end - offset, id: buf.toString("hex", pos + 8, pos + 40) };
     offset = end;

@@ -4,6 +4,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { NotFoundError, ReleaseError } from "./errors.ts";
 import { CATALOG_PATH, isImageName, latestPath } from "./layout.ts";
+import { MAX_CATALOG_BYTES, MAX_RELEASE_FILE_BYTES } from "./limits.ts";
 import { isErrno, writeFileAtomic } from "./local-store.ts";
 import { LocalStoreReader } from "./local-store.ts";
 import type { StoreReader } from "./store-reader.ts";
@@ -51,7 +52,7 @@ export async function readCatalog(reader: StoreReader): Promise<Catalog> {
   if (reader instanceof LocalStoreReader) return scanLocalCatalog(reader.location);
   let bytes: Buffer;
   try {
-    bytes = await reader.read(CATALOG_PATH);
+    bytes = await reader.read(CATALOG_PATH, { maxBytes: MAX_CATALOG_BYTES, what: "catalog" });
   } catch (err) {
     if (err instanceof NotFoundError) return { images: {} };
     throw err;
@@ -71,7 +72,11 @@ export async function readCatalog(reader: StoreReader): Promise<Catalog> {
 export async function readLatest(reader: StoreReader, name: string): Promise<number | null> {
   let text: string;
   try {
-    text = (await reader.read(latestPath(name))).toString("utf8").trim();
+    const bytes = await reader.read(latestPath(name), {
+      maxBytes: MAX_RELEASE_FILE_BYTES,
+      what: "latest pointer",
+    });
+    text = bytes.toString("utf8").trim();
   } catch (err) {
     if (err instanceof NotFoundError) return null;
     throw err;

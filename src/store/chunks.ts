@@ -5,6 +5,7 @@ import { zstdDecompress } from "node:zlib";
 import type { IndexChunk } from "./caibx.ts";
 import { ChunkCorruptError, ChunkMissingError, NotFoundError } from "./errors.ts";
 import { chunkFile } from "./layout.ts";
+import { CASYNC_MAX_CHUNK_BYTES, maxFrameBytes } from "./limits.ts";
 import type { StoreReader } from "./store-reader.ts";
 
 const decompress = promisify(zstdDecompress);
@@ -63,11 +64,16 @@ export async function loadChunkWithFrame(
   source: ChunkSource,
   chunk: Pick<IndexChunk, "id" | "size">,
 ): Promise<VerifiedChunk> {
-  if (isZeroChunk(chunk)) return { data: Buffer.alloc(chunk.size), frame: null };
   const path = chunkLocation(source, chunk.id);
+  checkChunkSize(chunk, source.reader.describe(path));
+  if (isZeroChunk(chunk)) return { data: Buffer.alloc(chunk.size), frame: null };
   let compressed: Buffer;
   try {
-    compressed = await source.reader.read(path);
+    // A frame of `size` bytes is never larger than zstd's compress bound of it.
+    compressed = await source.reader.read(path, {
+      maxBytes: maxFrameBytes(chunk.size),
+      what: "chunk",
+    });
   } catch (err) {
     if (err instanceof NotFoundError)
       throw new ChunkMissingError(chunk.id, source.reader.describe(path));
@@ -79,12 +85,33 @@ export async function loadChunkWithFrame(
   };
 }
 
+/** Refuses a chunk larger than casync allows before a buffer of its size is made. */
+function checkChunkSize(chunk: Pick<IndexChunk, "id" | "size">, where: string): void {
+  if (!(Number.isSafeInteger(chunk.size) && chunk.size <= CASYNC_MAX_CHUNK_BYTES)) {
+    throw new ChunkCorruptError(
+      chunk.id,
+      where,
+      `its index says ${chunk.size} bytes, over the ${CASYNC_MAX_CHUNK_BYTES}-byte chunk limit`,
+    );
+  }
+}
+
 /** Decompresses (never past the expected size) and checks length and SHA-256. */
 export async function verifyChunk(
   compressed: Uint8Array,
   chunk: Pick<IndexChunk, "id" | "size">,
   where: string,
 ): Promise<Buffer> {
+  // Bounded before anything is allocated: no chunk is larger than casync allows, no frame larger
+  // than zstd's compress bound of its chunk, and decompression stops one byte past the size.
+  checkChunkSize(chunk, where);
+  if (compressed.length > maxFrameBytes(chunk.size)) {
+    throw new ChunkCorruptError(
+      chunk.id,
+      where,
+      `a ${compressed.length}-byte frame cannot hold ${chunk.size} bytes`,
+    );
+  }
   let data: Buffer;
   try {
     data = await decompress(compressed, { maxOutputLength: chunk.size + 1 });

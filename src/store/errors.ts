@@ -44,3 +44,24 @@ export class ReleaseError extends Error {
 export class UsageError extends Error {
   readonly code = "ERR_USAGE";
 }
+
+/**
+ * A store file is larger than it can legitimately be (a release over 1 MiB, a chunk frame over
+ * the compressed bound of its size). Refused as the body streams in, before any signature or
+ * digest check, so a hostile or broken mirror cannot exhaust memory.
+ */
+export class BodyTooLargeError extends Error {
+  readonly code = "ERR_STORE_BODY_TOO_LARGE";
+  /** The URL or path read. */
+  readonly where: string;
+  /** The most bytes that were allowed. */
+  readonly limit: number;
+  constructor(where: string, limit: number, what = "store file") {
+    super(
+      `Refusing ${where}: the ${what} is larger than ${limit} bytes, the most it can legitimately be ` +
+        `(the mirror is broken or hostile, or the path is not a ${what}); check the store URL and the file on the server`,
+    );
+    this.where = where;
+    this.limit = limit;
+  }
+}

@@ -1,9 +1,10 @@
 // A store served by any static web server, CDN or object store, read over pooled keep-alive
 // connections (undici) with retries and exponential backoff.
 import { Agent, request } from "undici";
-import { FetchError, NotFoundError } from "./errors.ts";
+import { BodyTooLargeError, FetchError, NotFoundError } from "./errors.ts";
+import { DEFAULT_MAX_READ_BYTES } from "./limits.ts";
 import { RetriesExhaustedError, RetryableError, withBackoff } from "./retry.ts";
-import type { StoreReader } from "./store-reader.ts";
+import type { ReadOptions, StoreReader } from "./store-reader.ts";
 
 export interface HttpStoreOptions {
   /** Connections kept open to the origin. */
@@ -48,8 +49,8 @@ export class HttpStoreReader implements StoreReader {
     return new URL(path, this.location).href;
   }
 
-  async read(path: string): Promise<Buffer> {
-    const body = await this.#fetch("GET", path);
+  async read(path: string, options: ReadOptions = {}): Promise<Buffer> {
+    const body = await this.#fetch("GET", path, options);
     if (body === null) throw new NotFoundError(this.describe(path));
     return body;
   }
@@ -105,8 +106,10 @@ export class HttpStoreReader implements StoreReader {
     if (left > 0) throw new FetchError(`GET ${url} (${range}) ended ${left} bytes short`);
   }
 
-  async #fetch(method: "GET", path: string): Promise<Buffer | null> {
+  async #fetch(method: "GET", path: string, options: ReadOptions): Promise<Buffer | null> {
     const url = this.describe(path);
+    const limit = options.maxBytes ?? DEFAULT_MAX_READ_BYTES;
+    const tooLarge = (): BodyTooLargeError => new BodyTooLargeError(url, limit, options.what);
     return this.#withRetries(method, url, async () => {
       const r = await request(url, { method, dispatcher: this.#agent });
       if (r.statusCode === 404 || r.statusCode === 410) {
@@ -117,7 +120,24 @@ export class HttpStoreReader implements StoreReader {
         await r.body.dump();
         return { statusCode: r.statusCode };
       }
-      return Buffer.from(await r.body.arrayBuffer());
+      // Refused up front when the server says it is too large, else as soon as it passes the
+      // limit: the connection is closed, the rest is never read.
+      const declared = Number(r.headers["content-length"]);
+      if (Number.isSafeInteger(declared) && declared > limit) {
+        r.body.destroy();
+        throw tooLarge();
+      }
+      const parts: Buffer[] = [];
+      let size = 0;
+      for await (const part of r.body as AsyncIterable<Buffer>) {
+        size += part.length;
+        if (size > limit) {
+          r.body.destroy();
+          throw tooLarge();
+        }
+        parts.push(part);
+      }
+      return Buffer.concat(parts, size);
     }).then((res) => {
       if (res === null || Buffer.isBuffer(res)) return res;
       throw new FetchError(`GET ${url} answered HTTP ${res.statusCode}, expected 200`);
@@ -127,13 +147,16 @@ export class HttpStoreReader implements StoreReader {
   /** Runs `attempt` with backoff while it fails or answers a retryable status. */
   async #withRetries<T>(method: string, url: string, attempt: () => Promise<T>): Promise<T> {
     try {
-      return await withBackoff(async () => {
-        const result = await attempt();
-        const status = statusOf(result);
-        if (status !== null && isRetryableStatus(status))
-          throw new RetryableError(`HTTP ${status}`);
-        return result;
-      }, this.#options);
+      return await withBackoff(
+        async () => {
+          const result = await attempt();
+          const status = statusOf(result);
+          if (status !== null && isRetryableStatus(status))
+            throw new RetryableError(`HTTP ${status}`);
+          return result;
+        },
+        { ...this.#options, isFinal: (err) => err instanceof BodyTooLargeError },
+      );
     } catch (err) {
       if (err instanceof RetriesExhaustedError)
         throw new FetchError(`${method} ${url} ${err.message}`);

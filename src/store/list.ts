@@ -3,9 +3,9 @@ import type { BlobIndex } from "./caibx.ts";
 import { readCatalog } from "./catalog.ts";
 import { chunkLocation, isZeroChunk } from "./chunks.ts";
 import type { ChunkSource } from "./chunks.ts";
-import { indexPath, releasePath } from "./layout.ts";
+import { releasePath } from "./layout.ts";
 import { mapLimit } from "./parallel.ts";
-import { loadIndex, openRelease } from "./source.ts";
+import { loadReleaseIndex, openRelease } from "./source.ts";
 import type { StoreReader } from "./store-reader.ts";
 import type { TrustPolicy } from "./trust.ts";
 
@@ -78,11 +78,7 @@ export async function listStore(
           profile: opened.release.profile != null,
           pack: opened.release.pack != null,
         });
-        const index = await loadIndex(
-          reader,
-          indexPath(opened.release.index),
-          opened.release.index,
-        );
+        const index = await loadReleaseIndex(reader, opened.release);
         if (prev) row.sharedWithPrevious = sharedBytes(prev, index);
         if (options.storedBytes) row.storedBytes = await storedBytes(reader, index);
         prev = index;

@@ -1,10 +1,11 @@
 // A store in a local directory: reads, and the atomic writes `pack` and `gc` need.
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, stat, link, unlink } from "node:fs/promises";
+import { mkdir, open, rename, stat, link, unlink } from "node:fs/promises";
 import { dirname, resolve, sep } from "node:path";
-import { FetchError, NotFoundError } from "./errors.ts";
-import type { StoreReader } from "./store-reader.ts";
+import { BodyTooLargeError, FetchError, NotFoundError } from "./errors.ts";
+import { DEFAULT_MAX_READ_BYTES } from "./limits.ts";
+import type { ReadOptions, StoreReader } from "./store-reader.ts";
 
 export class LocalStoreReader implements StoreReader {
   readonly location: string;
@@ -26,13 +27,32 @@ export class LocalStoreReader implements StoreReader {
     return this.resolvePath(path);
   }
 
-  async read(path: string): Promise<Buffer> {
+  async read(path: string, options: ReadOptions = {}): Promise<Buffer> {
     const full = this.resolvePath(path);
+    const limit = options.maxBytes ?? DEFAULT_MAX_READ_BYTES;
+    let fh;
     try {
-      return await readFile(full);
+      fh = await open(full, "r");
     } catch (err) {
       if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) throw new NotFoundError(full);
       throw err;
+    }
+    try {
+      // Sized first: a file over the limit (or a device, a FIFO) is refused before a byte is read.
+      const st = await fh.stat();
+      if (!st.isFile()) throw new FetchError(`${full} is not a regular file`);
+      if (st.size > limit) throw new BodyTooLargeError(full, limit, options.what);
+      const buf = Buffer.allocUnsafe(st.size);
+      let done = 0;
+      while (done < st.size) {
+        const { bytesRead } = await fh.read(buf, done, st.size - done, done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      // (Store files are replaced by rename, never grown in place: the stat'ed size is the file.)
+      return buf.subarray(0, done);
+    } finally {
+      await fh.close();
     }
   }
 

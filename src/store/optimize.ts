@@ -11,12 +11,13 @@ import type { PackInfo } from "./boot-pack.ts";
 import { readLatest } from "./catalog.ts";
 import { sha256Hex } from "./chunks.ts";
 import { ReleaseError } from "./errors.ts";
-import { chunkFile, indexPath, releasePath } from "./layout.ts";
+import { chunkFile, releasePath } from "./layout.ts";
 import { createFileAtomic, isErrno, LocalStoreReader } from "./local-store.ts";
 import type { SecretKey } from "./minisign.ts";
 import { publishRelease } from "./pack.ts";
 import { decodeRelease } from "./release.ts";
-import { loadIndex } from "./source.ts";
+import { loadReleaseIndex } from "./source.ts";
+import { MAX_RELEASE_FILE_BYTES, maxFrameBytes } from "./limits.ts";
 
 export interface OptimizeResult {
   name: string;
@@ -54,10 +55,13 @@ export async function optimizeRelease(options: {
     throw new ReleaseError(`Image ${options.name} has no releases in ${reader.location}`);
   }
   const base = decodeRelease(
-    await reader.read(releasePath(options.name, revision)),
+    await reader.read(releasePath(options.name, revision), {
+      maxBytes: MAX_RELEASE_FILE_BYTES,
+      what: "release",
+    }),
     reader.describe(releasePath(options.name, revision)),
   );
-  const index = await loadIndex(reader, indexPath(base.index), base.index);
+  const index = await loadReleaseIndex(reader, base);
   const entries = decodeProfile(await readFile(options.profile, "utf8"), options.profile);
   if (entries.length === 0) throw new ReleaseError(`Profile ${options.profile} has no regions`);
   const outside = entries.find((e) => e.offset + e.length > index.size);
@@ -75,7 +79,10 @@ export async function optimizeRelease(options: {
   const frames = await Promise.all(
     chunks.map(async (chunk) => ({
       chunk,
-      frame: await reader.read(`chunks/${chunkFile(chunk.id)}`),
+      frame: await reader.read(`chunks/${chunkFile(chunk.id)}`, {
+        maxBytes: maxFrameBytes(chunk.size),
+        what: "chunk",
+      }),
     })),
   );
   const pack = encodePack(frames);

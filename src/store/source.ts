@@ -9,11 +9,12 @@ import type { ChunkSource } from "./chunks.ts";
 import { readCatalog, readLatest } from "./catalog.ts";
 import { NotFoundError, ReleaseError, UsageError } from "./errors.ts";
 import { CHUNKS_DIR, chunkFile, indexPath, isImageName, releasePath } from "./layout.ts";
+import { indexBytesFor, MAX_INDEX_BYTES, MAX_RELEASE_FILE_BYTES } from "./limits.ts";
 import { LocalStoreReader } from "./local-store.ts";
 import { decodeRelease } from "./release.ts";
 import type { Release } from "./release.ts";
 import { isUrl, openStoreReader } from "./store-reader.ts";
-import type { StoreReader } from "./store-reader.ts";
+import type { ReadOptions, StoreReader } from "./store-reader.ts";
 import { acceptRelease, checkSignature } from "./trust.ts";
 import type { TrustPolicy, TrustVerdict } from "./trust.ts";
 
@@ -84,9 +85,14 @@ function storeRootOf(location: string): string {
 }
 
 /** Reads a file the caller cannot do without; absence is a ReleaseError naming `what` and where. */
-async function readRequired(reader: StoreReader, path: string, what: string): Promise<Buffer> {
+async function readRequired(
+  reader: StoreReader,
+  path: string,
+  what: string,
+  options: ReadOptions,
+): Promise<Buffer> {
   try {
-    return await reader.read(path);
+    return await reader.read(path, options);
   } catch (err) {
     if (err instanceof NotFoundError)
       throw new ReleaseError(`${what} not found: ${reader.describe(path)}`);
@@ -94,9 +100,13 @@ async function readRequired(reader: StoreReader, path: string, what: string): Pr
   }
 }
 
-async function readOptional(reader: StoreReader, path: string): Promise<Buffer | null> {
+async function readOptional(
+  reader: StoreReader,
+  path: string,
+  options: ReadOptions,
+): Promise<Buffer | null> {
   try {
-    return await reader.read(path);
+    return await reader.read(path, options);
   } catch (err) {
     if (err instanceof NotFoundError) return null;
     throw err;
@@ -115,14 +125,15 @@ export async function openRelease(
   },
 ): Promise<OpenedRelease> {
   const where = reader.describe(path);
-  const bytes = await readRequired(reader, path, "Release");
+  const small = { maxBytes: MAX_RELEASE_FILE_BYTES, what: "release" };
+  const bytes = await readRequired(reader, path, "Release", small);
   const digest = sha256Hex(bytes);
   if (options.pinnedDigest && digest !== options.pinnedDigest) {
     throw new ReleaseError(
       `Release ${where} has digest ${digest}, not the pinned ${options.pinnedDigest}`,
     );
   }
-  const sig = await readOptional(reader, `${path}.minisig`);
+  const sig = await readOptional(reader, `${path}.minisig`, { ...small, what: "signature" });
   // The signature is checked before the content is trusted for anything.
   const trust = checkSignature(bytes, sig?.toString("utf8") ?? null, {
     policy: options.policy,
@@ -153,26 +164,47 @@ export async function openRelease(
 async function findByDigest(reader: StoreReader, name: string, digest: string): Promise<number> {
   const catalog = await readCatalog(reader);
   for (const revision of (catalog.images[name] ?? []).slice().reverse()) {
-    const bytes = await readOptional(reader, releasePath(name, revision));
+    const bytes = await readOptional(reader, releasePath(name, revision), {
+      maxBytes: MAX_RELEASE_FILE_BYTES,
+      what: "release",
+    });
     if (bytes && sha256Hex(bytes) === digest) return revision;
   }
   throw new ReleaseError(`No release of ${name} in ${reader.location} has digest ${digest}`);
 }
 
-/** Reads and checks an index; `expectDigest` is the digest a release promised for it. */
+/**
+ * Reads and checks an index; `expectDigest` is the digest a release promised for it.
+ * `options.maxBytes` bounds the read (default MAX_INDEX_BYTES; loadReleaseIndex passes the
+ * exact size the release implies).
+ */
 export async function loadIndex(
   reader: StoreReader,
   path: string,
   expectDigest?: string,
+  options: { maxBytes?: number } = {},
 ): Promise<BlobIndex> {
   const where = reader.describe(path);
-  const bytes = await readRequired(reader, path, "Index");
+  const bytes = await readRequired(reader, path, "Index", {
+    maxBytes: options.maxBytes ?? MAX_INDEX_BYTES,
+    what: "index",
+  });
   if (expectDigest && sha256Hex(bytes) !== expectDigest) {
     throw new ReleaseError(
       `Index ${where} does not match the digest its release names (corrupt or replaced)`,
     );
   }
   return decodeBlobIndex(bytes, where);
+}
+
+/** The index a release names: read no further than its exact size, checked against its digest. */
+export function loadReleaseIndex(
+  reader: StoreReader,
+  release: Pick<Release, "index" | "chunks">,
+): Promise<BlobIndex> {
+  return loadIndex(reader, indexPath(release.index), release.index, {
+    maxBytes: indexBytesFor(release.chunks),
+  });
 }
 
 /** Decides whether chunks live under chunks/ (inetboot store) or at the root (a bare casync store). */
@@ -196,7 +228,9 @@ export async function openImage(source: string, options: OpenOptions): Promise<O
         `Source ${source} is a bare index: pass --store DIR|URL where its chunks are`,
       );
     }
-    const bytes = await inFolderOf(spec.location, (r, file) => readRequired(r, file, "Index"));
+    const bytes = await inFolderOf(spec.location, (r, file) =>
+      readRequired(r, file, "Index", { maxBytes: MAX_INDEX_BYTES, what: "index" }),
+    );
     const index = decodeBlobIndex(bytes, spec.location);
     const reader = openStoreReader(options.store);
     return {
@@ -237,13 +271,12 @@ export async function openImage(source: string, options: OpenOptions): Promise<O
         expect: { name: spec.name, revision },
       });
     }
-    const digest = release.release.index;
     const cached = options.indexCache
-      ? await loadIndex(new LocalStoreReader(options.indexCache), indexPath(digest), digest).catch(
+      ? await loadReleaseIndex(new LocalStoreReader(options.indexCache), release.release).catch(
           () => null,
         )
       : null;
-    const index = cached ?? (await loadIndex(reader, indexPath(digest), digest));
+    const index = cached ?? (await loadReleaseIndex(reader, release.release));
     if (index.size !== release.release.size) {
       throw new ReleaseError(
         `Index of ${release.where} covers ${index.size} bytes, but the release says ${release.release.size}`,

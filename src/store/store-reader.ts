@@ -3,11 +3,25 @@ import { LocalStoreReader } from "./local-store.ts";
 import { HttpStoreReader } from "./http-store.ts";
 import type { HttpStoreOptions } from "./http-store.ts";
 
+export interface ReadOptions {
+  /**
+   * The most bytes the file can legitimately be (see limits.ts); a larger one is refused with
+   * BodyTooLargeError as soon as that is known, without reading the rest. Default
+   * DEFAULT_MAX_READ_BYTES.
+   */
+  maxBytes?: number;
+  /** What the file is, for the error message ("release", "chunk"). */
+  what?: string;
+}
+
 export interface StoreReader {
   /** The root: a directory path or a URL ending in "/". */
   readonly location: string;
-  /** Reads a whole file; throws NotFoundError when it does not exist. */
-  read(path: string): Promise<Buffer>;
+  /**
+   * Reads a whole file; throws NotFoundError when it does not exist, BodyTooLargeError when it
+   * is larger than `options.maxBytes`.
+   */
+  read(path: string, options?: ReadOptions): Promise<Buffer>;
   /** The file's size in bytes, or null when it does not exist. */
   size(path: string): Promise<number | null>;
   /**

@@ -3,9 +3,9 @@ import { ChunkCorruptError, ChunkMissingError, ReleaseError } from "./errors.ts"
 import { readCatalog } from "./catalog.ts";
 import { chunkLocation, isZeroChunk, loadChunk } from "./chunks.ts";
 import type { ChunkSource } from "./chunks.ts";
-import { indexPath, releasePath } from "./layout.ts";
+import { releasePath } from "./layout.ts";
 import { mapLimit } from "./parallel.ts";
-import { loadIndex, openRelease } from "./source.ts";
+import { loadReleaseIndex, openRelease } from "./source.ts";
 import type { StoreReader } from "./store-reader.ts";
 import type { TrustPolicy } from "./trust.ts";
 
@@ -62,11 +62,7 @@ export async function verifyStore(
         });
         entry.signer = opened.trust.signer;
         entry.verified = opened.trust.verified;
-        const index = await loadIndex(
-          reader,
-          indexPath(opened.release.index),
-          opened.release.index,
-        );
+        const index = await loadReleaseIndex(reader, opened.release);
         for (const c of index.chunks) if (!isZeroChunk(c)) wanted.set(c.id, c.size);
       } catch (err) {
         entry.problem = (err as Error).message;
