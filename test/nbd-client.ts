@@ -66,27 +66,38 @@ export class TestNbdClient {
     return TestNbdClient.#handshake(connect(port, "127.0.0.1"), exportName);
   }
 
-  static async #handshake(socket: Socket, exportName: string): Promise<TestNbdClient> {
+  /** A client left in the option phase (hello read, client flags sent), for option tests. */
+  static async negotiating(socket: Socket): Promise<TestNbdClient> {
     await new Promise<void>((r, j) => socket.once("connect", r).once("error", j));
     const c = new TestNbdClient(socket);
     const hello = await c.read(18);
     if (hello.readBigUInt64BE(0) !== P.NBD_MAGIC) throw new Error("not an NBD server");
     socket.write(Buffer.from([0, 0, 0, P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES]));
+    return c;
+  }
+
+  static async #handshake(socket: Socket, exportName: string): Promise<TestNbdClient> {
+    const c = await TestNbdClient.negotiating(socket);
+    return c.go(exportName);
+  }
+
+  /** NBD_OPT_GO from the option phase; the client then serves requests (simple replies). */
+  async go(exportName: string): Promise<TestNbdClient> {
     const name = Buffer.from(exportName);
     const data = Buffer.alloc(4 + name.length + 2);
     data.writeUInt32BE(name.length, 0);
     name.copy(data, 4);
-    c.sendOption(P.NBD_OPT_GO, data);
+    this.sendOption(P.NBD_OPT_GO, data);
     for (;;) {
-      const { type, payload } = await c.readOptionReply();
+      const { type, payload } = await this.readOptionReply();
       if (type === P.NBD_REP_ACK) break;
       if (type === P.NBD_REP_INFO && payload.readUInt16BE(0) === P.NBD_INFO_EXPORT) {
-        c.size = Number(payload.readBigUInt64BE(2));
-        c.flags = payload.readUInt16BE(10);
+        this.size = Number(payload.readBigUInt64BE(2));
+        this.flags = payload.readUInt16BE(10);
       } else if (type >= 2 ** 31) throw new Error(`NBD_OPT_GO failed: ${type - 2 ** 31}`);
     }
-    c.#readReplies();
-    return c;
+    this.#readReplies();
+    return this;
   }
 
   sendOption(option: number, data: Buffer): void {
