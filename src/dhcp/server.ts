@@ -3,6 +3,7 @@
 // (on port 67 and on the PXE port 4011), never with an address.
 import { createSocket } from "node:dgram";
 import type { RemoteInfo, Socket } from "node:dgram";
+import { networkInterfaces } from "node:os";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
 import { bindToInterface, bindUdp } from "../net/interface.ts";
@@ -18,6 +19,7 @@ import {
   encodePacket,
   encodeSubOptions,
   ips,
+  ipToNumber,
   macOf,
   MessageType,
   messageType,
@@ -83,8 +85,41 @@ export interface DhcpServerOptions {
   rootPath?: (client: DhcpClient) => string | undefined;
   /** Decides the boot file for a network-boot client; null means "do not answer it". */
   boot: (client: DhcpClient) => BootAnswer | null;
+  /**
+   * Proxy mode: subnets ("10.1.0.0/16") of relay agents to answer besides the server's own.
+   * A relayed request (giaddr set) from anywhere else is dropped: the reply would go to giaddr,
+   * which a spoofed request chooses (RFC 2131 section 4.1 sends relayed replies to giaddr).
+   */
+  relaySubnets?: string[];
   onEvent?: (event: DhcpEvent) => void;
   logger?: Logger;
+}
+
+/** One line per this many milliseconds at most for requests dropped in a flood. */
+export const DHCP_DROP_LOG_INTERVAL_MS = 10_000;
+
+interface Subnet {
+  network: number;
+  mask: number;
+}
+
+function maskOfPrefix(bits: number): number {
+  return bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+}
+
+/** "10.1.0.0/16" → a Subnet, or an Error saying what was expected. */
+export function parseSubnet(cidr: string): Subnet {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(cidr);
+  if (!m || Number(m[2]) > 32) {
+    throw new Error(`Cannot read relay subnet "${cidr}": expected an IPv4 CIDR like 10.1.0.0/16`);
+  }
+  const mask = maskOfPrefix(Number(m[2]));
+  return { network: (ipToNumber(m[1]) & mask) >>> 0, mask };
+}
+
+function subnetOf(address: string, netmask: string): Subnet {
+  const mask = ipToNumber(netmask) >>> 0;
+  return { network: (ipToNumber(address) & mask) >>> 0, mask };
 }
 
 const PXE_DISCOVERY_CONTROL = 6;
@@ -96,11 +131,17 @@ export class DhcpServer {
   readonly #log: Logger;
   readonly #sockets: Socket[] = [];
   #stats = { received: 0, dropped: 0, replies: 0 };
+  /** Proxy mode: where relayed requests may come from (computed at start). */
+  #relaySubnets: Subnet[] = [];
+  readonly #configuredRelays: Subnet[];
+  #lastDropLog = -Infinity;
+  #dropsNotLogged = 0;
 
   constructor(options: DhcpServerOptions) {
     if (options.mode === "full" && !options.leases) throw new Error("full DHCP needs a pool");
     this.#o = options;
     this.#log = options.logger ?? silentLogger;
+    this.#configuredRelays = (options.relaySubnets ?? []).map(parseSubnet);
   }
 
   get stats(): { received: number; dropped: number; replies: number } {
@@ -108,6 +149,7 @@ export class DhcpServer {
   }
 
   async start(): Promise<void> {
+    this.#relaySubnets = this.#servedSubnets();
     await this.#open(this.#o.port ?? 67, "dhcp");
     await this.#open(this.#o.proxyPort ?? 4011, "pxe");
   }
@@ -129,6 +171,23 @@ export class DhcpServer {
       );
     }
     this.#sockets.push(socket);
+  }
+
+  /** The subnets of our interface (or of serverAddress/netmask), plus relaySubnets. */
+  #servedSubnets(): Subnet[] {
+    const o = this.#o;
+    const own = o.interface
+      ? (networkInterfaces()[o.interface] ?? [])
+          .filter((i) => i.family === "IPv4")
+          .map((i) => subnetOf(i.address, i.netmask))
+      : [];
+    if (own.length === 0) own.push(subnetOf(o.serverAddress, o.netmask ?? "255.255.255.0"));
+    return [...own, ...this.#configuredRelays];
+  }
+
+  #relayServed(giaddr: string): boolean {
+    const n = ipToNumber(giaddr);
+    return this.#relaySubnets.some((s) => (n & s.mask) >>> 0 === s.network);
   }
 
   async stop(): Promise<void> {
@@ -157,6 +216,16 @@ export class DhcpServer {
       this.#log.debug({ from: rinfo.address, op: req.op, type }, "not a DHCP request; ignored");
       return;
     }
+    if (
+      this.#o.mode === "proxy" &&
+      kind === "dhcp" &&
+      req.giaddr !== "0.0.0.0" &&
+      !this.#relayServed(req.giaddr)
+    ) {
+      this.#stats.dropped++;
+      this.#logDrop(req.giaddr, rinfo);
+      return;
+    }
     const firmware = classifyFirmware(req);
     const client: DhcpClient = {
       mac: macOf(req),
@@ -181,6 +250,20 @@ export class DhcpServer {
       });
     });
     this.#stats.replies++;
+  }
+
+  #logDrop(giaddr: string, rinfo: RemoteInfo): void {
+    const now = performance.now();
+    if (now - this.#lastDropLog < DHCP_DROP_LOG_INTERVAL_MS) {
+      this.#dropsNotLogged++;
+      return;
+    }
+    this.#log.warn(
+      { giaddr, from: rinfo.address, suppressed: this.#dropsNotLogged },
+      "relayed DHCP request from a relay on no subnet of ours dropped",
+    );
+    this.#lastDropLog = now;
+    this.#dropsNotLogged = 0;
   }
 
   /** RFC 2131 4.1: relays get it on the server port; bound clients unicast; others broadcast. */
