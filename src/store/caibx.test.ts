@@ -9,6 +9,7 @@ import {
   IndexFormatError,
 } from "./caibx.ts";
 import { DEFAULT_CHUNKER } from "./chunker.ts";
+import { CASYNC_MAX_CHUNK_BYTES } from "./limits.ts";
 
 const id = (s: string): string => createHash("sha256").update(s).digest("hex");
 const sample = {
@@ -61,6 +62,37 @@ describe("caibx codec", () => {
     const sha512 = Buffer.from(bytes);
     sha512.writeBigUInt64LE(0x2000000000000000n, 16);
     assert.throws(() => decodeBlobIndex(sha512, "i"), { message: /SHA-512\/256/ });
+  });
+
+  it("refuses a chunk longer than the index's maximum chunk size (a 2 GiB chunk)", () => {
+    const big = { ...sample, chunks: [{ offset: 0, size: 2 * 1024 ** 3, id: id("big") }] };
+    assert.throws(() => decodeBlobIndex(encodeBlobIndex(big), "big.caibx"), {
+      name: "Error",
+      code: "ERR_INDEX_FORMAT",
+      message:
+        "Cannot decode big.caibx: chunk 0 is 2147483648 bytes, larger than the index's maximum chunk size 262144",
+    });
+    // One byte over the maximum is refused; the maximum itself is fine.
+    const edge = (size: number): unknown =>
+      decodeBlobIndex(encodeBlobIndex({ ...sample, chunks: [{ offset: 0, size, id: id("e") }] }));
+    assert.throws(() => edge(DEFAULT_CHUNKER.max + 1), IndexFormatError);
+    assert.equal((edge(DEFAULT_CHUNKER.max) as { size: number }).size, DEFAULT_CHUNKER.max);
+  });
+
+  it("refuses a declared maximum chunk size above casync's 128 MiB (a 1 TiB chunk)", () => {
+    const tib = 1024 ** 4;
+    const huge = {
+      ...sample,
+      chunker: { min: 16384, avg: 65536, max: tib },
+      chunks: [{ offset: 0, size: tib, id: id("huge") }],
+    };
+    assert.throws(() => decodeBlobIndex(encodeBlobIndex(huge), "huge.caibx"), {
+      message: `Cannot decode huge.caibx: maximum chunk size is ${tib}, expected 1 to ${CASYNC_MAX_CHUNK_BYTES} (casync's limit)`,
+    });
+    const atLimit = { ...huge, chunker: { ...huge.chunker, max: CASYNC_MAX_CHUNK_BYTES } };
+    assert.throws(() => decodeBlobIndex(encodeBlobIndex(atLimit)), /chunk 0 is 1099511627776/);
+    const zero = { ...sample, chunker: { min: 0, avg: 0, max: 0 } };
+    assert.throws(() => decodeBlobIndex(encodeBlobIndex(zero)), /maximum chunk size is 0/);
   });
 
   it("finds the chunks a byte range touches, clipped to the image", () => {
