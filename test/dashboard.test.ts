@@ -117,6 +117,7 @@ entries:
   tiny:
     image: { name: tiny, store: ${store}, trust: [${join(dir, "k.pub")}] }
     kernel: ${kit.kernel}
+    disk: per-machine
   tiny-old:
     image: { name: tiny@1, store: ${store}, trust: [${join(dir, "k.pub")}] }
     kernel: ${kit.kernel}
@@ -174,13 +175,12 @@ default: menu
       `tftp://${lan.serverAddress}/undionly.kpxe`,
     ]);
     // A machine that boots the image entry (its plan opens the image and exports it).
-    get(lan, `/ipxe/boot?mac=${MAC_IMAGE}`);
+    const plan = get(lan, `/ipxe/boot?mac=${MAC_IMAGE}`);
+    const exportName = /nbdroot=\S+?\/(\S+)/.exec(plan)?.[1];
+    assert.ok(exportName?.startsWith(`tiny-${MAC_IMAGE.replace(/:/g, "-")}-`), plan);
     await serve.waitFor((l) => l.msg === "image opened");
     // Its disk read over NBD (by the address that asked for the plan): chunks are fetched.
-    lan.exec(lan.server, "nbdcopy", [
-      `nbd://${lan.serverAddress}:10809/tiny-${MAC_IMAGE.replace(/:/g, "-")}`,
-      "null:",
-    ]);
+    lan.exec(lan.server, "nbdcopy", [`nbd://${lan.serverAddress}:10809/${exportName}`, "null:"]);
 
     // /metrics: promtool's lint passes, and the counters moved with the traffic.
     const text = get(lan, "/metrics");

@@ -22,6 +22,7 @@ import { VirtualTree } from "../tftp/tree.ts";
 import type { Entry, FileRef, ServeConfig } from "./config.ts";
 import { EventLog } from "./events.ts";
 import type { EventInput } from "./events.ts";
+import { redactedExport } from "./export-tickets.ts";
 import { ImageExports } from "./image-exports.ts";
 import { LiveIso, LiveIsoError } from "../iso/live-iso.ts";
 import { bootScript, entryScript, errorScript, waitScript } from "./ipxe-script.ts";
@@ -375,6 +376,11 @@ export class BootServer {
     });
   }
 
+  /** The image entries' exports (null until the NBD server runs). */
+  get images(): ImageExports | null {
+    return this.#images;
+  }
+
   get nbdPort(): number {
     return this.#nbdPort;
   }
@@ -626,7 +632,8 @@ export class BootServer {
           mac,
           ip,
           entry: entry.name,
-          detail: stays ? `${name} (its disk stays on ${stays}, where it was made)` : name,
+          // The token is the machine's: events and logs show only its start.
+          detail: `${redactedExport(name)}${stays ? ` (its disk stays on ${stays}, where it was made)` : ""}`,
         });
       } catch (err) {
         const message = `cannot open image ${entry.image.source}: ${(err as Error).message}`;

@@ -13,6 +13,11 @@ export const MAX_TICKETS_PER_ADDRESS = 8;
 /** Tickets in all (each is an NBD export; its disk is opened only when a client uses it). */
 export const MAX_TICKETS = 4096;
 
+/** An export name for logs and pages: the token cut to its first 4 digits. */
+export function redactedExport(name: string): string {
+  return name.replace(/-([0-9a-f]{4})[0-9a-f]{20}$/, "-$1…");
+}
+
 export interface Ticket {
   /** The export name handed to the machine (nbdroot=). */
   readonly name: string;
