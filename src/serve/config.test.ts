@@ -94,6 +94,77 @@ describe("serve configuration", () => {
     assert.equal(c.nbd.port, 10809);
   });
 
+  it("a bare .caibx image is refused without insecure: true, and whenever trust is given", () => {
+    const entry = (image: string): string =>
+      `entries:\n  img:\n    image: ${image}\n    kernel: /k\n`;
+    const trusted = problems(
+      entry("{ name: /srv/x.caibx, store: /srv/store, trust: [RW" + "A".repeat(54) + "] }"),
+    ).join("\n");
+    assert.match(
+      trusted,
+      /serve\.yaml:3: entries\.img\.image\.name: \/srv\/x\.caibx is a bare index \(\.caibx\): it carries no signature, so trust cannot be checked against it; .*set insecure: true/,
+    );
+    const plain = problems(entry("{ name: x.caibx, store: /srv/store }")).join("\n");
+    assert.match(
+      plain,
+      /serve\.yaml:3: entries\.img\.image\.name: x\.caibx is a bare index \(\.caibx\): it carries no signature, so nothing vouches for it; .*or set insecure: true/,
+    );
+    const url = problems(
+      entry("{ name: http://m/disk.img, store: /srv/store, trust: [RW" + "A".repeat(54) + "] }"),
+    ).join("\n");
+    assert.match(url, /http:\/\/m\/disk\.img is a plain image URL: it carries no signature/);
+    // Explicitly insecure, with no keys: accepted (what --check passes).
+    const c = parseConfig(entry("{ name: x.caibx, store: /srv/store, insecure: true }"), "s.yaml");
+    const e = c.entries.get("img");
+    assert.ok(e?.kind === "image");
+    assert.deepEqual([e.image.source, e.image.insecure], ["x.caibx", true]);
+  });
+
+  it("numbers and booleans are never taken as paths or URLs", () => {
+    const p = problems(
+      [
+        "state: 7",
+        "cache: { dir: 8 }",
+        "tftp: { root: 9 }",
+        "entries:",
+        "  k:",
+        "    kernel: 42",
+        "    initrd: [true]",
+        "  c: { chain: 5 }",
+        "  s: { sanboot: 6 }",
+        "  i: { image: { name: debian, store: 3, trust: [4] }, kernel: /k }",
+        "  o: { iso: 10 }",
+        "",
+      ].join("\n"),
+    );
+    const expect = [
+      "serve.yaml:1: state: expected a string (a path), got a number (7)",
+      "serve.yaml:2: cache.dir: expected a string (a path), got a number (8)",
+      "serve.yaml:3: tftp.root: expected a string (a path), got a number (9)",
+      "serve.yaml:6: entries.k.kernel: expected a string (a path or URL), got a number (42)",
+      "serve.yaml:7: entries.k.initrd[0]: expected a string (a path or URL), got a boolean (true)",
+      "serve.yaml:8: entries.c.chain: expected a string (a URL), got a number (5)",
+      "serve.yaml:9: entries.s.sanboot: expected a string (a URL), got a number (6)",
+      "serve.yaml:10: entries.i.image.store: expected a string (a path or URL), got a number (3)",
+      "serve.yaml:10: entries.i.image.trust[0]: expected a string (a path or URL), got a number (4)",
+      "serve.yaml:11: entries.o.iso: expected an ISO's http(s) URL or file path, got a number (10)",
+    ];
+    for (const line of expect) {
+      assert.ok(
+        p.some((x) => x.startsWith(line)),
+        `expected "${line}" among:\n${p.join("\n")}`,
+      );
+    }
+    // Free text may be a number: a title, a command line, an entry name.
+    const c = parseConfig(
+      "entries:\n  '7': { kernel: /k, title: 2024, cmdline: 3 }\ndefault: 7\n",
+      "t.yaml",
+    );
+    const e = c.entries.get("7");
+    assert.ok(e?.kind === "kernel");
+    assert.deepEqual([e.title, e.cmdline, c.default], ["2024", "3", "7"]);
+  });
+
   it("dashboard secrets: write needs a token, a read token is optional, both at least 12 characters", () => {
     assert.match(
       problems("ui: { write: true }\n").join("\n"),

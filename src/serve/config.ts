@@ -254,12 +254,28 @@ class Checker {
     return o;
   }
 
+  /**
+   * A YAML string. A number or boolean is an error, never turned into a path or URL
+   * (`kernel: 42` is not CONFIGDIR/42): quoting it says it is meant as text.
+   */
   string(v: unknown, path: Path, what = "a string"): string | undefined {
     if (v === undefined || v === null) return undefined;
     if (typeof v === "string" && v.length > 0) return v;
-    if (typeof v === "number") return String(v);
+    if (typeof v === "number" || typeof v === "boolean") {
+      this.error(
+        path,
+        `expected ${what}, got a ${typeof v} (${String(v)}); quote it if it is text`,
+      );
+      return undefined;
+    }
     this.error(path, `expected ${what}`);
     return undefined;
+  }
+
+  /** Free text (a title, a command line, a name): a number is taken as its digits. */
+  text(v: unknown, path: Path, what = "a string"): string | undefined {
+    if (typeof v === "number" && Number.isFinite(v)) return String(v);
+    return this.string(v, path, what);
   }
 
   int(v: unknown, path: Path, min: number, max: number): number | undefined {
@@ -348,7 +364,7 @@ function checksumsSpec(
   const o = c.object(v, path, ["url", "signature", "keyring", "name"]);
   if (!o) return undefined;
   const url = c.string(o.url, [...path, "url"], "the checksum list's URL or path");
-  const signature = c.string(o.signature, [...path, "signature"]);
+  const signature = c.string(o.signature, [...path, "signature"], "a string (a path or URL)");
   const keyring = keyringFiles(c, o.keyring, [...path, "keyring"], baseDir);
   if (url === undefined) c.error(path, "checksums needs url: the list (SHA256SUMS, CHECKSUM)");
   if (keyring.length === 0) {
@@ -388,10 +404,14 @@ function fileRef(c: Checker, v: unknown, path: Path, baseDir: string): FileRef |
   let sha256: string | undefined;
   if (typeof v === "object" && v !== null && !Array.isArray(v)) {
     const o = c.object(v, path, ["url", "path", "sha256"]) ?? {};
-    location = c.string(o.url ?? o.path, [...path, o.url !== undefined ? "url" : "path"]);
+    location = c.string(
+      o.url ?? o.path,
+      [...path, o.url !== undefined ? "url" : "path"],
+      "a string (a path or URL)",
+    );
     sha256 = hex64(c, o.sha256, [...path, "sha256"]);
   } else {
-    location = c.string(v, path, "a file path or an http(s) URL");
+    location = c.string(v, path, "a string (a path or URL)");
   }
   if (location === undefined) return undefined;
   if (/^https?:\/\//i.test(location)) return { url: location, sha256 };
@@ -485,14 +505,14 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
   }
   const base = {
     name,
-    title: c.string(o.title, [...path, "title"]) ?? name,
+    title: c.text(o.title, [...path, "title"]) ?? name,
     once: c.bool(o.once, [...path, "once"]) ?? false,
   };
   switch (kinds[0]) {
     case "kernel": {
       const kernel = fileRef(c, o.kernel, [...path, "kernel"], baseDir);
       const initrd = initrds(c, o.initrd, [...path, "initrd"], baseDir);
-      const cmdline = c.string(o.cmdline, [...path, "cmdline"]) ?? "";
+      const cmdline = c.text(o.cmdline, [...path, "cmdline"]) ?? "";
       return kernel ? { ...base, kind: "kernel", kernel, initrd, cmdline } : undefined;
     }
     case "image": {
@@ -505,7 +525,13 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
       );
       const list = (v: unknown, key: string): string[] =>
         (v === undefined ? [] : Array.isArray(v) ? v : [v])
-          .map((x, i) => c.string(x, Array.isArray(v) ? [...ip, key, i] : [...ip, key]))
+          .map((x, i) =>
+            c.string(
+              x,
+              Array.isArray(v) ? [...ip, key, i] : [...ip, key],
+              "a string (a path or URL)",
+            ),
+          )
           .filter((x) => x !== undefined)
           .map((x) =>
             /^[a-z]+:\/\//i.test(x) || /^RW[A-Za-z0-9+/=]{54}$/.test(x) ? x : resolve(baseDir, x),
@@ -516,7 +542,18 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
       if (!source) c.error(ip, "an image needs name");
       if (stores.length === 0)
         c.error(ip, "an image needs store: a URL or folder (or a list of mirrors)");
-      if (trust.length === 0 && !insecure) {
+      const unsigned = source === undefined ? null : unsignedSource(source);
+      if (unsigned && trust.length > 0) {
+        c.error(
+          [...ip, "name"],
+          `${source} is ${unsigned}: it carries no signature, so trust cannot be checked against it; name a signed release (NAME, NAME@REV, NAME@sha256:…) or drop trust and set insecure: true to serve it unchecked`,
+        );
+      } else if (unsigned && !insecure) {
+        c.error(
+          [...ip, "name"],
+          `${source} is ${unsigned}: it carries no signature, so nothing vouches for it; name a signed release (NAME, NAME@REV, NAME@sha256:…) with trust: [public key files], or set insecure: true to serve it unchecked`,
+        );
+      } else if (trust.length === 0 && !insecure) {
         c.error(
           ip,
           "an image needs trust: [public key files] (or insecure: true to accept unsigned releases)",
@@ -534,7 +571,7 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         kind: "image",
         kernel,
         initrd,
-        cmdline: c.string(o.cmdline, [...path, "cmdline"]) ?? "",
+        cmdline: c.text(o.cmdline, [...path, "cmdline"]) ?? "",
         image: {
           source,
           stores,
@@ -573,7 +610,7 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         initrd: initrdList
           ?.map((x, i) => isoPath(x, [...path, "initrd", i]))
           .filter((x) => x !== undefined),
-        cmdline: c.string(o.cmdline, [...path, "cmdline"]),
+        cmdline: c.text(o.cmdline, [...path, "cmdline"]),
         sha256: hex64(c, o.sha256, [...path, "sha256"]),
         checksums: checksumsSpec(c, o.checksums, [...path, "checksums"], baseDir),
         signature: isoSignatureSpec(c, o.signature, [...path, "signature"], baseDir),
@@ -585,19 +622,19 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
         return undefined;
       }
       const items = o.menu
-        .map((x, i) => c.string(x, [...path, "menu", i], "an entry name"))
+        .map((x, i) => c.text(x, [...path, "menu", i], "an entry name"))
         .filter((x) => x !== undefined);
       return {
         ...base,
         kind: "menu",
         items,
         timeoutSeconds: c.int(o.timeout, [...path, "timeout"], 0, 3600) ?? 10,
-        defaultItem: c.string(o.default, [...path, "default"]),
+        defaultItem: c.text(o.default, [...path, "default"], "an entry name"),
       };
     }
     case "chain":
     case "sanboot": {
-      const url = c.string(o[kinds[0]], [...path, kinds[0]], "a URL");
+      const url = c.string(o[kinds[0]], [...path, kinds[0]], "a string (a URL)");
       return url ? { ...base, kind: kinds[0], url } : undefined;
     }
     case "local":
@@ -605,6 +642,16 @@ function entry(c: Checker, name: string, v: unknown, baseDir: string): Entry | u
     default:
       return { ...base, kind: "shell" };
   }
+}
+
+/**
+ * What an image source is when it cannot carry a signature: a bare .caibx index, or a plain
+ * image URL (served as it is); null for a release (NAME…, a release .json).
+ */
+function unsignedSource(source: string): string | null {
+  if (/\.caibx$/i.test(source)) return "a bare index (.caibx)";
+  if (/^[a-z]+:\/\//i.test(source) && !/\.json$/i.test(source)) return "a plain image URL";
+  return null;
 }
 
 function builtinEntries(): [string, Entry][] {
@@ -704,7 +751,7 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
         const mac = c.mac(o.mac, [...p, "mac"]);
         const ip = c.ip(o.ip, [...p, "ip"]);
         if (!mac || !ip) c.error(p, "a reservation needs mac and ip");
-        else reservations.push({ mac, ip, hostname: c.string(o.hostname, [...p, "hostname"]) });
+        else reservations.push({ mac, ip, hostname: c.text(o.hostname, [...p, "hostname"]) });
       });
     }
   }
@@ -718,7 +765,7 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
     dns: c.ipList(d.dns, ["dhcp", "dns"]),
     domain: c.string(d.domain, ["dhcp", "domain"]),
     leaseSeconds: c.int(d.leaseTime, ["dhcp", "leaseTime"], 60, 365 * 86400) ?? 3600,
-    leaseFile: c.string(d.leaseFile, ["dhcp", "leaseFile"]),
+    leaseFile: c.string(d.leaseFile, ["dhcp", "leaseFile"], "a string (a path)"),
     reservations,
   };
   if (mode !== "off" && !listen.interface) {
@@ -743,13 +790,13 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
       ["bios", "uefi-x86_64", "uefi-i386", "uefi-arm64", "uefi-arm32", "uefi-riscv64"],
     ) ?? {};
   for (const [key, value] of Object.entries(fs)) {
-    const p = c.string(value, ["tftp", "firstStages", key]);
+    const p = c.string(value, ["tftp", "firstStages", key], "a string (a path)");
     if (!p) continue;
     const full = resolve(baseDir, p);
     if (!existsSync(full)) c.warn(["tftp", "firstStages", key], `file ${full} does not exist`);
     firstStages[key] = full;
   }
-  const tftpRoot = c.string(t.root, ["tftp", "root"]);
+  const tftpRoot = c.string(t.root, ["tftp", "root"], "a string (a path)");
   const tftp = {
     enabled: c.bool(t.enabled, ["tftp", "enabled"]) ?? false,
     port: c.int(t.port, ["tftp", "port"], 1, 65535) ?? 69,
@@ -772,7 +819,9 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
   const http = {
     port: c.int(h.port, ["http", "port"], 0, 65535) ?? 8080,
     address: c.ip(h.address, ["http", "address"]) ?? "0.0.0.0",
-    publicUrl: c.string(h.publicUrl, ["http", "publicUrl"])?.replace(/\/+$/, ""),
+    publicUrl: c
+      .string(h.publicUrl, ["http", "publicUrl"], "a string (a URL)")
+      ?.replace(/\/+$/, ""),
   };
 
   const entries = new Map<string, Entry>(builtinEntries());
@@ -817,14 +866,14 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
           mac: c.mac(mt.mac, [...p, "match", "mac"]),
           uuid: c.string(mt.uuid, [...p, "match", "uuid"])?.toLowerCase(),
           arch: c.string(mt.arch, [...p, "match", "arch"]),
-          hostname: c.string(mt.hostname, [...p, "match", "hostname"]),
+          hostname: c.text(mt.hostname, [...p, "match", "hostname"]),
         };
         if (mt.labels !== undefined) {
           const l =
             c.object(mt.labels, [...p, "match", "labels"], Object.keys(mt.labels ?? {})) ?? {};
           match.labels = Object.fromEntries(Object.entries(l).map(([k, v]) => [k, String(v)]));
         }
-        const boot = c.string(o.boot, [...p, "boot"], "an entry name");
+        const boot = c.text(o.boot, [...p, "boot"], "an entry name");
         if (!boot) c.error(p, "a machine rule needs boot: ENTRY");
         else if (!entries.has(boot)) c.error([...p, "boot"], `no entry named "${boot}"`);
         if (Object.values(match).every((x) => x === undefined)) {
@@ -835,7 +884,7 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
         }
         if (boot)
           machines.push({
-            name: c.string(o.name, [...p, "name"]) ?? `machines[${i}]`,
+            name: c.text(o.name, [...p, "name"]) ?? `machines[${i}]`,
             line: c.line(p),
             match,
             boot,
@@ -843,10 +892,10 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
       });
     }
   }
-  const def = c.string(top.default, ["default"], "an entry name") ?? BUILTIN_MENU;
+  const def = c.text(top.default, ["default"], "an entry name") ?? BUILTIN_MENU;
   if (!entries.has(def)) c.error(["default"], `no entry named "${def}"`);
 
-  const state = c.string(top.state, ["state"]);
+  const state = c.string(top.state, ["state"], "a string (a path)");
   const stateDir = state ? resolve(baseDir, state) : defaultStateDir();
   const n = c.object(top.nbd, ["nbd"], ["port", "allow"]) ?? {};
   const nbd = {
@@ -854,7 +903,7 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
     allow: c.oneOf(n.allow, ["nbd", "allow"], ["machine", "any"] as const) ?? "machine",
   };
   const cacheRaw = c.object(top.cache, ["cache"], ["dir"]) ?? {};
-  const cacheDir = c.string(cacheRaw.dir, ["cache", "dir"]);
+  const cacheDir = c.string(cacheRaw.dir, ["cache", "dir"], "a string (a path)");
   const uiRaw =
     c.object(top.ui, ["ui"], ["write", "token", "token-file", "read-token", "read-token-file"]) ??
     {};
@@ -862,7 +911,7 @@ export function parseConfig(text: string | null, source: string): ServeConfig {
   /** A secret given inline (`key`) or in a file (`key-file`), at least 12 characters. */
   const secret = (key: string, needed: boolean, why: string): string | undefined => {
     let value = c.string(uiRaw[key], ["ui", key]);
-    const file = c.string(uiRaw[`${key}-file`], ["ui", `${key}-file`]);
+    const file = c.string(uiRaw[`${key}-file`], ["ui", `${key}-file`], "a string (a path)");
     if (file !== undefined) {
       try {
         value = readFileSync(resolve(baseDir, file), "utf8").trim();
