@@ -236,7 +236,8 @@ export class TftpServer {
     });
     this.#transfers.add(transfer);
     transfer.start().catch((err: unknown) => {
-      this.#log.error({ err, client }, "tftp transfer crashed");
+      // (A transfer ended while starting, e.g. made way for another, may fail on its socket.)
+      if (!transfer.finished) this.#log.error({ err, client }, "tftp transfer crashed");
       transfer.abort("internal error");
     });
   }
@@ -303,6 +304,10 @@ class Transfer {
   readonly startedAt = performance.now();
   /** The client has acknowledged something: it is real (not a spoofed request). */
   confirmed = false;
+
+  get finished(): boolean {
+    return this.#finished;
+  }
 
   get address(): string {
     return this.#peer.address;
@@ -530,7 +535,7 @@ class Transfer {
 
   #finish(): void {
     const bytes = (this.#lastBlock - 1) * this.#blksize + this.#lastBlockBytes;
-    this.#cleanup();
+    this.#cleanup(true);
     this.#done({
       stage: "tftp-done",
       client: this.#client,
@@ -549,7 +554,7 @@ class Transfer {
         { client: this.#client, file: this.#req.filename, error },
         "tftp transfer failed",
       );
-    this.#cleanup();
+    this.#cleanup(false);
     this.#done({ stage: "tftp-error", client: this.#client, file: this.#req.filename, error });
   }
 
@@ -557,14 +562,24 @@ class Transfer {
     this.#refuse(ErrorCode.NOT_DEFINED, reason);
   }
 
-  #cleanup(): void {
+  #cleanup(linger: boolean): void {
     if (this.#finished) return;
     this.#finished = true;
     if (this.#timer) clearTimeout(this.#timer);
     if (this.#lifetime) clearTimeout(this.#lifetime);
     const socket = this.#socket;
-    // Keep the socket a moment so the client's last ACK retransmissions do not hit a closed port.
-    setTimeout(() => socket?.close(), 100).unref();
+    // After a full transfer, keep the socket a moment so the client's last ACK retransmissions
+    // do not hit a closed port; a failed one closes at once (a flood of evictions must not pile
+    // up lingering sockets beyond the cap).
+    const close = (): void => {
+      try {
+        socket?.close();
+      } catch {
+        // (already closed)
+      }
+    };
+    if (linger) setTimeout(close, 100).unref();
+    else close();
     this.#source?.close().catch(() => undefined);
   }
 }
