@@ -315,6 +315,80 @@ describe("trust", () => {
   });
 });
 
+describe("bare indexes carry no signature", () => {
+  async function signed(t: Parameters<typeof tempDir>[0]) {
+    const dir = tempDir(t);
+    const store = join(dir, "store");
+    const key = join(dir, "release.key");
+    await inetbootOk(["keygen", "--out", key]);
+    const other = join(dir, "other.key");
+    await inetbootOk(["keygen", "--out", other]);
+    writeImage(join(dir, "v1"), [200_000]);
+    await inetbootOk(["pack", join(dir, "v1"), "--store", store, "--name", "os", "--key", key]);
+    return { dir, store, index: onlyIndex(store), pub: `${key}.pub`, otherPub: `${other}.pub` };
+  }
+
+  it("extract refuses a bare .caibx with --trust, needs --insecure without, and reads it with", async (t) => {
+    const s = await signed(t);
+    const out = join(s.dir, "out");
+    const env = { INETBOOT_STATE_DIR: s.dir };
+    const trusted = await inetboot(
+      ["extract", s.index, out, "--store", s.store, "--trust", s.otherPub],
+      env,
+    );
+    assert.equal(trusted.code, 1);
+    assert.match(
+      trusted.stderr,
+      /^inetboot: Refusing .*\.caibx is a bare index: it carries no signature, so the trusted keys cannot be checked against it; open its signed release instead .*pass --insecure/m,
+    );
+    assert.equal(existsSync(out), false, "nothing is written");
+
+    const plain = await inetboot(["extract", s.index, out, "--store", s.store], env);
+    assert.equal(plain.code, 1);
+    assert.match(
+      plain.stderr,
+      /bare index: it carries no signature, so nothing vouches for its content; .*pass --insecure/,
+    );
+    assert.equal(existsSync(out), false);
+
+    // --trust with --insecure is still refused: the keys would be silently ignored.
+    const both = await inetboot(
+      ["extract", s.index, out, "--store", s.store, "--trust", s.pub, "--insecure"],
+      env,
+    );
+    assert.equal(both.code, 1);
+    assert.match(both.stderr, /the trusted keys cannot be checked against it/);
+
+    await inetbootOk(["extract", s.index, out, "--store", s.store, "--insecure"], env);
+    assert.ok(readFileSync(out).equals(readFileSync(join(s.dir, "v1"))));
+    // The signed release itself still opens with the right key.
+    await inetbootOk(
+      ["extract", "os", join(s.dir, "o2"), "--store", s.store, "--trust", s.pub],
+      env,
+    );
+  });
+
+  it("diff and cache status need an explicit --insecure for a bare index, not just no --trust", async (t) => {
+    const s = await signed(t);
+    const env = { INETBOOT_STATE_DIR: s.dir };
+    const diff = await inetboot(["diff", s.index, "os@1", "--store", s.store, "--json"], env);
+    assert.equal(diff.code, 1);
+    assert.match(diff.stderr, /bare index: it carries no signature.*--insecure/);
+    const ok = await inetbootOk(
+      ["diff", s.index, "os@1", "--store", s.store, "--insecure", "--json"],
+      env,
+    );
+    assert.equal((JSON.parse(ok.stdout) as { fetchChunks: number }).fetchChunks, 0);
+
+    const status = await inetboot(
+      ["cache", "status", "--cache", s.store, "--can-boot-offline", s.index],
+      env,
+    );
+    assert.equal(status.code, 1);
+    assert.match(status.stderr, /bare index: it carries no signature.*--insecure/);
+  });
+});
+
 describe("faults", () => {
   async function packed(t: Parameters<typeof tempDir>[0]) {
     const dir = tempDir(t);
@@ -381,6 +455,7 @@ describe("faults", () => {
       join(p.dir, "o"),
       "--store",
       p.store,
+      "--insecure",
     ]);
     assert.equal(bad.code, 1);
     assert.match(

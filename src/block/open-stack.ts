@@ -156,6 +156,12 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
   let profileSource: string | null = options.profile ?? null;
 
   if (isRawSource(source, options)) {
+    if (options.policy.trusted.length > 0) {
+      // Trusted keys would be silently ignored: a plain image has nothing they could check.
+      throw new UsageError(
+        `Refusing ${source}: a plain file or URL carries no signature, so the trusted keys cannot be checked against it; publish it as a signed release (inetboot pack --key) and open NAME, or drop the trusted keys`,
+      );
+    }
     // A raw image by URL is kept in the cache folder in blocks (re-runs and --offline read it
     // there); a local file is read in place.
     const raw =

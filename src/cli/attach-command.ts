@@ -62,7 +62,7 @@ export function registerAttachCommands(program: Command, trust: TrustFactory): v
       collect,
       [],
     )
-    .option("--insecure", "accept unsigned releases")
+    .option("--insecure", "accept unsigned releases and bare .caibx indexes (nothing is checked)")
     .option("--state <file>", "anti-rollback state file")
     .action(async (source: string, opts: AttachFlags) => {
       const log = createLogger("attach");
@@ -121,7 +121,7 @@ export function registerAttachCommands(program: Command, trust: TrustFactory): v
       "with --can-boot-offline: only the regions of this boot profile must be cached",
     )
     .option("--trust <pubkey>", "trust releases signed by this key (repeatable)", collect, [])
-    .option("--insecure", "accept unsigned releases")
+    .option("--insecure", "accept unsigned releases and bare .caibx indexes (nothing is checked)")
     .option("--json", "print as JSON")
     .action(
       async (opts: {
@@ -153,7 +153,11 @@ export function registerAttachCommands(program: Command, trust: TrustFactory): v
             ...trust(opts, false),
             insecure: opts.insecure || opts.trust.length === 0,
           };
-          const image = await openImage(opts.canBootOffline, { store: opts.cache, policy });
+          const image = await openImage(opts.canBootOffline, {
+            store: opts.cache,
+            policy,
+            allowUnsigned: opts.insecure === true,
+          });
           try {
             const wanted = opts.profile
               ? profileChunks(image.index, readProfile(opts.profile))

@@ -53,7 +53,10 @@ function addTrustOptions(cmd: Command): Command {
       collect,
       [],
     )
-    .option("--insecure", "accept unsigned releases, and signed ones when no --trust key is given")
+    .option(
+      "--insecure",
+      "accept unsigned releases and bare .caibx indexes, and signed releases when no --trust key is given",
+    )
     .option("--state <file>", `anti-rollback state file (default ${defaultStatePath()})`);
 }
 
@@ -335,9 +338,11 @@ export function buildProgram(): Command {
       ...trustPolicy(opts, { recordState: false }),
       insecure: opts.insecure || opts.trust.length === 0,
     };
-    const imageA = await openImage(a, { store: opts.store, policy });
+    // A bare index is read only with an explicit --insecure, never because no --trust was given.
+    const open = { store: opts.store, policy, allowUnsigned: opts.insecure === true };
+    const imageA = await openImage(a, open);
     try {
-      const imageB = await openImage(b, { store: opts.store, policy });
+      const imageB = await openImage(b, open);
       try {
         const d = await diffImages(imageA.index, imageB.index, imageB.chunks);
         if (opts.json) return printJson({ a: imageA.label, b: imageB.label, ...d });

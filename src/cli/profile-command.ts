@@ -65,7 +65,7 @@ export function registerProfileCommands(program: Command, trust: TrustFactory): 
     )
     .option("--console", "show the guest's serial console")
     .option("--trust <pubkey>", "trust releases signed by this key (repeatable)", collect, [])
-    .option("--insecure", "accept unsigned releases")
+    .option("--insecure", "accept unsigned releases and bare .caibx indexes (nothing is checked)")
     .option("--state <file>", "anti-rollback state file")
     .action(async (source: string, opts: RecordFlags) => {
       const until = new RegExp(opts.until, "m");

@@ -208,7 +208,7 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
     .option("--until <regex>", "stop the VM once the console prints this (scripted runs)")
     .option("--timeout <seconds>", "stop the VM after this long", positiveInt)
     .option("--trust <pubkey>", "trust releases signed by this key (repeatable)", collect, [])
-    .option("--insecure", "accept unsigned releases")
+    .option("--insecure", "accept unsigned releases and bare .caibx indexes (nothing is checked)")
     .option("--state <file>", "anti-rollback state file")
     .action(async (source: string, opts: RunFlags) => {
       const log = createLogger("run");

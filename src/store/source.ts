@@ -44,6 +44,12 @@ export interface OpenOptions {
   record?: boolean;
   /** A local store (a chunk cache) whose copy of the index is used when its digest matches. */
   indexCache?: string;
+  /**
+   * The user explicitly accepts sources that carry no signature (a bare .caibx): --insecure,
+   * `insecure: true`. Default: `policy.insecure`. Pass it when `policy.insecure` was derived
+   * (e.g. "no --trust given" for inspection commands) rather than asked for.
+   */
+  allowUnsigned?: boolean;
 }
 
 export type SourceSpec =
@@ -223,6 +229,7 @@ async function chunkPrefix(reader: StoreReader, index: BlobIndex): Promise<strin
 export async function openImage(source: string, options: OpenOptions): Promise<OpenedImage> {
   const spec = parseSource(source);
   if (spec.kind === "index") {
+    checkUnsignedAllowed(source, options);
     if (!options.store) {
       throw new UsageError(
         `Source ${source} is a bare index: pass --store DIR|URL where its chunks are`,
@@ -292,6 +299,29 @@ export async function openImage(source: string, options: OpenOptions): Promise<O
   } catch (err) {
     await reader.close();
     throw err;
+  }
+}
+
+/**
+ * A bare index carries no signature: nothing can vouch for it. Refused when keys are trusted
+ * (they would be silently ignored), and unless unsigned sources were explicitly accepted.
+ */
+export function checkUnsignedAllowed(
+  source: string,
+  options: Pick<OpenOptions, "policy" | "allowUnsigned">,
+): void {
+  const why = `${source} is a bare index: it carries no signature`;
+  const signed =
+    "open its signed release instead (NAME, NAME@REVISION, NAME@sha256:DIGEST or releases/NAME/REV.json)";
+  if (options.policy.trusted.length > 0) {
+    throw new ReleaseError(
+      `Refusing ${why}, so the trusted keys cannot be checked against it; ${signed}, or drop the trusted keys and pass --insecure (insecure: true) to read it unchecked`,
+    );
+  }
+  if (!(options.allowUnsigned ?? options.policy.insecure === true)) {
+    throw new ReleaseError(
+      `Refusing ${why}, so nothing vouches for its content; ${signed} with --trust KEY.pub, or pass --insecure (insecure: true) to read it unchecked`,
+    );
   }
 }
 
