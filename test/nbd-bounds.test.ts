@@ -204,6 +204,35 @@ describe("NBD connection limits", () => {
   });
 });
 
+describe("NBD replies a client does not read", () => {
+  it("a client sending options but never reading the replies is not buffered for", async (t) => {
+    const device = new SlowDevice(MiB);
+    // 20 exports with long names: each 16-byte NBD_OPT_LIST earns ~20 KB of reply.
+    const exports = Array.from({ length: 20 }, (_, i) => ({
+      name: `${i}-${"n".repeat(1000)}`,
+      device,
+    }));
+    const { port } = await tcpServer(t, { exports, handshakeTimeoutMs: 60_000 });
+    const s = rawConnect(t, port);
+    await new Promise((r) => s.once("connect", r));
+    s.write(Buffer.from([0, 0, 0, 3]));
+    const list = Buffer.alloc(16);
+    list.writeBigUInt64BE(P.NBD_OPTS_MAGIC, 0);
+    list.writeUInt32BE(P.NBD_OPT_LIST, 8);
+    const before = process.memoryUsage().rss;
+    // 20,000 of them (320 KB), replies never read: 400 MB of replies if all were queued.
+    for (let i = 0; i < 20; i++) s.write(Buffer.concat(Array.from({ length: 1000 }, () => list)));
+    let peak = before;
+    for (let i = 0; i < 40; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }
+    const grown = (peak - before) / MiB;
+    t.diagnostic(`RSS +${grown.toFixed(0)} MiB`);
+    assert.ok(grown < 60, `RSS grew by ${grown.toFixed(0)} MiB`);
+  });
+});
+
 describe("NBD exports with allow", () => {
   it("the rightful owner gets base:allocation (nbdinfo --map); another address gets nothing", async (t) => {
     if (!requireTool(t, "nbdinfo", "libnbd-bin")) return;
