@@ -58,6 +58,29 @@ describe("boot pack format", () => {
     );
   });
 
+  it("refuses a table entry whose frame or chunk is larger than a chunk can be", () => {
+    const { bytes, info } = encodePack(frames());
+    const table = Buffer.from(bytes.subarray(0, tableBytes(3)));
+    table.writeUInt32LE(2 ** 31, 16 + 48 + 44); // the second entry claims a 2 GiB chunk
+    assert.throws(
+      () => decodePackTable(table, { ...info, table: sha256Hex(table) }, "p"),
+      /entry 1 is a 300-byte frame for a 2147483648-byte chunk, more than it can be/,
+    );
+  });
+
+  it("refuses a release whose pack holds more chunks than the image", () => {
+    const { info } = encodePack(frames());
+    const withPack = {
+      ...release,
+      profile: "c".repeat(64),
+      pack: { ...info, chunks: 17, size: tableBytes(17) + 317 },
+    };
+    assert.throws(
+      () => decodeRelease(encodeRelease(withPack), "x"),
+      /pack holds 17 chunks, more than the image's 16/,
+    );
+  });
+
   it("releases carry an optional pack; older releases without the field read as null", () => {
     const old = JSON.parse(encodeRelease(release).toString()) as Record<string, unknown>;
     delete old.pack;

@@ -10,6 +10,7 @@
 // The release names the pack by the SHA-256 of the whole file and signs the SHA-256 of header +
 // table, so a client checks the table before it trusts an offset; every chunk is then checked
 // against its own name like any other.
+import { CASYNC_MAX_CHUNK_BYTES, maxFrameBytes } from "./limits.ts";
 import type { IndexChunk } from "./caibx.ts";
 import { sha256Hex } from "./chunks.ts";
 import { ReleaseError } from "./errors.ts";
@@ -104,8 +105,13 @@ export function decodePackTable(bytes: Uint8Array, info: PackInfo, where: string
     const offset = Number(b.readBigUInt64LE(at + 32));
     const length = b.readUInt32LE(at + 40);
     if (offset !== expected || offset + length > info.size) fail(`entry ${i} is out of place`);
+    const size = b.readUInt32LE(at + 44);
+    // Each frame is read and decompressed whole: bounded like a chunk from chunks/.
+    if (size > CASYNC_MAX_CHUNK_BYTES || length > maxFrameBytes(size)) {
+      fail(`entry ${i} is a ${length}-byte frame for a ${size}-byte chunk, more than it can be`);
+    }
     expected = offset + length;
-    out.push({ id: b.toString("hex", at, at + 32), offset, length, size: b.readUInt32LE(at + 44) });
+    out.push({ id: b.toString("hex", at, at + 32), offset, length, size });
   }
   if (expected !== info.size) fail(`frames end at ${expected}, the pack is ${info.size} bytes`);
   return out;
