@@ -98,8 +98,8 @@ export function decodeRelease(bytes: Uint8Array, name: string): Release {
   if (typeof pack === "string") fail(pack);
   r.pack = pack;
   // The pack holds chunks of the image: its table (read whole) is no larger than the index's.
-  if (r.pack !== null && r.pack.chunks > (r.chunks as number))
-    fail(`pack holds ${r.pack.chunks} chunks, more than the image's ${String(r.chunks)}`);
+  if (typeof pack === "object" && pack !== null && pack.chunks > (r.chunks as number))
+    fail(`pack holds ${pack.chunks} chunks, more than the image's ${String(r.chunks)}`);
   if (r.pack !== null && r.profile === null)
     fail("a release with a boot pack must name its profile");
   if (r.keyId !== null && (typeof r.keyId !== "string" || !/^[0-9A-F]{16}$/.test(r.keyId))) {
