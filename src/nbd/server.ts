@@ -230,17 +230,23 @@ export class NbdServer {
     socket.on("error", () => undefined);
     socket.destroy();
     this.stats.refused++;
+    this.warnLimited(`nbd connection refused: ${reason}`, detail);
+  }
+
+  /**
+   * Logs `message` at most once per REFUSAL_LOG_INTERVAL_MS (with how many were suppressed):
+   * for events a client can cause at will (refusals, timeouts), so it cannot flood the log.
+   */
+  warnLimited(message: string, detail: Record<string, unknown>, key = message): void {
     const now = Date.now();
-    const r = this.#refusals.get(reason);
+    const r = this.#refusals.get(key);
     if (r && now - r.at < REFUSAL_LOG_INTERVAL_MS) {
       r.suppressed++;
       return;
     }
-    this.#refusals.set(reason, { at: now, suppressed: 0 });
-    this.#log.warn(
-      { ...detail, suppressedSinceLast: r?.suppressed ?? 0 },
-      `nbd connection refused: ${reason}`,
-    );
+    if (this.#refusals.size >= 1024) this.#refusals.clear();
+    this.#refusals.set(key, { at: now, suppressed: 0 });
+    this.#log.warn({ ...detail, suppressedSinceLast: r?.suppressed ?? 0 }, message);
   }
 
   /**
@@ -311,7 +317,11 @@ export class NbdServer {
       e = this.#exports.values().next().value;
     else e = this.#exports.get(name);
     if (e?.allow && !e.allow(remote)) {
-      this.#log.warn({ remote, export: name }, "nbd export refused to this client");
+      this.warnLimited(
+        "nbd export refused to this client",
+        { remote, export: name },
+        `refused ${remote}`,
+      );
       return undefined;
     }
     return e;
@@ -399,10 +409,10 @@ class Connection {
     this.#log.debug({ remote: this.#socket.remoteAddress ?? "unix" }, "nbd connection");
     const deadline = setTimeout(() => {
       this.#server.stats.handshakeTimeouts++;
-      this.#log.info(
-        { remote: this.#socket.remoteAddress, ms: this.#server.options.handshakeTimeoutMs },
-        "nbd handshake not finished in time; closing the connection",
-      );
+      this.#server.warnLimited("nbd handshake not finished in time; connection closed", {
+        remote: this.#socket.remoteAddress,
+        ms: this.#server.options.handshakeTimeoutMs,
+      });
       this.#socket.destroy();
     }, this.#server.options.handshakeTimeoutMs);
     deadline.unref();
