@@ -58,6 +58,9 @@ export interface DashboardSources {
   nbd(): NbdServer | null;
 }
 
+/** Bytes of events an event-stream client may leave unread before it is disconnected. */
+const MAX_STREAM_BACKLOG = 4 << 20;
+
 /** How much of an oversized form is read and thrown away so its 413 page arrives whole. */
 const DRAIN_LIMIT = 1 << 20;
 
@@ -275,8 +278,14 @@ export class Dashboard {
       "Cache-Control": "no-store",
       Connection: "keep-alive",
     });
+    if (req.method === "HEAD") {
+      res.end();
+      return;
+    }
     const send = (e: { seq: number }): void => {
-      res.write(`id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`);
+      // A client that does not read is let go, not buffered for without end.
+      if (res.writableLength > MAX_STREAM_BACKLOG) res.destroy();
+      else res.write(`id: ${e.seq}\ndata: ${JSON.stringify(e)}\n\n`);
     };
     res.write("retry: 2000\n\n");
     for (const e of this.#s.events.events({ since, mac })) send(e);
