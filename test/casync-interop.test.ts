@@ -3,7 +3,15 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { inetbootOk, requireTool, run, tempDir, textLike, writeImage } from "./helpers.ts";
+import {
+  inetboot,
+  inetbootOk,
+  requireTool,
+  run,
+  tempDir,
+  textLike,
+  writeImage,
+} from "./helpers.ts";
 import { startNginx } from "./nginx.ts";
 
 function onlyIndex(store: string): string {
@@ -66,7 +74,24 @@ describe("casync interop", () => {
       join(dir, "image"),
     ]);
 
-    await inetbootOk(["extract", join(dir, "c.caibx"), join(dir, "out"), "--store", cstore]);
+    // casync's index carries no signature: reading it is an explicit --insecure.
+    const refused = await inetboot([
+      "extract",
+      join(dir, "c.caibx"),
+      join(dir, "out"),
+      "--store",
+      cstore,
+    ]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /--insecure/);
+    await inetbootOk([
+      "extract",
+      join(dir, "c.caibx"),
+      join(dir, "out"),
+      "--store",
+      cstore,
+      "--insecure",
+    ]);
     assert.ok(readFileSync(join(dir, "out")).equals(data));
 
     const nginx = await startNginx(t, dir);
@@ -77,6 +102,7 @@ describe("casync interop", () => {
       join(dir, "out2"),
       "--store",
       `${nginx.url}cstore`,
+      "--insecure",
     ]);
     assert.ok(readFileSync(join(dir, "out2")).equals(data));
 
