@@ -21,6 +21,8 @@ export interface NbdExport {
    * are told it does not exist. Absent: every client.
    */
   allow?: (remote: string | undefined) => boolean;
+  /** false: opened by its name only, never listed (names that are secrets). Default true. */
+  listed?: boolean;
 }
 
 export interface NbdServerOptions {
@@ -330,7 +332,7 @@ export class NbdServer {
   /** The names `remote` may see (NBD_OPT_LIST). */
   exportNames(remote?: string): string[] {
     return [...this.#exports.values()]
-      .filter((e) => !e.allow || e.allow(remote))
+      .filter((e) => e.listed !== false && (!e.allow || e.allow(remote)))
       .map((e) => e.name);
   }
 

@@ -328,6 +328,8 @@ export class ImageExports {
       description: `${label} for ${mac}`,
       device,
       allow: (remote) => this.#allows(ticket, remote),
+      // With allow: any the token is all that guards the disk: never listed to anyone.
+      listed: this.#o.allow !== "any",
     });
     return ticket.name;
   }
