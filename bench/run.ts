@@ -7,6 +7,7 @@ import { benchBootServer } from "./boot-server.ts";
 import { benchInternetBoot } from "./internet-boot.ts";
 import { benchLiveIso } from "./live-iso.ts";
 import { benchNbd } from "./nbd.ts";
+import { benchSoak } from "./soak.ts";
 import { benchPack, buildImages, buildTars } from "./store-pack.ts";
 
 const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
@@ -38,7 +39,7 @@ function packSection(title: string, images: { v1: string; v2: string }): string 
   return lines.join("\n");
 }
 
-// `npm run bench -- nbd` runs only the named benchmarks (pack, nbd, serve, wan, iso); no names runs them all.
+// `npm run bench -- nbd` runs only the named benchmarks (pack, nbd, serve, wan, iso, soak); no names runs them all.
 // Each writes bench/results/NAME.md with its machine and date; RESULTS.md joins them all.
 const benches: Record<string, () => Promise<string> | string> = {
   pack: () =>
@@ -50,6 +51,7 @@ const benches: Record<string, () => Promise<string> | string> = {
   serve: () => benchBootServer(),
   wan: () => benchInternetBoot(),
   iso: () => benchLiveIso(),
+  soak: () => benchSoak(),
 };
 const names = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(benches);
 const resultsDir = new URL("results/", import.meta.url);

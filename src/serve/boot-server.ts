@@ -30,6 +30,7 @@ import { OnceState } from "./once.ts";
 import { Dashboard } from "./dashboard.ts";
 import { clientIp, HttpError, macFromQuery, send } from "./http-util.ts";
 import { Metrics } from "./metrics.ts";
+import { LoopDelay } from "./server-health.ts";
 import type { MachineRow } from "./ui/pages.ts";
 import { chooseEntry, firmwareArchNames, ipxeArchNames } from "./plan.ts";
 import { baseFromHost, requestFacts } from "./request-facts.ts";
@@ -60,6 +61,7 @@ export class BootServer {
   readonly config: ServeConfig;
   readonly events = new EventLog();
   readonly metrics = new Metrics();
+  readonly #loop = new LoopDelay();
   readonly #dashboard: Dashboard;
   readonly #log: Logger;
   readonly #address: string;
@@ -95,6 +97,7 @@ export class BootServer {
     }
     this.#dashboard = new Dashboard({
       config,
+      loop: this.#loop,
       events: this.events,
       metrics: this.metrics,
       log: this.#log,
@@ -386,6 +389,7 @@ export class BootServer {
   }
 
   async stop(): Promise<void> {
+    this.#loop.close();
     await this.#dhcp?.stop();
     await this.#nbd?.close();
     await this.#images?.close();

@@ -25,6 +25,8 @@ import { loadTrustedKeys } from "../store/trust.ts";
 import type { TftpServer } from "../tftp/server.ts";
 import type { Entry, ServeConfig } from "./config.ts";
 import type { EventInput, EventLog } from "./events.ts";
+import { healthFamilies } from "./server-health.ts";
+import type { LoopDelay } from "./server-health.ts";
 import { clientIp, FailureLimiter, HttpError, macFromQuery, send } from "./http-util.ts";
 import type { ImageExports } from "./image-exports.ts";
 import { family, renderFamilies } from "./metrics.ts";
@@ -43,6 +45,7 @@ import type { CacheView, ImageView, IsoView, MachineRow } from "./ui/pages.ts";
 /** What the dashboard reads from the boot server (getters: parts start and stop). */
 export interface DashboardSources {
   config: ServeConfig;
+  loop: LoopDelay;
   events: EventLog;
   metrics: Metrics;
   log: Logger;
@@ -673,6 +676,14 @@ export class Dashboard {
         ]),
       );
     }
+    out.push(
+      ...healthFamilies({
+        loop: this.#s.loop,
+        tftp,
+        nbd,
+        exports: this.#s.images()?.counts ?? null,
+      }),
+    );
     const opened = (await this.#s.images()?.opened()) ?? [];
     const cache = opened.find((o) => o.stack.cache)?.stack.cache;
     if (cache) {
