@@ -46,6 +46,9 @@ export class ExportTickets {
   readonly #tickets = new Map<string, Ticket>();
   /** ENTRY/MAC → the newest ticket's name (the current one). */
   readonly #current = new Map<string, string>();
+  /** Address → its tickets' names, oldest first. */
+  readonly #byAddress = new Map<string, Set<string>>();
+  #expired = 0;
 
   constructor(options: ExportTicketsOptions) {
     this.#o = {
@@ -80,9 +83,12 @@ export class ExportTickets {
       issued: now,
       lastActive: now,
     };
-    const dropped = this.expire();
+    // Expiry runs at most once a second here (and from the caller's timer), not per request.
+    const dropped = now - this.#expired > 1000 ? this.expire() : [];
     const waiting = (t: Ticket): boolean => this.#o.clientsOf(t.name) === 0;
-    const mine = [...this.#tickets.values()].filter((t) => t.address === address && waiting(t));
+    const mine = [...(this.#byAddress.get(address) ?? [])]
+      .map((n) => this.#tickets.get(n) as Ticket)
+      .filter(waiting);
     while (mine.length >= this.#o.maxPerAddress) dropped.push(this.#drop(mine.shift() as Ticket));
     if (this.#tickets.size >= this.#o.max) {
       for (const t of this.#tickets.values()) {
@@ -91,6 +97,9 @@ export class ExportTickets {
       }
     }
     this.#tickets.set(ticket.name, ticket);
+    const names = this.#byAddress.get(address) ?? new Set<string>();
+    names.add(ticket.name);
+    this.#byAddress.set(address, names);
     this.#current.set(`${entry}/${mac}`, ticket.name);
     return { ticket, dropped };
   }
@@ -117,6 +126,7 @@ export class ExportTickets {
   /** Drops tickets nobody is connected to that were idle longer than the TTL; returns them. */
   expire(): Ticket[] {
     const now = this.#o.now();
+    this.#expired = now;
     const out: Ticket[] = [];
     for (const t of this.#tickets.values()) {
       if (this.#o.clientsOf(t.name) > 0) t.lastActive = now;
@@ -133,6 +143,9 @@ export class ExportTickets {
 
   #drop(t: Ticket): Ticket {
     this.#tickets.delete(t.name);
+    const names = this.#byAddress.get(t.address);
+    names?.delete(t.name);
+    if (names?.size === 0) this.#byAddress.delete(t.address);
     const key = `${t.entry}/${t.mac}`;
     if (this.#current.get(key) === t.name) this.#current.delete(key);
     return t;
