@@ -47,8 +47,13 @@ async function plans(): Promise<{ statuses: Record<number, number>; p50: number;
 }
 
 /** RRQs from many ports on every address, never acknowledged; counts DATA and busy errors. */
-async function rrqs(): Promise<{ data: number; busy: number; other: number }> {
-  const seen = { data: 0, busy: 0, other: 0 };
+async function rrqs(): Promise<{
+  data: number;
+  busy: number;
+  other: number;
+  errors: Record<string, number>;
+}> {
+  const seen = { data: 0, busy: 0, other: 0, errors: {} as Record<string, number> };
   // Eight client ports on every address.
   const sockets = addresses.flatMap((address) =>
     Array.from({ length: 8 }, () => {
@@ -62,7 +67,9 @@ async function rrqs(): Promise<{ data: number; busy: number; other: number }> {
     s.on("message", (msg, rinfo) => {
       const op = msg.readUInt16BE(0);
       if (op === 5) {
-        if (/busy/.test(msg.subarray(4).toString())) seen.busy++;
+        const text = msg.subarray(4, msg.length - 1).toString();
+        seen.errors[text] = (seen.errors[text] ?? 0) + 1;
+        if (/busy/.test(text)) seen.busy++;
         else seen.other++;
         return;
       }

@@ -102,7 +102,7 @@ default: debian
     const r = JSON.parse(out.trim().split("\n").pop() ?? "{}") as {
       seconds: number;
       plans: { statuses: Record<string, number>; p50: number; p99: number };
-      tftp: { data: number; busy: number; other: number };
+      tftp: { data: number; busy: number; other: number; errors: Record<string, number> };
       nbd: { closedByServer: number; listed: number; errors: number };
       health: { maxStall: number; maxRss: number; maxFds: number };
     };
@@ -118,7 +118,7 @@ default: debian
       `| load duration | ${r.seconds.toFixed(1)} s | — |`,
       `| plan requests: answers | ${JSON.stringify(r.plans.statuses)} | — |`,
       `| plan latency p50 / p99 | ${r.plans.p50.toFixed(0)} ms / ${r.plans.p99.toFixed(0)} ms | — |`,
-      `| TFTP RRQs: transfers started / busy / other | ${r.tftp.data} / ${r.tftp.busy} / ${r.tftp.other} | ≤ 256 at once, 8 per client |`,
+      `| TFTP RRQs: transfers started / refused busy / other errors | ${r.tftp.data} / ${r.tftp.busy} / ${r.tftp.other} ${JSON.stringify(r.tftp.errors)} | ≤ 256 at once, 8 per client |`,
       `| NBD connects: closed by the server / listed | ${r.nbd.closedByServer} / ${r.nbd.listed} | 512, 16 per address, 10 s handshake |`,
       `| server peak RSS (VmHWM): before the load / after | ${mb(rssBefore)} / ${mb(peak)} | ${mb(RSS_BOUND)} |`,
       `| server open files (peak sampled) | ${r.health.maxFds} | — |`,

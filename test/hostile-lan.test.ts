@@ -12,8 +12,11 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
+import { pino } from "pino";
+import type { Logger } from "../src/log.ts";
 import { BootServer } from "../src/serve/boot-server.ts";
 import { parseConfig } from "../src/serve/config.ts";
+import type { Entry } from "../src/serve/config.ts";
 import { inetbootOk, tempDir, writeImage } from "./helpers.ts";
 import { TestNbdClient } from "./nbd-client.ts";
 
@@ -78,10 +81,23 @@ async function tinyStore(dir: string): Promise<string> {
   return store;
 }
 
-async function start(t: TestContext, dir: string, store: string, extra = ""): Promise<BootServer> {
+/** Log lines the server wrote (pino JSON), for checks that secrets stay out of them. */
+function capturedLogger(): { logger: Logger; text: () => string } {
+  const lines: string[] = [];
+  const logger = pino({ level: "debug" }, { write: (line: string) => void lines.push(line) });
+  return { logger, text: () => lines.join("") };
+}
+
+async function start(
+  t: TestContext,
+  dir: string,
+  store: string,
+  extra = "",
+  logger?: Logger,
+): Promise<BootServer> {
   const config = parseConfig(
     `http: { port: 0, address: 127.0.0.1 }
-nbd: { port: 0 }
+${extra.includes("nbd:") ? "" : "nbd: { port: 0 }"}
 state: ${join(dir, "state")}
 ui: { write: true, token: ${TOKEN} }
 ${extra}
@@ -99,7 +115,7 @@ default: eph
 `,
     join(dir, "serve.yaml"),
   );
-  const srv = new BootServer(config);
+  const srv = new BootServer(config, { logger });
   await srv.start();
   t.after(() => srv.stop());
   return srv;
@@ -126,7 +142,8 @@ describe("the boot server on a hostile LAN", () => {
   it("a plan's export has an unguessable name that only its machine opens; a claim of the MAC from elsewhere never cuts the machine off", async (t) => {
     const dir = tempDir(t);
     const store = await tinyStore(dir);
-    const srv = await start(t, dir, store);
+    const log = capturedLogger();
+    const srv = await start(t, dir, store, "", log.logger);
     const port = srv.httpPort;
     const mine = exportOf((await http(port, `/ipxe/boot?mac=${VICTIM}`)).body);
     assert.match(mine, /^kept-52-54-00-00-66-01-[0-9a-f]{24}$/);
@@ -148,8 +165,10 @@ describe("the boot server on a hostile LAN", () => {
     assert.notEqual(claimed, mine);
     assert.deepEqual(await victim.readAt(2 << 20, 4096), Buffer.alloc(4096, 0x41));
     assert.equal((await victim.write(3 << 20, Buffer.alloc(4096, 0x42))).error, 0);
-    // The claimer cannot open the machine's connected export.
+    // The claimer cannot open the machine's connected export, nor its own new name for the
+    // machine's disk while the machine is connected to it.
     await assert.rejects(nbdFrom(srv.nbdPort, "127.0.0.9", mine), /NBD_OPT_GO failed/);
+    await assert.rejects(nbdFrom(srv.nbdPort, "127.0.0.9", claimed), /NBD_OPT_GO failed/);
 
     // Ephemeral disks: a second plan for the same MAC never closes the first boot's overlay.
     const eph1 = exportOf((await http(port, `/ipxe/boot?mac=${OTHER}`)).body);
@@ -164,6 +183,86 @@ describe("the boot server on a hostile LAN", () => {
     const second = await nbdFrom(srv.nbdPort, "127.0.0.9", eph2);
     t.after(() => second.close());
     assert.deepEqual(await second.readAt(0, 4096), Buffer.alloc(4096, 7), "a fresh overlay");
+
+    // No full export name in the logs, the events or the API (only the token's first digits).
+    const api = (await http(port, "/api/events")).body + (await http(port, "/api/machines")).body;
+    for (const name of [mine, claimed, eph1, eph2]) {
+      assert.ok(!log.text().includes(name), `${name} is in the log`);
+      assert.ok(!api.includes(name), `${name} is in the API`);
+    }
+    assert.match(log.text(), /nbd client attached/);
+  });
+
+  it("with nbd.allow: any a boot's export is never listed, and the token is all it opens by", async (t) => {
+    const dir = tempDir(t);
+    const store = await tinyStore(dir);
+    const srv = await start(t, dir, store, "nbd: { port: 0, allow: any }");
+    const name = exportOf((await http(srv.httpPort, `/ipxe/boot?mac=${OTHER}`)).body);
+    const lister = await TestNbdClient.negotiating(
+      connect({ port: srv.nbdPort, host: "127.0.0.1", localAddress: "127.0.0.1" }),
+    );
+    t.after(() => lister.close());
+    lister.sendOption(3, Buffer.alloc(0)); // NBD_OPT_LIST
+    const listed: string[] = [];
+    for (;;) {
+      const r = await lister.readOptionReply();
+      if (r.type !== 2) break; // NBD_REP_SERVER
+      listed.push(r.payload.subarray(4, 4 + r.payload.readUInt32BE(0)).toString());
+    }
+    assert.deepEqual(listed, [], "nothing listed, not even to the machine");
+    // Another address opens it by its name (allow: any), not by the MAC.
+    await assert.rejects(
+      nbdFrom(srv.nbdPort, "127.0.0.9", "eph-52-54-00-00-66-02"),
+      /NBD_OPT_GO failed/,
+    );
+    const c = await nbdFrom(srv.nbdPort, "127.0.0.9", name);
+    t.after(() => c.close());
+    assert.deepEqual(await c.readAt(0, 16), Buffer.alloc(16, 7));
+  });
+
+  it("a kept disk reopened after a bigger release keeps the size of the release it was made on", async (t) => {
+    const dir = tempDir(t);
+    const store = await tinyStore(dir);
+    const srv = await start(t, dir, store);
+    const first = await nbdFrom(
+      srv.nbdPort,
+      "127.0.0.1",
+      exportOf((await http(srv.httpPort, `/ipxe/boot?mac=${VICTIM}`)).body),
+    );
+    assert.equal(first.size, 4 << 20);
+    assert.equal((await first.write(1 << 20, Buffer.alloc(4096, 0x44))).error, 0);
+    assert.equal((await first.flush()).error, 0);
+    first.close();
+    // Release 2 is twice as big; the server opens it for the entry (a restart-free refresh).
+    writeImage(join(dir, "disk.img"), [Buffer.alloc(1 << 20, 9), { zero: 7 << 20 }]);
+    await inetbootOk([
+      "pack",
+      join(dir, "disk.img"),
+      "--store",
+      store,
+      "--name",
+      "tiny",
+      "--key",
+      join(dir, "k"),
+    ]);
+    const kept = srv.config.entries.get("kept") as Extract<Entry, { kind: "image" }>;
+    await srv.images?.setPin(kept, null); // the entry reopens its latest release
+    const other = await nbdFrom(
+      srv.nbdPort,
+      "127.0.0.1",
+      exportOf((await http(srv.httpPort, `/ipxe/boot?mac=${OTHER}`)).body),
+    );
+    t.after(() => other.close());
+    assert.equal(other.size, 8 << 20, "a new machine gets release 2");
+    const again = await nbdFrom(
+      srv.nbdPort,
+      "127.0.0.1",
+      exportOf((await http(srv.httpPort, `/ipxe/boot?mac=${VICTIM}`)).body),
+    );
+    t.after(() => again.close());
+    assert.equal(again.size, 4 << 20, "the machine's disk keeps its release's size");
+    assert.deepEqual(await again.readAt(0, 16), Buffer.alloc(16, 7));
+    assert.deepEqual(await again.readAt(1 << 20, 16), Buffer.alloc(16, 0x44), "with its write");
   });
 
   it("with full DHCP a plan must come from the address leased to its MAC", async (t) => {

@@ -255,7 +255,7 @@ default: menu
     assert.deepEqual(problems, []);
     const total = [...statuses.values()].reduce((a, b) => a + b, 0);
     assert.equal(total, 6000);
-  assert.deepEqual(closed, [], "every request is answered");
+    assert.deepEqual(closed, [], "every request is answered");
     // Still serving machines.
     const plan = await fetch(`http://127.0.0.1:${srv.httpPort}/ipxe/boot?mac=52:54:00:12:34:56`);
     assert.equal(plan.status, 200);

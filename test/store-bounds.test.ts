@@ -220,3 +220,37 @@ describe("store bodies are bounded", () => {
     assert.ok(stats.sent < 64 * MB, `sent ${stats.sent} bytes`);
   });
 });
+
+describe("range reads from a mirror", () => {
+  it("a 206 that runs past its range is cut at the range's end, not read on", async (t) => {
+    let sent = 0;
+    let cut = false;
+    const server = createServer((req, res) => {
+      res.writeHead(206, { "content-range": "bytes 0-99/1073741824" });
+      res.on("close", () => (cut = !res.writableFinished));
+      const block = Buffer.alloc(64 * 1024, 0x42);
+      const pump = (): void => {
+        while (sent < GiB && !res.destroyed) {
+          sent += block.length;
+          if (!res.write(block)) return void res.once("drain", pump);
+        }
+        if (!res.destroyed) res.end();
+      };
+      pump();
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    t.after(() => {
+      server.closeAllConnections();
+      server.close();
+    });
+    const { port } = server.address() as AddressInfo;
+    const reader = new HttpStoreReader(`http://127.0.0.1:${port}/store/`);
+    t.after(() => reader.close());
+    const parts: Buffer[] = [];
+    for await (const p of reader.readRange("packs/x.pack", 0, 100)) parts.push(p);
+    assert.equal(Buffer.concat(parts).length, 100);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(cut, "the connection was closed");
+    assert.ok(sent < 64 * MB, `the mirror got ${sent} bytes out before it was cut`);
+  });
+});

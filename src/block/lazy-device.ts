@@ -1,6 +1,7 @@
 // A device opened on first use: the size is known up front (an NBD handshake needs it), the
 // device behind it (a machine's copy-on-write overlay: a file and a descriptor) is opened only
 // when a client reads or writes. So a request that merely plans a boot costs no file.
+import { BlockIoError } from "./block-device.ts";
 import type { BlockDevice, Extent, WriteOptions } from "./block-device.ts";
 
 export class LazyDevice implements BlockDevice {
@@ -8,6 +9,7 @@ export class LazyDevice implements BlockDevice {
   readonly readOnly = false;
   readonly #open: () => Promise<BlockDevice>;
   #device: Promise<BlockDevice> | null = null;
+  #closed = false;
 
   constructor(size: number, open: () => Promise<BlockDevice>) {
     this.size = size;
@@ -20,6 +22,8 @@ export class LazyDevice implements BlockDevice {
   }
 
   #get(): Promise<BlockDevice> {
+    // Closed means gone: a client still attached gets I/O errors, never a fresh device.
+    if (this.#closed) return Promise.reject(new BlockIoError("the device was closed"));
     if (!this.#device) {
       const p = this.#open();
       this.#device = p;
@@ -41,6 +45,7 @@ export class LazyDevice implements BlockDevice {
   }
 
   async flush(): Promise<void> {
+    if (this.#closed) throw new BlockIoError("the device was closed");
     if (this.#device) await (await this.#device).flush?.();
   }
 
@@ -62,6 +67,7 @@ export class LazyDevice implements BlockDevice {
 
   /** Closes the device behind, if it was opened. */
   async close(): Promise<void> {
+    this.#closed = true;
     const p = this.#device;
     this.#device = null;
     if (p) await (await p.catch(() => null))?.close();

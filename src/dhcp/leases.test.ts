@@ -63,3 +63,22 @@ it("explains an unreadable lease file", async (t) => {
   (await import("node:fs")).writeFileSync(file, "{not json");
   await assert.rejects(LeaseDb.open(POOL, file), /unreadable.*move it away/);
 });
+
+it("a REQUEST alone does not move a MAC's valid lease to another address; who holds what is known", async () => {
+  let now = 1_000_000;
+  const db = await LeaseDb.open(POOL, null, () => now);
+  assert.equal(db.offer(A), "10.0.0.10");
+  assert.ok(await db.commit(A, "10.0.0.10"));
+  assert.equal(db.holderOf("10.0.0.10"), A);
+  assert.equal(db.addressOf(A), "10.0.0.10");
+  // A spoofed REQUEST with A's MAC for a free address is refused (NAK): A keeps its address.
+  assert.equal(await db.commit(A, "10.0.0.11"), null);
+  assert.equal(db.addressOf(A), "10.0.0.10");
+  assert.equal(db.holderOf("10.0.0.11"), undefined);
+  // Offers do not count as holding; an expired lease holds nothing and may move.
+  assert.equal(db.offer(B), "10.0.0.11");
+  assert.equal(db.holderOf("10.0.0.11"), undefined);
+  now += 601_000;
+  assert.equal(db.addressOf(A), undefined);
+  assert.ok(await db.commit(A, "10.0.0.12"));
+});

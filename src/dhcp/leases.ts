@@ -189,6 +189,19 @@ export class LeaseDb {
   async commit(mac: string, ip: string, hostname?: string): Promise<Lease | null> {
     mac = mac.toLowerCase();
     if (!this.#availableTo(ip, mac)) return null;
+    // A MAC holding a valid lease is not moved to another address by a REQUEST alone (a
+    // spoofed one would carry the machine's identity to the spoofer's address): only to the
+    // address this server offered it (a reservation that changed, a pool that moved).
+    const held = this.#leases.get(mac);
+    const offered = this.#offers.get(mac);
+    if (
+      held &&
+      held.ip !== ip &&
+      held.expires > this.#now() &&
+      !(offered?.ip === ip && offered.until > this.#now())
+    ) {
+      return null;
+    }
     const lease: Lease = {
       mac,
       ip,

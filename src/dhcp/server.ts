@@ -6,6 +6,7 @@ import type { RemoteInfo, Socket } from "node:dgram";
 import { networkInterfaces } from "node:os";
 import { silentLogger } from "../log.ts";
 import type { Logger } from "../log.ts";
+import { RateLimitedLog } from "../lib/rate-limited-log.ts";
 import { bindToInterface, bindUdp } from "../net/interface.ts";
 import { classifyFirmware } from "./firmware.ts";
 import type { Firmware } from "./firmware.ts";
@@ -133,6 +134,7 @@ export class DhcpServer {
   #stats = { received: 0, dropped: 0, replies: 0 };
   /** Proxy mode: where relayed requests may come from (computed at start). */
   #relaySubnets: Subnet[] = [];
+  readonly #malformed = new RateLimitedLog();
   readonly #configuredRelays: Subnet[];
   #lastDropLog = -Infinity;
   #dropsNotLogged = 0;
@@ -204,9 +206,12 @@ export class DhcpServer {
     } catch (err) {
       if (!(err instanceof DhcpDecodeError)) throw err;
       this.#stats.dropped++;
-      this.#log.warn(
-        { from: `${rinfo.address}:${rinfo.port}`, reason: err.message },
-        "malformed DHCP packet dropped",
+      // Source addresses are spoofable: a flood of bad packets is one line per interval.
+      this.#malformed.hit("malformed", (suppressed) =>
+        this.#log.warn(
+          { from: `${rinfo.address}:${rinfo.port}`, reason: err.message, suppressed },
+          "malformed DHCP packet dropped",
+        ),
       );
       return;
     }

@@ -54,6 +54,8 @@ export interface NbdServerOptions {
    * export it was attached to and the client's address (undefined for unix sockets).
    */
   onDisconnect?: (exportName: string, remote: string | undefined) => void;
+  /** How export names appear in logs (names that carry a secret are cut). Default: as they are. */
+  logName?: (exportName: string) => string;
 }
 
 /** Time a client has to finish the handshake: real clients need milliseconds. */
@@ -151,6 +153,7 @@ export class NbdServer {
   /** Connections in the transmission phase per export name. */
   readonly #attached = new Map<string, number>();
   readonly #onDisconnect: NbdServerOptions["onDisconnect"];
+  readonly #logName: (name: string) => string;
   /** Per refusal reason: when it was last logged and how many were refused since. */
   readonly #refusals = new Map<string, { at: number; suppressed: number }>();
 
@@ -159,6 +162,7 @@ export class NbdServer {
     this.#defaultExport = options.defaultExport ?? true;
     this.#log = options.logger ?? silentLogger;
     this.#onDisconnect = options.onDisconnect;
+    this.#logName = options.logName ?? ((n) => n);
     const { maxRequestBytes, maxInFlightPerConnection, maxInFlightPerServer } = options;
     const { handshakeTimeoutMs, maxConnections, maxConnectionsPerAddress } = options;
     this.#opts = {
@@ -222,7 +226,11 @@ export class NbdServer {
     });
     const conn = new Connection(this, socket, this.#nextConnection++);
     conn.run().catch((err: unknown) => {
-      this.#log.warn({ conn: conn.id, err: (err as Error).message }, "nbd connection failed");
+      this.warnLimited(
+        "nbd connection failed",
+        { conn: conn.id, err: (err as Error).message },
+        `failed ${socket.remoteAddress}`,
+      );
       socket.destroy();
     });
   }
@@ -255,6 +263,11 @@ export class NbdServer {
    * Connections now in the transmission phase on the export named `name` (whatever device
    * they were given when they attached: replacing or removing the export does not detach them).
    */
+  /** An export name as logs show it. */
+  logName(name: string): string {
+    return this.#logName(name.slice(0, 256));
+  }
+
   clientsOf(name: string): number {
     return this.#attached.get(name) ?? 0;
   }
@@ -271,7 +284,10 @@ export class NbdServer {
     try {
       this.#onDisconnect?.(name, remote);
     } catch (err) {
-      this.#log.warn({ export: name, err: (err as Error).message }, "nbd onDisconnect failed");
+      this.#log.warn(
+        { export: this.logName(name), err: (err as Error).message },
+        "nbd onDisconnect failed",
+      );
     }
   }
 
@@ -321,7 +337,7 @@ export class NbdServer {
     if (e?.allow && !e.allow(remote)) {
       this.warnLimited(
         "nbd export refused to this client",
-        { remote, export: name },
+        { remote, export: this.logName(name) },
         `refused ${remote}`,
       );
       return undefined;
@@ -433,7 +449,10 @@ class Connection {
       const chosen = await this.#negotiate();
       clearTimeout(deadline);
       if (!chosen) return;
-      this.#log.info({ export: chosen.name, structured: this.#structured }, "nbd client attached");
+      this.#log.info(
+        { export: this.#server.logName(chosen.name), structured: this.#structured },
+        "nbd client attached",
+      );
       this.#server.attached(chosen.name);
       try {
         await this.#transmit(chosen);
@@ -446,7 +465,11 @@ class Connection {
         this.#log.debug("nbd client went away");
       } else if (err instanceof P.NbdProtocolError) {
         // Garbage from the client: this connection only is closed.
-        this.#log.warn({ err: err.message }, "nbd protocol error; closing the connection");
+        this.#server.warnLimited(
+          "nbd protocol error; closing the connection",
+          { err: err.message },
+          `protocol ${this.#socket.remoteAddress}`,
+        );
       } else throw err;
     } finally {
       clearTimeout(deadline);
@@ -491,7 +514,7 @@ class Connection {
           const e = this.#server.exportNamed(data.toString("utf8"), this.#socket.remoteAddress);
           if (!e)
             throw new P.NbdProtocolError(
-              `unknown export "${data.toString("utf8")}" requested with NBD_OPT_EXPORT_NAME`,
+              `unknown export "${this.#server.logName(data.toString("utf8"))}" requested with NBD_OPT_EXPORT_NAME`,
             );
           this.#socket.write(
             P.encodeExportNameReply(e.device.size, transmissionFlags(e.device), this.#noZeroes),

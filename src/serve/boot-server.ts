@@ -9,6 +9,7 @@ import { openChunkCache } from "../block/chunk-cache.ts";
 import { buildNbdOverlay, nbdOverlayCmdline, nbdRootCmdline } from "../boot/nbd-overlay.ts";
 import { firmwareKey } from "../dhcp/firmware.ts";
 import { LeaseDb } from "../dhcp/leases.ts";
+import { RateLimitedLog } from "../lib/rate-limited-log.ts";
 import { DhcpServer } from "../dhcp/server.ts";
 import type { BootAnswer, DhcpClient } from "../dhcp/server.ts";
 import { RemoteFileCache } from "../http/file-cache.ts";
@@ -82,6 +83,8 @@ export class BootServer {
   /** Null prototype: a request for /firmware/constructor finds nothing, not Object's. */
   readonly #firstStageFiles: Record<string, string> = Object.create(null) as Record<string, string>;
   #leases: LeaseDb | undefined;
+  /** Refused plans are logged at most once per interval per address. */
+  readonly #refusals = new RateLimitedLog();
 
   constructor(config: ServeConfig, options: BootServerOptions = {}) {
     this.config = config;
@@ -232,7 +235,10 @@ export class BootServer {
       labels: {},
     };
     const entry = this.config.entries.get(chooseEntry(this.config, facts).entry);
-    if (entry?.kind !== "image" || !this.#images) return undefined;
+    // DHCP answers whoever sends a MAC: the name goes out only where it opens nothing by
+    // itself (nbd.allow: machine binds it to the address that asked for the plan).
+    if (entry?.kind !== "image" || !this.#images || this.config.nbd.allow === "any")
+      return undefined;
     const name = this.#images.currentExport(entry.name, client.mac);
     return name ? `${this.#address}:${this.#nbdPort}/${name}` : undefined;
   }
@@ -351,7 +357,12 @@ export class BootServer {
       await writeFile(this.#nbdOverlayPath, await buildNbdOverlay());
     }
     // No default export: each export is one machine's disk, reachable only by its own name.
-    const nbd = new NbdServer({ exports: [], defaultExport: false, logger: this.#log });
+    const nbd = new NbdServer({
+      exports: [],
+      defaultExport: false,
+      logger: this.#log,
+      logName: redactedExport, // the token in a boot's export name stays out of the logs
+    });
     const host = c.listen.interface ? "0.0.0.0" : this.#address;
     const bound = await nbd.listen({ host, port: c.nbd.port });
     this.#nbd = nbd;
@@ -438,7 +449,12 @@ export class BootServer {
     if (!why) return false;
     // Recorded without the MAC: the claim must not touch the real machine's record.
     this.#record({ stage: "plan-refused", ip, detail: `plan for ${mac}: ${why}` });
-    this.#log.warn({ ip, mac, reason: why }, "plan request refused: the MAC is not this address's");
+    this.#refusals.hit(ip, (suppressed) =>
+      this.#log.warn(
+        { ip, mac, reason: why, suppressed },
+        "plan request refused: the MAC is not this address's",
+      ),
+    );
     send(res, 403, errorScript(`refused: ${why}`), "text/plain; charset=utf-8");
     return true;
   }

@@ -51,6 +51,22 @@ describe("per-boot export tickets", () => {
     assert.equal(t.expire()[0]?.name, used.name);
   });
 
+  it("when a machine's newest ticket goes, its newest remaining one becomes current", () => {
+    const connected = new Set<string>();
+    const { t, advance } = tickets(connected);
+    const running = t.issue("img", MAC, "10.0.0.5").ticket;
+    connected.add(running.name);
+    advance(1000);
+    const retry = t.issue("img", MAC, "10.0.0.5").ticket;
+    assert.ok(t.isCurrent(retry));
+    advance(61_000);
+    assert.deepEqual(
+      t.expire().map((x) => x.name),
+      [retry.name],
+    );
+    assert.ok(t.isCurrent(running), "the connected one may reconnect after a blip");
+  });
+
   it("one address holds a few waiting tickets, all addresses a bounded number; connected ones never go", () => {
     const connected = new Set<string>();
     const { t } = tickets(connected, { maxPerAddress: 3, max: 10 });

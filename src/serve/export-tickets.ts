@@ -147,7 +147,13 @@ export class ExportTickets {
     names?.delete(t.name);
     if (names?.size === 0) this.#byAddress.delete(t.address);
     const key = `${t.entry}/${t.mac}`;
-    if (this.#current.get(key) === t.name) this.#current.delete(key);
+    if (this.#current.get(key) === t.name) {
+      // The machine's newest remaining ticket becomes its current one (an older connection may
+      // still need to reconnect on it).
+      const rest = this.of(t.entry, t.mac);
+      if (rest.length) this.#current.set(key, rest[rest.length - 1].name);
+      else this.#current.delete(key);
+    }
     return t;
   }
 }

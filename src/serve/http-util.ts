@@ -3,6 +3,7 @@
 import { createHash } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { formatMac, parseMac } from "../dhcp/packet.ts";
+import { INLINE_TEXTS } from "./ui/html.ts";
 
 export class HttpError extends Error {
   readonly status: number;
@@ -28,14 +29,15 @@ const sha256 = (text: string): string =>
   `'sha256-${createHash("sha256").update(text).digest("base64")}'`;
 
 /**
- * A page's Content-Security-Policy: nothing loads from elsewhere, only the page's own inline
- * scripts and styles run (by hash: every value on a page is escaped, so each <script> in it is
- * ours), no framing (clickjacking of the write forms), forms post only back here.
+ * A page's Content-Security-Policy: nothing loads from elsewhere, only the inline scripts and
+ * styles the page renderer put there from code (INLINE_TEXTS, by hash) run, no framing
+ * (clickjacking of the write forms), forms post only back here.
  */
 export function htmlHeaders(body: string): Record<string, string> {
   const hashes = (tag: string): string =>
-    [...body.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, "g"))]
-      .map((m) => sha256(m[1]))
+    [...INLINE_TEXTS]
+      .filter((t) => body.includes(`<${tag}>${t}</${tag}>`))
+      .map(sha256)
       .join(" ");
   const csp = [
     "default-src 'none'",

@@ -27,6 +27,8 @@ type ImageEntry = Extract<Entry, { kind: "image" }>;
 
 /** How long a boot waits for a newer release to be found and opened before it goes on. */
 const REFRESH_WAIT_MS = 2000;
+/** Connections one boot's export takes (the kernel's client uses one; multi-conn a few). */
+export const MAX_CONNECTIONS_PER_BOOT = 8;
 /** How often tickets nobody connected to are looked for and dropped. */
 const SWEEP_MS = 15_000;
 
@@ -104,7 +106,7 @@ export class ImageExports {
   /** Ticket name → its export's device (opened on first use). */
   readonly #exports = new Map<string, { device: LazyDevice; entry: string; mac: string }>();
   /** ENTRY-MAC → a per-machine disk, open while a ticket of the machine exists. */
-  readonly #disks = new Map<string, Promise<CowDevice>>();
+  readonly #disks = new Map<string, { base: Base; device: Promise<CowDevice> }>();
   /** Entry → its disk kind. */
   readonly #kinds = new Map<string, "ephemeral" | "per-machine">();
   readonly #sweep: NodeJS.Timeout;
@@ -128,7 +130,11 @@ export class ImageExports {
     for (const e of options.entries ?? []) this.#kinds.set(e.name, e.disk);
     // Fresh overlays of an earlier run belong to boots that are over.
     rmSync(join(options.stateDir, "ephemeral"), { recursive: true, force: true });
-    this.#sweep = setInterval(() => void this.#drop(this.#tickets.expire()), SWEEP_MS);
+    this.#sweep = setInterval(() => {
+      this.#drop(this.#tickets.expire()).catch((err: Error) =>
+        this.#log.warn({ err: err.message }, "cannot drop expired boot exports"),
+      );
+    }, SWEEP_MS);
     this.#sweep.unref();
   }
 
@@ -311,18 +317,18 @@ export class ImageExports {
     const current = await this.#current(entry);
     const path = this.#overlayPath(entry, mac);
     const key = ImageExports.exportName(entry.name, mac);
+    // A kept disk already open stays on the release it was opened over (size included).
     const shared = entry.disk === "per-machine" ? this.#disks.get(key) : undefined;
-    const base = shared ? null : await this.#diskBase(entry, mac, path, current);
+    const base = shared?.base ?? (await this.#diskBase(entry, mac, path, current));
     const { ticket, dropped } = this.#tickets.issue(entry.name, mac, plainAddress(address) ?? "");
     await this.#drop(dropped);
-    const size = (base ?? current).trace.size;
-    const device = new LazyDevice(size, () =>
+    const device = new LazyDevice(base.trace.size, () =>
       entry.disk === "per-machine"
-        ? this.#machineDisk(entry, mac, path, base ?? current)
-        : this.#ephemeralDisk(entry, ticket.name, base ?? current),
+        ? this.#machineDisk(entry, mac, path, base)
+        : this.#ephemeralDisk(entry, ticket.name, base),
     );
     this.#exports.set(ticket.name, { device, entry: entry.name, mac });
-    const label = (base ?? current).stack.label;
+    const label = base.stack.label;
     this.#o.nbd.setExport({
       name: ticket.name,
       description: `${label} for ${mac}`,
@@ -338,9 +344,17 @@ export class ImageExports {
   #allows(ticket: Ticket, remote: string | undefined): boolean {
     if (this.#tickets.get(ticket.name) !== ticket) return false;
     if (this.#o.allow !== "any" && plainAddress(remote) !== ticket.address) return false;
-    // A machine's kept disk opens only on its newest ticket (an older one's connection stays).
+    // A boot's disk needs a connection or a few (multi-conn), never the server's whole budget.
+    if (this.#o.nbd.clientsOf(ticket.name) >= MAX_CONNECTIONS_PER_BOOT) return false;
     const entry = this.#exports.get(ticket.name);
-    return !entry || !this.#perMachine(entry.entry) || this.#tickets.isCurrent(ticket);
+    if (!entry || !this.#perMachine(entry.entry)) return true;
+    // A machine's kept disk opens only on its newest ticket (an older one's connection stays),
+    // and never while a connection from another address uses it: claiming the MAC of a running
+    // machine does not open its disk.
+    if (!this.#tickets.isCurrent(ticket)) return false;
+    return !this.#tickets
+      .of(ticket.entry, ticket.mac)
+      .some((t) => t.address !== ticket.address && this.#o.nbd.clientsOf(t.name) > 0);
   }
 
   #perMachine(entry: string): boolean {
@@ -355,7 +369,7 @@ export class ImageExports {
     base: Base,
   ): Promise<BlockDevice> {
     const key = ImageExports.exportName(entry.name, mac);
-    let p = this.#disks.get(key);
+    let p = this.#disks.get(key)?.device;
     if (!p) {
       p = (async () => {
         await mkdir(dirname(path), { recursive: true });
@@ -374,8 +388,11 @@ export class ImageExports {
         }
         return device;
       })();
-      this.#disks.set(key, p);
-      p.catch(() => this.#disks.delete(key));
+      const opening = p;
+      this.#disks.set(key, { base, device: opening });
+      opening.catch(() => {
+        if (this.#disks.get(key)?.device === opening) this.#disks.delete(key);
+      });
     }
     return new SharedBase(await p);
   }
@@ -399,17 +416,27 @@ export class ImageExports {
       const e = this.#exports.get(t.name);
       this.#exports.delete(t.name);
       if (!e) continue;
-      await e.device.close();
-      if (this.#perMachine(e.entry)) {
-        if (this.#tickets.of(e.entry, e.mac).length > 0) continue;
-        const key = ImageExports.exportName(e.entry, e.mac);
-        const disk = this.#disks.get(key);
-        this.#disks.delete(key);
-        await (await disk?.catch(() => null))?.close();
-      } else {
-        await rm(this.#ephemeralPath(e.entry, t.name), { force: true });
+      try {
+        await e.device.close();
+        if (this.#perMachine(e.entry)) {
+          if (this.#tickets.of(e.entry, e.mac).length === 0) await this.#closeDisk(e.entry, e.mac);
+        } else {
+          await rm(this.#ephemeralPath(e.entry, t.name), { force: true });
+        }
+      } catch (err) {
+        this.#log.warn(
+          { entry: e.entry, mac: e.mac, err: (err as Error).message },
+          "cannot close a boot's disk",
+        );
       }
     }
+  }
+
+  async #closeDisk(entry: string, mac: string): Promise<void> {
+    const key = ImageExports.exportName(entry, mac);
+    const disk = this.#disks.get(key);
+    this.#disks.delete(key);
+    await (await disk?.device.catch(() => null))?.close();
   }
 
   /** The machine's current export name for the entry (DHCP root path), if it has one. */
@@ -475,9 +502,7 @@ export class ImageExports {
     const tickets = this.#tickets.of(entry.name, mac);
     for (const t of tickets) this.#tickets.remove(t.name);
     await this.#drop(tickets);
-    const disk = this.#disks.get(key);
-    this.#disks.delete(key);
-    await (await disk?.catch(() => null))?.close();
+    await this.#closeDisk(entry.name, mac);
     await rm(path, { force: true });
     await rm(`${path}.release.json`, { force: true });
     this.#stays.delete(key);
@@ -522,7 +547,7 @@ export class ImageExports {
     await Promise.allSettled(this.#refreshing.values()); // a stack it opens is closed below
     clearInterval(this.#sweep);
     for (const e of this.#exports.values()) await e.device.close();
-    for (const p of this.#disks.values()) await (await p.catch(() => null))?.close();
+    for (const d of this.#disks.values()) await (await d.device.catch(() => null))?.close();
     for (const p of [...this.#bases.values(), ...this.#older.values()]) {
       await (await p.catch(() => null))?.stack.close();
     }

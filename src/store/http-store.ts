@@ -91,6 +91,7 @@ export class HttpStoreReader implements StoreReader {
     let skip = whole ? offset : 0;
     let left = length;
     for await (const part of res.body as AsyncIterable<Buffer>) {
+      if (left === 0) break; // a 206 running past its range: the rest is not read
       let piece = part;
       if (skip > 0) {
         const n = Math.min(skip, piece.length);
@@ -102,7 +103,7 @@ export class HttpStoreReader implements StoreReader {
       if (piece.length > 0) yield piece;
       if (left === 0 && whole) break; // the rest of a whole file is not wanted
     }
-    if (whole && !res.body.destroyed) res.body.destroy();
+    if (!res.body.destroyed && !res.body.readableEnded) res.body.destroy();
     if (left > 0) throw new FetchError(`GET ${url} (${range}) ended ${left} bytes short`);
   }
 

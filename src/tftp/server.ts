@@ -22,7 +22,7 @@ import {
 } from "./protocol.ts";
 import type { TftpPacket } from "./protocol.ts";
 import { NetasciiSource } from "./netascii.ts";
-import { RateLimitedLog } from "./rate-limited-log.ts";
+import { RateLimitedLog } from "../lib/rate-limited-log.ts";
 import { TftpError } from "./tree.ts";
 import type { TftpSource, TftpTree } from "./tree.ts";
 

@@ -4,6 +4,9 @@
 /** One line per kind per this many milliseconds at most. */
 export const DEFAULT_LOG_INTERVAL_MS = 10_000;
 
+/** Kinds remembered at most (kinds may be client addresses). */
+const MAX_KINDS = 4096;
+
 export class RateLimitedLog {
   readonly #intervalMs: number;
   readonly #last = new Map<string, { at: number; suppressed: number }>();
@@ -23,6 +26,7 @@ export class RateLimitedLog {
       last.suppressed++;
       return;
     }
+    if (this.#last.size >= MAX_KINDS) this.#last.clear(); // kinds keyed by address: bounded
     this.#last.set(kind, { at: now, suppressed: 0 });
     write(last?.suppressed ?? 0);
   }
