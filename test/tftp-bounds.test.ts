@@ -110,7 +110,10 @@ it(
       assert.equal(got.length, expected.length, `transfer ${i} length`);
       assert.ok(got.equals(expected), `transfer ${i} bytes`);
     }
-    assert.ok(stallMs < 100, `event loop stalled ${stallMs.toFixed(1)} ms`);
+    // Before streaming, one 16 MB conversion held the loop ~1 s (4.3 s for four). The bound
+    // leaves room for a loaded 2-core CI machine (QEMU suites run beside this one); the soak
+    // bench measures the server's own stall under a LAN flood against 100 ms.
+    assert.ok(stallMs < 400, `event loop stalled ${stallMs.toFixed(1)} ms`);
     assert.ok(rssGrowthMb < 64, `RSS grew ${rssGrowthMb.toFixed(1)} MB`);
     assert.equal(server.stats.completed, N);
   },
