@@ -13,7 +13,7 @@ import { runInNewContext } from "node:vm";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { pino } from "pino";
-import type { Logger } from "../src/log.ts";
+import type { Logger } from "../src/lib/log.ts";
 import { BootServer } from "../src/serve/boot-server.ts";
 import { parseConfig } from "../src/serve/config.ts";
 import type { Entry } from "../src/serve/config.ts";

@@ -14,7 +14,7 @@ import { pino } from "pino";
 import type { BlockDevice } from "../src/block/block-device.ts";
 import { checkRange } from "../src/block/block-device.ts";
 import { FileDevice } from "../src/block/file-device.ts";
-import type { Logger } from "../src/log.ts";
+import type { Logger } from "../src/lib/log.ts";
 import * as P from "../src/nbd/protocol.ts";
 import { NbdServer } from "../src/nbd/server.ts";
 import type { NbdServerOptions } from "../src/nbd/server.ts";

@@ -23,11 +23,11 @@ import { promisify } from "node:util";
 import { constants, zstdCompress } from "node:zlib";
 import { ChunkCorruptError } from "../store/errors.ts";
 import { chunkFile, isChunkId } from "../store/layout.ts";
-import { tempPathFor } from "../store/local-store.ts";
+import { tempPathFor } from "../lib/atomic-file.ts";
 import { isZeroChunk, verifyChunk } from "../store/chunks.ts";
 import type { IndexChunk } from "../store/caibx.ts";
-import { silentLogger } from "../log.ts";
-import type { Logger } from "../log.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
 import type { ChunkFetcher, ChunkRef } from "./chunk-fetcher.ts";
 
 const compress = promisify(zstdCompress);

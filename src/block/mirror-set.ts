@@ -4,8 +4,8 @@
 import { loadChunkWithFrame } from "../store/chunks.ts";
 import type { ChunkSource, VerifiedChunk } from "../store/chunks.ts";
 import type { StoreReader } from "../store/store-reader.ts";
-import { silentLogger } from "../log.ts";
-import type { Logger } from "../log.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
 import { BlockIoError } from "./block-device.ts";
 import type { ChunkFetcher, ChunkRef } from "./chunk-fetcher.ts";
 

@@ -6,7 +6,7 @@
 // or, for a plain file or http:// URL, tracer → overlay → file/HTTP device.
 import { existsSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
-import { writeFileAtomic } from "../store/local-store.ts";
+import { writeFileAtomic } from "../lib/atomic-file.ts";
 import { join } from "node:path";
 import { ChunkMissingError, FetchError, NotFoundError, UsageError } from "../store/errors.ts";
 import { profilePath } from "../store/boot-pack.ts";
@@ -19,8 +19,8 @@ import { openImage } from "../store/source.ts";
 import type { OpenedImage } from "../store/source.ts";
 import { isUrl, openStoreReader } from "../store/store-reader.ts";
 import type { TrustPolicy } from "../store/trust.ts";
-import { silentLogger } from "../log.ts";
-import type { Logger } from "../log.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
 import type { BlockDevice } from "./block-device.ts";
 import { openChunkCache } from "./chunk-cache.ts";
 import type { ChunkCache } from "./chunk-cache.ts";

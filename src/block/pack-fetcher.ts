@@ -7,8 +7,8 @@ import type { PackEntry, PackInfo } from "../store/boot-pack.ts";
 import { verifyChunk } from "../store/chunks.ts";
 import type { VerifiedChunk } from "../store/chunks.ts";
 import type { StoreReader } from "../store/store-reader.ts";
-import { silentLogger } from "../log.ts";
-import type { Logger } from "../log.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
 import type { ChunkCache } from "./chunk-cache.ts";
 import type { ChunkFetcher, ChunkRef } from "./chunk-fetcher.ts";
 

@@ -5,8 +5,8 @@
 import type { BlockDevice } from "./block-device.ts";
 import { PassThroughDevice } from "./pass-through.ts";
 import type { ProfileEntry } from "./profile.ts";
-import { silentLogger } from "../log.ts";
-import type { Logger } from "../log.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
 
 export const DEFAULT_PREFETCH_STREAMS = 4;
 /** Neighbouring profile regions closer than this are read as one. */

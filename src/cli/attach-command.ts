@@ -3,11 +3,11 @@ import type { Command } from "commander";
 import { cacheCoverage, openChunkCache, readCacheSettings } from "../block/chunk-cache.ts";
 import { openDeviceStack } from "../block/open-stack.ts";
 import { profileChunks, readProfile } from "../block/profile.ts";
-import { createLogger } from "../log.ts";
+import { createLogger } from "../lib/log.ts";
 import { NbdServer, nbdUri, parseListen } from "../nbd/server.ts";
 import { openImage } from "../store/source.ts";
 import type { TrustPolicy } from "../store/trust.ts";
-import { formatBytes } from "./format.ts";
+import { formatBytes } from "../lib/format.ts";
 import { collect, parseBytes } from "./options.ts";
 
 interface AttachFlags {

@@ -4,7 +4,7 @@ import type { Command } from "commander";
 import { openRawDevice } from "../block/open-stack.ts";
 import { IsoImage } from "../iso/iso9660.ts";
 import { detectRecipe } from "../iso/recipes.ts";
-import { formatBytes } from "./format.ts";
+import { formatBytes } from "../lib/format.ts";
 
 export function registerIsoCommands(program: Command): void {
   const iso = program.command("iso").description("live ISO images");

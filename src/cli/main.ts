@@ -24,7 +24,7 @@ import { registerIsoCommands } from "./iso-command.ts";
 import { registerProfileCommands } from "./profile-command.ts";
 import { registerRunCommand } from "./run-command.ts";
 import { registerServeCommand } from "./serve-command.ts";
-import { formatBytes, formatRate, formatTable } from "./format.ts";
+import { formatBytes, formatRate, formatTable } from "../lib/format.ts";
 import { collect, positiveInt } from "./options.ts";
 import { createProgressBar } from "./progress.ts";
 

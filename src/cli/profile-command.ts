@@ -7,14 +7,14 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { openDeviceStack } from "../block/open-stack.ts";
 import { TraceDevice } from "../block/trace-device.ts";
-import { createLogger } from "../log.ts";
+import { createLogger } from "../lib/log.ts";
 import { NbdServer } from "../nbd/server.ts";
 import { decodeSecretKey } from "../store/minisign.ts";
 import { optimizeRelease } from "../store/optimize.ts";
 import { isUrl } from "../store/store-reader.ts";
 import { nbdRootCmdline } from "../boot/nbd-overlay.ts";
 import type { TrustFactory } from "./attach-command.ts";
-import { formatBytes } from "./format.ts";
+import { formatBytes } from "../lib/format.ts";
 import { runVm } from "./qemu-vm.ts";
 import { collect, positiveInt } from "./options.ts";
 

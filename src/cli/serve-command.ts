@@ -1,6 +1,6 @@
 // `inetboot serve`: the boot server (DHCP/proxyDHCP, TFTP, HTTP) until interrupted.
 import type { Command } from "commander";
-import { createLogger } from "../log.ts";
+import { createLogger } from "../lib/log.ts";
 import { BootServer } from "../serve/boot-server.ts";
 import { ConfigError, loadConfig } from "../serve/config.ts";
 import type { ServeConfig } from "../serve/config.ts";

@@ -2,7 +2,7 @@
 // atomically before the ACK goes out, so a restart never hands one address to two machines),
 // short-lived offers, declined addresses kept out of the pool for a while.
 import { readFile } from "node:fs/promises";
-import { isErrno, writeFileAtomic } from "../store/local-store.ts";
+import { isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
 import { ipToNumber, numberToIp } from "./packet.ts";
 
 export interface Reservation {

@@ -4,8 +4,8 @@
 import { createSocket } from "node:dgram";
 import type { RemoteInfo, Socket } from "node:dgram";
 import { networkInterfaces } from "node:os";
-import { silentLogger } from "../log.ts";
-import type { Logger } from "../log.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
 import { RateLimitedLog } from "../lib/rate-limited-log.ts";
 import { bindToInterface, bindUdp } from "../net/interface.ts";
 import { classifyFirmware } from "./firmware.ts";

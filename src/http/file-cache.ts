@@ -7,9 +7,9 @@ import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Readable, Transform } from "node:stream";
-import { silentLogger } from "../log.ts";
-import type { Logger } from "../log.ts";
-import { isErrno, tempPathFor, writeFileAtomic } from "../store/local-store.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
+import { isErrno, tempPathFor, writeFileAtomic } from "../lib/atomic-file.ts";
 
 export interface CachedFile {
   path: string;

@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { BlockDevice } from "../block/block-device.ts";
-import { isErrno } from "../store/local-store.ts";
+import { isErrno } from "../lib/atomic-file.ts";
 
 export interface SendFileOptions {
   contentType?: string;

@@ -5,7 +5,7 @@
 // extents (offset, size) the caller reads or serves by range.
 import { checkRange, dataExtent } from "../block/block-device.ts";
 import type { BlockDevice, Extent } from "../block/block-device.ts";
-import { stripUndefined } from "../options.ts";
+import { stripUndefined } from "../lib/options.ts";
 
 export const SECTOR = 2048;
 

@@ -11,9 +11,9 @@ import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
-import { silentLogger } from "../log.ts";
-import type { Logger } from "../log.ts";
-import { writeFileAtomic } from "../store/local-store.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
+import { writeFileAtomic } from "../lib/atomic-file.ts";
 
 /** Where the list is, its detached signature (none: the list is clearsigned), whose keys count. */
 export interface ChecksumsSpec {

@@ -6,9 +6,9 @@ import type { AddressInfo, Server, Socket } from "node:net";
 import { rm } from "node:fs/promises";
 import { dataExtent, OutOfRangeError, ReadOnlyError } from "../block/block-device.ts";
 import type { BlockDevice } from "../block/block-device.ts";
-import { silentLogger } from "../log.ts";
-import type { Logger } from "../log.ts";
-import { stripUndefined } from "../options.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
+import { stripUndefined } from "../lib/options.ts";
 import { ByteQueue, ConnectionClosedError } from "./byte-queue.ts";
 import * as P from "./protocol.ts";
 

@@ -16,7 +16,7 @@ import { profilePath } from "../store/boot-pack.ts";
 import { openImage } from "../store/source.ts";
 import type { DhcpServer } from "../dhcp/server.ts";
 import type { LiveIso } from "../iso/live-iso.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../lib/log.ts";
 import type { NbdServer } from "../nbd/server.ts";
 import { listStore } from "../store/list.ts";
 import type { ListedRelease } from "../store/list.ts";

@@ -1,7 +1,7 @@
 // One-shot entries: a machine boots a `once: true` entry a single time, then `local`. The state
 // (MAC → entries already booted) is a small JSON file in the server's state folder.
 import { readFile } from "node:fs/promises";
-import { isErrno, writeFileAtomic } from "../store/local-store.ts";
+import { isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
 
 export class OnceState {
   readonly #file: string;

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { NotFoundError, ReleaseError } from "./errors.ts";
 import { CATALOG_PATH, isImageName, latestPath } from "./layout.ts";
 import { MAX_CATALOG_BYTES, MAX_RELEASE_FILE_BYTES } from "./limits.ts";
-import { isErrno, writeFileAtomic } from "./local-store.ts";
+import { isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
 import { LocalStoreReader } from "./local-store.ts";
 import type { StoreReader } from "./store-reader.ts";
 

@@ -4,7 +4,7 @@
 import { open, rename, stat, unlink } from "node:fs/promises";
 import type { IndexChunk } from "./caibx.ts";
 import { isZeroChunk, loadChunk } from "./chunks.ts";
-import { tempPathFor } from "./local-store.ts";
+import { tempPathFor } from "../lib/atomic-file.ts";
 import { mapLimit } from "./parallel.ts";
 import type { OpenedImage } from "./source.ts";
 import { isUrl } from "./store-reader.ts";

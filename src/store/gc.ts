@@ -7,7 +7,7 @@ import { decodeBlobIndex } from "./caibx.ts";
 import { scanLocalCatalog, writeCatalog } from "./catalog.ts";
 import { ReleaseError } from "./errors.ts";
 import { CHUNKS_DIR, indexPath, isChunkId, latestPath, releasePath } from "./layout.ts";
-import { isErrno, writeFileAtomic } from "./local-store.ts";
+import { isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
 import { decodeRelease } from "./release.ts";
 
 export const DEFAULT_GC_GRACE_SECONDS = 3600;

@@ -1,8 +1,8 @@
-// A store in a local directory: reads, and the atomic writes `pack` and `gc` need.
-import { randomBytes } from "node:crypto";
+// A store in a local directory, read (its writes go through lib/atomic-file.ts).
 import { createReadStream } from "node:fs";
-import { mkdir, open, rename, stat, link, unlink } from "node:fs/promises";
-import { dirname, resolve, sep } from "node:path";
+import { open, stat } from "node:fs/promises";
+import { resolve, sep } from "node:path";
+import { isErrno } from "../lib/atomic-file.ts";
 import { BodyTooLargeError, FetchError, NotFoundError } from "./errors.ts";
 import { DEFAULT_MAX_READ_BYTES } from "./limits.ts";
 import type { ReadOptions, StoreReader } from "./store-reader.ts";
@@ -78,56 +78,4 @@ export class LocalStoreReader implements StoreReader {
   }
 
   async close(): Promise<void> {}
-}
-
-export function isErrno(err: unknown, code: string): boolean {
-  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
-}
-
-/** A unique temporary name beside `path`; `gc` removes stale ones (`*.tmp`). */
-export function tempPathFor(path: string): string {
-  return `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-}
-
-async function writeTemp(
-  path: string,
-  data: Uint8Array | string,
-  durable: boolean,
-): Promise<string> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = tempPathFor(path);
-  const fh = await open(tmp, "wx", 0o644);
-  try {
-    await fh.writeFile(data);
-    if (durable) await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  return tmp;
-}
-
-/**
- * Writes `data` to `path` so that no reader ever sees a partial file: a temporary file in the
- * same directory, synced when `durable`, then renamed over the final name.
- */
-export async function writeFileAtomic(
-  path: string,
-  data: Uint8Array | string,
-  options: { durable?: boolean } = {},
-): Promise<void> {
-  const tmp = await writeTemp(path, data, options.durable ?? true);
-  await rename(tmp, path);
-}
-
-/**
- * Like writeFileAtomic, but fails with EEXIST instead of replacing an existing file
- * (link(2) is atomic and exclusive), which makes immutable files truly immutable.
- */
-export async function createFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = await writeTemp(path, data, true);
-  try {
-    await link(tmp, path);
-  } finally {
-    await unlink(tmp);
-  }
 }

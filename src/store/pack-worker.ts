@@ -6,7 +6,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import { constants, zstdCompressSync } from "node:zlib";
 import { sha256Hex, zeroChunkId } from "./chunks.ts";
 import { chunkFile } from "./layout.ts";
-import { tempPathFor } from "./local-store.ts";
+import { tempPathFor } from "../lib/atomic-file.ts";
 import { KIND_NEW, KIND_REUSED, KIND_ZERO } from "./pack-protocol.ts";
 import type { PackBatch, PackBatchResult, PackWorkerInit } from "./pack-protocol.ts";
 

@@ -13,7 +13,7 @@ import type { ChunkerParams } from "./chunker.ts";
 import { scanLocalCatalog, writeCatalog } from "./catalog.ts";
 import { UsageError } from "./errors.ts";
 import { CHUNKS_DIR, indexPath, isImageName, latestPath, releasePath } from "./layout.ts";
-import { createFileAtomic, isErrno, writeFileAtomic } from "./local-store.ts";
+import { createFileAtomic, isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
 import { formatKeyId, signMessage } from "./minisign.ts";
 import type { SecretKey } from "./minisign.ts";
 import { KIND_NEW, KIND_REUSED, KIND_ZERO } from "./pack-protocol.ts";

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { ReleaseError } from "./errors.ts";
-import { isErrno, writeFileAtomic } from "./local-store.ts";
+import { isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
 import { decodePublicKey, formatKeyId, signatureKeyId, verifySignature } from "./minisign.ts";
 import type { PublicKey } from "./minisign.ts";
 import type { Release } from "./release.ts";

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { it } from "node:test";
 import fc from "fast-check";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../lib/log.ts";
 import {
   decodeTftp,
   encodeTftp,

@@ -5,9 +5,9 @@
 // address, the timeout a client may ask for, the retransmission wait and a transfer's lifetime.
 import { createSocket } from "node:dgram";
 import type { RemoteInfo, Socket } from "node:dgram";
-import { silentLogger } from "../log.ts";
-import type { Logger } from "../log.ts";
-import { stripUndefined } from "../options.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
+import { stripUndefined } from "../lib/options.ts";
 import { bindToInterface, bindUdp } from "../net/interface.ts";
 import {
   dataHeader,

@@ -4,8 +4,8 @@
 import { constants } from "node:fs";
 import { open, readlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import { resolveRealUnder, UnsafePathError } from "../net/safe-path.ts";
-import { isErrno } from "../store/local-store.ts";
+import { resolveRealUnder, UnsafePathError } from "../lib/safe-path.ts";
+import { isErrno } from "../lib/atomic-file.ts";
 import { ErrorCode } from "./protocol.ts";
 
 export class TftpError extends Error {

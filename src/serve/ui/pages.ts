@@ -2,7 +2,7 @@
 // configured, images and releases (with roll-back when write actions are on), cache and mirrors.
 // Everything is rendered on the server and readable without JavaScript; a few lines of script
 // subscribe to /api/events/stream for live updates.
-import { formatBytes } from "../../cli/format.ts";
+import { formatBytes } from "../../lib/format.ts";
 import type { MirrorStats } from "../../block/mirror-set.ts";
 import type { ListedRelease } from "../../store/list.ts";
 import type { Entry, ServeConfig } from "../config.ts";
