@@ -1,8 +1,8 @@
 // Runs `inetboot attach` as a real process and waits for the NBD URI it prints.
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import type { TestContext } from "node:test";
 import { CLI } from "./helpers.ts";
+import type { Cleanup } from "./helpers.ts";
 
 export interface Attached {
   uri: string;
@@ -13,7 +13,7 @@ export interface Attached {
 }
 
 export async function startAttach(
-  t: TestContext,
+  t: Cleanup,
   args: string[],
   env: NodeJS.ProcessEnv = {},
 ): Promise<Attached> {

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join, normalize } from "node:path";
-import type { TestContext } from "node:test";
+import type { Cleanup } from "./helpers.ts";
 
 export type FaultMode = "corrupt" | "error500" | "truncated" | "stall" | "cut";
 
@@ -16,7 +16,7 @@ export interface FaultyOrigin {
 }
 
 export async function startFaultyOrigin(
-  t: TestContext,
+  t: Cleanup,
   root: string,
   mode: FaultMode,
 ): Promise<FaultyOrigin> {

@@ -4,17 +4,17 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { TestContext } from "node:test";
+import { requireOrSkip } from "./helpers.ts";
+import type { Cleanup, Skipper } from "./helpers.ts";
 
-/** Skips the test (and says which packages) unless gpg and gpgv run. */
-export function requireGpg(t: TestContext): boolean {
+/** Skips the test (and says which packages) unless gpg and gpgv run; under CI=true, fails. */
+export function requireGpg(t: Skipper): boolean {
   try {
     execFileSync("gpg", ["--version"], { stdio: "ignore" });
     execFileSync("gpgv", ["--version"], { stdio: "ignore" });
     return true;
   } catch {
-    t.skip("gpg and gpgv are not installed (Debian packages gnupg, gpgv)");
-    return false;
+    return requireOrSkip(t, "gpg and gpgv are not installed (Debian packages gnupg, gpgv)");
   }
 }
 
@@ -25,7 +25,7 @@ export interface GpgKey {
 }
 
 /** A new ed25519 signing key for `uid` in a gpg home of its own (removed after the test). */
-export function gpgKey(t: TestContext, uid: string): GpgKey {
+export function gpgKey(t: Cleanup, uid: string): GpgKey {
   const home = mkdtempSync(join(tmpdir(), "inetboot-gpg-"));
   t.after(() => {
     execFileSync("gpgconf", ["--homedir", home, "--kill", "gpg-agent"], { stdio: "ignore" });

@@ -5,12 +5,84 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { TestContext } from "node:test";
 
 export const REPO = new URL("..", import.meta.url).pathname;
 export const CLI = join(REPO, "bin", "inetboot.js");
 
-export function tempDir(t: TestContext, prefix = "inetboot-test-"): string {
+/** Where a helper registers its cleanup: a test's context, or a suite fixture's FixtureScope. */
+export interface Cleanup {
+  after(fn: () => unknown): void;
+}
+
+/** Where a capability check skips: a test's context, or a suite fixture's FixtureScope. */
+export interface Skipper {
+  skip(reason: string): void;
+}
+
+/** Both: what the setup helpers (tempDir, createLan, hostKernel, …) take. */
+export type Scope = Cleanup & Skipper;
+
+/**
+ * The one skip guard, for a capability the test needs and this machine lacks: outside CI it skips
+ * the test loudly with `reason` (shown as "SKIPPED: reason") and returns false; under CI=true a
+ * skip is a failure, so it throws instead. In a boolean check:
+ * `return found() || requireOrSkip(t, why)`; in a test: `{ requireOrSkip(t, why); return; }`.
+ */
+export function requireOrSkip(t: Skipper, reason: string): false {
+  const loud = reason.startsWith("SKIPPED: ") ? reason : `SKIPPED: ${reason}`;
+  if (process.env.CI === "true") throw new Error(`${loud}; under CI=true a skip is a failure`);
+  t.skip(loud);
+  return false;
+}
+
+/**
+ * The scope of a fixture built once in a describe's before() hook (whose context has neither
+ * after() nor skip()): helpers register their cleanups in it, run by close() from the describe's
+ * after() hook (newest first); a capability check that skips records the reason, and each it()
+ * calls ready(t) to be skipped with it. Under CI=true requireOrSkip throws in before() instead,
+ * which fails every test of the describe.
+ *
+ *   const fx = new FixtureScope();
+ *   before(async () => { if (!requireTool(fx, "qemu-system-x86_64", "qemu-system-x86")) return; … });
+ *   after(() => fx.close());
+ *   it("…", (t) => { if (!fx.ready(t)) return; … });
+ */
+export class FixtureScope implements Scope {
+  #cleanups: (() => unknown)[] = [];
+  /** Why the fixture was not built (the first skip), or null. */
+  skipped: string | null = null;
+
+  after(fn: () => unknown): void {
+    this.#cleanups.push(fn);
+  }
+
+  skip(reason: string): void {
+    this.skipped ??= reason;
+  }
+
+  /** False, after skipping `t` with the fixture's reason, when the fixture was not built. */
+  ready(t: Skipper): boolean {
+    if (this.skipped === null) return true;
+    t.skip(this.skipped);
+    return false;
+  }
+
+  /** Runs the cleanups, newest first; all of them run, and the first error is thrown after. */
+  async close(): Promise<void> {
+    let first: Error | null = null;
+    for (const fn of this.#cleanups.splice(0).reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        first ??=
+          err instanceof Error ? err : new Error(`a fixture cleanup failed: ${String(err)}`);
+      }
+    }
+    if (first) throw first;
+  }
+}
+
+export function tempDir(t: Cleanup, prefix = "inetboot-test-"): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
@@ -73,42 +145,46 @@ function have(cmd: string): boolean {
 }
 
 /**
- * Makes sure a command from a Debian package is available. Returns false (after t.skip with the
- * reason) when it cannot be had; under CI=true that is a failure instead.
+ * Makes sure a command from a Debian package is available. Returns false (after requireOrSkip
+ * with the reason) when it cannot be had; under CI=true that is a failure instead.
  */
-export function requireTool(t: TestContext, cmd: string, pkg: string): boolean {
+export function requireTool(t: Skipper, cmd: string, pkg: string): boolean {
   return requireThing(t, () => have(cmd) || have(`/usr/sbin/${cmd}`), cmd, pkg);
 }
 
 /** Like requireTool, for a file a Debian package installs (firmware, ROMs). */
-export function requireFile(t: TestContext, path: string, pkg: string): boolean {
+export function requireFile(t: Skipper, path: string, pkg: string): boolean {
   return requireThing(t, () => existsSync(path), path, pkg);
 }
 
-function requireThing(t: TestContext, found: () => boolean, cmd: string, pkg: string): boolean {
-  if (found()) return true;
-  if (process.getuid?.() === 0 && have("apt-get")) {
-    try {
-      execFileSync(
-        "sh",
-        [
-          "-c",
-          `apt-get install -y -qq ${pkg} || (apt-get update -qq && apt-get install -y -qq ${pkg})`,
-        ],
-        {
-          stdio: "ignore",
-          env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
-        },
-      );
-    } catch {
-      // reported below
-    }
-    if (found()) return true;
+/** Installs Debian package `pkg` when root and apt-get are here (errors are the caller's to report). */
+export function aptInstall(pkg: string): void {
+  if (process.getuid?.() !== 0 || !have("apt-get")) return;
+  try {
+    execFileSync(
+      "sh",
+      [
+        "-c",
+        `apt-get install -y -qq ${pkg} || (apt-get update -qq && apt-get install -y -qq ${pkg})`,
+      ],
+      {
+        stdio: "ignore",
+        env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+      },
+    );
+  } catch {
+    // reported by the caller when what it needed is still missing
   }
-  const reason = `SKIPPED: ${cmd} (Debian package ${pkg}) is not installed and could not be installed (need root and apt)`;
-  if (process.env.CI === "true") throw new Error(`${reason}; under CI=true a skip is a failure`);
-  t.skip(reason);
-  return false;
+}
+
+function requireThing(t: Skipper, found: () => boolean, cmd: string, pkg: string): boolean {
+  if (found()) return true;
+  aptInstall(pkg);
+  if (found()) return true;
+  return requireOrSkip(
+    t,
+    `${cmd} (Debian package ${pkg}) is not installed and could not be installed (need root and apt)`,
+  );
 }
 
 /** Writes a test image from parts: numbers are that many random bytes, {zero: n} n zero bytes. */

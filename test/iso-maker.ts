@@ -1,12 +1,12 @@
 // ISOs for tests, made by xorriso from a map of path → content.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import type { TestContext } from "node:test";
 import { requireTool, runOk } from "./helpers.ts";
+import type { Skipper } from "./helpers.ts";
 
 /** Makes an ISO of `files` (path → content) with xorriso; returns its path. */
 export async function makeIso(
-  t: TestContext,
+  t: Skipper,
   dir: string,
   files: Record<string, Buffer | string>,
   flags: string[] = ["-R", "-J"],

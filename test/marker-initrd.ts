@@ -1,12 +1,11 @@
 // A tiny initramfs built with inetboot's cpio writer around busybox-static: /init prints a
 // marker with the kernel command line on the serial console and powers off.
-import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import type { TestContext } from "node:test";
 import { basename } from "node:path";
 import { writeCpio } from "../src/boot/cpio.ts";
 import type { CpioEntry } from "../src/boot/cpio.ts";
-import { requireFile } from "./helpers.ts";
+import { aptInstall, requireFile, requireOrSkip } from "./helpers.ts";
+import type { Skipper } from "./helpers.ts";
 
 /** Whether an ELF64 executable names a dynamic loader (a PT_INTERP program header). */
 function hasInterpreter(elf: Buffer): boolean {
@@ -17,33 +16,15 @@ function hasInterpreter(elf: Buffer): boolean {
   return false;
 }
 
-export function busyboxStatic(t: TestContext): Buffer | null {
+export function busyboxStatic(t: Skipper): Buffer | null {
   // busybox-static installs /bin/busybox statically linked (Debian's busybox is dynamic and
   // cannot run in an initramfs without its libraries; the two packages replace each other).
   const isStatic = (): boolean =>
     existsSync("/bin/busybox") && !hasInterpreter(readFileSync("/bin/busybox"));
-  if (!isStatic() && process.getuid?.() === 0) {
-    try {
-      execFileSync(
-        "sh",
-        [
-          "-c",
-          "apt-get install -y -qq busybox-static || (apt-get update -qq && apt-get install -y -qq busybox-static)",
-        ],
-        {
-          stdio: "ignore",
-          env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
-        },
-      );
-    } catch {
-      // reported below
-    }
-  }
+  if (!isStatic()) aptInstall("busybox-static");
   if (!requireFile(t, "/bin/busybox", "busybox-static")) return null;
   if (!isStatic()) {
-    const reason = "SKIPPED: /bin/busybox is not statically linked (install busybox-static)";
-    if (process.env.CI === "true") throw new Error(reason);
-    t.skip(reason);
+    requireOrSkip(t, "/bin/busybox is not statically linked (install busybox-static)");
     return null;
   }
   return readFileSync("/bin/busybox");

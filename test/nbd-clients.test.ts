@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { startAttach } from "./attach.ts";
-import { inetbootOk, requireTool, run, tempDir, textLike } from "./helpers.ts";
+import { inetbootOk, requireOrSkip, requireTool, run, tempDir, textLike } from "./helpers.ts";
 import { startNginx } from "./nginx.ts";
 
 async function ok(cmd: string, args: string[]): Promise<string> {
@@ -169,8 +169,7 @@ describe("real NBD clients", () => {
 
   it("nbdfuse exposes the export as a file and the ext4 inside mounts read-only", async (t) => {
     if (process.getuid?.() !== 0) {
-      if (process.env.CI === "true") throw new Error("this test needs root (loop mount)");
-      t.skip("SKIPPED: needs root for mount -o loop");
+      requireOrSkip(t, "needs root for mount -o loop");
       return;
     }
     if (!requireTool(t, "nbdfuse", "nbdfuse") || !requireTool(t, "mkfs.ext4", "e2fsprogs")) return;

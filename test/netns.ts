@@ -4,8 +4,8 @@
 import { execFileSync, spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import type { TestContext } from "node:test";
-import { CLI } from "./helpers.ts";
+import { CLI, requireOrSkip } from "./helpers.ts";
+import type { Cleanup, Skipper } from "./helpers.ts";
 
 function ip(args: string[]): void {
   execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
@@ -22,12 +22,8 @@ export function canUseNetns(): boolean {
 }
 
 /** Skips (or under CI=true fails) when namespaces cannot be made here. */
-export function requireNetns(t: TestContext): boolean {
-  if (canUseNetns()) return true;
-  const reason = "SKIPPED: network namespaces need root and iproute2";
-  if (process.env.CI === "true") throw new Error(`${reason}; under CI=true a skip is a failure`);
-  t.skip(reason);
-  return false;
+export function requireNetns(t: Skipper): boolean {
+  return canUseNetns() || requireOrSkip(t, "network namespaces need root and iproute2");
 }
 
 export interface Host {
@@ -156,7 +152,7 @@ export class TestLan {
   }
 }
 
-export function createLan(t: TestContext, subnet?: string): TestLan {
+export function createLan(t: Cleanup, subnet?: string): TestLan {
   const lan = new TestLan(subnet);
   t.after(() => lan.close());
   return lan;

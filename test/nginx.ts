@@ -3,8 +3,8 @@ import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import type { TestContext } from "node:test";
 import { requireTool, tempDir } from "./helpers.ts";
+import type { Scope } from "./helpers.ts";
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -99,7 +99,7 @@ export async function startNginxProcess(root: string, dir: string): Promise<Ngin
 }
 
 /** Starts nginx serving `root` for a test (stopped after it); null when nginx cannot be had. */
-export async function startNginx(t: TestContext, root: string): Promise<Nginx | null> {
+export async function startNginx(t: Scope, root: string): Promise<Nginx | null> {
   if (!requireTool(t, "nginx", "nginx-light")) return null;
   const nginx = await startNginxProcess(root, tempDir(t, "inetboot-nginx-"));
   t.after(() => nginx.stop());
