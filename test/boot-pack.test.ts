@@ -7,7 +7,7 @@ import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { openDeviceStack } from "../src/block/open-stack.ts";
-import { decodeProfile, encodeProfile } from "../src/block/profile.ts";
+import { decodeProfile, encodeProfile } from "../src/store/profile.ts";
 import { decodePackTable, packPath, tableBytes } from "../src/store/boot-pack.ts";
 import { decodeRelease } from "../src/store/release.ts";
 import {

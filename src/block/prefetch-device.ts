@@ -4,7 +4,7 @@
 // streams adapts: it grows while throughput grows and shrinks when it stops paying.
 import type { BlockDevice } from "./block-device.ts";
 import { PassThroughDevice } from "./pass-through.ts";
-import type { ProfileEntry } from "./profile.ts";
+import type { ProfileEntry } from "../store/profile.ts";
 import { silentLogger } from "../lib/log.ts";
 import type { Logger } from "../lib/log.ts";
 

@@ -4,8 +4,8 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import type { BlockDevice } from "./block-device.ts";
 import { PassThroughDevice } from "./pass-through.ts";
-import { encodeProfile, encodeProfileLine, PROFILE_HEADER } from "./profile.ts";
-import type { ProfileEntry } from "./profile.ts";
+import { encodeProfile, encodeProfileLine, PROFILE_HEADER } from "../store/profile.ts";
+import type { ProfileEntry } from "../store/profile.ts";
 
 /** Granularity of "first access": 4 KiB, a page and a filesystem block. */
 export const TRACE_BLOCK = 4096;

@@ -1,9 +1,10 @@
 // Boot profiles: the ordered list of regions a boot read first, as text lines
-// "OFFSET LENGTH MILLISECONDS" after a header line. Written by the tracer, read by the prefetcher.
+// "OFFSET LENGTH MILLISECONDS" after a header line. A store file format (profiles/<sha256>.profile,
+// named by a release); written by the block tracer, read by the prefetcher, optimize and gc.
 import { readFileSync } from "node:fs";
-import { chunksInRange } from "../store/caibx.ts";
-import type { BlobIndex, IndexChunk } from "../store/caibx.ts";
-import { isZeroChunk } from "../store/chunks.ts";
+import { chunksInRange } from "./caibx.ts";
+import type { BlobIndex, IndexChunk } from "./caibx.ts";
+import { isZeroChunk } from "./chunks.ts";
 
 export const PROFILE_HEADER = "inetboot-profile 1";
 
