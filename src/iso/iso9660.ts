@@ -1,75 +1,26 @@
 // An ISO 9660 reader over any BlockDevice (a local file, or an ISO on a web server read by Range
 // requests, never downloaded whole): the primary and supplementary (Joliet) volume descriptors,
 // directory records with Rock Ridge names (NM; CE continuations are not followed), files in
-// several extents (4 GiB and more), and the El Torito boot catalog. It reads descriptors and directories only; file contents stay where they are, as
-// extents (offset, size) the caller reads or serves by range.
-import { checkRange, dataExtent } from "../block/block-device.ts";
-import type { BlockDevice, Extent } from "../block/block-device.ts";
+// several extents (4 GiB and more), and the El Torito boot catalog. It reads descriptors and
+// directories only; file contents stay where they are, as extents (offset, size) the caller
+// reads or serves by range. Records and names: directory-record.ts; the cache of parsed
+// directories: directory-cache.ts; the boot catalog: el-torito.ts; a file: iso-file-device.ts.
+import type { BlockDevice } from "../block/block-device.ts";
 import { stripUndefined } from "../lib/options.ts";
+import { DirectoryCache } from "./directory-cache.ts";
+import { parseDirectory, parseRecord } from "./directory-record.ts";
+import type { NameStyle, RawRecord, Walk } from "./directory-record.ts";
+import { readBootCatalog } from "./el-torito.ts";
+import type { ElToritoEntry } from "./el-torito.ts";
+import { IsoFileDevice } from "./iso-file-device.ts";
+import { IsoFormatError, SECTOR } from "./iso-entry.ts";
+import type { IsoEntry } from "./iso-entry.ts";
 
-export const SECTOR = 2048;
-
-export class IsoFormatError extends Error {
-  readonly code = "ERR_ISO_FORMAT";
-}
-
-export interface IsoEntry {
-  /** The best name: Rock Ridge, else Joliet, else ISO 9660 without ";1". */
-  name: string;
-  directory: boolean;
-  /** Byte offset of the data (of its first extent) in the image. */
-  offset: number;
-  /** Bytes in all (the file's data). */
-  size: number;
-  /**
-   * The file's extents in order, when it has several that do not follow each other (a file of
-   * 4 GiB or more is recorded in parts; usually they are contiguous and this is absent).
-   */
-  extents?: { offset: number; size: number }[];
-}
-
-/** A file of an ISO as a read-only device: reads map onto its extents in the image. */
-export class IsoFileDevice implements BlockDevice {
-  readonly size: number;
-  readonly readOnly = true;
-  readonly #device: BlockDevice;
-  readonly #extents: { offset: number; size: number }[];
-
-  constructor(device: BlockDevice, entry: IsoEntry) {
-    this.#device = device;
-    this.#extents = entry.extents ?? [{ offset: entry.offset, size: entry.size }];
-    this.size = entry.size;
-  }
-
-  async read(offset: number, length: number): Promise<Buffer> {
-    checkRange(this, offset, length);
-    const parts: Promise<Buffer>[] = [];
-    let base = 0;
-    for (const e of this.#extents) {
-      const from = Math.max(offset, base);
-      const to = Math.min(offset + length, base + e.size);
-      if (from < to) parts.push(this.#device.read(e.offset + (from - base), to - from));
-      base += e.size;
-    }
-    return parts.length === 1 ? parts[0] : Buffer.concat(await Promise.all(parts));
-  }
-
-  extents(offset: number, length: number): Promise<Extent[]> {
-    return Promise.resolve(dataExtent(offset, length));
-  }
-
-  async close(): Promise<void> {}
-}
-
-export interface ElToritoEntry {
-  platform: "bios" | "uefi" | "ppc" | "mac" | `0x${string}`;
-  bootable: boolean;
-  /** Byte offset of the boot image in the ISO. */
-  offset: number;
-  /** Its size as the catalog gives it (sectors × 512; 0 or 1 sector often means "to the end"). */
-  size: number;
-  emulation: "none" | "1.2M floppy" | "1.44M floppy" | "2.88M floppy" | "hard disk";
-}
+// (Kept importable from here, where they were first defined.)
+export { IsoFormatError, SECTOR } from "./iso-entry.ts";
+export type { IsoEntry } from "./iso-entry.ts";
+export { IsoFileDevice } from "./iso-file-device.ts";
+export type { ElToritoEntry } from "./el-torito.ts";
 
 export interface IsoVolume {
   volumeId: string;
@@ -91,36 +42,6 @@ function longDate(b: Buffer, at: number): string | null {
   const s = b.toString("latin1", at, at + 14);
   if (!/^\d{14}$/.test(s) || s === "00000000000000") return null;
   return `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(8, 10)}:${s.slice(10, 12)}:${s.slice(12, 14)}Z`;
-}
-
-interface RawRecord {
-  length: number;
-  extent: number;
-  size: number;
-  flags: number;
-  id: Buffer;
-  systemUse: Buffer;
-}
-
-function parseRecord(b: Buffer, at: number, where: string): RawRecord | null {
-  const length = b[at];
-  if (length === 0) return null;
-  if (length < 34 || at + length > b.length) {
-    throw new IsoFormatError(`${where}: a directory record at ${at} has length ${length}`);
-  }
-  const idLength = b[at + 32];
-  if (33 + idLength > length) {
-    throw new IsoFormatError(`${where}: a directory record name overruns its record`);
-  }
-  const suStart = at + 33 + idLength + (idLength % 2 === 0 ? 1 : 0);
-  return {
-    length,
-    extent: b.readUInt32LE(at + 2),
-    size: b.readUInt32LE(at + 10),
-    flags: b[at + 25],
-    id: b.subarray(at + 33, at + 33 + idLength),
-    systemUse: b.subarray(Math.min(suStart, at + length), at + length),
-  };
 }
 
 /** Directories larger than this are refused (a corrupt size would read the whole image). */
@@ -156,51 +77,6 @@ export const DEFAULT_ISO_OPTIONS = Object.freeze({
 
 /** Estimated memory of one parsed entry beyond its name (object, strings, map slot). */
 const ENTRY_OVERHEAD = 160;
-
-/** What one lookup has read so far (records are counted against maxRecordsPerLookup). */
-interface Walk {
-  records: number;
-}
-
-/** Parsed directories by extent, least recently used first; bounded by count and bytes. */
-class DirectoryCache {
-  readonly #max: number;
-  readonly #maxBytes: number;
-  readonly #map = new Map<string, { entries: IsoEntry[]; bytes: number }>();
-  #bytes = 0;
-
-  constructor(max: number, maxBytes: number) {
-    this.#max = max;
-    this.#maxBytes = maxBytes;
-  }
-
-  get size(): number {
-    return this.#map.size;
-  }
-
-  get bytes(): number {
-    return this.#bytes;
-  }
-
-  get(key: string): IsoEntry[] | undefined {
-    const hit = this.#map.get(key);
-    if (!hit) return undefined;
-    this.#map.delete(key);
-    this.#map.set(key, hit);
-    return hit.entries;
-  }
-
-  set(key: string, entries: IsoEntry[], bytes: number): void {
-    if (this.#map.has(key) || bytes > this.#maxBytes || this.#max <= 0) return;
-    this.#map.set(key, { entries, bytes });
-    this.#bytes += bytes;
-    for (const [k, v] of this.#map) {
-      if (this.#map.size <= this.#max && this.#bytes <= this.#maxBytes) break;
-      this.#map.delete(k);
-      this.#bytes -= v.bytes;
-    }
-  }
-}
 
 export class IsoImage {
   readonly device: BlockDevice;
@@ -294,39 +170,6 @@ export class IsoImage {
     return new IsoImage(device, volume, root, jolietRoot, suSkip, options);
   }
 
-  #name(r: RawRecord, joliet: boolean): string {
-    if (this.#rockRidge) {
-      const nm = this.#rockRidgeName(r.systemUse.subarray(this.#suSkip));
-      if (nm !== null) return nm;
-    }
-    if (joliet) {
-      const swapped = Buffer.from(r.id);
-      swapped.swap16();
-      return swapped.toString("utf16le").replace(/;\d+$/, "");
-    }
-    const plain = r.id.toString("latin1").replace(/;\d+$/, "");
-    return r.flags & 2 ? plain : plain.replace(/\.$/, "");
-  }
-
-  /** The NM entries of one system use area (CE continuations are not followed: rare for names). */
-  #rockRidgeName(su: Buffer): string | null {
-    let name: string | null = null;
-    for (let at = 0; at + 4 <= su.length;) {
-      const sig = su.toString("latin1", at, at + 2);
-      const len = su[at + 2];
-      if (len < 4 || at + len > su.length) break;
-      if (sig === "NM") {
-        const flags = su[at + 4];
-        if (flags & 2) name = ".";
-        else if (flags & 4) name = "..";
-        else name = (name ?? "") + su.toString("utf8", at + 5, at + len);
-      }
-      if (sig === "ST") break;
-      at += len;
-    }
-    return name;
-  }
-
   async #readDir(
     record: RawRecord,
     joliet: boolean,
@@ -343,40 +186,13 @@ export class IsoImage {
       throw new IsoFormatError(`Directory ${path} lies outside the image`);
     }
     const data = await this.device.read(offset, record.size);
-    const out: IsoEntry[] = [];
-    /** The earlier parts of a multi-extent file (flag 0x80), until its last record. */
-    let parts: RawRecord[] = [];
-    for (let sector = 0; sector < data.length; sector += SECTOR) {
-      for (let at = sector; at < Math.min(sector + SECTOR, data.length);) {
-        const r = parseRecord(data, at, `directory ${path}`);
-        if (!r) break; // the rest of the sector is padding
-        at += r.length;
-        if (++walk.records > this.#opts.maxRecordsPerLookup) {
-          throw new IsoFormatError(
-            `Looking up ${path} reads more than ${this.#opts.maxRecordsPerLookup} directory records; the image is corrupt or hostile`,
-          );
-        }
-        if (r.id.length === 1 && (r.id[0] === 0 || r.id[0] === 1)) continue; // "." and ".."
-        if (r.flags & 0x80) {
-          parts.push(r);
-          continue;
-        }
-        const all = [...parts, r];
-        parts = [];
-        const extents = all.map((x) => ({ offset: x.extent * SECTOR, size: x.size }));
-        const contiguous = extents.every(
-          (e, i) => i === 0 || extents[i - 1].offset + extents[i - 1].size === e.offset,
-        );
-        out.push({
-          name: this.#name(r, joliet),
-          directory: (r.flags & 2) !== 0,
-          offset: extents[0].offset,
-          size: extents.reduce((n, e) => n + e.size, 0),
-          ...(contiguous ? {} : { extents }),
-        });
-      }
-    }
-    return out;
+    const names: NameStyle = { rockRidge: this.#rockRidge, suSkip: this.#suSkip, joliet };
+    return parseDirectory(data, {
+      path,
+      names,
+      walk,
+      maxRecords: this.#opts.maxRecordsPerLookup,
+    });
   }
 
   /** Parsed directories held now, and their estimated bytes (for tests and metrics). */
@@ -511,59 +327,4 @@ function findName(entries: IsoEntry[], name: string): IsoEntry | undefined {
     entries.find((e) => e.name === name) ??
     entries.find((e) => e.name.toLowerCase() === name.toLowerCase())
   );
-}
-
-const PLATFORMS: Record<number, ElToritoEntry["platform"]> = {
-  0: "bios",
-  1: "ppc",
-  2: "mac",
-  0xef: "uefi",
-};
-const EMULATIONS: ElToritoEntry["emulation"][] = [
-  "none",
-  "1.2M floppy",
-  "1.44M floppy",
-  "2.88M floppy",
-  "hard disk",
-];
-
-async function readBootCatalog(
-  device: BlockDevice,
-  sector: number,
-  name: string,
-): Promise<ElToritoEntry[]> {
-  if ((sector + 1) * SECTOR > device.size) {
-    throw new IsoFormatError(`${name}: the El Torito boot catalog lies outside the image`);
-  }
-  const c = await device.read(sector * SECTOR, SECTOR);
-  // Validation entry: header 1, key bytes 55 AA, words summing to zero.
-  let sum = 0;
-  for (let i = 0; i < 32; i += 2) sum = (sum + c.readUInt16LE(i)) & 0xffff;
-  if (c[0] !== 1 || c[30] !== 0x55 || c[31] !== 0xaa || sum !== 0) {
-    throw new IsoFormatError(`${name}: the El Torito boot catalog fails its validation entry`);
-  }
-  const out: ElToritoEntry[] = [];
-  const entry = (at: number, platformId: number): void => {
-    const boot = c[at];
-    if (boot !== 0x88 && boot !== 0) return;
-    out.push({
-      platform: PLATFORMS[platformId] ?? `0x${platformId.toString(16)}`,
-      bootable: boot === 0x88,
-      emulation: EMULATIONS[c[at + 1] & 0x0f] ?? "none",
-      size: c.readUInt16LE(at + 6) * 512,
-      offset: c.readUInt32LE(at + 8) * SECTOR,
-    });
-  };
-  entry(32, c[1]);
-  // Section headers (0x90 more follow, 0x91 last), each followed by its entries.
-  for (let at = 64; at + 32 <= SECTOR;) {
-    const header = c[at];
-    if (header !== 0x90 && header !== 0x91) break;
-    const platformId = c[at + 1];
-    const count = c.readUInt16LE(at + 2);
-    at += 32;
-    for (let i = 0; i < count && at + 32 <= SECTOR; i++, at += 32) entry(at, platformId);
-    if (header === 0x91) break;
-  }
-  return out;
 }
