@@ -22,7 +22,7 @@ import { RangeCacheDevice } from "../src/block/range-cache-device.ts";
 import { TraceDevice } from "../src/block/trace-device.ts";
 import { packImage } from "../src/store/pack.ts";
 import { openImage } from "../src/store/source.ts";
-import { openStoreReader } from "../src/store/store-reader.ts";
+import { openStore } from "../src/store/open-store.ts";
 import { tempDir, textLike } from "./helpers.ts";
 import { startNginx, startNginxProcess } from "./nginx.ts";
 
@@ -83,7 +83,7 @@ const factories: [string, Factory][] = [
       });
       const mirrors = new MirrorSet([
         image.chunks,
-        { reader: openStoreReader(f.store), prefix: "chunks/" },
+        { reader: openStore(f.store), prefix: "chunks/" },
       ]);
       return new ChunkedDevice(image.index, mirrors);
     },

@@ -20,7 +20,7 @@ import {
   MAX_RELEASE_FILE_BYTES,
   maxFrameBytes,
 } from "../src/store/limits.ts";
-import { LocalStoreReader } from "../src/store/local-store.ts";
+import { LocalStore } from "../src/store/local-store.ts";
 import { encodeRelease, RELEASE_FORMAT } from "../src/store/release.ts";
 import type { Release } from "../src/store/release.ts";
 import { openImage } from "../src/store/source.ts";
@@ -198,7 +198,7 @@ describe("store bodies are bounded", () => {
     const fd = openSync(join(dir, "releases", "big", "latest"), "w");
     ftruncateSync(fd, GiB);
     closeSync(fd);
-    const reader = new LocalStoreReader(dir);
+    const reader = new LocalStore(dir);
     const growth = await refusedWithin(() => readLatest(reader, "big"), MAX_RELEASE_FILE_BYTES);
     assert.ok(growth < RSS_BUDGET, `RSS grew ${(growth / MB).toFixed(0)} MB`);
     t.diagnostic(`RSS growth ${(growth / MB).toFixed(1)} MB`);

@@ -3,7 +3,7 @@
 // corrupt bytes fail over to the next at once. Only verified bytes are ever returned.
 import { loadChunkWithFrame } from "../store/chunks.ts";
 import type { ChunkSource, VerifiedChunk } from "../store/chunks.ts";
-import type { StoreReader } from "../store/store-reader.ts";
+import type { StoreReader } from "../store/store.ts";
 import { silentLogger } from "../lib/log.ts";
 import type { Logger } from "../lib/log.ts";
 import { BlockIoError } from "./block-device.ts";

@@ -13,11 +13,10 @@ import { profilePath } from "../store/boot-pack.ts";
 import { sha256Hex } from "../store/chunks.ts";
 import { indexPath, latestPath, releasePath } from "../store/layout.ts";
 import { indexBytesFor, MAX_PROFILE_BYTES, MAX_RELEASE_FILE_BYTES } from "../store/limits.ts";
-import type { ReadOptions } from "../store/store-reader.ts";
-import type { StoreReader } from "../store/store-reader.ts";
+import type { ReadOptions, StoreReader } from "../store/store.ts";
 import { openImage } from "../store/source.ts";
 import type { OpenedImage } from "../store/source.ts";
-import { isUrl, openStoreReader } from "../store/store-reader.ts";
+import { isUrl, openStore } from "../store/open-store.ts";
 import type { TrustPolicy } from "../store/trust.ts";
 import { silentLogger } from "../lib/log.ts";
 import type { Logger } from "../lib/log.ts";
@@ -37,8 +36,8 @@ import { PrefetchDevice } from "./prefetch-device.ts";
 import type { PrefetchStats } from "./prefetch-device.ts";
 import { PackFetcher } from "./pack-fetcher.ts";
 import type { PackStats } from "./pack-fetcher.ts";
-import { decodeProfile, profileChunks, readProfile } from "./profile.ts";
-import type { ProfileEntry } from "./profile.ts";
+import { decodeProfile, profileChunks, readProfile } from "../store/profile.ts";
+import type { ProfileEntry } from "../store/profile.ts";
 import { TraceDevice } from "./trace-device.ts";
 
 export interface StackOptions {
@@ -226,7 +225,7 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
       const sources = sameReader
         ? [image.chunks]
         : stores.map((s) => ({
-            reader: openStoreReader(s, stores.length > 1 ? { attempts: 1 } : {}),
+            reader: openStore(s, stores.length > 1 ? { attempts: 1 } : {}),
             prefix,
           }));
       // (The release's own reader is closed below, after the cache has kept the release.)

@@ -6,7 +6,7 @@ import { decodePackTable, packPath, tableBytes } from "../store/boot-pack.ts";
 import type { PackEntry, PackInfo } from "../store/boot-pack.ts";
 import { verifyChunk } from "../store/chunks.ts";
 import type { VerifiedChunk } from "../store/chunks.ts";
-import type { StoreReader } from "../store/store-reader.ts";
+import type { StoreReader } from "../store/store.ts";
 import { silentLogger } from "../lib/log.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ChunkCache } from "./chunk-cache.ts";

@@ -1,38 +1,24 @@
-// The list of images and revisions in a store. Local stores are scanned; every store also
-// carries releases/index.json (rewritten by pack and gc) so HTTP stores can be listed.
-import { readdir } from "node:fs/promises";
-import { join } from "node:path";
+// The list of images and revisions in a store. Stores that can list themselves (local folders)
+// are scanned; every store also carries releases/index.json (rewritten by pack and gc) so HTTP
+// stores can be listed.
 import { NotFoundError, ReleaseError } from "./errors.ts";
 import { CATALOG_PATH, isImageName, latestPath } from "./layout.ts";
 import { MAX_CATALOG_BYTES, MAX_RELEASE_FILE_BYTES } from "./limits.ts";
-import { isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
-import { LocalStoreReader } from "./local-store.ts";
-import type { StoreReader } from "./store-reader.ts";
+import { isStoreWriter } from "./store.ts";
+import type { StoreReader, StoreWriter } from "./store.ts";
 
 export interface Catalog {
   /** Image name -> revisions present, ascending. */
   images: Record<string, number[]>;
 }
 
-export async function scanLocalCatalog(root: string): Promise<Catalog> {
+/** The images and revisions a store holds, from a listing of its releases/ folder. */
+export async function scanCatalog(store: Pick<StoreWriter, "list">): Promise<Catalog> {
   const images: Record<string, number[]> = {};
-  let names: string[];
-  try {
-    names = await readdir(join(root, "releases"));
-  } catch (err) {
-    if (isErrno(err, "ENOENT")) return { images };
-    throw err;
-  }
+  const names = await store.list("releases");
   for (const name of names.sort()) {
     if (!isImageName(name)) continue;
-    let files: string[];
-    try {
-      files = await readdir(join(root, "releases", name));
-    } catch (err) {
-      if (isErrno(err, "ENOTDIR")) continue;
-      throw err;
-    }
-    const revisions = files
+    const revisions = (await store.list(`releases/${name}`))
       .map((f) => /^([1-9]\d*)\.json$/.exec(f))
       .filter((m) => m !== null)
       .map((m) => Number(m[1]))
@@ -42,14 +28,15 @@ export async function scanLocalCatalog(root: string): Promise<Catalog> {
   return { images };
 }
 
-export async function writeCatalog(root: string): Promise<Catalog> {
-  const catalog = await scanLocalCatalog(root);
-  await writeFileAtomic(join(root, CATALOG_PATH), `${JSON.stringify(catalog, null, 2)}\n`);
+/** Rewrites releases/index.json from a listing; returns what it wrote. */
+export async function writeCatalog(store: Pick<StoreWriter, "list" | "replace">): Promise<Catalog> {
+  const catalog = await scanCatalog(store);
+  await store.replace(CATALOG_PATH, `${JSON.stringify(catalog, null, 2)}\n`);
   return catalog;
 }
 
 export async function readCatalog(reader: StoreReader): Promise<Catalog> {
-  if (reader instanceof LocalStoreReader) return scanLocalCatalog(reader.location);
+  if (isStoreWriter(reader)) return scanCatalog(reader);
   let bytes: Buffer;
   try {
     bytes = await reader.read(CATALOG_PATH, { maxBytes: MAX_CATALOG_BYTES, what: "catalog" });

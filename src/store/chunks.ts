@@ -6,7 +6,7 @@ import type { IndexChunk } from "./caibx.ts";
 import { ChunkCorruptError, ChunkMissingError, NotFoundError } from "./errors.ts";
 import { chunkFile } from "./layout.ts";
 import { CASYNC_MAX_CHUNK_BYTES, maxFrameBytes } from "./limits.ts";
-import type { StoreReader } from "./store-reader.ts";
+import type { StoreReader } from "./store.ts";
 
 const decompress = promisify(zstdDecompress);
 

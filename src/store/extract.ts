@@ -7,7 +7,7 @@ import { isZeroChunk, loadChunk } from "./chunks.ts";
 import { tempPathFor } from "../lib/atomic-file.ts";
 import { mapLimit } from "./parallel.ts";
 import type { OpenedImage } from "./source.ts";
-import { isUrl } from "./store-reader.ts";
+import { isUrl } from "./open-store.ts";
 
 export const DEFAULT_LOCAL_CONCURRENCY = 8;
 export const DEFAULT_HTTP_CONCURRENCY = 16;

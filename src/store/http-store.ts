@@ -4,7 +4,7 @@ import { Agent, request } from "undici";
 import { BodyTooLargeError, FetchError, NotFoundError } from "./errors.ts";
 import { DEFAULT_MAX_READ_BYTES } from "./limits.ts";
 import { RetriesExhaustedError, RetryableError, withBackoff } from "./retry.ts";
-import type { ReadOptions, StoreReader } from "./store-reader.ts";
+import type { ReadOptions, StoreReader } from "./store.ts";
 
 export interface HttpStoreOptions {
   /** Connections kept open to the origin. */

@@ -1,13 +1,14 @@
-// A store in a local directory, read (its writes go through lib/atomic-file.ts).
+// A store in a local directory: read, written (every file through lib/atomic-file.ts, so no
+// reader ever sees half of one) and pruned.
 import { createReadStream } from "node:fs";
-import { open, stat } from "node:fs/promises";
+import { open, readdir, rm, stat } from "node:fs/promises";
 import { resolve, sep } from "node:path";
-import { isErrno } from "../lib/atomic-file.ts";
+import { createFileAtomic, isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
 import { BodyTooLargeError, FetchError, NotFoundError } from "./errors.ts";
 import { DEFAULT_MAX_READ_BYTES } from "./limits.ts";
-import type { ReadOptions, StoreReader } from "./store-reader.ts";
+import type { ReadOptions, StoreFileInfo, StorePruner, StoreReader, StoreWriter } from "./store.ts";
 
-export class LocalStoreReader implements StoreReader {
+export class LocalStore implements StoreReader, StoreWriter, StorePruner {
   readonly location: string;
 
   constructor(root: string) {
@@ -75,6 +76,43 @@ export class LocalStoreReader implements StoreReader {
       if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) return null;
       throw err;
     }
+  }
+
+  async create(path: string, data: Uint8Array | string): Promise<boolean> {
+    try {
+      await createFileAtomic(this.resolvePath(path), data);
+      return true;
+    } catch (err) {
+      if (isErrno(err, "EEXIST")) return false;
+      throw err;
+    }
+  }
+
+  async replace(path: string, data: Uint8Array | string): Promise<void> {
+    await writeFileAtomic(this.resolvePath(path), data);
+  }
+
+  async list(folder: string): Promise<string[]> {
+    try {
+      return await readdir(this.resolvePath(folder));
+    } catch (err) {
+      if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) return [];
+      throw err;
+    }
+  }
+
+  async stat(path: string): Promise<StoreFileInfo | null> {
+    try {
+      const st = await stat(this.resolvePath(path));
+      return { size: st.size, modifiedMs: st.mtimeMs };
+    } catch (err) {
+      if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) return null;
+      throw err;
+    }
+  }
+
+  async remove(path: string): Promise<void> {
+    await rm(this.resolvePath(path), { force: true });
   }
 
   async close(): Promise<void> {}

@@ -3,22 +3,21 @@
 // change: the new release names the same index, so no chunk is written and clients that already
 // hold the image fetch nothing but the pack's missing chunks.
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { decodeProfile, encodeProfile, profileChunks } from "../block/profile.ts";
-import type { ProfileEntry } from "../block/profile.ts";
 import { encodePack, packPath, profilePath } from "./boot-pack.ts";
 import type { PackInfo } from "./boot-pack.ts";
 import { readLatest } from "./catalog.ts";
 import { sha256Hex } from "./chunks.ts";
 import { ReleaseError } from "./errors.ts";
 import { chunkFile, releasePath } from "./layout.ts";
-import { createFileAtomic, isErrno } from "../lib/atomic-file.ts";
-import { LocalStoreReader } from "./local-store.ts";
 import type { SecretKey } from "./minisign.ts";
 import { publishRelease } from "./pack.ts";
 import { decodeRelease } from "./release.ts";
 import { loadReleaseIndex } from "./source.ts";
 import { MAX_RELEASE_FILE_BYTES, maxFrameBytes } from "./limits.ts";
+import { openStore } from "./open-store.ts";
+import { decodeProfile, encodeProfile, profileChunks } from "./profile.ts";
+import type { ProfileEntry } from "./profile.ts";
+import { requireWritable } from "./store.ts";
 
 export interface OptimizeResult {
   name: string;
@@ -36,21 +35,13 @@ export interface OptimizeResult {
   signed: boolean;
 }
 
-async function writeOnce(path: string, bytes: Uint8Array | string): Promise<void> {
-  try {
-    await createFileAtomic(path, bytes);
-  } catch (err) {
-    if (!isErrno(err, "EEXIST")) throw err; // content-addressed: the same bytes are there
-  }
-}
-
 export async function optimizeRelease(options: {
   store: string;
   name: string;
   profile: string;
   key?: SecretKey;
 }): Promise<OptimizeResult> {
-  const reader = new LocalStoreReader(options.store);
+  const reader = requireWritable(openStore(options.store), "optimize");
   const revision = await readLatest(reader, options.name);
   if (revision === null) {
     throw new ReleaseError(`Image ${options.name} has no releases in ${reader.location}`);
@@ -74,7 +65,8 @@ export async function optimizeRelease(options: {
   // Stored in a normal form, named by its digest.
   const profileText = encodeProfile(entries);
   const profileDigest = sha256Hex(Buffer.from(profileText));
-  await writeOnce(join(reader.location, profilePath(profileDigest)), profileText);
+  // Content-addressed: when it is already there, the same bytes are.
+  await reader.create(profilePath(profileDigest), profileText);
 
   const chunks = profileChunks(index, entries);
   const frames = await Promise.all(
@@ -87,7 +79,7 @@ export async function optimizeRelease(options: {
     })),
   );
   const pack = encodePack(frames);
-  await writeOnce(join(reader.location, packPath(pack.info.digest)), pack.bytes);
+  await reader.create(packPath(pack.info.digest), pack.bytes);
 
   const published = await publishRelease(
     { store: options.store, name: options.name, key: options.key },

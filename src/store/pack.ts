@@ -1,7 +1,7 @@
 // `inetboot pack`: stream an image through the casync chunker, store new chunks (in worker
 // threads), then publish the index and a (signed) release. Every file appears under its final
 // name only when complete, so a killed pack leaves a valid store and a re-run reuses its chunks.
-import { open, readFile } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -10,16 +10,19 @@ import type { IndexChunk } from "./caibx.ts";
 import { sha256Hex } from "./chunks.ts";
 import { createChunker, DEFAULT_CHUNKER } from "./chunker.ts";
 import type { ChunkerParams } from "./chunker.ts";
-import { scanLocalCatalog, writeCatalog } from "./catalog.ts";
+import { scanCatalog, writeCatalog } from "./catalog.ts";
 import { UsageError } from "./errors.ts";
 import { CHUNKS_DIR, indexPath, isImageName, latestPath, releasePath } from "./layout.ts";
-import { createFileAtomic, isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
+import { MAX_RELEASE_FILE_BYTES } from "./limits.ts";
+import { LocalStore } from "./local-store.ts";
 import { formatKeyId, signMessage } from "./minisign.ts";
 import type { SecretKey } from "./minisign.ts";
 import { KIND_NEW, KIND_REUSED, KIND_ZERO } from "./pack-protocol.ts";
 import type { PackBatch, PackBatchResult, PackWorkerInit } from "./pack-protocol.ts";
 import { encodeRelease, RELEASE_FORMAT } from "./release.ts";
 import type { Release } from "./release.ts";
+import { openStore } from "./open-store.ts";
+import { requireWritable } from "./store.ts";
 
 export const DEFAULT_ZSTD_LEVEL = 3;
 /** Bytes read per batch handed to a worker. */
@@ -114,6 +117,11 @@ export async function packImage(image: string, options: PackOptions): Promise<Pa
   if (!Number.isInteger(level) || level < 1 || level > 19) {
     throw new UsageError(`zstd level ${level} is out of range: expected 1 to 19`);
   }
+  const store = requireWritable(openStore(options.store), "pack into");
+  // The worker threads write chunks straight into a local folder (see pack-worker.ts).
+  if (!(store instanceof LocalStore)) {
+    throw new UsageError(`Cannot pack into ${store.location}: expected a local store directory`);
+  }
   const fh = await open(image, "r").catch((err: NodeJS.ErrnoException) => {
     throw new UsageError(`Cannot read image ${image}: ${err.message}`);
   });
@@ -128,7 +136,7 @@ export async function packImage(image: string, options: PackOptions): Promise<Pa
     storedBytes: 0,
   };
   const pool = new WorkerPool(options.workers ?? Math.max(1, availableParallelism()), {
-    chunksDir: join(options.store, CHUNKS_DIR),
+    chunksDir: join(store.location, CHUNKS_DIR),
     level,
     maxChunk: params.max,
   });
@@ -219,11 +227,7 @@ export async function packImage(image: string, options: PackOptions): Promise<Pa
     chunks.length > 0 ? chunks[chunks.length - 1].offset + chunks[chunks.length - 1].size : 0;
   const indexBytes = encodeBlobIndex({ flags: CAIBX_DEFAULT_FLAGS, chunker: params, chunks });
   const indexDigest = sha256Hex(indexBytes);
-  try {
-    await createFileAtomic(join(options.store, indexPath(indexDigest)), indexBytes);
-  } catch (err) {
-    if (!isErrno(err, "EEXIST")) throw err;
-  }
+  await store.create(indexPath(indexDigest), indexBytes); // false: the same index is there
   const published = await publishRelease(options, {
     size,
     indexDigest,
@@ -255,16 +259,18 @@ export async function publishRelease(
   content: Pick<Release, "size" | "chunks" | "chunker"> &
     Partial<Pick<Release, "profile" | "pack">> & { indexDigest: string },
 ): Promise<{ release: Release; digest: string; path: string }> {
-  const { store, name, key } = options;
+  const { name, key } = options;
+  const store = requireWritable(openStore(options.store), "publish a release in");
+  const small = { maxBytes: MAX_RELEASE_FILE_BYTES, what: "release" };
   for (;;) {
-    const revisions = (await scanLocalCatalog(store)).images[name] ?? [];
+    const revisions = (await scanCatalog(store)).images[name] ?? [];
     const parentRevision = revisions.at(-1);
     const parent =
       parentRevision === undefined
         ? null
         : {
             revision: parentRevision,
-            digest: sha256Hex(await readFile(join(store, releasePath(name, parentRevision)))),
+            digest: sha256Hex(await store.read(releasePath(name, parentRevision), small)),
           };
     const release: Release = {
       format: RELEASE_FORMAT,
@@ -282,19 +288,17 @@ export async function publishRelease(
       keyId: key ? formatKeyId(key.keyId) : null,
     };
     const bytes = encodeRelease(release);
-    const path = join(store, releasePath(name, release.revision));
-    try {
-      await createFileAtomic(path, bytes);
-    } catch (err) {
-      if (isErrno(err, "EEXIST")) continue; // another pack took this revision: take the next
-      throw err;
-    }
+    const file = releasePath(name, release.revision);
+    // Another pack took this revision: take the next.
+    if (!(await store.create(file, bytes))) continue;
     if (key) {
       const trustedComment = `timestamp:${Math.floor(Date.now() / 1000)}\tfile:${release.revision}.json\timage:${name}\trevision:${release.revision}`;
-      await writeFileAtomic(`${path}.minisig`, signMessage(key, bytes, { trustedComment }));
+      await store.replace(`${file}.minisig`, signMessage(key, bytes, { trustedComment }));
     }
-    await writeFileAtomic(join(store, latestPath(name)), `${release.revision}\n`);
+    await store.replace(latestPath(name), `${release.revision}\n`);
     await writeCatalog(store);
+    // A local release is named as the caller named its store (a relative path stays relative).
+    const path = store instanceof LocalStore ? join(options.store, file) : store.describe(file);
     return { release, digest: sha256Hex(bytes), path };
   }
 }

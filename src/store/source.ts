@@ -10,11 +10,11 @@ import { readCatalog, readLatest } from "./catalog.ts";
 import { NotFoundError, ReleaseError, UsageError } from "./errors.ts";
 import { CHUNKS_DIR, chunkFile, indexPath, isImageName, releasePath } from "./layout.ts";
 import { indexBytesFor, MAX_INDEX_BYTES, MAX_RELEASE_FILE_BYTES } from "./limits.ts";
-import { LocalStoreReader } from "./local-store.ts";
+import { LocalStore } from "./local-store.ts";
 import { decodeRelease } from "./release.ts";
 import type { Release } from "./release.ts";
-import { isUrl, openStoreReader } from "./store-reader.ts";
-import type { ReadOptions, StoreReader } from "./store-reader.ts";
+import { isUrl, openStore } from "./open-store.ts";
+import type { ReadOptions, StoreReader } from "./store.ts";
 import { acceptRelease, checkSignature } from "./trust.ts";
 import type { TrustPolicy, TrustVerdict } from "./trust.ts";
 
@@ -75,7 +75,7 @@ async function inFolderOf<T>(
   fn: (reader: StoreReader, file: string) => Promise<T>,
 ): Promise<T> {
   const full = isUrl(location) ? new URL(location).href : resolve(location);
-  const reader = openStoreReader(isUrl(full) ? new URL(".", full).href : dirname(full));
+  const reader = openStore(isUrl(full) ? new URL(".", full).href : dirname(full));
   try {
     return await fn(reader, decodeURIComponent(full.split("/").pop()!));
   } finally {
@@ -215,7 +215,7 @@ export function loadReleaseIndex(
 
 /** Decides whether chunks live under chunks/ (inetboot store) or at the root (a bare casync store). */
 async function chunkPrefix(reader: StoreReader, index: BlobIndex): Promise<string> {
-  if (reader instanceof LocalStoreReader) {
+  if (reader instanceof LocalStore) {
     const s = await stat(reader.resolvePath(CHUNKS_DIR)).catch(() => null);
     return s?.isDirectory() ? `${CHUNKS_DIR}/` : "";
   }
@@ -239,7 +239,7 @@ export async function openImage(source: string, options: OpenOptions): Promise<O
       readRequired(r, file, "Index", { maxBytes: MAX_INDEX_BYTES, what: "index" }),
     );
     const index = decodeBlobIndex(bytes, spec.location);
-    const reader = openStoreReader(options.store);
+    const reader = openStore(options.store);
     return {
       label: spec.location,
       index,
@@ -248,7 +248,7 @@ export async function openImage(source: string, options: OpenOptions): Promise<O
       close: () => reader.close(),
     };
   }
-  const reader = openStoreReader(
+  const reader = openStore(
     spec.kind === "release-file"
       ? (options.store ?? storeRootOf(spec.location))
       : requireStore(source, options),
@@ -279,7 +279,7 @@ export async function openImage(source: string, options: OpenOptions): Promise<O
       });
     }
     const cached = options.indexCache
-      ? await loadReleaseIndex(new LocalStoreReader(options.indexCache), release.release).catch(
+      ? await loadReleaseIndex(new LocalStore(options.indexCache), release.release).catch(
           () => null,
         )
       : null;

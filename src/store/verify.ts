@@ -6,7 +6,7 @@ import type { ChunkSource } from "./chunks.ts";
 import { releasePath } from "./layout.ts";
 import { mapLimit } from "./parallel.ts";
 import { loadReleaseIndex, openRelease } from "./source.ts";
-import type { StoreReader } from "./store-reader.ts";
+import type { StoreReader } from "./store.ts";
 import type { TrustPolicy } from "./trust.ts";
 
 export interface VerifyReport {
