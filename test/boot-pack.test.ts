@@ -3,12 +3,15 @@
 // Range requests, verifies every chunk, caches it, and reads no chunk file for it. A tampered
 // pack never reaches the reader: its chunks come one by one from the store instead.
 import assert from "node:assert/strict";
-import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { openDeviceStack } from "../src/block/open-stack.ts";
-import { decodeProfile, encodeProfile } from "../src/store/profile.ts";
-import { decodePackTable, packPath, tableBytes } from "../src/store/boot-pack.ts";
+import { openDeviceStack, readReleaseProfile } from "../src/block/open-stack.ts";
+import { sha256Hex } from "../src/store/chunks.ts";
+import { ReleaseError } from "../src/store/errors.ts";
+import { LocalStore } from "../src/store/local-store.ts";
+import { decodeProfile, encodeProfile, ProfileFormatError } from "../src/store/profile.ts";
+import { decodePackTable, packPath, profilePath, tableBytes } from "../src/store/boot-pack.ts";
 import { decodeRelease } from "../src/store/release.ts";
 import {
   inetboot,
@@ -212,5 +215,50 @@ describe("boot profiles and boot packs", () => {
       assert.ok(chunkGets.length >= 1, `${damage}: the damaged chunks came from the store`);
       await stack.close();
     }
+  });
+
+  it("a release's missing boot profile is skipped; a damaged one stops the open, naming the file", async (t) => {
+    const dir = tempDir(t);
+    const { store, key, profile } = await optimizedStore(dir);
+    await inetbootOk(["optimize", "disk", "--profile", profile, "--store", store, "--key", key]);
+    const release = decodeRelease(readFileSync(join(store, "releases/disk/2.json")), "2.json");
+    assert.ok(release.profile);
+    const policy = { trusted: [], insecure: true, statePath: null };
+
+    const missing = join(dir, "missing");
+    cpSync(store, missing, { recursive: true });
+    rmSync(join(missing, profilePath(release.profile)));
+    const stack = await openDeviceStack("disk", { stores: [missing], policy });
+    assert.equal(stack.profileSource, null, "opened without a profile");
+    await stack.close();
+
+    const damaged = join(dir, "damaged");
+    cpSync(store, damaged, { recursive: true });
+    const file = join(damaged, profilePath(release.profile));
+    writeFileSync(file, encodeProfile([{ offset: 0, length: 4096, ms: 1 }]));
+    await assert.rejects(
+      openDeviceStack("disk", { stores: [damaged], policy }),
+      (err: Error) =>
+        err instanceof ReleaseError &&
+        err.message.includes(file) &&
+        err.message.includes(`expected ${release.profile}`),
+    );
+  });
+
+  it("a profile that matches its digest but is not a profile is a ProfileFormatError naming it", async (t) => {
+    const dir = tempDir(t);
+    const text = "inetboot-profile 1\n0 4096\n";
+    const digest = sha256Hex(Buffer.from(text));
+    mkdirSync(join(dir, "profiles"));
+    writeFileSync(join(dir, profilePath(digest)), text);
+    const store = new LocalStore(dir);
+    await assert.rejects(
+      readReleaseProfile(store, digest),
+      (err: Error) =>
+        err instanceof ProfileFormatError &&
+        err.message.includes(join(dir, profilePath(digest))) &&
+        err.message.includes("line 2"),
+    );
+    assert.equal(await readReleaseProfile(store, "0".repeat(64)), null, "a missing one is null");
   });
 });

@@ -8,7 +8,13 @@ import { existsSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { writeFileAtomic } from "../lib/atomic-file.ts";
 import { join } from "node:path";
-import { ChunkMissingError, FetchError, NotFoundError, UsageError } from "../store/errors.ts";
+import {
+  ChunkMissingError,
+  FetchError,
+  NotFoundError,
+  ReleaseError,
+  UsageError,
+} from "../store/errors.ts";
 import { profilePath } from "../store/boot-pack.ts";
 import { sha256Hex } from "../store/chunks.ts";
 import { indexPath, latestPath, releasePath } from "../store/layout.ts";
@@ -122,12 +128,29 @@ async function rememberRelease(image: OpenedImage, cacheDir: string): Promise<vo
   if (!(current >= r.release.revision)) await writeFileAtomic(latest, `${r.release.revision}\n`);
 }
 
-/** The release's boot profile, checked against the digest the signed release names. */
-async function releaseProfile(reader: StoreReader, digest: string): Promise<ProfileEntry[]> {
+/**
+ * The release's boot profile, checked against the digest the signed release names; null when
+ * the store does not have it (the image boots without a prefetch plan). A profile that is there
+ * but too large, tampered with or malformed is a ReleaseError or ProfileFormatError naming the
+ * file: the store is broken, and is not treated as if the profile were simply absent.
+ */
+export async function readReleaseProfile(
+  reader: StoreReader,
+  digest: string,
+): Promise<ProfileEntry[] | null> {
   const path = profilePath(digest);
-  const bytes = await reader.read(path, { maxBytes: MAX_PROFILE_BYTES, what: "profile" });
-  if (sha256Hex(bytes) !== digest) {
-    throw new Error(`${reader.describe(path)} does not match the digest its release names`);
+  let bytes: Buffer;
+  try {
+    bytes = await reader.read(path, { maxBytes: MAX_PROFILE_BYTES, what: "profile" });
+  } catch (err) {
+    if (err instanceof NotFoundError) return null;
+    throw err;
+  }
+  const actual = sha256Hex(bytes);
+  if (actual !== digest) {
+    throw new ReleaseError(
+      `Cannot use boot profile ${reader.describe(path)}: its SHA-256 is ${actual}, expected ${digest} as its release names (the store is damaged or tampered with)`,
+    );
   }
   return decodeProfile(bytes.toString("utf8"), reader.describe(path));
 }
@@ -236,11 +259,23 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
     }
     const digest = image.release?.release.profile;
     if (!profile && digest) {
+      let published: ProfileEntry[] | null | undefined;
       try {
-        profile = await releaseProfile(image.chunks.reader, digest);
-        profileSource = `${label} (published with the release)`;
+        published = await readReleaseProfile(image.chunks.reader, digest);
       } catch (err) {
-        log.warn({ err: (err as Error).message }, "cannot read the release's boot profile");
+        // The store cannot be reached for it: boot without the plan. Any other failure (too
+        // large, tampered, malformed) is the store's damage and stops the open.
+        if (!(err instanceof FetchError)) throw err;
+        log.warn({ err: err.message }, "cannot fetch the release's boot profile");
+      }
+      if (published) {
+        profile = published;
+        profileSource = `${label} (published with the release)`;
+      } else if (published === null) {
+        log.warn(
+          { profile: image.chunks.reader.describe(profilePath(digest)) },
+          "the release names a boot profile the store does not have; booting without it",
+        );
       }
     }
     if (options.cache) {
