@@ -38,6 +38,8 @@ export interface PackStats {
 interface Slot {
   entry: PackEntry;
   started: boolean;
+  /** Verified and handed to its waiters: never counted as failed afterwards. */
+  delivered: boolean;
   promise: Promise<VerifiedChunk>;
   resolve: (v: VerifiedChunk) => void;
   reject: (e: Error) => void;
@@ -137,7 +139,14 @@ export class PackFetcher implements ChunkFetcher {
         reject = rej;
       });
       promise.catch(() => undefined); // a waiter, if any, sees the rejection
-      this.#slots.set(entry.id, { entry, started: false, promise, resolve, reject });
+      this.#slots.set(entry.id, {
+        entry,
+        started: false,
+        delivered: false,
+        promise,
+        resolve,
+        reject,
+      });
     }
     const pieces = this.#plan(missing.map((e) => this.#slots.get(e.id)!));
     let cursor = 0;
@@ -212,6 +221,7 @@ export class PackFetcher implements ChunkFetcher {
       );
       this.stats.delivered++;
       this.stats.deliveredBytes += data.length;
+      slot.delivered = true;
       slot.resolve({ data, frame });
       await this.#cache?.put(chunk, data, frame);
       // From now on the cache has it (a waiter already holds the promise).
@@ -225,6 +235,8 @@ export class PackFetcher implements ChunkFetcher {
   #fail(slot: Slot, err: Error): void {
     if (this.#slots.get(slot.entry.id) !== slot) return;
     this.#slots.delete(slot.entry.id);
+    // A delivered chunk with no cache to keep it is let go at the end, not failed.
+    if (slot.delivered) return;
     this.stats.failed++;
     slot.reject(err);
   }
