@@ -20,13 +20,12 @@ class MemoryReader implements StoreReader {
   /** When set, range requests after the first wait for it before sending a byte. */
   gate: Promise<void> | null = null;
 
-  async read(path: string): Promise<Buffer> {
+  read(path: string): Promise<Buffer> {
     const f = this.files.get(path);
-    if (!f) throw new NotFoundError(path);
-    return f;
+    return f ? Promise.resolve(f) : Promise.reject(new NotFoundError(path));
   }
-  async size(path: string): Promise<number | null> {
-    return this.files.get(path)?.length ?? null;
+  size(path: string): Promise<number | null> {
+    return Promise.resolve(this.files.get(path)?.length ?? null);
   }
   async *readRange(path: string, offset: number, length: number): AsyncIterable<Buffer> {
     this.ranges++;
@@ -53,14 +52,14 @@ class RecordingFetcher implements ChunkFetcher {
   constructor(data: Map<string, Buffer>) {
     this.data = data;
   }
-  async fetch(chunk: ChunkRef): Promise<Buffer> {
+  fetch(chunk: ChunkRef): Promise<Buffer> {
     this.asked.push(chunk.id);
     const d = this.data.get(chunk.id);
-    if (!d) throw new Error(`no chunk ${chunk.id}`);
-    return d;
+    return d ? Promise.resolve(d) : Promise.reject(new Error(`no chunk ${chunk.id}`));
   }
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.closed = true;
+    return Promise.resolve();
   }
 }
 
@@ -161,7 +160,7 @@ describe("PackFetcher", () => {
   });
 
   it("fails over to the next store when one cannot serve the pack", async () => {
-    const { reader, info, chunks, data } = packed(3);
+    const { reader, info, data } = packed(3);
     const broken = new MemoryReader();
     broken.failWith = new FetchError("connection refused");
     const next = new RecordingFetcher(data);
@@ -181,9 +180,10 @@ describe("PackFetcher", () => {
     const put: string[] = [];
     const cache = {
       has: (id: string) => held.has(id),
-      put: async (chunk: ChunkRef) => {
+      put: (chunk: ChunkRef) => {
         put.push(chunk.id);
         held.add(chunk.id);
+        return Promise.resolve();
       },
     } as unknown as ChunkCache;
     const fetcher = new PackFetcher(new RecordingFetcher(data), [reader], info, { cache });

@@ -82,3 +82,21 @@ export function firmwareArchNames(fw: { kind: string; cpu: string; arch: number 
   const key = fw.kind === "bios" ? "bios" : `${fw.kind}-${fw.cpu}`;
   return [...new Set([fw.cpu, fw.kind, key, String(fw.arch)])];
 }
+
+/** A choice with one-shot entries already used up turned into `local` (saying why). */
+export function resolveOnce(
+  config: ServeConfig,
+  consumed: (mac: string, entry: string) => boolean,
+  choice: Choice,
+  mac: string | undefined,
+): Choice & { once?: string } {
+  const entry = config.entries.get(choice.entry);
+  if (entry?.once && mac && consumed(mac, entry.name)) {
+    return {
+      entry: "local",
+      rule: `${choice.rule} (once: ${entry.name} already booted)`,
+      once: entry.name,
+    };
+  }
+  return choice;
+}

@@ -2,7 +2,7 @@
 // used, bounded: anyone on the boot LAN can send these, so every string kept from them has a
 // length limit and the labels a count limit. Pure functions, no I/O.
 import { macFromQuery } from "./http-util.ts";
-import { IPXE_FACTS } from "./ipxe-script.ts";
+import { IPXE_FACTS } from "./ipxe-render.ts";
 import { ipxeArchNames } from "./plan.ts";
 import type { MachineFacts } from "./plan.ts";
 

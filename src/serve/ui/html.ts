@@ -164,3 +164,10 @@ export function time(iso: string | undefined): Html {
   if (!iso) return html`<span class="muted">—</span>`;
   return html`<time datetime="${iso}">${iso.replace("T", " ").replace(/\.\d+Z$/, " UTC")}</time>`;
 }
+
+/** A value as code. */
+export const code = (v: string): Html => html`<code>${v}</code>`;
+
+/** Values as code, comma-separated. */
+export const codes = (list: string[]): Html[] =>
+  list.map((s, i) => html`${i ? ", " : ""}${code(s)}`);

@@ -6,9 +6,10 @@ import { formatBytes } from "../../lib/format.ts";
 import type { MirrorStats } from "../../block/mirror-set.ts";
 import type { ListedRelease } from "../../store/list.ts";
 import type { Entry, ServeConfig } from "../config.ts";
+import { kindOf } from "../entries/index.ts";
 import type { BootEvent, MachineRecord } from "../events.ts";
 import type { Choice } from "../plan.ts";
-import { emptyRow, html, page, table, time } from "./html.ts";
+import { code, codes, emptyRow, html, page, table, time } from "./html.ts";
 import type { Html } from "./html.ts";
 
 export type MachineRow = MachineRecord & { next: Choice & { once?: string } };
@@ -33,8 +34,6 @@ function nextText(m: MachineRow): Html {
 const yes = (v: boolean): string => (v ? "yes" : "no");
 const good = (ok: boolean, yesText: string, noText: string): Html =>
   ok ? html`<span class="good">${yesText}</span>` : html`<span class="bad">${noText}</span>`;
-const code = (v: string): Html => html`<code>${v}</code>`;
-const codes = (list: string[]): Html[] => list.map((s, i) => html`${i ? ", " : ""}${code(s)}`);
 
 const MACHINE_COLUMNS = [
   "MAC",
@@ -212,41 +211,8 @@ export function machinePage(
   );
 }
 
-function fileText(ref: { path?: string; url?: string }): string {
-  return ref.url ?? ref.path ?? "";
-}
-
-function entryWhat(e: Entry): Html {
-  const cmdline = (c: string | undefined): Html | "" =>
-    c ? html`<div>cmdline ${code(c)}</div>` : "";
-  switch (e.kind) {
-    case "kernel":
-    case "image": {
-      const image =
-        e.kind === "image"
-          ? html`<div>
-              image ${code(e.image.source)} from ${codes(e.image.stores)}; disk
-              ${e.disk}${e.nbdOverlay ? "; NBD overlay" : ""}
-            </div>`
-          : "";
-      return html`${image}
-        <div>kernel ${code(fileText(e.kernel))}</div>
-        ${e.initrd.map((r) => html`<div>initrd ${code(fileText(r))}</div>`)}${cmdline(e.cmdline)}`;
-    }
-    case "iso":
-      return html`<div>ISO ${code(e.iso)}${e.recipe ? ` (recipe ${e.recipe})` : ""}</div>
-        ${cmdline(e.cmdline)}`;
-    case "menu":
-      return html`menu: ${e.items.join(", ")}; default ${e.defaultItem ?? e.items[0]} after
-      ${e.timeoutSeconds} s`;
-    case "chain":
-    case "sanboot":
-      return code(e.url);
-    case "local":
-      return html`exit to the next boot device`;
-    case "shell":
-      return html`the iPXE shell`;
-  }
+function entryWhat(e: Entry): Html | string {
+  return kindOf(e).describe(e);
 }
 
 function matchText(m: ServeConfig["machines"][number]["match"]): string {

@@ -1,0 +1,76 @@
+// What parsing a configuration needs to know about the machine it runs on: which files exist,
+// the contents of token files, and where Debian's ipxe package put its binaries. Kept apart so
+// parsing is pure: tests hand parseConfig a probe of their own.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+
+export interface HostProbe {
+  exists(path: string): boolean;
+  readText(path: string): string;
+  /** Every iPXE binary found, by file name (served over TFTP and HTTP). */
+  ipxeFiles(): Record<string, string>;
+  /** The iPXE first stage for each firmware key ("bios", "uefi-x86_64", …). */
+  firstStages(): Record<string, string>;
+}
+
+export const DEFAULT_IPXE_DIRS = ["/usr/lib/ipxe", "/usr/share/ipxe"];
+
+const IPXE_BINARIES = [
+  "undionly.kpxe",
+  "undionly.kkpxe",
+  "ipxe.pxe",
+  "ipxe.efi",
+  "snponly.efi",
+  "ipxe.lkrn",
+];
+
+const FIRST_STAGES: [string, string][] = [
+  ["bios", "undionly.kpxe"],
+  ["uefi-x86_64", "ipxe.efi"],
+  ["uefi-i386", "ipxe-i386.efi"],
+  ["uefi-arm64", "ipxe-arm64.efi"],
+];
+
+/** `files` (key → file name) found in the first of `dirs` that has each. */
+function findIn(dirs: string[], files: [string, string][], exists: (p: string) => boolean) {
+  const out: Record<string, string> = {};
+  for (const [key, file] of files) {
+    const found = dirs.map((d) => join(d, file)).find((p) => exists(p));
+    if (found) out[key] = found;
+  }
+  return out;
+}
+
+/** The real machine. */
+export function probeHost(dirs = DEFAULT_IPXE_DIRS): HostProbe {
+  return {
+    exists: existsSync,
+    readText: (path) => readFileSync(path, "utf8"),
+    ipxeFiles: () =>
+      findIn(
+        dirs,
+        IPXE_BINARIES.map((n) => [n, n]),
+        existsSync,
+      ),
+    firstStages: () => findIn(dirs, FIRST_STAGES, existsSync),
+  };
+}
+
+/** A machine where exactly `files` exist (with their contents), iPXE binaries among them. */
+export function fakeHost(files: Record<string, string> = {}, dirs = DEFAULT_IPXE_DIRS): HostProbe {
+  const exists = (p: string): boolean => Object.hasOwn(files, p);
+  return {
+    exists,
+    readText: (path) => {
+      if (!exists(path)) throw new Error(`ENOENT: no such file, open '${path}'`);
+      return files[path];
+    },
+    ipxeFiles: () =>
+      findIn(
+        dirs,
+        IPXE_BINARIES.map((n) => [n, n]),
+        exists,
+      ),
+    firstStages: () => findIn(dirs, FIRST_STAGES, exists),
+  };
+}

@@ -1,0 +1,206 @@
+// Parsing a configuration: YAML in, a checked ServeConfig out, with errors that name the file,
+// the line and what was expected. Structure errors throw ConfigError; problems the server can
+// live with (a kernel file not there yet) are warnings. Pure but for the HostProbe it is given.
+import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { isMap, LineCounter, parseDocument } from "yaml";
+import { ENTRY_KINDS } from "../entries/index.ts";
+import type { Entry } from "../entries/index.ts";
+import type { ParseContext } from "../entries/kind.ts";
+import { Checker } from "./checker.ts";
+import { probeHost } from "./host.ts";
+import type { HostProbe } from "./host.ts";
+import { networkSections, serverSections } from "./sections.ts";
+import { BUILTIN_MENU, ConfigError } from "./types.ts";
+import type { MatchRule, ServeConfig } from "./types.ts";
+
+const ENTRY_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const COMMON_KEYS = ["title", "once"];
+const ENTRY_KEYS = [...new Set([...COMMON_KEYS, ...ENTRY_KINDS.flatMap((k) => k.keys)])];
+
+/**
+ * One entry: its kind is the one whose first key it has (an image or ISO entry's `kernel` is
+ * part of it, not a kernel entry); keys of other kinds are errors that say whose they are.
+ */
+function entry(
+  c: Checker,
+  name: string,
+  v: unknown,
+  ctx: Omit<ParseContext, "path">,
+): Entry | undefined {
+  const path = ["entries", name];
+  if (!ENTRY_NAME.test(name)) {
+    c.error(path, `entry name "${name}" must be letters, digits, "_", "." or "-" (64 at most)`);
+  }
+  const o = c.object(v, path, ENTRY_KEYS);
+  const defining = ENTRY_KINDS.map((k) => k.keys[0]);
+  if (!o) {
+    c.error(path, `expected a mapping (${defining.join(", ")})`);
+    return undefined;
+  }
+  const present = ENTRY_KINDS.filter((k) => o[k.keys[0]] !== undefined);
+  const kinds = present.filter(
+    (k) => !present.some((other) => other !== k && other.keys.includes(k.keys[0])),
+  );
+  if (kinds.length !== 1) {
+    c.error(
+      path,
+      kinds.length === 0
+        ? `an entry needs one of ${defining.join(", ")}`
+        : `an entry is one kind; this one has ${kinds.map((k) => k.kind).join(" and ")}`,
+    );
+    return undefined;
+  }
+  const kind = kinds[0];
+  for (const key of Object.keys(o)) {
+    if (COMMON_KEYS.includes(key) || kind.keys.includes(key)) continue;
+    const owners = ENTRY_KINDS.filter((k) => k.keys.includes(key)).map((k) => k.kind);
+    if (owners.length) c.error([...path, key], `${key} is for ${owners.join(" and ")} entries`);
+  }
+  const base = {
+    name,
+    title: c.text(o.title, [...path, "title"]) ?? name,
+    once: c.bool(o.once, [...path, "once"]) ?? false,
+  };
+  return (kind.parse as (...a: unknown[]) => Entry | undefined)(c, o, base, { ...ctx, path });
+}
+
+function builtinEntries(): [string, Entry][] {
+  return [
+    ["local", { name: "local", title: "Boot from the local disk", once: false, kind: "local" }],
+    ["shell", { name: "shell", title: "iPXE shell", once: false, kind: "shell" }],
+  ];
+}
+
+/** Parses and validates a configuration. `text` null means the built-in defaults. */
+export function parseConfig(
+  text: string | null,
+  source: string,
+  host: HostProbe = probeHost(),
+): ServeConfig {
+  const lines = new LineCounter();
+  const doc = parseDocument(text ?? "{}", {
+    lineCounter: lines,
+    prettyErrors: false,
+    uniqueKeys: true,
+  });
+  if (doc.errors.length) {
+    throw new ConfigError(
+      source,
+      doc.errors.map(
+        (e) => `${source}:${lines.linePos(e.pos[0]).line}: ${e.message.split("\n")[0]}`,
+      ),
+    );
+  }
+  if (doc.contents !== null && !isMap(doc.contents)) {
+    throw new ConfigError(source, [`${source}:1: expected a mapping at the top level`]);
+  }
+  const c = new Checker(doc, lines, source);
+  const raw = (doc.toJS() ?? {}) as unknown;
+  const top =
+    c.object(
+      raw,
+      [],
+      [
+        "listen",
+        "dhcp",
+        "tftp",
+        "http",
+        "nbd",
+        "cache",
+        "state",
+        "ui",
+        "entries",
+        "machines",
+        "default",
+      ],
+    ) ?? {};
+  const baseDir = text === null ? process.cwd() : dirname(resolve(source));
+  const network = networkSections(c, top, baseDir, host);
+
+  const entries = new Map<string, Entry>(builtinEntries());
+  const rawEntries =
+    c.object(top.entries, ["entries"], Object.keys((top.entries as object | null) ?? {})) ?? {};
+  for (const [name, v] of Object.entries(rawEntries)) {
+    const e = entry(c, name, v, { baseDir, host });
+    if (e) entries.set(name, e);
+  }
+  if (!entries.has(BUILTIN_MENU)) {
+    const items = [...entries.keys()].filter((n) => n !== "local" && n !== "shell");
+    entries.set(BUILTIN_MENU, {
+      name: BUILTIN_MENU,
+      title: "inetboot",
+      once: false,
+      kind: "menu",
+      items: [...items, "local", "shell"],
+      timeoutSeconds: 10,
+      defaultItem: items[0] ?? "local",
+    });
+  }
+  for (const e of entries.values()) {
+    if (e.kind !== "menu") continue;
+    e.items.forEach((item, i) => {
+      if (!entries.has(item)) c.error(["entries", e.name, "menu", i], `no entry named "${item}"`);
+    });
+    if (e.defaultItem && !e.items.includes(e.defaultItem)) {
+      c.error(["entries", e.name, "default"], `"${e.defaultItem}" is not one of this menu's items`);
+    }
+  }
+
+  const machines: MatchRule[] = [];
+  if (top.machines !== undefined && top.machines !== null) {
+    if (!Array.isArray(top.machines)) c.error(["machines"], "expected a list of { match, boot }");
+    else {
+      top.machines.forEach((m, i) => {
+        const p = ["machines", i];
+        const o = c.object(m, p, ["name", "match", "boot"]) ?? {};
+        const mt =
+          c.object(o.match, [...p, "match"], ["mac", "uuid", "arch", "hostname", "labels"]) ?? {};
+        const match: MatchRule["match"] = {
+          mac: c.mac(mt.mac, [...p, "match", "mac"]),
+          uuid: c.string(mt.uuid, [...p, "match", "uuid"])?.toLowerCase(),
+          arch: c.string(mt.arch, [...p, "match", "arch"]),
+          hostname: c.text(mt.hostname, [...p, "match", "hostname"]),
+        };
+        if (mt.labels !== undefined) {
+          const l =
+            c.object(mt.labels, [...p, "match", "labels"], Object.keys(mt.labels ?? {})) ?? {};
+          match.labels = Object.fromEntries(Object.entries(l).map(([k, v]) => [k, String(v)]));
+        }
+        const boot = c.text(o.boot, [...p, "boot"], "an entry name");
+        if (!boot) c.error(p, "a machine rule needs boot: ENTRY");
+        else if (!entries.has(boot)) c.error([...p, "boot"], `no entry named "${boot}"`);
+        if (Object.values(match).every((x) => x === undefined)) {
+          c.error(
+            [...p, "match"],
+            "a rule needs at least one of mac, uuid, arch, hostname, labels",
+          );
+        }
+        if (boot)
+          machines.push({
+            name: c.text(o.name, [...p, "name"]) ?? `machines[${i}]`,
+            line: c.line(p),
+            match,
+            boot,
+          });
+      });
+    }
+  }
+  const def = c.text(top.default, ["default"], "an entry name") ?? BUILTIN_MENU;
+  if (!entries.has(def)) c.error(["default"], `no entry named "${def}"`);
+
+  const rest = serverSections(c, top, baseDir, host);
+  if (c.problems.length) throw new ConfigError(source, c.problems);
+  return { source, ...network, ...rest, entries, machines, default: def, warnings: c.warnings };
+}
+
+export async function loadConfig(file: string | null): Promise<ServeConfig> {
+  if (file === null) return parseConfig(null, "(built-in defaults)");
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new ConfigError(file, [`cannot read the configuration: ${(err as Error).message}`]);
+  }
+  return parseConfig(text, file);
+}

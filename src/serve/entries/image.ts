@@ -1,0 +1,157 @@
+// A root disk streamed from a chunk store: the machine boots a kernel and initrd (its own or
+// the configured ones) and mounts the image over NBD through a copy-on-write overlay of its
+// own, exported under a per-boot name (image-exports.ts).
+import { resolve } from "node:path";
+import { nbdOverlayCmdline, nbdRootCmdline } from "../../boot/nbd-overlay.ts";
+import { fileRef, initrds } from "../config/checker.ts";
+import type { Path } from "../config/checker.ts";
+import type { FileRef, ImageRef } from "../config/types.ts";
+import { redactedExport } from "../export-tickets.ts";
+import { code, codes, html } from "../ui/html.ts";
+import { configuredFile, kernelWhat } from "./kernel.ts";
+import { fileUrls } from "./kind.ts";
+import type { EntryBase, EntryKind } from "./kind.ts";
+
+export type ImageEntry = EntryBase & {
+  kind: "image";
+  kernel: FileRef;
+  initrd: FileRef[];
+  cmdline: string;
+  image: ImageRef;
+  /** ephemeral: a fresh overlay each boot; per-machine: one kept per MAC. */
+  disk: "ephemeral" | "per-machine";
+  /** Append inetboot's NBD overlay to an initramfs-tools initrd without nbd-client. */
+  nbdOverlay: boolean;
+};
+
+/**
+ * What an image source is when it cannot carry a signature: a bare .caibx index, or a plain
+ * image URL (served as it is); null for a release (NAME…, a release .json).
+ */
+function unsignedSource(source: string): string | null {
+  if (/\.caibx$/i.test(source)) return "a bare index (.caibx)";
+  if (/^[a-z]+:\/\//i.test(source) && !/\.json$/i.test(source)) return "a plain image URL";
+  return null;
+}
+
+export const imageKind: EntryKind<ImageEntry> = {
+  kind: "image",
+  keys: ["image", "kernel", "initrd", "cmdline", "disk", "nbd-overlay"],
+  parse(c, o, base, { path, baseDir, host }) {
+    const ip = [...path, "image"];
+    const io = c.object(o.image, ip, ["name", "store", "trust", "insecure", "recheck"]) ?? {};
+    const source = c.string(
+      io.name,
+      [...ip, "name"],
+      "an image name (NAME, NAME@REV, NAME@sha256:…)",
+    );
+    const list = (v: unknown, key: string): string[] =>
+      (v === undefined ? [] : Array.isArray(v) ? v : [v])
+        .map((x, i) =>
+          c.string(
+            x,
+            (Array.isArray(v) ? [...ip, key, i] : [...ip, key]) as Path,
+            "a string (a path or URL)",
+          ),
+        )
+        .filter((x) => x !== undefined)
+        .map((x) =>
+          /^[a-z]+:\/\//i.test(x) || /^RW[A-Za-z0-9+/=]{54}$/.test(x) ? x : resolve(baseDir, x),
+        );
+    const stores = list(io.store, "store");
+    const trust = list(io.trust, "trust");
+    const insecure = c.bool(io.insecure, [...ip, "insecure"]) ?? false;
+    if (!source) c.error(ip, "an image needs name");
+    if (stores.length === 0)
+      c.error(ip, "an image needs store: a URL or folder (or a list of mirrors)");
+    const unsigned = source === undefined ? null : unsignedSource(source);
+    if (unsigned && trust.length > 0) {
+      c.error(
+        [...ip, "name"],
+        `${source} is ${unsigned}: it carries no signature, so trust cannot be checked against it; name a signed release (NAME, NAME@REV, NAME@sha256:…) or drop trust and set insecure: true to serve it unchecked`,
+      );
+    } else if (unsigned && !insecure) {
+      c.error(
+        [...ip, "name"],
+        `${source} is ${unsigned}: it carries no signature, so nothing vouches for it; name a signed release (NAME, NAME@REV, NAME@sha256:…) with trust: [public key files], or set insecure: true to serve it unchecked`,
+      );
+    } else if (trust.length === 0 && !insecure) {
+      c.error(
+        ip,
+        "an image needs trust: [public key files] (or insecure: true to accept unsigned releases)",
+      );
+    }
+    if (o.kernel === undefined)
+      c.error(path, "an image entry needs kernel (and usually initrd) to boot it");
+    const kernel = fileRef(c, o.kernel, [...path, "kernel"], baseDir, host);
+    const initrd = initrds(c, o.initrd, [...path, "initrd"], baseDir, host);
+    const disk =
+      c.oneOf(o.disk, [...path, "disk"], ["ephemeral", "per-machine"] as const) ?? "ephemeral";
+    if (!kernel || !source) return undefined;
+    return {
+      ...base,
+      kind: "image",
+      kernel,
+      initrd,
+      cmdline: c.text(o.cmdline, [...path, "cmdline"]) ?? "",
+      image: {
+        source,
+        stores,
+        trust,
+        insecure,
+        recheckSeconds: c.int(io.recheck, [...ip, "recheck"], 0, 86_400) ?? 60,
+      },
+      disk,
+      nbdOverlay: c.bool(o["nbd-overlay"], [...path, "nbd-overlay"]) ?? false,
+    };
+  },
+  async plan(entry, ctx) {
+    const { mac, ip } = ctx;
+    if (!mac)
+      return { kind: "error", message: `${entry.name} needs the machine's MAC (chain /boot.ipxe)` };
+    if (!ctx.images) return { kind: "error", message: "the NBD server is not running" };
+    let name: string;
+    try {
+      name = await ctx.images.prepare(entry, mac, ip);
+    } catch (err) {
+      const message = `cannot open image ${entry.image.source}: ${(err as Error).message}`;
+      ctx.record({ stage: "image-error", mac, ip, entry: entry.name, detail: message });
+      return { kind: "error", message };
+    }
+    const stays = ctx.images.staysOn(entry.name, mac);
+    ctx.record({
+      stage: "nbd-export",
+      mac,
+      ip,
+      entry: entry.name,
+      // The token is the machine's: events and logs show only its start.
+      detail: `${redactedExport(name)}${stays ? ` (its disk stays on ${stays}, where it was made)` : ""}`,
+    });
+    const { host, port } = ctx.nbd;
+    const root = entry.nbdOverlay
+      ? nbdOverlayCmdline(host, port, name)
+      : nbdRootCmdline(host, port, name);
+    const urls = fileUrls(ctx, entry.name, entry.initrd.length + (entry.nbdOverlay ? 1 : 0));
+    return {
+      kind: "kernel",
+      title: entry.title,
+      entry: entry.name,
+      kernel: urls.kernel,
+      initrds: urls.initrds,
+      cmdline: [entry.cmdline, root].filter(Boolean).join(" "),
+    };
+  },
+  async file(entry, initrd, ctx) {
+    // The NBD overlay comes after the entry's own initrds.
+    if (entry.nbdOverlay && initrd === entry.initrd.length && ctx.nbdOverlay) {
+      return { path: ctx.nbdOverlay, label: ctx.nbdOverlay };
+    }
+    return configuredFile(entry, initrd, ctx);
+  },
+  describe: (e) =>
+    html`<div>
+        image ${code(e.image.source)} from ${codes(e.image.stores)}; disk
+        ${e.disk}${e.nbdOverlay ? "; NBD overlay" : ""}
+      </div>
+      ${kernelWhat(e)}`,
+};

@@ -1,0 +1,92 @@
+// One interface for every kind of boot entry, as pixiecore has one Booter: a kind parses its
+// part of the configuration, turns (entry, machine) into a boot plan as data, serves the files
+// its plans name, and says in a line what it boots. Adding a kind is a file implementing this
+// plus one line in entries/index.ts.
+import type { BootPlan } from "../boot-plan.ts";
+import type { Checker, Path } from "../config/checker.ts";
+import type { HostProbe } from "../config/host.ts";
+import type { EventInput } from "../events.ts";
+import type { ImageExports } from "../image-exports.ts";
+import type { IsoEntries } from "../iso-entries.ts";
+import type { Html } from "../ui/html.ts";
+
+/** What every entry has, whatever its kind. */
+export interface EntryBase {
+  name: string;
+  title: string;
+  /** Boot this once, then the machine gets `local`. */
+  once: boolean;
+}
+
+/** Where a kind's parser is in the configuration. */
+export interface ParseContext {
+  path: Path;
+  /** The configuration file's folder (relative paths resolve from it). */
+  baseDir: string;
+  host: HostProbe;
+}
+
+/** The server's parts a plan may use, and what it knows of the asking machine. */
+export interface PlanContext {
+  /** The base URL the machine reached us at ("http://10.0.0.1:8080"). */
+  base: string;
+  /** The query (without "?") that identifies the machine to the URLs in its plan. */
+  query: string;
+  mac?: string;
+  ip: string;
+  /** The URL of the request (for plans that ask again). */
+  url: URL;
+  titleOf(name: string): string;
+  images: ImageExports | null;
+  isos: IsoEntries;
+  /** The NBD server's address and port, for root command lines. */
+  nbd: { host: string; port: number };
+  record(input: EventInput): void;
+}
+
+/** A file an entry serves at /files/ENTRY/kernel or /files/ENTRY/initrd/N. */
+export interface EntryFile {
+  /** A local file to send. */
+  path: string;
+  etag?: string;
+  /** What it is, for events ("URL", "ISO:/casper/vmlinuz"). */
+  label: string;
+}
+
+export interface FileContext {
+  /** Local copy of a configured file (a URL is fetched once and cached, hash-checked). */
+  local(ref: {
+    path?: string;
+    url?: string;
+    sha256?: string;
+  }): Promise<{ path: string; etag?: string }>;
+  isos: IsoEntries;
+  /** The NBD overlay initrd built at start, when an image entry asks for it. */
+  nbdOverlay: string | null;
+}
+
+export interface EntryKind<E extends EntryBase & { kind: string }> {
+  kind: E["kind"];
+  /** The configuration keys of this kind; the first one makes an entry this kind. */
+  keys: readonly string[];
+  parse(c: Checker, o: Record<string, unknown>, base: EntryBase, ctx: ParseContext): E | undefined;
+  plan(entry: E, ctx: PlanContext): BootPlan | Promise<BootPlan>;
+  /** The kernel (initrd -1) or an initrd; null when the entry has no such file. */
+  file?(entry: E, initrd: number, ctx: FileContext): Promise<EntryFile | null>;
+  /** What it boots, for the catalog page. */
+  describe(entry: E): Html | string;
+}
+
+/** The base URL of an entry's files, and its kernel/initrd URLs with the machine's query. */
+export function fileUrls(
+  ctx: Pick<PlanContext, "base" | "query">,
+  entry: string,
+  initrds: number,
+): { kernel: string; initrds: string[] } {
+  const q = ctx.query ? `?${ctx.query}` : "";
+  const files = `${ctx.base}/files/${encodeURIComponent(entry)}`;
+  return {
+    kernel: `${files}/kernel${q}`,
+    initrds: Array.from({ length: initrds }, (_, i) => `${files}/initrd/${i}${q}`),
+  };
+}
