@@ -1,7 +1,6 @@
-// `inetboot profile record` (boot an image once in QEMU through the access tracer) and
-// `inetboot optimize` (publish the profile with a boot pack as the image's next release).
+// `inetboot profile record`: boot an image once in QEMU through the access tracer and write the
+// order in which the boot first read each region.
 import { mkdtempSync, rmSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
@@ -9,16 +8,14 @@ import { openDeviceStack } from "../block/open-stack.ts";
 import { TraceDevice } from "../block/trace-device.ts";
 import { createLogger } from "../lib/log.ts";
 import { NbdServer } from "../nbd/server.ts";
-import { decodeSecretKey } from "../store/minisign.ts";
-import { optimizeRelease } from "../store/optimize.ts";
-import { isUrl } from "../store/store-reader.ts";
 import { nbdRootCmdline } from "../boot/nbd-overlay.ts";
-import type { TrustFactory } from "./attach-command.ts";
 import { formatBytes } from "../lib/format.ts";
 import { runVm } from "./qemu-vm.ts";
 import { collect, positiveInt } from "./options.ts";
+import { addTrustOptions, trustPolicy, VM_TRUST_HELP } from "./trust-options.ts";
+import type { TrustFlags } from "./trust-options.ts";
 
-interface RecordFlags {
+interface RecordFlags extends TrustFlags {
   store: string[];
   cache?: string;
   out: string;
@@ -30,16 +27,13 @@ interface RecordFlags {
   memory: number;
   accel: string;
   console?: boolean;
-  trust: string[];
-  insecure?: boolean;
-  state?: string;
 }
 
-export function registerProfileCommands(program: Command, trust: TrustFactory): void {
+export function registerProfileCommands(program: Command): void {
   const profile = program
     .command("profile")
     .description("boot profiles for prefetch and boot packs");
-  profile
+  const record = profile
     .command("record")
     .description(
       "boot an image once in QEMU through the access tracer and write its boot profile (the order in which the boot first read each region)",
@@ -63,96 +57,55 @@ export function registerProfileCommands(program: Command, trust: TrustFactory): 
       "QEMU accelerator (tcg works everywhere; kvm is faster where /dev/kvm works)",
       "tcg",
     )
-    .option("--console", "show the guest's serial console")
-    .option("--trust <pubkey>", "trust releases signed by this key (repeatable)", collect, [])
-    .option("--insecure", "accept unsigned releases and bare .caibx indexes (nothing is checked)")
-    .option("--state <file>", "anti-rollback state file")
-    .action(async (source: string, opts: RecordFlags) => {
-      const until = new RegExp(opts.until, "m");
-      const log = createLogger("profile");
-      const work = mkdtempSync(join(tmpdir(), "inetboot-profile-"));
-      // Guest writes go to a throwaway overlay; the tracer above it sees every read.
-      const stack = await openDeviceStack(source, {
-        stores: opts.store,
-        cache: opts.cache,
-        cow: join(work, "scratch.cow"),
-        policy: trust(opts, false),
-        logger: log,
-      });
-      const trace = new TraceDevice(stack.device, opts.out);
-      const server = new NbdServer({
-        exports: [{ name: "root", description: stack.label, device: trace }],
-        logger: log,
-      });
-      const address = await server.listen({ host: "127.0.0.1", port: 0 });
-      const port = "port" in address ? address.port : 0;
-      console.error(`Recording the boot of ${stack.label} (${formatBytes(trace.size)}) in QEMU…`);
-      const vm = await runVm({
-        accel: opts.accel,
-        memoryMb: opts.memory,
-        kernel: opts.kernel,
-        initrd: opts.initrd,
-        // 10.0.2.2 is the host as QEMU's user-mode network shows it.
-        cmdline: `${opts.cmdline} ${nbdRootCmdline("10.0.2.2", port, "root")}`.trim(),
-        console: opts.console,
-        until,
-        timeoutSeconds: opts.timeout,
-        progress: () => `  ${trace.entries} regions, ${formatBytes(trace.coveredBytes)} read`,
-      });
-      const { failure, seconds } = vm;
-      await server.close();
-      await trace.close();
-      rmSync(work, { recursive: true, force: true });
-      if (failure !== null) {
-        throw new Error(
-          `${failure}. The profile in ${opts.out} is incomplete. Last console lines:\n${vm.tail}\n(check --kernel/--initrd/--cmdline; the initrd needs nbd-client's initramfs support)`,
-        );
-      }
-      console.log(
-        [
-          `Recorded the boot of ${stack.label} to ${opts.out}`,
-          `  time     ${seconds.toFixed(1)} s to ${JSON.stringify(opts.until)}`,
-          `  profile  ${trace.entries} regions, ${formatBytes(trace.coveredBytes)} read of ${formatBytes(trace.size)}`,
-          `Publish it with: inetboot optimize NAME --profile ${opts.out} --store DIR --key KEY`,
-        ].join("\n"),
-      );
+    .option("--console", "show the guest's serial console");
+  addTrustOptions(record, VM_TRUST_HELP).action(async (source: string, opts: RecordFlags) => {
+    const until = new RegExp(opts.until, "m");
+    const log = createLogger("profile");
+    const work = mkdtempSync(join(tmpdir(), "inetboot-profile-"));
+    // Guest writes go to a throwaway overlay; the tracer above it sees every read.
+    const stack = await openDeviceStack(source, {
+      stores: opts.store,
+      cache: opts.cache,
+      cow: join(work, "scratch.cow"),
+      policy: trustPolicy(opts, { recordState: false }),
+      logger: log,
     });
-
-  program
-    .command("optimize")
-    .description(
-      "publish a boot profile and a boot pack (its chunks in access order) with an image's latest release, as the next signed revision",
-    )
-    .argument("<name>", "image name in the store")
-    .requiredOption(
-      "--profile <file>",
-      "boot profile (from inetboot profile record, or /api/images/ENTRY/profile)",
-    )
-    .requiredOption("--store <dir>", "the store directory")
-    .option("--key <key>", "sign the release with this secret key")
-    .option("--json", "print the summary as JSON")
-    .action(
-      async (
-        name: string,
-        opts: { profile: string; store: string; key?: string; json?: boolean },
-      ) => {
-        if (isUrl(opts.store)) throw new Error("optimize writes to a local store directory");
-        const key = opts.key
-          ? decodeSecretKey(await readFile(opts.key, "utf8"), opts.key)
-          : undefined;
-        const r = await optimizeRelease({ store: opts.store, name, profile: opts.profile, key });
-        if (opts.json) {
-          console.log(JSON.stringify(r, null, 2));
-          return;
-        }
-        console.log(
-          [
-            `Published ${name} revision ${r.revision} (same disk as revision ${r.baseRevision})${r.signed ? " (signed)" : " (unsigned: pass --key to sign)"}`,
-            `  profile    ${r.profileRegions} regions, ${formatBytes(r.profileBytes)} read at boot`,
-            `  boot pack  ${r.pack.chunks} chunks, ${formatBytes(r.pack.size)} (${formatBytes(r.packChunkBytes)} uncompressed); occupancy if the boot repeats: ${((r.profileBytes / Math.max(1, r.packChunkBytes)) * 100).toFixed(0)}%`,
-            `  release    ${r.releasePath}`,
-          ].join("\n"),
-        );
-      },
+    const trace = new TraceDevice(stack.device, opts.out);
+    const server = new NbdServer({
+      exports: [{ name: "root", description: stack.label, device: trace }],
+      logger: log,
+    });
+    const address = await server.listen({ host: "127.0.0.1", port: 0 });
+    const port = "port" in address ? address.port : 0;
+    console.error(`Recording the boot of ${stack.label} (${formatBytes(trace.size)}) in QEMU…`);
+    const vm = await runVm({
+      accel: opts.accel,
+      memoryMb: opts.memory,
+      kernel: opts.kernel,
+      initrd: opts.initrd,
+      // 10.0.2.2 is the host as QEMU's user-mode network shows it.
+      cmdline: `${opts.cmdline} ${nbdRootCmdline("10.0.2.2", port, "root")}`.trim(),
+      console: opts.console,
+      until,
+      timeoutSeconds: opts.timeout,
+      progress: () => `  ${trace.entries} regions, ${formatBytes(trace.coveredBytes)} read`,
+    });
+    const { failure, seconds } = vm;
+    await server.close();
+    await trace.close();
+    rmSync(work, { recursive: true, force: true });
+    if (failure !== null) {
+      throw new Error(
+        `${failure}. The profile in ${opts.out} is incomplete. Last console lines:\n${vm.tail}\n(check --kernel/--initrd/--cmdline; the initrd needs nbd-client's initramfs support)`,
+      );
+    }
+    console.log(
+      [
+        `Recorded the boot of ${stack.label} to ${opts.out}`,
+        `  time     ${seconds.toFixed(1)} s to ${JSON.stringify(opts.until)}`,
+        `  profile  ${trace.entries} regions, ${formatBytes(trace.coveredBytes)} read of ${formatBytes(trace.size)}`,
+        `Publish it with: inetboot optimize NAME --profile ${opts.out} --store DIR --key KEY`,
+      ].join("\n"),
     );
+  });
 }

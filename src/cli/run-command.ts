@@ -30,16 +30,17 @@ import type { Logger } from "../lib/log.ts";
 import { NbdServer } from "../nbd/server.ts";
 import { isUrl } from "../store/store-reader.ts";
 import { UsageError } from "../store/errors.ts";
-import type { TrustFactory } from "./attach-command.ts";
 import { formatBytes } from "../lib/format.ts";
 import { createProgressBar } from "./progress.ts";
 import { collect, parseBytes, positiveInt } from "./options.ts";
 import { runVm } from "./qemu-vm.ts";
+import { addTrustOptions, trustPolicy, VM_TRUST_HELP } from "./trust-options.ts";
+import type { TrustFlags } from "./trust-options.ts";
 import type { VmOptions, VmResult } from "./qemu-vm.ts";
 
 const execFileAsync = promisify(execFile);
 
-interface RunFlags {
+interface RunFlags extends TrustFlags {
   store: string[];
   cache: string;
   cacheQuota?: string;
@@ -64,9 +65,6 @@ interface RunFlags {
   display: string;
   until?: string;
   timeout?: number;
-  trust: string[];
-  insecure?: boolean;
-  state?: string;
 }
 
 /** Where an ISO is cached and how it is checked; a progress bar while it is checked whole. */
@@ -144,8 +142,8 @@ function rate(bytes: number, seconds: number): string {
   return seconds > 0 ? `${(bytes / 1e6 / seconds).toFixed(1)} MB/s` : "";
 }
 
-export function registerRunCommand(program: Command, trust: TrustFactory): void {
-  program
+export function registerRunCommand(program: Command): void {
+  const run = program
     .command("run")
     .description(
       "start a QEMU VM from a streamed image (lazy, verified, cached; writes go to a growing local disk file) or boot a live ISO file or URL through its recipe",
@@ -206,39 +204,36 @@ export function registerRunCommand(program: Command, trust: TrustFactory): void 
       "none",
     )
     .option("--until <regex>", "stop the VM once the console prints this (scripted runs)")
-    .option("--timeout <seconds>", "stop the VM after this long", positiveInt)
-    .option("--trust <pubkey>", "trust releases signed by this key (repeatable)", collect, [])
-    .option("--insecure", "accept unsigned releases and bare .caibx indexes (nothing is checked)")
-    .option("--state <file>", "anti-rollback state file")
-    .action(async (source: string, opts: RunFlags) => {
-      const log = createLogger("run");
-      await mkdir(opts.cache, { recursive: true });
-      const vm: Omit<VmOptions, "kernel" | "initrd" | "cmdline" | "drives" | "progress"> = {
-        accel: opts.accel,
-        memoryMb: opts.memory,
-        cpus: opts.cpus,
-        console: opts.console,
-        display: opts.display,
-        until: opts.until ? new RegExp(opts.until, "m") : undefined,
-        timeoutSeconds: opts.timeout,
-      };
-      const checks = [opts.sha256, opts.checksums, opts.isoSignature].filter(Boolean);
-      if (checks.length > 1) {
-        throw new UsageError("give one of --sha256, --checksums or --iso-signature");
-      }
-      if ((opts.checksums || opts.isoSignature) && opts.keyring.length === 0) {
-        throw new UsageError(
-          "--checksums and --iso-signature need --keyring: the publisher's public key",
-        );
-      }
-      if (await isIso(source, opts.offline === true)) return runIso(source, opts, vm, log);
-      if (checks.length > 0) {
-        throw new UsageError(
-          "--sha256, --checksums and --iso-signature are for ISOs; a disk image's releases are checked by their signature (--trust)",
-        );
-      }
-      return runImage(source, opts, vm, trust, log);
-    });
+    .option("--timeout <seconds>", "stop the VM after this long", positiveInt);
+  addTrustOptions(run, VM_TRUST_HELP).action(async (source: string, opts: RunFlags) => {
+    const log = createLogger("run");
+    await mkdir(opts.cache, { recursive: true });
+    const vm: Omit<VmOptions, "kernel" | "initrd" | "cmdline" | "drives" | "progress"> = {
+      accel: opts.accel,
+      memoryMb: opts.memory,
+      cpus: opts.cpus,
+      console: opts.console,
+      display: opts.display,
+      until: opts.until ? new RegExp(opts.until, "m") : undefined,
+      timeoutSeconds: opts.timeout,
+    };
+    const checks = [opts.sha256, opts.checksums, opts.isoSignature].filter(Boolean);
+    if (checks.length > 1) {
+      throw new UsageError("give one of --sha256, --checksums or --iso-signature");
+    }
+    if ((opts.checksums || opts.isoSignature) && opts.keyring.length === 0) {
+      throw new UsageError(
+        "--checksums and --iso-signature need --keyring: the publisher's public key",
+      );
+    }
+    if (await isIso(source, opts.offline === true)) return runIso(source, opts, vm, log);
+    if (checks.length > 0) {
+      throw new UsageError(
+        "--sha256, --checksums and --iso-signature are for ISOs; a disk image's releases are checked by their signature (--trust)",
+      );
+    }
+    return runImage(source, opts, vm, log);
+  });
 }
 
 /** Network bytes and cache use of a cached ISO, for the progress line and the summary. */
@@ -304,7 +299,6 @@ async function runImage(
   source: string,
   opts: RunFlags,
   vm: Omit<VmOptions, "kernel" | "initrd" | "cmdline" | "drives" | "progress">,
-  trust: TrustFactory,
   log: Logger,
 ): Promise<void> {
   const stack: DeviceStack = await openDeviceStack(source, {
@@ -312,7 +306,7 @@ async function runImage(
     cache: opts.cache,
     cacheQuotaBytes: opts.cacheQuota ? parseBytes(opts.cacheQuota) : undefined,
     offline: opts.offline,
-    policy: trust(opts, true),
+    policy: trustPolicy(opts, { recordState: true }),
     logger: log,
   });
   const key = createHash("sha256").update(stack.baseId).digest("hex").slice(0, 16);
