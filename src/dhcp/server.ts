@@ -1,6 +1,7 @@
 // The DHCP server: `full` hands out addresses from a pool (and boot information), `proxy` sits
 // beside an existing DHCP server and only answers network-boot firmware with where to boot from
 // (on port 67 and on the PXE port 4011), never with an address.
+// Replies are built in reply.ts (pure); this file receives, decides and sends.
 import { createSocket } from "node:dgram";
 import type { RemoteInfo, Socket } from "node:dgram";
 import { networkInterfaces } from "node:os";
@@ -9,18 +10,15 @@ import type { Logger } from "../lib/log.ts";
 import { RateLimitedLog } from "../lib/rate-limited-log.ts";
 import { bindToInterface, bindUdp } from "../net/interface.ts";
 import { classifyFirmware } from "./firmware.ts";
-import type { Firmware } from "./firmware.ts";
 import type { LeaseDb } from "./leases.ts";
+import type { BootAnswer, DhcpClient, DhcpEvent, DhcpServerOptions } from "./options.ts";
 import {
-  BOOTREPLY,
   BOOTREQUEST,
   BROADCAST_FLAG,
   decodePacket,
   DhcpDecodeError,
   encodePacket,
-  encodeSubOptions,
   ips,
-  ipToNumber,
   macOf,
   MessageType,
   messageType,
@@ -30,102 +28,18 @@ import {
   optString,
   str,
   u32,
-  u8,
 } from "./packet.ts";
 import type { DhcpPacket } from "./packet.ts";
+import { addBoot, replyDestination, replyTo } from "./reply.ts";
+import { inSubnets, parseSubnet, subnetOf } from "./subnet.ts";
+import type { Subnet } from "./subnet.ts";
 
-export type DhcpMode = "full" | "proxy";
-
-/** What a network-boot client should load next. */
-export interface BootAnswer {
-  /** Boot file: a TFTP path for PXE, an http:// URL for iPXE and UEFI HTTP Boot. */
-  file: string;
-  /** Next server (TFTP); default the server's own address. */
-  nextServer?: string;
-  /** Option 17, e.g. an NBD or iSCSI root. */
-  rootPath?: string;
-}
-
-export interface DhcpClient {
-  mac: string;
-  firmware: Firmware;
-  hostname?: string;
-  /** The address the client has or is being given ("" when unknown). */
-  ip: string;
-  relay?: string;
-}
-
-export interface DhcpEvent {
-  stage: string;
-  mac: string;
-  ip?: string;
-  firmware?: Firmware;
-  file?: string;
-  hostname?: string;
-  detail?: string;
-}
-
-export interface DhcpServerOptions {
-  mode: DhcpMode;
-  /** Our address on the boot network: server identifier and default next-server. */
-  serverAddress: string;
-  /** Only hear and answer on this interface (SO_BINDTOIFINDEX). */
-  interface?: string;
-  bindAddress?: string;
-  port?: number;
-  proxyPort?: number;
-  clientPort?: number;
-  /** Full mode: the pool. */
-  leases?: LeaseDb;
-  netmask?: string;
-  router?: string[];
-  dns?: string[];
-  domain?: string;
-  leaseSeconds?: number;
-  /** Option 17 for any client (full mode), e.g. the NBD root of the machine's image entry. */
-  rootPath?: (client: DhcpClient) => string | undefined;
-  /** Decides the boot file for a network-boot client; null means "do not answer it". */
-  boot: (client: DhcpClient) => BootAnswer | null;
-  /**
-   * Proxy mode: subnets ("10.1.0.0/16") of relay agents to answer besides the server's own.
-   * A relayed request (giaddr set) from anywhere else is dropped: the reply would go to giaddr,
-   * which a spoofed request chooses (RFC 2131 section 4.1 sends relayed replies to giaddr).
-   */
-  relaySubnets?: string[];
-  onEvent?: (event: DhcpEvent) => void;
-  logger?: Logger;
-}
+// (Kept importable from here, where they were first defined.)
+export type { BootAnswer, DhcpClient, DhcpEvent, DhcpMode, DhcpServerOptions } from "./options.ts";
+export { parseSubnet } from "./subnet.ts";
 
 /** One line per this many milliseconds at most for requests dropped in a flood. */
 export const DHCP_DROP_LOG_INTERVAL_MS = 10_000;
-
-interface Subnet {
-  network: number;
-  mask: number;
-}
-
-function maskOfPrefix(bits: number): number {
-  return bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-}
-
-/** "10.1.0.0/16" → a Subnet, or an Error saying what was expected. */
-export function parseSubnet(cidr: string): Subnet {
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(cidr);
-  if (!m || Number(m[2]) > 32) {
-    throw new Error(`Cannot read relay subnet "${cidr}": expected an IPv4 CIDR like 10.1.0.0/16`);
-  }
-  const mask = maskOfPrefix(Number(m[2]));
-  return { network: (ipToNumber(m[1]) & mask) >>> 0, mask };
-}
-
-function subnetOf(address: string, netmask: string): Subnet {
-  const mask = ipToNumber(netmask) >>> 0;
-  return { network: (ipToNumber(address) & mask) >>> 0, mask };
-}
-
-const PXE_DISCOVERY_CONTROL = 6;
-/** Discovery control bit 3: boot the file in this offer, no boot-server discovery or menu. */
-const PXE_BOOT_FILE_DIRECTLY = 8;
 
 export class DhcpServer {
   readonly #o: DhcpServerOptions;
@@ -188,8 +102,7 @@ export class DhcpServer {
   }
 
   #relayServed(giaddr: string): boolean {
-    const n = ipToNumber(giaddr);
-    return this.#relaySubnets.some((s) => (n & s.mask) >>> 0 === s.network);
+    return inSubnets(giaddr, this.#relaySubnets);
   }
 
   async stop(): Promise<void> {
@@ -247,7 +160,12 @@ export class DhcpServer {
           : await this.#fullRequest(req, type, client);
     if (!reply) return;
     const to =
-      kind === "pxe" ? { address: rinfo.address, port: rinfo.port } : this.#destination(req, reply);
+      kind === "pxe"
+        ? { address: rinfo.address, port: rinfo.port }
+        : replyDestination(req, reply, {
+            serverPort: this.#o.port ?? 67,
+            clientPort: this.#o.clientPort ?? 68,
+          });
     await new Promise<void>((resolve) => {
       socket.send(encodePacket(reply), to.port, to.address, (err) => {
         if (err) this.#log.warn({ err, to }, "cannot send DHCP reply");
@@ -269,17 +187,6 @@ export class DhcpServer {
     );
     this.#lastDropLog = now;
     this.#dropsNotLogged = 0;
-  }
-
-  /** RFC 2131 4.1: relays get it on the server port; bound clients unicast; others broadcast. */
-  #destination(req: DhcpPacket, reply: DhcpPacket): { address: string; port: number } {
-    if (req.giaddr !== "0.0.0.0") return { address: req.giaddr, port: this.#o.port ?? 67 };
-    const clientPort = this.#o.clientPort ?? 68;
-    if (req.ciaddr !== "0.0.0.0" && messageType(reply) !== MessageType.NAK) {
-      return { address: req.ciaddr, port: clientPort };
-    }
-    // Without raw sockets a not-yet-configured client cannot be unicast (no ARP entry).
-    return { address: "255.255.255.255", port: clientPort };
   }
 
   #event(stage: string, client: DhcpClient, extra: Partial<DhcpEvent> = {}): void {
@@ -314,47 +221,11 @@ export class DhcpServer {
   }
 
   #reply(req: DhcpPacket, type: number, yiaddr: string): DhcpPacket {
-    const options = new Map<number, Buffer>([
-      [Opt.MESSAGE_TYPE, u8(type)],
-      [Opt.SERVER_ID, ips([this.#o.serverAddress])],
-    ]);
-    return {
-      op: BOOTREPLY,
-      htype: req.htype,
-      hlen: req.hlen,
-      hops: 0,
-      xid: req.xid,
-      secs: 0,
-      flags: req.flags & BROADCAST_FLAG,
-      ciaddr: type === MessageType.ACK ? req.ciaddr : "0.0.0.0",
-      yiaddr,
-      siaddr: "0.0.0.0",
-      giaddr: req.giaddr,
-      chaddr: req.chaddr,
-      sname: "",
-      file: "",
-      options,
-    };
+    return replyTo(req, { type, yiaddr, serverAddress: this.#o.serverAddress });
   }
 
-  /** Adds the boot file, next server and the vendor-class echo PXE and HTTP Boot want. */
   #addBoot(reply: DhcpPacket, client: DhcpClient, boot: BootAnswer): void {
-    const next = boot.nextServer ?? this.#o.serverAddress;
-    reply.siaddr = next;
-    if (Buffer.byteLength(boot.file) <= 127) reply.file = boot.file;
-    if (next.length <= 63) reply.sname = next;
-    reply.options.set(Opt.BOOTFILE, str(boot.file));
-    reply.options.set(Opt.TFTP_SERVER, str(next));
-    if (boot.rootPath) reply.options.set(Opt.ROOT_PATH, str(boot.rootPath));
-    if (client.firmware.http) {
-      reply.options.set(Opt.VENDOR_CLASS, str("HTTPClient"));
-    } else if (client.firmware.pxe) {
-      reply.options.set(Opt.VENDOR_CLASS, str("PXEClient"));
-      reply.options.set(
-        Opt.VENDOR_SPECIFIC,
-        encodeSubOptions([[PXE_DISCOVERY_CONTROL, u8(PXE_BOOT_FILE_DIRECTLY)]]),
-      );
-    }
+    addBoot(reply, boot, { client, serverAddress: this.#o.serverAddress });
   }
 
   #proxyRequest(req: DhcpPacket, type: number, client: DhcpClient): DhcpPacket | null {
