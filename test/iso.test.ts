@@ -7,6 +7,8 @@ import { describe, it } from "node:test";
 import { FileDevice } from "../src/block/file-device.ts";
 import { HttpDevice } from "../src/block/http-device.ts";
 import { BufferDevice } from "../src/block/buffer-device.ts";
+import { BlockIoError } from "../src/block/block-device.ts";
+import type { BlockDevice } from "../src/block/block-device.ts";
 import { IsoFormatError, IsoImage } from "../src/iso/iso9660.ts";
 import { detectRecipe } from "../src/iso/recipes.ts";
 import { inetboot, inetbootOk, requireTool, run, tempDir, textLike } from "./helpers.ts";
@@ -193,6 +195,43 @@ describe("ISO 9660 reader", () => {
       }
     });
   }
+
+  it("a read that fails while the layout is looked at fails detection with its error, never 'not a layout'", async (t) => {
+    const dir = tempDir(t);
+    const layout = LAYOUTS["live-boot"];
+    const iso = await makeIso(t, dir, Object.fromEntries(layout.files.map((f) => [f, `${f}\n`])));
+    if (!iso) return;
+    const good = new BufferDevice(readFileSync(iso));
+    /** Reads to fail from now on (a network blip: the ones after succeed again). */
+    let failing = 0;
+    const flaky: BlockDevice = {
+      size: good.size,
+      readOnly: true,
+      read(offset, length) {
+        if (failing > 0) {
+          failing--;
+          return Promise.reject(new BlockIoError("HTTP 503 from the origin"));
+        }
+        return good.read(offset, length);
+      },
+      close: () => good.close(),
+    };
+    const image = await IsoImage.open(flaky);
+    // The first read after opening is the root directory, listed to look in /live.
+    failing = 1;
+    await assert.rejects(detectRecipe(image, "live-boot"), (err: Error) => {
+      assert.match(err.message, /HTTP 503 from the origin/);
+      assert.doesNotMatch(err.message, /layout/);
+      return true;
+    });
+    // Once reads work again, the same image is recognised.
+    const recipe = await detectRecipe(image, "live-boot");
+    assert.equal(recipe.family, "live-boot");
+    // A directory that is not there is still "not this layout", not an error.
+    const miss = await detectRecipe(image, "archiso");
+    assert.equal(miss.family, null);
+    assert.match(miss.family === null ? miss.message : "", /not a archiso layout/);
+  });
 
   it("inspect: an unknown layout with an El Torito record boots as a CD-ROM (iPXE's own ISO)", async (t) => {
     if (!existsSync("/usr/lib/ipxe/ipxe.iso"))

@@ -7,6 +7,11 @@ export class IsoFormatError extends Error {
   readonly code = "ERR_ISO_FORMAT";
 }
 
+/** A path's directory is not in the ISO (as IsoImage.list says it), not a damaged image or device. */
+export function isNoDirectory(err: unknown): boolean {
+  return err instanceof IsoFormatError && /^No directory/.test(err.message);
+}
+
 export interface IsoEntry {
   /** The best name: Rock Ridge, else Joliet, else ISO 9660 without ";1". */
   name: string;

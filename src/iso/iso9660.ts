@@ -13,7 +13,7 @@ import type { NameStyle, RawRecord, Walk } from "./directory-record.ts";
 import { readBootCatalog } from "./el-torito.ts";
 import type { ElToritoEntry } from "./el-torito.ts";
 import { IsoFileDevice } from "./iso-file-device.ts";
-import { IsoFormatError, SECTOR } from "./iso-entry.ts";
+import { isNoDirectory, IsoFormatError, SECTOR } from "./iso-entry.ts";
 import type { IsoEntry } from "./iso-entry.ts";
 
 // (Kept importable from here, where they were first defined.)
@@ -278,7 +278,7 @@ export class IsoImage {
     try {
       dir = await this.list(`/${parts.slice(0, -1).join("/")}`);
     } catch (err) {
-      if (err instanceof IsoFormatError && /^No directory/.test(err.message)) return null;
+      if (isNoDirectory(err)) return null;
       throw err;
     }
     return findName(dir, parts[parts.length - 1]) ?? null;

@@ -2,6 +2,7 @@
 // which kernel and initrds to boot and with which command line, given the URL the ISO (or its
 // files) will be served at. `{iso}` is the ISO's URL, `{tree}` the URL of its files (a folder
 // URL ending in "/"), `{file:PATH}` the URL of one file.
+import { isNoDirectory } from "./iso-entry.ts";
 import type { IsoImage } from "./iso9660.ts";
 
 export interface BootRecipe {
@@ -30,15 +31,23 @@ async function first(iso: IsoImage, paths: string[]): Promise<string | null> {
   return null;
 }
 
+/**
+ * The files of `dir` whose names match, sorted; none when `dir` is not in the ISO. Any other
+ * failure (a read that failed, a damaged directory) is not "no such files": it propagates, so
+ * a network error is never reported as "no recipe fits".
+ */
 async function files(iso: IsoImage, dir: string, pattern: RegExp): Promise<string[]> {
+  let entries;
   try {
-    return (await iso.list(dir))
-      .filter((e) => !e.directory && pattern.test(e.name))
-      .map((e) => `${dir}/${e.name}`)
-      .sort();
-  } catch {
-    return [];
+    entries = await iso.list(dir);
+  } catch (err) {
+    if (isNoDirectory(err)) return [];
+    throw err;
   }
+  return entries
+    .filter((e) => !e.directory && pattern.test(e.name))
+    .map((e) => `${dir}/${e.name}`)
+    .sort();
 }
 
 export const FAMILIES = ["casper", "live-boot", "dracut", "archiso", "knoppix"] as const;
