@@ -4,11 +4,5 @@ export { parseConfig, loadConfig } from "./config/parse.ts";
 export { probeHost, fakeHost } from "./config/host.ts";
 export type { HostProbe } from "./config/host.ts";
 export { BUILTIN_MENU, ConfigError } from "./config/types.ts";
-export type {
-  DhcpModeSetting,
-  Entry,
-  FileRef,
-  ImageRef,
-  MatchRule,
-  ServeConfig,
-} from "./config/types.ts";
+export type { DhcpModeSetting, FileRef, ImageRef, MatchRule } from "./config/types.ts";
+export type { Entry, ServeConfig } from "./config/serve-config.ts";

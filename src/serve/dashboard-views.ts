@@ -5,13 +5,13 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cacheCoverage, openChunkCache } from "../block/chunk-cache.ts";
 import type { ChunkCache } from "../block/chunk-cache.ts";
-import { decodeProfile, profileChunks } from "../block/profile.ts";
-import type { ProfileEntry } from "../block/profile.ts";
+import { decodeProfile, profileChunks } from "../store/profile.ts";
+import type { ProfileEntry } from "../store/profile.ts";
 import { profilePath } from "../store/boot-pack.ts";
 import { listStore } from "../store/list.ts";
 import type { ListedRelease } from "../store/list.ts";
 import { openImage } from "../store/source.ts";
-import { isUrl, openStoreReader } from "../store/store-reader.ts";
+import { isUrl, openStore } from "../store/open-store.ts";
 import { loadTrustedKeys } from "../store/trust.ts";
 import type { Entry, ServeConfig } from "./config.ts";
 import type { ImageExports } from "./image-exports.ts";
@@ -89,7 +89,7 @@ export class DashboardViews {
     const store = entry.image.stores[0];
     const cached = this.#listings.get(store);
     if (cached && Date.now() - cached.at < 30_000) return cached.p;
-    const reader = openStoreReader(store);
+    const reader = openStore(store);
     const p = listStore(reader, {
       // Sizes of chunk files: a stat each in a local store; HTTP stores would need a HEAD each.
       storedBytes: !isUrl(store),

@@ -17,7 +17,7 @@ import type { Logger } from "../lib/log.ts";
 import type { NbdServer } from "../nbd/server.ts";
 import { readLatest } from "../store/catalog.ts";
 import { writeFileAtomic } from "../lib/atomic-file.ts";
-import { openStoreReader } from "../store/store-reader.ts";
+import { openStore } from "../store/open-store.ts";
 import { loadTrustedKeys } from "../store/trust.ts";
 import type { Entry } from "./config.ts";
 import { ExportTickets } from "./export-tickets.ts";
@@ -234,7 +234,7 @@ export class ImageExports {
   ): Promise<Base> {
     let latest: number | null = null;
     for (const store of entry.image.stores) {
-      const reader = openStoreReader(store);
+      const reader = openStore(store);
       try {
         latest = await readLatest(reader, release.name);
         break;

@@ -12,7 +12,8 @@ import { probeHost } from "./host.ts";
 import type { HostProbe } from "./host.ts";
 import { networkSections, serverSections } from "./sections.ts";
 import { BUILTIN_MENU, ConfigError } from "./types.ts";
-import type { MatchRule, ServeConfig } from "./types.ts";
+import type { MatchRule } from "./types.ts";
+import type { ServeConfig } from "./serve-config.ts";
 
 const ENTRY_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const COMMON_KEYS = ["title", "once"];

@@ -6,7 +6,7 @@ import { ipToNumber } from "../../dhcp/packet.ts";
 import type { Reservation } from "../../dhcp/leases.ts";
 import type { Checker } from "./checker.ts";
 import type { HostProbe } from "./host.ts";
-import type { ServeConfig } from "./types.ts";
+import type { ServeConfig } from "./serve-config.ts";
 
 function defaultStateDir(): string {
   const base = process.env.INETBOOT_STATE_DIR ?? join(homedir(), ".local", "state", "inetboot");

@@ -4,7 +4,6 @@
 import { resolve } from "node:path";
 import { nbdOverlayCmdline, nbdRootCmdline } from "../../boot/nbd-overlay.ts";
 import { fileRef, initrds } from "../config/checker.ts";
-import type { Path } from "../config/checker.ts";
 import type { FileRef, ImageRef } from "../config/types.ts";
 import { redactedExport } from "../export-tickets.ts";
 import { code, codes, html } from "../ui/html.ts";
@@ -50,7 +49,7 @@ export const imageKind: EntryKind<ImageEntry> = {
         .map((x, i) =>
           c.string(
             x,
-            (Array.isArray(v) ? [...ip, key, i] : [...ip, key]) as Path,
+            Array.isArray(v) ? [...ip, key, i] : [...ip, key],
             "a string (a path or URL)",
           ),
         )

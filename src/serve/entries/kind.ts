@@ -6,8 +6,7 @@ import type { BootPlan } from "../boot-plan.ts";
 import type { Checker, Path } from "../config/checker.ts";
 import type { HostProbe } from "../config/host.ts";
 import type { EventInput } from "../events.ts";
-import type { ImageExports } from "../image-exports.ts";
-import type { IsoEntries } from "../iso-entries.ts";
+import type { LiveIso } from "../../iso/live-iso.ts";
 import type { Html } from "../ui/html.ts";
 
 /** What every entry has, whatever its kind. */
@@ -26,6 +25,22 @@ export interface ParseContext {
   host: HostProbe;
 }
 
+/** What image entries need of the server's NBD exports (image-exports.ts). */
+export interface DiskExports {
+  /** A per-boot export of the machine's disk; its name. */
+  prepare(entry: EntryBase & { kind: "image" }, mac: string, address: string): Promise<string>;
+  /** The release a machine's disk keeps it on, when not the entry's current one. */
+  staysOn(entry: string, mac: string): string | null;
+}
+
+/** What ISO entries need of the server's open ISOs (iso-entries.ts). */
+export interface LiveIsos {
+  open(entry: EntryBase & { kind: "iso" }): Promise<LiveIso>;
+  /** The ISO if it opens within `ms`, else null (still being checked). */
+  within(entry: EntryBase & { kind: "iso" }, ms: number): Promise<LiveIso | null>;
+  waitMessage(entry: EntryBase & { kind: "iso" }): string;
+}
+
 /** The server's parts a plan may use, and what it knows of the asking machine. */
 export interface PlanContext {
   /** The base URL the machine reached us at ("http://10.0.0.1:8080"). */
@@ -37,8 +52,8 @@ export interface PlanContext {
   /** The URL of the request (for plans that ask again). */
   url: URL;
   titleOf(name: string): string;
-  images: ImageExports | null;
-  isos: IsoEntries;
+  images: DiskExports | null;
+  isos: LiveIsos;
   /** The NBD server's address and port, for root command lines. */
   nbd: { host: string; port: number };
   record(input: EventInput): void;
@@ -60,7 +75,7 @@ export interface FileContext {
     url?: string;
     sha256?: string;
   }): Promise<{ path: string; etag?: string }>;
-  isos: IsoEntries;
+  isos: LiveIsos;
   /** The NBD overlay initrd built at start, when an image entry asks for it. */
   nbdOverlay: string | null;
 }
