@@ -1,0 +1,241 @@
+// `inetboot run` with an ISO (file or URL): a live system boots through its recipe, its files
+// served to the guest from a local HTTP server reading the ISO by range; an ISO with no recipe
+// (or with --cdrom) boots from its own El Torito record as a CD-ROM read over NBD.
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { openChunkCache } from "../block/chunk-cache.ts";
+import type { ChunkCache } from "../block/chunk-cache.ts";
+import { openRawDevice } from "../block/open-stack.ts";
+import { RangeCacheDevice } from "../block/range-cache-device.ts";
+import { SECTOR } from "../iso/iso9660.ts";
+import { LiveIso, LiveIsoError, openIsoDevice } from "../iso/live-iso.ts";
+import type { LiveIsoOptions } from "../iso/live-iso.ts";
+import type { Logger } from "../lib/log.ts";
+import { NbdServer } from "../nbd/server.ts";
+import { isUrl } from "../store/store-reader.ts";
+import { UsageError } from "../store/errors.ts";
+import { formatBytes } from "../lib/format.ts";
+import { createProgressBar } from "./progress.ts";
+import { parseBytes } from "./options.ts";
+import { runVm } from "./qemu-vm.ts";
+import type { VmResult } from "./qemu-vm.ts";
+import { allocated, finish, rate } from "./run-common.ts";
+import type { RunFlags, RunVmSettings } from "./run-common.ts";
+
+const execFileAsync = promisify(execFile);
+
+/**
+ * Whether `source` is an ISO 9660 image (a file or URL with "CD001" at sector 16). A quick look
+ * at one descriptor, unlike IsoImage.open, which reads and checks the whole descriptor set.
+ */
+export async function isIso(source: string, offline: boolean): Promise<boolean> {
+  const looksRaw = isUrl(source) || !/\.(json|caibx)$/i.test(source);
+  if (!looksRaw) return false;
+  if (offline && isUrl(source)) return /\.iso$/i.test(source.replace(/[?#].*$/, ""));
+  let device;
+  try {
+    device = await openRawDevice(source);
+  } catch {
+    return false; // a store image name, or unreachable: the image path says why
+  }
+  try {
+    return (
+      device.size > 17 * SECTOR && (await device.read(16 * SECTOR + 1, 5)).toString() === "CD001"
+    );
+  } catch {
+    return false; // a folder, an unreadable file: not an ISO
+  } finally {
+    await device.close();
+  }
+}
+
+/** Where an ISO is cached and how it is checked; a progress bar while it is checked whole. */
+function isoOptions(opts: RunFlags, log: Logger): LiveIsoOptions {
+  const bar = createProgressBar({
+    enabled: true,
+    label: opts.isoSignature ? "Checking the ISO's signature" : "Checking the ISO's sha256",
+  });
+  return {
+    cacheDir: join(opts.cache, "iso"),
+    space: cacheSpace(opts, log),
+    offline: opts.offline,
+    sha256: opts.sha256,
+    checksums: opts.checksums
+      ? {
+          url: opts.checksums,
+          signature: opts.signature,
+          keyring: opts.keyring,
+          name: opts.isoName,
+        }
+      : undefined,
+    signature: opts.isoSignature ? { url: opts.isoSignature, keyring: opts.keyring } : undefined,
+    onVerifyProgress: (done, total) => {
+      bar.update(done, total, "");
+      if (done === total) bar.done();
+    },
+    logger: log,
+  };
+}
+
+/** The quota of the cache folder, shared by its chunks and ISO blocks. */
+function cacheSpace(opts: RunFlags, log: Logger): ChunkCache {
+  return openChunkCache(opts.cache, {
+    quotaBytes: opts.cacheQuota ? parseBytes(opts.cacheQuota) : undefined,
+    logger: log,
+  });
+}
+
+/** Network bytes and cache use of a cached ISO, for the progress line and the summary. */
+function cacheLine(c: RangeCacheDevice["stats"] | null, size: number, seconds?: number): string {
+  if (!c) return "local file, nothing fetched";
+  const speed = seconds === undefined ? "" : ` (${rate(c.fetchedBytes, seconds)})`;
+  return `${formatBytes(c.fetchedBytes)} fetched${speed}; ${c.hits} cached blocks read; ${formatBytes(c.cachedBytes)} of ${formatBytes(size)} cached`;
+}
+
+/** Boots an ISO from its El Torito record: the ISO is a CD-ROM QEMU reads over NBD. */
+async function runCdrom(
+  source: string,
+  opts: RunFlags,
+  vm: RunVmSettings,
+  drives: string[],
+  log: Logger,
+): Promise<void> {
+  const { device } = await openIsoDevice(source, isoOptions(opts, log));
+  const stats = device instanceof RangeCacheDevice ? device.stats : null;
+  const work = mkdtempSync(join(tmpdir(), "inetboot-run-"));
+  const socket = join(work, "nbd.sock");
+  const server = new NbdServer({
+    exports: [{ name: "cdrom", description: source, device }],
+    logger: log,
+  });
+  await server.listen({ path: socket });
+  console.error(`Booting ${source} as a CD-ROM in QEMU${opts.offline ? " (offline)" : ""}`);
+  const started = performance.now();
+  let result: VmResult;
+  try {
+    result = await runVm({
+      ...vm,
+      boot: "d",
+      drives: [
+        `file=nbd+unix:///cdrom?socket=${socket},format=raw,media=cdrom,readonly=on,if=ide`,
+        ...drives,
+      ],
+      progress: () => `  ${cacheLine(stats, device.size, (performance.now() - started) / 1000)}`,
+    });
+  } finally {
+    await server.close();
+    await device.close();
+    rmSync(work, { recursive: true, force: true });
+  }
+  finish(source, result, [
+    `Ran ${source} as a CD-ROM for ${result.seconds.toFixed(1)} s${vm.until ? ` (to ${JSON.stringify(opts.until)})` : ""}`,
+    `  network    ${cacheLine(stats, device.size)}${stats ? ` (${opts.cache})` : ""}`,
+    ...(opts.disk
+      ? [`  disk file  ${opts.disk}: ${formatBytes(await allocated(opts.disk))} on disk`]
+      : []),
+  ]);
+}
+
+export async function runIso(
+  source: string,
+  opts: RunFlags,
+  vm: RunVmSettings,
+  log: Logger,
+): Promise<void> {
+  if (opts.kernel) {
+    throw new UsageError(
+      "an ISO boots through its recipe: --kernel is for disk images (use --cmdline to add to the recipe's command line)",
+    );
+  }
+  const drives: string[] = [];
+  if (opts.disk) {
+    // A disk for the live system to install to: a qcow2 file that grows as the guest writes.
+    if (!existsSync(opts.disk)) {
+      await mkdir(dirname(resolve(opts.disk)), { recursive: true });
+      await execFileAsync("qemu-img", [
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        opts.disk,
+        opts.diskSize,
+      ]).catch((err: Error & { stderr?: string }) => {
+        throw new Error(`cannot create ${opts.disk}: ${err.stderr?.trim() || err.message}`, {
+          cause: err,
+        });
+      });
+    }
+    drives.push(`file=${opts.disk},format=qcow2,if=virtio`);
+  }
+  if (opts.cdrom) return runCdrom(source, opts, vm, drives, log);
+  let iso: LiveIso;
+  try {
+    iso = await LiveIso.open(source, {
+      ...isoOptions(opts, log),
+      cmdline: `{recipe} ${opts.cmdline}`,
+    });
+  } catch (err) {
+    // No live-system recipe (another OS, an installer, a rescue ISO): boot it from its own
+    // El Torito boot record as a CD-ROM instead, read lazily through the same cache.
+    if (!(err instanceof LiveIsoError) || err.found.length === 0) throw err;
+    console.error(
+      `${source}: no live-system recipe fits (casper, live-boot, dracut, archiso, KNOPPIX layouts); booting it as a CD-ROM from its own boot record`,
+    );
+    return runCdrom(source, opts, vm, drives, log);
+  }
+  // What the booted system fetches (the ISO, its squashfs) comes from here, by range.
+  const http = createServer((req, res) => {
+    const path = new URL(req.url ?? "/", "http://x").pathname;
+    const rest = path.startsWith("/iso/") ? path.slice(5) : "";
+    iso
+      .send(req, res, rest)
+      .then((bytes) => {
+        if (bytes < 0) res.writeHead(404).end(`${source} has no ${rest}\n`);
+      })
+      .catch((err: Error) => {
+        log.error({ err: err.message, path }, "cannot serve from the ISO");
+        if (!res.headersSent) res.writeHead(502).end(`${err.message}\n`);
+        else res.destroy();
+      });
+  });
+  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
+  const port = (http.address() as AddressInfo).port;
+  let result: VmResult;
+  const started = performance.now();
+  try {
+    const kernel = await iso.extract(iso.recipe.kernel);
+    const initrds = [];
+    for (const p of iso.recipe.initrd) initrds.push((await iso.extract(p)).path);
+    console.error(
+      `Booting ${source} (${iso.recipe.family}: ${iso.recipe.description}) in QEMU${opts.offline ? " (offline)" : ""}`,
+    );
+    result = await runVm({
+      ...vm,
+      kernel: kernel.path,
+      initrd: initrds,
+      drives,
+      // 10.0.2.2 is the host as QEMU's user-mode network shows it.
+      cmdline: iso.cmdline(`http://10.0.2.2:${port}/iso`),
+      progress: () =>
+        `  ${cacheLine(iso.cacheStats, iso.device.size, (performance.now() - started) / 1000)}`,
+    });
+  } finally {
+    http.closeAllConnections();
+    await new Promise<void>((resolve) => http.close(() => resolve()));
+    await iso.close();
+  }
+  finish(source, result, [
+    `Ran ${source} for ${result.seconds.toFixed(1)} s${vm.until ? ` (to ${JSON.stringify(opts.until)})` : ""}`,
+    `  recipe     ${iso.recipe.family}: ${iso.recipe.kernel} ${iso.recipe.initrd.join(" ")}`,
+    `  network    ${cacheLine(iso.cacheStats, iso.device.size)}${iso.cacheStats ? ` (${opts.cache})` : ""}`,
+    ...(opts.disk
+      ? [`  disk file  ${opts.disk}: ${formatBytes(await allocated(opts.disk))} on disk`]
+      : []),
+  ]);
+}
