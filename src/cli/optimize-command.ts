@@ -4,7 +4,7 @@ import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { decodeSecretKey } from "../store/minisign.ts";
 import { optimizeRelease } from "../store/optimize.ts";
-import { isUrl } from "../store/store-reader.ts";
+import { isUrl } from "../store/open-store.ts";
 import { formatBytes } from "../lib/format.ts";
 
 export function registerOptimizeCommand(program: Command): void {

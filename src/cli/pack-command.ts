@@ -4,7 +4,7 @@ import { readFile } from "node:fs/promises";
 import { parseChunkSize } from "../store/chunker.ts";
 import { decodeSecretKey } from "../store/minisign.ts";
 import { DEFAULT_ZSTD_LEVEL, packImage } from "../store/pack.ts";
-import { isUrl } from "../store/store-reader.ts";
+import { isUrl } from "../store/open-store.ts";
 import { formatBytes, formatRate } from "../lib/format.ts";
 import { positiveInt } from "./options.ts";
 import { printJson } from "./output.ts";

@@ -4,7 +4,7 @@ import type { Command } from "commander";
 import { diffImages, listStore } from "../store/list.ts";
 import { applyGc, DEFAULT_GC_GRACE_SECONDS, planGc } from "../store/gc.ts";
 import { openImage } from "../store/source.ts";
-import { isUrl, openStoreReader } from "../store/store-reader.ts";
+import { isUrl, openStore } from "../store/open-store.ts";
 import { verifyStore } from "../store/verify.ts";
 import { formatBytes, formatTable } from "../lib/format.ts";
 import { positiveInt } from "./options.ts";
@@ -40,7 +40,7 @@ function registerVerify(program: Command): void {
     STORE_TRUST_HELP,
   ).action(
     async (name: string | undefined, opts: TrustFlags & { store: string; json?: boolean }) => {
-      const reader = openStoreReader(opts.store);
+      const reader = openStore(opts.store);
       const bar = createProgressBar({ enabled: !opts.json, label: "verifying" });
       try {
         const policy = trustPolicy(opts, { recordState: false, insecureWithoutTrust: true });
@@ -83,7 +83,7 @@ function registerLs(program: Command): void {
       .option("--json", "print the list as JSON"),
     STORE_TRUST_HELP,
   ).action(async (opts: TrustFlags & { store: string; json?: boolean }) => {
-    const reader = openStoreReader(opts.store);
+    const reader = openStore(opts.store);
     try {
       const rows = await listStore(reader, { policy: trustPolicy(opts, { recordState: false }) });
       if (opts.json) return printJson(rows);
