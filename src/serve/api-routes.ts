@@ -9,7 +9,7 @@ import type { IsoEntries } from "./iso-entries.ts";
 import type { OnceState } from "./once.ts";
 import { chooseEntry, ipxeArchNames, resolveOnce } from "./plan.ts";
 import type { Choice, MachineFacts } from "./plan.ts";
-import type { MachineRow } from "./ui/pages.ts";
+import type { MachineRow } from "./ui/machine-pages.ts";
 
 /** Bytes of events an event-stream client may leave unread before it is disconnected. */
 const MAX_STREAM_BACKLOG = 4 << 20;

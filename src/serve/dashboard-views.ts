@@ -16,7 +16,7 @@ import { loadTrustedKeys } from "../store/trust.ts";
 import type { Entry, ServeConfig } from "./config.ts";
 import type { ImageExports } from "./image-exports.ts";
 import type { IsoEntries } from "./iso-entries.ts";
-import type { CacheView, ImageView, IsoView } from "./ui/pages.ts";
+import type { CacheView, ImageView, IsoView } from "./ui/store-pages.ts";
 
 type ImageEntry = Extract<Entry, { kind: "image" }>;
 

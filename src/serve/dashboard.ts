@@ -8,15 +8,10 @@ import type { EventInput, EventLog } from "./events.ts";
 import { clientIp, HttpError, macFromQuery, send } from "./http-util.ts";
 import type { ImageExports } from "./image-exports.ts";
 import type { PeopleAuth } from "./people-auth.ts";
-import {
-  cachePage,
-  catalogPage,
-  imagesPage,
-  machinePage,
-  machineRows,
-  machinesPage,
-} from "./ui/pages.ts";
-import type { MachineRow } from "./ui/pages.ts";
+import { catalogPage } from "./ui/catalog-page.ts";
+import { machinePage, machineRows, machinesPage } from "./ui/machine-pages.ts";
+import type { MachineRow } from "./ui/machine-pages.ts";
+import { cachePage, imagesPage } from "./ui/store-pages.ts";
 
 const HTML = "text/html; charset=utf-8";
 

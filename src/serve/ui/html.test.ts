@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { catalogPage, machineRows, machinesPage } from "./pages.ts";
-import type { MachineRow } from "./pages.ts";
+import { catalogPage } from "./catalog-page.ts";
+import { machineRows, machinesPage } from "./machine-pages.ts";
+import type { MachineRow } from "./machine-pages.ts";
 import { html } from "./html.ts";
 import { parseConfig } from "../config.ts";
 import { renderFamilies, Metrics } from "../metrics.ts";

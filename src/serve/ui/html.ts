@@ -171,3 +171,19 @@ export const code = (v: string): Html => html`<code>${v}</code>`;
 /** Values as code, comma-separated. */
 export const codes = (list: string[]): Html[] =>
   list.map((s, i) => html`${i ? ", " : ""}${code(s)}`);
+
+/** Yes or no. */
+export const yes = (v: boolean): string => (v ? "yes" : "no");
+export const good = (ok: boolean, yesText: string, noText: string): Html =>
+  ok ? html`<span class="good">${yesText}</span>` : html`<span class="bad">${noText}</span>`;
+
+/** A token-guarded form posting `hidden` values (write actions; off unless configured). */
+export function writeForm(action: string, hidden: Record<string, string>, label: string): Html {
+  return html`<form class="inline" method="post" action="${action}">
+    ${Object.entries(hidden).map(([k, v]) => html`<input type="hidden" name="${k}" value="${v}" />`)}
+    <label
+      >Token <input type="password" name="token" autocomplete="off" required size="10"
+    /></label>
+    <button type="submit">${label}</button>
+  </form>`;
+}
