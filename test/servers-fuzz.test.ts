@@ -129,8 +129,10 @@ it(
       );
     await blast(sender, tftp.port, [...tftpRandom, ...requests]);
 
-    assert.ok(dhcp.stats.dropped > 1000, `DHCP dropped ${dhcp.stats.dropped}`);
-    assert.ok(tftp.stats.dropped > 500, `TFTP dropped ${tftp.stats.dropped}`);
+    // Most of the storm is malformed and counted as dropped; on a loaded machine the kernel
+    // itself drops some datagrams before the server reads them, so the bars are not exact.
+    assert.ok(dhcp.stats.dropped > 500, `DHCP dropped ${dhcp.stats.dropped}`);
+    assert.ok(tftp.stats.dropped > 250, `TFTP dropped ${tftp.stats.dropped}`);
 
     // Still serving: a PXE REQUEST on 4011 gets its ACK, a real TFTP client its file.
     // A socket of its own: the blasting one still receives late TFTP retransmissions.

@@ -110,10 +110,11 @@ it(
       assert.equal(got.length, expected.length, `transfer ${i} length`);
       assert.ok(got.equals(expected), `transfer ${i} bytes`);
     }
-    // Before streaming, one 16 MB conversion held the loop ~1 s (4.3 s for four). The bound
-    // leaves room for a loaded 2-core CI machine (QEMU suites run beside this one); the soak
-    // bench measures the server's own stall under a LAN flood against 100 ms.
-    assert.ok(stallMs < 400, `event loop stalled ${stallMs.toFixed(1)} ms`);
+    // Before streaming, the four requests (arriving together) held the loop 4.3 s in one
+    // piece. The bound leaves room for a loaded 2-core CI machine (a QEMU suite runs beside
+    // this one: 470 ms was seen with the machine at load 15); the soak bench measures the
+    // server's own stall under a LAN flood against 100 ms.
+    assert.ok(stallMs < 1500, `event loop stalled ${stallMs.toFixed(1)} ms`);
     assert.ok(rssGrowthMb < 64, `RSS grew ${rssGrowthMb.toFixed(1)} MB`);
     assert.equal(server.stats.completed, N);
   },
@@ -250,15 +251,16 @@ it("a transfer is abandoned at maxTransferMs however the client paces its ACKs",
   const server = await tftpServer(t, dir, { maxTransferMs: 500 });
   const client = await udp(t);
   let last: TftpPacket | undefined;
+  let done = false;
+  t.after(() => (done = true));
   client.on("message", (m, rinfo) => {
     last = decodeTftp(m);
     // A slow drip: each block acknowledged 100 ms later (under the 1 s retransmit timeout).
     if (last.op === Op.DATA) {
       const block = last.block;
-      setTimeout(
-        () => client.send(encodeTftp({ op: Op.ACK, block }), rinfo.port, rinfo.address),
-        100,
-      );
+      setTimeout(() => {
+        if (!done) client.send(encodeTftp({ op: Op.ACK, block }), rinfo.port, rinfo.address);
+      }, 100);
     }
   });
   client.send(
@@ -272,5 +274,7 @@ it("a transfer is abandoned at maxTransferMs however the client paces its ACKs",
   }
   assert.equal(server.stats.failed, 1);
   assert.ok(performance.now() - started < 1500);
+  // The ERROR datagram may land a moment after the server counted the failure.
+  for (let i = 0; i < 50 && last?.op !== Op.ERROR; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(last?.op, Op.ERROR);
 });
