@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ConfigError, parseConfig } from "./config.ts";
+import { ConfigError, fakeHost, parseConfig } from "./config.ts";
 import { chooseEntry, ipxeArchNames } from "./plan.ts";
+
+// Parsing is pure: the host it would probe is a fake one (no files but Debian's iPXE binaries).
+const host = fakeHost({ "/usr/lib/ipxe/undionly.kpxe": "", "/usr/lib/ipxe/ipxe.efi": "" });
 
 // The example from the issue, verbatim.
 const EXAMPLE = `listen: { interface: tap0, address: 10.99.0.1 }
@@ -22,7 +25,7 @@ default: menu
 
 function problems(text: string): string[] {
   try {
-    parseConfig(text, "serve.yaml");
+    parseConfig(text, "serve.yaml", host);
   } catch (err) {
     if (err instanceof ConfigError) return err.problems;
     throw err;
@@ -32,7 +35,7 @@ function problems(text: string): string[] {
 
 describe("serve configuration", () => {
   it("accepts the documented example, warning about files that are not there", () => {
-    const c = parseConfig(EXAMPLE, "serve.yaml");
+    const c = parseConfig(EXAMPLE, "serve.yaml", host);
     assert.equal(c.dhcp.mode, "proxy");
     assert.equal(c.tftp.enabled, true);
     assert.equal(c.http.port, 8080);
@@ -48,7 +51,7 @@ describe("serve configuration", () => {
   });
 
   it("built-in defaults: HTTP on 8080, DHCP and TFTP off, a menu of the entries", () => {
-    const c = parseConfig(null, "(built-in defaults)");
+    const c = parseConfig(null, "(built-in defaults)", host);
     assert.deepEqual(
       [c.http.port, c.dhcp.mode, c.tftp.enabled, c.default],
       [8080, "off", false, "menu"],
@@ -86,6 +89,7 @@ describe("serve configuration", () => {
     const c = parseConfig(
       `entries:\n  img:\n    image: { name: debian@sha256:${"a".repeat(64)}, store: [http://a/s, http://b/s], insecure: true }\n    kernel: /k\n`,
       "serve.yaml",
+      host,
     );
     const e = c.entries.get("img");
     assert.ok(e?.kind === "image");
@@ -114,7 +118,11 @@ describe("serve configuration", () => {
     ).join("\n");
     assert.match(url, /http:\/\/m\/disk\.img is a plain image URL: it carries no signature/);
     // Explicitly insecure, with no keys: accepted (what --check passes).
-    const c = parseConfig(entry("{ name: x.caibx, store: /srv/store, insecure: true }"), "s.yaml");
+    const c = parseConfig(
+      entry("{ name: x.caibx, store: /srv/store, insecure: true }"),
+      "s.yaml",
+      host,
+    );
     const e = c.entries.get("img");
     assert.ok(e?.kind === "image");
     assert.deepEqual([e.image.source, e.image.insecure], ["x.caibx", true]);
@@ -159,6 +167,7 @@ describe("serve configuration", () => {
     const c = parseConfig(
       "entries:\n  '7': { kernel: /k, title: 2024, cmdline: 3 }\ndefault: 7\n",
       "t.yaml",
+      host,
     );
     const e = c.entries.get("7");
     assert.ok(e?.kind === "kernel");
@@ -178,9 +187,9 @@ describe("serve configuration", () => {
       problems("ui: { read-token-file: /nonexistent/token }\n").join("\n"),
       /ui\.read-token-file: cannot read \/nonexistent\/token/,
     );
-    const open = parseConfig("ui: { write: true, token: write-secret-1234 }\n", "serve.yaml");
+    const open = parseConfig("ui: { write: true, token: write-secret-1234 }\n", "serve.yaml", host);
     assert.deepEqual(open.ui, { write: true, token: "write-secret-1234", readToken: undefined });
-    const closed = parseConfig("ui: { read-token: read-secret-1234 }\n", "serve.yaml");
+    const closed = parseConfig("ui: { read-token: read-secret-1234 }\n", "serve.yaml", host);
     assert.deepEqual(closed.ui, { write: false, token: undefined, readToken: "read-secret-1234" });
   });
 
@@ -189,6 +198,51 @@ describe("serve configuration", () => {
     assert.ok(p.some((x) => /needs listen\.interface/.test(x)));
     assert.ok(p.some((x) => /full mode needs range/.test(x)));
     assert.match(problems("entries:\n  a: [\n")[0], /^serve\.yaml:\d+: /);
+  });
+  it("is pure: what it knows of the host comes from the probe it is given", () => {
+    const c = parseConfig(
+      "tftp: { enabled: true }\nentries:\n  k: { kernel: /boot/k }\n",
+      "h.yaml",
+      fakeHost({ "/boot/k": "", "/usr/share/ipxe/ipxe.efi": "" }),
+    );
+    assert.deepEqual(c.tftp.firstStages, { "uefi-x86_64": "/usr/share/ipxe/ipxe.efi" });
+    assert.deepEqual(c.tftp.ipxeFiles, { "ipxe.efi": "/usr/share/ipxe/ipxe.efi" });
+    assert.deepEqual(c.warnings, [], "the kernel exists on this host");
+    const elsewhere = parseConfig("entries:\n  k: { kernel: /boot/k }\n", "h.yaml", fakeHost());
+    assert.match(
+      elsewhere.warnings[0],
+      /h\.yaml:2: entries\.k\.kernel: file \/boot\/k does not exist/,
+    );
+    const token = fakeHost({ "/etc/inetboot/token": "a-token-from-a-file\n" });
+    const t = parseConfig(
+      "ui: { write: true, token-file: /etc/inetboot/token }\n",
+      "h.yaml",
+      token,
+    );
+    assert.equal(t.ui.token, "a-token-from-a-file");
+  });
+
+  it("an exit entry: a code (0–255) and an optional message; keys of other kinds say whose they are", () => {
+    const c = parseConfig(
+      "entries:\n  away: { exit: 1 }\n  retired: { exit: { code: 2, message: \"Retired, see the wiki\" } }\n",
+      "e.yaml",
+      host,
+    );
+    assert.deepEqual(
+      [c.entries.get("away"), c.entries.get("retired")].map(
+        (e) => e?.kind === "exit" && [e.code, e.message],
+      ),
+      [
+        [1, undefined],
+        [2, "Retired, see the wiki"],
+      ],
+    );
+    const p = problems("entries:\n  x: { exit: 300 }\n  y: { exit: 0, sha256: abc }\n");
+    assert.match(
+      p.join("\n"),
+      /serve\.yaml:2: entries\.x\.exit: expected a whole number from 0 to 255/,
+    );
+    assert.match(p.join("\n"), /entries\.y\.sha256: sha256 is for iso entries/);
   });
 });
 
@@ -207,6 +261,7 @@ machines:
 default: local
 `,
     "m.yaml",
+    host,
   );
   const facts = (
     over: Partial<Parameters<typeof chooseEntry>[1]>,
