@@ -10,7 +10,7 @@ import { BlockIoError } from "../src/block/block-device.ts";
 import { ChunkedDevice } from "../src/block/chunked-device.ts";
 import { MirrorSet } from "../src/block/mirror-set.ts";
 import { openImage } from "../src/store/source.ts";
-import { openStoreReader } from "../src/store/store-reader.ts";
+import { openStore } from "../src/store/open-store.ts";
 import { startAttach } from "./attach.ts";
 import { startFaultyOrigin } from "./faulty-origin.ts";
 import type { FaultMode } from "./faulty-origin.ts";
@@ -43,7 +43,7 @@ describe("mirror faults never turn into wrong data", () => {
       const image = await openImage("disk", { store: `${nginx.url}store`, policy: insecure });
       // One attempt per request: failing over is the mirror set's job, not the reader's.
       const sources = [`${bad.url}store`, `${nginx.url}store`].map((s) => ({
-        reader: openStoreReader(s, { attempts: 1 }),
+        reader: openStore(s, { attempts: 1 }),
         prefix: "chunks/",
       }));
       // No latency probe: the bad mirror is asked first, every time it is not penalised.
@@ -63,7 +63,7 @@ describe("mirror faults never turn into wrong data", () => {
         );
 
       const onlyBad = new MirrorSet(
-        [{ reader: openStoreReader(`${bad.url}store`, { attempts: 1 }), prefix: "chunks/" }],
+        [{ reader: openStore(`${bad.url}store`, { attempts: 1 }), prefix: "chunks/" }],
         { timeoutMs: 500, rounds: 1 },
       );
       const badDev = new ChunkedDevice(image.index, onlyBad, { memoryBytes: 0 });

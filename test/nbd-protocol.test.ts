@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { FileDevice } from "../src/block/file-device.ts";
-import { decodeProfile } from "../src/block/profile.ts";
+import { decodeProfile } from "../src/store/profile.ts";
 import * as P from "../src/nbd/protocol.ts";
 import { NbdServer } from "../src/nbd/server.ts";
 import { startAttach } from "./attach.ts";

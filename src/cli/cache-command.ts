@@ -2,7 +2,7 @@
 // boot from it with no network.
 import type { Command } from "commander";
 import { cacheCoverage, openChunkCache, readCacheSettings } from "../block/chunk-cache.ts";
-import { profileChunks, readProfile } from "../block/profile.ts";
+import { profileChunks, readProfile } from "../store/profile.ts";
 import { openImage } from "../store/source.ts";
 import { formatBytes } from "../lib/format.ts";
 import { addTrustOptions, CACHE_TRUST_HELP, trustPolicy } from "./trust-options.ts";
