@@ -29,6 +29,16 @@ function isRetryableStatus(status: number): boolean {
   return status === 408 || status === 429 || status >= 500;
 }
 
+/**
+ * Closes a response body that is not wanted (too large, past its range). Destroying an undici
+ * body emits "request aborted" as an error event: with nobody listening, that would take the
+ * whole process down, so the error is expected here and dropped.
+ */
+function discard(body: NodeJS.ReadableStream & { destroy(): void }): void {
+  body.on("error", () => undefined);
+  body.destroy();
+}
+
 export class HttpStoreReader implements StoreReader {
   readonly location: string;
   readonly #agent: Agent;
@@ -103,7 +113,7 @@ export class HttpStoreReader implements StoreReader {
       if (piece.length > 0) yield piece;
       if (left === 0 && whole) break; // the rest of a whole file is not wanted
     }
-    if (!res.body.destroyed && !res.body.readableEnded) res.body.destroy();
+    if (!res.body.destroyed && !res.body.readableEnded) discard(res.body);
     if (left > 0) throw new FetchError(`GET ${url} (${range}) ended ${left} bytes short`);
   }
 
@@ -125,7 +135,7 @@ export class HttpStoreReader implements StoreReader {
       // limit: the connection is closed, the rest is never read.
       const declared = Number(r.headers["content-length"]);
       if (Number.isSafeInteger(declared) && declared > limit) {
-        r.body.destroy();
+        discard(r.body);
         throw tooLarge();
       }
       const parts: Buffer[] = [];
@@ -133,7 +143,7 @@ export class HttpStoreReader implements StoreReader {
       for await (const part of r.body as AsyncIterable<Buffer>) {
         size += part.length;
         if (size > limit) {
-          r.body.destroy();
+          discard(r.body);
           throw tooLarge();
         }
         parts.push(part);
