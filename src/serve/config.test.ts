@@ -224,7 +224,7 @@ describe("serve configuration", () => {
 
   it("an exit entry: a code (0–255) and an optional message; keys of other kinds say whose they are", () => {
     const c = parseConfig(
-      "entries:\n  away: { exit: 1 }\n  retired: { exit: { code: 2, message: \"Retired, see the wiki\" } }\n",
+      'entries:\n  away: { exit: 1 }\n  retired: { exit: { code: 2, message: "Retired, see the wiki" } }\n',
       "e.yaml",
       host,
     );

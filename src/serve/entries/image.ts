@@ -8,7 +8,7 @@ import type { FileRef, ImageRef } from "../config/types.ts";
 import { redactedExport } from "../export-tickets.ts";
 import { code, codes, html } from "../ui/html.ts";
 import { configuredFile, kernelWhat } from "./kernel.ts";
-import { fileUrls } from "./kind.ts";
+import { kernelPlan } from "./kind.ts";
 import type { EntryBase, EntryKind } from "./kind.ts";
 
 export type ImageEntry = EntryBase & {
@@ -130,15 +130,10 @@ export const imageKind: EntryKind<ImageEntry> = {
     const root = entry.nbdOverlay
       ? nbdOverlayCmdline(host, port, name)
       : nbdRootCmdline(host, port, name);
-    const urls = fileUrls(ctx, entry.name, entry.initrd.length + (entry.nbdOverlay ? 1 : 0));
-    return {
-      kind: "kernel",
-      title: entry.title,
-      entry: entry.name,
-      kernel: urls.kernel,
-      initrds: urls.initrds,
+    return kernelPlan(ctx, entry, {
+      initrds: entry.initrd.length + (entry.nbdOverlay ? 1 : 0),
       cmdline: [entry.cmdline, root].filter(Boolean).join(" "),
-    };
+    });
   },
   async file(entry, initrd, ctx) {
     // The NBD overlay comes after the entry's own initrds.

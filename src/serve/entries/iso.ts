@@ -11,7 +11,7 @@ import type { Checker, Path } from "../config/checker.ts";
 import type { HostProbe } from "../config/host.ts";
 import { HttpError } from "../http-util.ts";
 import { code, html } from "../ui/html.ts";
-import { fileUrls } from "./kind.ts";
+import { kernelPlan } from "./kind.ts";
 import type { EntryBase, EntryKind } from "./kind.ts";
 
 export type IsoEntry = EntryBase & {
@@ -158,15 +158,10 @@ export const isoKind: EntryKind<IsoEntry> = {
       const url = `${isoBase}/${encodeURIComponent(live.fileName)}`;
       return { kind: "sanboot", url, title: entry.title, noDescribe: true };
     }
-    const urls = fileUrls(ctx, entry.name, live.recipe.initrd.length);
-    return {
-      kind: "kernel",
-      title: entry.title,
-      entry: entry.name,
-      kernel: urls.kernel,
-      initrds: urls.initrds,
+    return kernelPlan(ctx, entry, {
+      initrds: live.recipe.initrd.length,
       cmdline: live.cmdline(isoBase),
-    };
+    });
   },
   async file(entry, initrd, ctx) {
     const live = await ctx.isos.open(entry);

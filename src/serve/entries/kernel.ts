@@ -4,7 +4,7 @@ import { fileRef, initrds } from "../config/checker.ts";
 import type { FileRef } from "../config/types.ts";
 import { code, html } from "../ui/html.ts";
 import type { Html } from "../ui/html.ts";
-import { fileUrls } from "./kind.ts";
+import { kernelPlan } from "./kind.ts";
 import type { EntryBase, EntryKind, FileContext, EntryFile } from "./kind.ts";
 
 export type KernelEntry = EntryBase & {
@@ -45,17 +45,8 @@ export const kernelKind: EntryKind<KernelEntry> = {
     const cmdline = c.text(o.cmdline, [...path, "cmdline"]) ?? "";
     return kernel ? { ...base, kind: "kernel", kernel, initrd, cmdline } : undefined;
   },
-  plan(entry, ctx) {
-    const urls = fileUrls(ctx, entry.name, entry.initrd.length);
-    return {
-      kind: "kernel",
-      title: entry.title,
-      entry: entry.name,
-      kernel: urls.kernel,
-      initrds: urls.initrds,
-      cmdline: entry.cmdline,
-    };
-  },
+  plan: (entry, ctx) =>
+    kernelPlan(ctx, entry, { initrds: entry.initrd.length, cmdline: entry.cmdline }),
   file: (entry, initrd, ctx) => configuredFile(entry, initrd, ctx),
   describe: (e) => kernelWhat(e),
 };

@@ -92,16 +92,20 @@ export interface EntryKind<E extends EntryBase & { kind: string }> {
   describe(entry: E): Html | string;
 }
 
-/** The base URL of an entry's files, and its kernel/initrd URLs with the machine's query. */
-export function fileUrls(
+/** A kernel plan for an entry whose kernel and `initrds` initrds it serves at /files/ENTRY/…. */
+export function kernelPlan(
   ctx: Pick<PlanContext, "base" | "query">,
-  entry: string,
-  initrds: number,
-): { kernel: string; initrds: string[] } {
+  entry: EntryBase,
+  boot: { initrds: number; cmdline: string },
+): BootPlan {
   const q = ctx.query ? `?${ctx.query}` : "";
-  const files = `${ctx.base}/files/${encodeURIComponent(entry)}`;
+  const files = `${ctx.base}/files/${encodeURIComponent(entry.name)}`;
   return {
+    kind: "kernel",
+    title: entry.title,
+    entry: entry.name,
     kernel: `${files}/kernel${q}`,
-    initrds: Array.from({ length: initrds }, (_, i) => `${files}/initrd/${i}${q}`),
+    initrds: Array.from({ length: boot.initrds }, (_, i) => `${files}/initrd/${i}${q}`),
+    cmdline: boot.cmdline,
   };
 }
