@@ -2,7 +2,7 @@
 // UEFI), checked against isoinfo's listing; read locally and from nginx by Range requests; the
 // distribution family recognised from each family's layout; damaged images give IsoFormatError.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { FileDevice } from "../src/block/file-device.ts";
 import { HttpDevice } from "../src/block/http-device.ts";
@@ -11,7 +11,15 @@ import { BlockIoError } from "../src/block/block-device.ts";
 import type { BlockDevice } from "../src/block/block-device.ts";
 import { IsoFormatError, IsoImage } from "../src/iso/iso9660.ts";
 import { detectRecipe } from "../src/iso/recipes.ts";
-import { inetboot, inetbootOk, requireTool, run, tempDir, textLike } from "./helpers.ts";
+import {
+  inetboot,
+  inetbootOk,
+  requireFile,
+  requireTool,
+  run,
+  tempDir,
+  textLike,
+} from "./helpers.ts";
 import { makeIso } from "./iso-maker.ts";
 import { accessLogRequests, startNginx } from "./nginx.ts";
 
@@ -234,8 +242,7 @@ describe("ISO 9660 reader", () => {
   });
 
   it("inspect: an unknown layout with an El Torito record boots as a CD-ROM (iPXE's own ISO)", async (t) => {
-    if (!existsSync("/usr/lib/ipxe/ipxe.iso"))
-      return t.skip("no /usr/lib/ipxe/ipxe.iso (Debian ipxe)");
+    if (!requireFile(t, "/usr/lib/ipxe/ipxe.iso", "ipxe")) return;
     const r = await inetboot(["iso", "inspect", "/usr/lib/ipxe/ipxe.iso"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /El Torito +bios no emulation; uefi no emulation/);

@@ -20,7 +20,7 @@ import type { TestContext } from "node:test";
 import { BootServer } from "../src/serve/boot-server.ts";
 import { parseConfig } from "../src/serve/config.ts";
 import { requireGpg, gpgKey } from "./gpg.ts";
-import { inetboot, tempDir, textLike } from "./helpers.ts";
+import { inetboot, requireFile, tempDir, textLike } from "./helpers.ts";
 import { makeIso } from "./iso-maker.ts";
 import { accessLogRequests, startNginx } from "./nginx.ts";
 
@@ -212,8 +212,7 @@ default: odd
   });
 
   it("an ISO no recipe knows but with a boot record is sanbooted (recipe: cdrom forces it); it has no kernel to fetch", async (t) => {
-    if (!existsSync("/usr/lib/ipxe/ipxe.iso"))
-      return t.skip("no /usr/lib/ipxe/ipxe.iso (Debian ipxe)");
+    if (!requireFile(t, "/usr/lib/ipxe/ipxe.iso", "ipxe")) return;
     const dir = tempDir(t);
     copyFileSync("/usr/lib/ipxe/ipxe.iso", join(dir, "rescue.iso"));
     const live = await makeIso(t, dir, casperFiles(), ["-R", "-J"], "live.iso");
