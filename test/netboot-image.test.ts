@@ -19,7 +19,7 @@ import {
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { TestContext } from "node:test";
-import { decodeProfile } from "../src/block/profile.ts";
+import { decodeProfile } from "../src/store/profile.ts";
 import { decodeBlobIndex } from "../src/store/caibx.ts";
 import { chunkFile } from "../src/store/layout.ts";
 import {

@@ -19,7 +19,3 @@ export function isUrl(text: string): boolean {
 export function openStore(location: string, options: OpenStoreOptions = {}): StoreReader {
   return isUrl(location) ? new HttpStoreReader(location, options) : new LocalStore(location);
 }
-
-/** The former name of openStore, kept while callers move over. */
-export const openStoreReader: (location: string, options?: OpenStoreOptions) => StoreReader =
-  openStore;
