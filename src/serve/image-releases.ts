@@ -14,6 +14,7 @@ import { readLatest } from "../store/catalog.ts";
 import { openStore } from "../store/open-store.ts";
 import { loadTrustedKeys } from "../store/trust.ts";
 import type { Entry } from "./config.ts";
+import { ExportTickets } from "./export-tickets.ts";
 
 type ImageEntry = Extract<Entry, { kind: "image" }>;
 
@@ -58,8 +59,8 @@ export interface ImageReleasesOptions {
   logger: Logger;
 }
 
-/** Export name prefix of a machine's disk of an entry (ENTRY-MAC). */
-const diskKey = (entry: string, mac: string): string => `${entry}-${mac.replace(/:/g, "-")}`;
+/** A machine's disk of an entry (ENTRY-MAC): the prefix of its per-boot export names. */
+const diskKey = (entry: string, mac: string): string => ExportTickets.prefix(entry, mac);
 
 export class ImageReleases {
   readonly #o: ImageReleasesOptions;
