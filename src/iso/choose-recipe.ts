@@ -32,6 +32,8 @@ export async function chooseRecipe(
       kernel: options.kernel,
       initrd: options.initrd ?? [],
       cmdline: "",
+      lazy: { none: "no family recipe fits: the entry's own kernel and cmdline boot it" },
+      downloads: null,
     };
   }
   // A forced family that does not fit is an error, never a CD-ROM boot.
@@ -51,5 +53,7 @@ export async function chooseRecipe(
     kernel: "",
     initrd: [],
     cmdline: "",
+    lazy: { none: "iPXE's sanboot reads the ISO by HTTP Range: it is lazy already" },
+    downloads: null,
   };
 }

@@ -25,7 +25,7 @@ import { openIsoDevice } from "./iso-source.ts";
 import { IsoImage } from "./iso9660.ts";
 import { LiveIsoError } from "./live-iso-error.ts";
 import type { LiveIsoOptions } from "./live-iso-options.ts";
-import { expandCmdline } from "./recipes.ts";
+import { expandCmdline, lazyOf } from "./recipes.ts";
 import type { BootRecipe } from "./recipes.ts";
 
 // (Kept importable from here, where they were first defined.)
@@ -53,6 +53,8 @@ export class LiveIso {
   readonly #filesDir: string;
   readonly #extracted = new Map<string, Promise<ExtractedFile>>();
   readonly #log: Logger;
+  /** Body bytes sent over HTTP (the ISO and its tree) since it opened. */
+  httpBytes = 0;
 
   private constructor(
     source: string,
@@ -83,9 +85,7 @@ export class LiveIso {
     try {
       const image = await IsoImage.open(device, source);
       const recipe = await chooseRecipe(image, source, options);
-      if (options.cmdline !== undefined) {
-        recipe.cmdline = options.cmdline.replaceAll("{recipe}", recipe.cmdline).trim();
-      }
+      if (options.cmdline !== undefined) overrideCmdline(recipe, options.cmdline);
       for (const p of recipe.family === "cdrom" ? [] : [recipe.kernel, ...recipe.initrd]) {
         const e = await image.stat(p);
         if (!e || e.directory) {
@@ -119,6 +119,21 @@ export class LiveIso {
       tree,
       file: (p) => tree + p.replace(/^\/+/, "").split("/").map(encodeURIComponent).join("/"),
     });
+  }
+
+  /**
+   * The lazy recipe's command line for the ISO exported as `nbd.name` at HOST:PORT (URLs under
+   * `base` for the parts that still use HTTP), or null when the recipe has no lazy way.
+   */
+  lazyCmdline(base: string, nbd: { host: string; port: number; name: string }): string | null {
+    const lazy = lazyOf(this.recipe);
+    if (!lazy) return null;
+    const tree = `${base}/tree/`;
+    return expandCmdline(
+      lazy.cmdline,
+      { iso: `${base}/${this.fileName}`, tree, file: (p) => tree + p.replace(/^\/+/, "") },
+      { ...nbd, label: this.image.volume.volumeId },
+    );
   }
 
   /**
@@ -224,12 +239,22 @@ export class LiveIso {
     } else {
       return -1;
     }
-    return sendRanges(
+    const sent = await sendRanges(
       req,
       res,
       { size: body.size, etag: tag, stream: (start, end) => deviceStream(body, start, end) },
       { cacheControl: "max-age=3600" },
     );
+    this.httpBytes += Math.max(0, sent);
+    return sent;
+  }
+
+  /** What the download recipe copies into a machine's RAM (null: it copies nothing). */
+  async downloadBytes(): Promise<number | null> {
+    const what = this.recipe.downloads;
+    if (what === null) return null;
+    if (what === "iso") return this.device.size;
+    return (await this.image.stat(what))?.size ?? null;
   }
 
   /** How much of the ISO the cache holds and fetched (a URL), or null (a local file). */
@@ -240,6 +265,20 @@ export class LiveIso {
   close(): Promise<void> {
     return this.device.close();
   }
+}
+
+/**
+ * The entry's `cmdline:` over the recipe's: `{recipe}` stands for the recipe's own (lazy or
+ * download); without it the entry's line replaces both, and the lazy way is off (the recipe's
+ * NBD parameters are gone with its line).
+ */
+function overrideCmdline(recipe: BootRecipe, cmdline: string): void {
+  const lazy = lazyOf(recipe);
+  recipe.cmdline = cmdline.replaceAll("{recipe}", recipe.cmdline).trim();
+  if (!lazy) return;
+  recipe.lazy = cmdline.includes("{recipe}")
+    ? { ...lazy, cmdline: cmdline.replaceAll("{recipe}", lazy.cmdline).trim() }
+    : { none: "the entry's cmdline: replaces the recipe's (it has no {recipe}), so it boots as written" };
 }
 
 function sha(text: string): string {

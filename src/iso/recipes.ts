@@ -2,6 +2,15 @@
 // which kernel and initrds to boot and with which command line, given the URL the ISO (or its
 // files) will be served at. `{iso}` is the ISO's URL, `{tree}` the URL of its files (a folder
 // URL ending in "/"), `{file:PATH}` the URL of one file.
+//
+// Each family that can also boots lazily: the live system's initrd attaches the ISO as a network
+// block device (the server's read-only NBD export of it) and finds it as if the CD were in the
+// drive, so only the blocks it reads cross the network. Its command line takes `{nbd}`
+// (HOST:PORT/EXPORT), `{nbd-host}`, `{nbd-port}`, `{nbd-export}` and `{label}` (the ISO's
+// volume label); `hook` names the initrd overlay that teaches the initrd (boot/live-overlay.ts),
+// none when the family attaches NBD by itself.
+import type { LiveHook } from "../boot/live-overlay.ts";
+import { LIVE_BOOT_SCRIPT } from "../boot/live-overlay.ts";
 import { isNoDirectory } from "./iso-entry.ts";
 import type { IsoImage } from "./iso9660.ts";
 
@@ -13,7 +22,34 @@ export interface BootRecipe {
   initrd: string[];
   /** Template: {iso}, {tree} and {file:PATH} are replaced with URLs. */
   cmdline: string;
+  /** The lazy way to boot it (the ISO over NBD), or why there is none. */
+  lazy: LazyRecipe | { none: string };
+  /** What the download recipe copies into the machine's RAM: "iso" (all) or a path in it. */
+  downloads: string | null;
 }
+
+export interface LazyRecipe {
+  /** Template: {nbd}, {nbd-host}, {nbd-port}, {nbd-export}, {label}. */
+  cmdline: string;
+  /** The initrd overlay it needs, or null (the family's initrd attaches NBD itself). */
+  hook: LiveHook | null;
+}
+
+/** The lazy recipe, or null with the reason in `none`. */
+export function lazyOf(recipe: BootRecipe): LazyRecipe | null {
+  return "none" in recipe.lazy ? null : recipe.lazy;
+}
+
+/** An initramfs-tools family's lazy boot: our boot script, then the family's (boot=FAMILY). */
+function initramfsToolsLazy(familyScript: string): LazyRecipe {
+  return {
+    hook: "initramfs-tools",
+    cmdline: `boot=${LIVE_BOOT_SCRIPT} inetboot.boot=${familyScript} inetboot.iso={nbd} ip=dhcp`,
+  };
+}
+
+/** Volume labels udev names as they are (dracut's CDLABEL= cannot carry spaces). */
+const PLAIN_LABEL = /^[\w.+-]{1,32}$/;
 
 export interface RecipeMiss {
   family: null;
@@ -80,6 +116,8 @@ const DETECT: Record<Family, (iso: IsoImage) => Promise<BootRecipe | null>> = {
       kernel,
       initrd: [initrd],
       cmdline: "boot=casper url={iso} ip=dhcp",
+      lazy: initramfsToolsLazy("casper"),
+      downloads: "iso",
     };
   },
   // Debian live and derivatives (live-boot): the initrd fetches the squashfs (fetch=).
@@ -94,6 +132,8 @@ const DETECT: Record<Family, (iso: IsoImage) => Promise<BootRecipe | null>> = {
       kernel,
       initrd: [initrd],
       cmdline: `boot=live fetch={file:${fs}} ip=dhcp`,
+      lazy: initramfsToolsLazy("live"),
+      downloads: fs,
     };
   },
   // Fedora and other dracut live images: root=live: with the squashfs URL.
@@ -108,6 +148,15 @@ const DETECT: Record<Family, (iso: IsoImage) => Promise<BootRecipe | null>> = {
       kernel,
       initrd: [initrd],
       cmdline: `root=live:{file:${liveOs}} rd.live.image rd.neednet=1 ip=dhcp`,
+      lazy: PLAIN_LABEL.test(iso.volume.volumeId)
+        ? {
+            hook: "dracut",
+            cmdline: "root=live:CDLABEL={label} rd.live.image rd.neednet=1 ip=dhcp inetboot.iso={nbd}",
+          }
+        : {
+            none: `dmsquash-live finds the ISO by its volume label, and "${iso.volume.volumeId}" cannot be named on a kernel command line`,
+          },
+      downloads: liveOs,
     };
   },
   // Arch Linux and archiso-based ISOs: the initrd fetches airootfs from the served tree.
@@ -122,6 +171,12 @@ const DETECT: Record<Family, (iso: IsoImage) => Promise<BootRecipe | null>> = {
       kernel,
       initrd: [...ucode, initrd],
       cmdline: "archisobasedir=arch archiso_http_srv={tree} ip=dhcp",
+      // archiso's own archiso_pxe_nbd hook attaches the ISO (nbd-client HOST -N NAME).
+      lazy: {
+        hook: null,
+        cmdline: "archisobasedir=arch archiso_nbd_srv={nbd-host} archiso_nbd_name={nbd-export} ip=dhcp",
+      },
+      downloads: (await first(iso, ["/arch/x86_64/airootfs.sfs", "/arch/x86_64/airootfs.erofs"])) ?? null,
     };
   },
   // KNOPPIX: kernel and minirt; its initrd needs the KNOPPIX image from a local medium or NFS.
@@ -135,6 +190,8 @@ const DETECT: Record<Family, (iso: IsoImage) => Promise<BootRecipe | null>> = {
       kernel,
       initrd: [initrd],
       cmdline: "knoppix_dir=KNOPPIX",
+      lazy: { none: "KNOPPIX's minirt looks for its KNOPPIX folder on local media or NFS only" },
+      downloads: null,
     };
   },
 };
@@ -157,13 +214,23 @@ export async function detectRecipe(
   };
 }
 
-/** Fills a recipe's command line template with URLs. */
+/** Fills a recipe's command line template with URLs (and, for a lazy one, the NBD export). */
 export function expandCmdline(
   template: string,
   urls: { iso: string; tree: string; file: (path: string) => string },
+  nbd?: { host: string; port: number; name: string; label: string },
 ): string {
-  return template
+  let out = template
     .replaceAll("{iso}", urls.iso)
     .replaceAll("{tree}", urls.tree)
     .replace(/\{file:([^}]+)\}/g, (_, p: string) => urls.file(p));
+  if (nbd) {
+    out = out
+      .replaceAll("{nbd}", `${nbd.host}:${nbd.port}/${nbd.name}`)
+      .replaceAll("{nbd-host}", nbd.host)
+      .replaceAll("{nbd-port}", String(nbd.port))
+      .replaceAll("{nbd-export}", nbd.name)
+      .replaceAll("{label}", nbd.label);
+  }
+  return out;
 }

@@ -18,7 +18,7 @@ import { TftpServer } from "../tftp/server.ts";
 import { VirtualTree } from "../tftp/tree.ts";
 import { ApiRoutes } from "./api-routes.ts";
 import { bootRecorder } from "./boot-record.ts";
-import type { ServeConfig } from "./config.ts";
+import type { Entry, ServeConfig } from "./config.ts";
 import { Dashboard } from "./dashboard.ts";
 import { DashboardViews } from "./dashboard-views.ts";
 import { startDhcp } from "./dhcp-side.ts";
@@ -76,6 +76,8 @@ export class BootServer {
     const record = (this.#record = bootRecorder(this.events, this.metrics, log));
     const isos = (this.#isos = new IsoEntries({
       cacheDir: config.cacheDir,
+      stateDir: config.stateDir,
+      nbd: () => this.#nbd,
       logger: log,
       onOpen: (entry, result) =>
         this.metrics.inc(
@@ -156,7 +158,9 @@ export class BootServer {
       this.#once = await OnceState.open(join(c.stateDir, "once.json"));
       await this.#startHttp();
       if (c.tftp.enabled) await this.#startTftp();
-      if ([...c.entries.values()].some((e) => e.kind === "image")) await this.#startNbd();
+      // Image entries' disks and lazy ISO entries' ISOs are NBD exports.
+      const exported = (e: Entry): boolean => e.kind === "image" || (e.kind === "iso" && e.lazy);
+      if ([...c.entries.values()].some(exported)) await this.#startNbd();
       if (c.dhcp.mode !== "off") {
         ({ server: this.#dhcp, leases: this.#leases } = await startDhcp({
           ...{ config: c, address: this.#address, log: this.#log, record: this.#record },

@@ -1,16 +1,58 @@
 // The ISO entries' open ISOs, as ImageExports holds the images: each opened once on first use
 // (read by Range into the block cache, checked against its sha256, signed list or signature,
 // recipe found), shared by every machine, reopened after a failure; with how far a whole-ISO
-// check is and why the last opening failed, for the dashboard.
+// check is and why the last opening failed, for the dashboard. An ISO whose family boots lazily
+// is also a read-only NBD export, `iso/ENTRY`, shared by every machine that boots it; the
+// initrd overlays the lazy recipes need are built here once, from the server's nbd-client.
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { BlockDevice } from "../block/block-device.ts";
 import { openChunkCache } from "../block/chunk-cache.ts";
+import { PassThroughDevice } from "../block/pass-through.ts";
+import { buildLiveOverlay } from "../boot/live-overlay.ts";
+import type { LiveHook } from "../boot/live-overlay.ts";
 import { LiveIso } from "../iso/live-iso.ts";
+import { lazyOf } from "../iso/recipes.ts";
 import { silentLogger } from "../lib/log.ts";
 import type { Logger } from "../lib/log.ts";
 import type { IsoEntry } from "./entries/iso.ts";
+import type { ExportTarget } from "./image-exports.ts";
+
+/** How a machine boots an ISO lazily: the export to attach and the overlay its initrd needs. */
+export interface LazyBoot {
+  exportName: string;
+  hook: LiveHook | null;
+  /** The overlay's file on the server (null when the family needs none). */
+  overlay: string | null;
+}
+
+/** The ISO's device as exported: shared with HTTP (never closed by NBD), its reads counted. */
+class CountedIso extends PassThroughDevice {
+  bytes = 0;
+  constructor(next: BlockDevice) {
+    super(next);
+  }
+  override async read(offset: number, length: number): Promise<Buffer> {
+    const data = await super.read(offset, length);
+    this.bytes += data.length;
+    return data;
+  }
+  override close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** The NBD export name of an ISO entry ("/" is in no entry name nor in a per-boot ticket). */
+export function isoExportName(entry: string): string {
+  return `iso/${entry}`;
+}
 
 export interface IsoEntriesOptions {
   cacheDir: string;
+  /** Where the lazy recipes' initrd overlays are written. */
+  stateDir?: string;
+  /** The NBD server the lazy ISOs are exported on (null: not running, no lazy boots). */
+  nbd?: () => ExportTarget | null;
   /** An ISO opened (layout read, checks passed) or refused (metrics). */
   onOpen?: (entry: string, result: "opened" | "refused") => void;
   logger?: Logger;
@@ -24,6 +66,10 @@ export class IsoEntries {
   readonly #progress = new Map<string, { done: number; total: number }>();
   /** Why an ISO entry's last opening failed (until it opens). */
   readonly #errors = new Map<string, string>();
+  /** Entry → its NBD export's device, for those a machine booted lazily. */
+  readonly #exported = new Map<string, { live: LiveIso; device: CountedIso }>();
+  /** Hook → its overlay file (null: it cannot be built here, with the warning logged once). */
+  readonly #overlays = new Map<LiveHook, Promise<string | null>>();
 
   constructor(options: IsoEntriesOptions) {
     this.#o = options;
@@ -51,6 +97,7 @@ export class IsoEntries {
     this.#isos.set(entry.name, p);
     p.then(
       (iso) => {
+        this.#unexport(entry.name);
         this.#o.onOpen?.(entry.name, "opened");
         this.#errors.delete(entry.name);
         this.#log.info(
@@ -72,6 +119,55 @@ export class IsoEntries {
     );
     void p.finally(() => this.#progress.delete(entry.name)).catch(() => undefined);
     return p;
+  }
+
+  /**
+   * How a machine boots `live` lazily, or null when it takes the download recipe: the entry
+   * says lazy: false, the family has no lazy way, no NBD server runs, or the overlay its initrd
+   * needs cannot be built here (no nbd-client: said once in the log).
+   */
+  async lazy(entry: IsoEntry, live: LiveIso): Promise<LazyBoot | null> {
+    const recipe = lazyOf(live.recipe);
+    const nbd = this.#o.nbd?.();
+    if (entry.lazy === false || !recipe || !nbd) return null;
+    const overlay = recipe.hook ? await this.#overlay(recipe.hook) : null;
+    if (recipe.hook && !overlay) return null;
+    const exportName = isoExportName(entry.name);
+    if (this.#exported.get(entry.name)?.live !== live) {
+      const device = new CountedIso(live.device);
+      this.#exported.set(entry.name, { live, device });
+      // Public data, read-only: any machine may attach it; the name opens nothing else.
+      nbd.setExport({ name: exportName, description: `ISO of ${entry.name}`, device });
+    }
+    return { exportName, hook: recipe.hook, overlay };
+  }
+
+  #overlay(hook: LiveHook): Promise<string | null> {
+    let p = this.#overlays.get(hook);
+    if (!p) {
+      const dir = this.#o.stateDir ?? this.#o.cacheDir;
+      const path = join(dir, `live-overlay-${hook}.cpio`);
+      p = (async () => {
+        const data = await buildLiveOverlay(hook);
+        await mkdir(dir, { recursive: true });
+        await writeFile(path, data);
+        return path;
+      })().catch((err: Error) => {
+        this.#log.warn(
+          { hook, err: err.message },
+          "live ISOs of this initrd framework boot with their download recipe",
+        );
+        return null;
+      });
+      this.#overlays.set(hook, p);
+    }
+    return p;
+  }
+
+  #unexport(entry: string): void {
+    if (!this.#exported.has(entry)) return;
+    this.#exported.delete(entry);
+    this.#o.nbd?.()?.removeExport(isoExportName(entry));
   }
 
   /** The ISO if it opens within `ms`; null while it is still opening (checking, slow origin). */
@@ -110,6 +206,8 @@ export class IsoEntries {
     for (const [entry, p] of this.#isos) {
       const iso = await p.catch(() => null);
       if (!iso) continue;
+      const lazy = lazyOf(iso.recipe);
+      const cache = iso.cacheStats;
       out.push({
         entry,
         iso: iso.source,
@@ -117,7 +215,16 @@ export class IsoEntries {
         family: iso.recipe.family,
         kernel: iso.recipe.kernel,
         initrd: iso.recipe.initrd,
-        cache: iso.cacheStats,
+        lazy: lazy ? { hook: lazy.hook } : { none: (iso.recipe.lazy as { none: string }).none },
+        // What machines read (over NBD and HTTP), what came from the origin, and the RAM each
+        // machine would fill with the download recipe's copy.
+        readBytes: {
+          nbd: this.#exported.get(entry)?.device.bytes ?? 0,
+          http: iso.httpBytes,
+        },
+        originBytes: cache ? cache.fetchedBytes : null,
+        downloadBytes: await iso.downloadBytes(),
+        cache,
       });
     }
     return out;

@@ -31,6 +31,8 @@ export type IsoEntry = EntryBase & {
   checksums?: ChecksumsSpec;
   /** Or the publisher's detached signature over the whole ISO. */
   signature?: IsoSignatureSpec;
+  /** false: the family's download recipe even where the ISO can boot lazily over NBD. */
+  lazy: boolean;
 };
 
 /** How long a plan request waits for an ISO being opened before it says "wait". */
@@ -86,7 +88,7 @@ function isoSignatureSpec(
 
 export const isoKind: EntryKind<IsoEntry> = {
   kind: "iso",
-  keys: ["iso", "recipe", "kernel", "initrd", "cmdline", "sha256", "checksums", "signature"],
+  keys: ["iso", "recipe", "kernel", "initrd", "cmdline", "sha256", "checksums", "signature", "lazy"],
   parse(c, o, base, { path, baseDir, host }) {
     const checks = ["sha256", "checksums", "signature"].filter((k) => o[k] !== undefined);
     if (checks.length > 1) {
@@ -125,6 +127,7 @@ export const isoKind: EntryKind<IsoEntry> = {
       sha256: hex64(c, o.sha256, [...path, "sha256"]),
       checksums: checksumsSpec(c, o.checksums, [...path, "checksums"], baseDir, host),
       signature: isoSignatureSpec(c, o.signature, [...path, "signature"], baseDir, host),
+      lazy: c.bool(o.lazy, [...path, "lazy"]) ?? true,
     };
   },
   async plan(entry, ctx) {
@@ -158,9 +161,12 @@ export const isoKind: EntryKind<IsoEntry> = {
       const url = `${isoBase}/${encodeURIComponent(live.fileName)}`;
       return { kind: "sanboot", url, title: entry.title, noDescribe: true };
     }
+    const lazy = await ctx.isos.lazy(entry, live);
+    const lazyCmdline = lazy && live.lazyCmdline(isoBase, { ...ctx.nbd, name: lazy.exportName });
     return kernelPlan(ctx, entry, {
-      initrds: live.recipe.initrd.length,
-      cmdline: live.cmdline(isoBase),
+      // A lazy boot's overlay comes after the ISO's own initrds.
+      initrds: live.recipe.initrd.length + (lazy?.overlay ? 1 : 0),
+      cmdline: lazyCmdline || live.cmdline(isoBase),
     });
   },
   async file(entry, initrd, ctx) {
@@ -172,11 +178,16 @@ export const isoKind: EntryKind<IsoEntry> = {
       );
     }
     const isoPath = initrd < 0 ? live.recipe.kernel : live.recipe.initrd[initrd];
-    if (isoPath === undefined) return null;
+    if (isoPath === undefined) {
+      const lazy = initrd === live.recipe.initrd.length ? await ctx.isos.lazy(entry, live) : null;
+      return lazy?.overlay ? { path: lazy.overlay, label: `overlay for ${lazy.hook}` } : null;
+    }
     const file = await live.extract(isoPath);
     return { path: file.path, etag: file.sha256, label: `${entry.iso}:${isoPath}` };
   },
   describe: (e) =>
-    html`<div>ISO ${code(e.iso)}${e.recipe ? ` (recipe ${e.recipe})` : ""}</div>
+    html`<div>
+        ISO ${code(e.iso)}${e.recipe ? ` (recipe ${e.recipe})` : ""}${e.lazy ? "" : "; downloaded (lazy: false)"}
+      </div>
       ${e.cmdline ? html`<div>cmdline ${code(e.cmdline)}</div>` : ""}`,
 };

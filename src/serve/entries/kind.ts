@@ -39,6 +39,11 @@ export interface LiveIsos {
   /** The ISO if it opens within `ms`, else null (still being checked). */
   within(entry: EntryBase & { kind: "iso" }, ms: number): Promise<LiveIso | null>;
   waitMessage(entry: EntryBase & { kind: "iso" }): string;
+  /** How a machine boots it lazily (its NBD export, the initrd overlay), or null: download. */
+  lazy(
+    entry: EntryBase & { kind: "iso"; lazy: boolean },
+    live: LiveIso,
+  ): Promise<{ exportName: string; hook: string | null; overlay: string | null } | null>;
 }
 
 /** The server's parts a plan may use, and what it knows of the asking machine. */
