@@ -63,7 +63,12 @@ export async function nbdClientBundle(nbdClient = DEFAULT_NBD_CLIENT): Promise<C
     { type: "dir", path: "usr/lib" },
     { type: "dir", path: BUNDLE_DIR },
     { type: "file", path: `${BUNDLE_DIR}/nbd-attach`, data: ATTACH_SCRIPT, mode: 0o755 },
-    { type: "file", path: `${BUNDLE_DIR}/nbd-client`, data: await readFile(nbdClient), mode: 0o755 },
+    {
+      type: "file",
+      path: `${BUNDLE_DIR}/nbd-client`,
+      data: await readFile(nbdClient),
+      mode: 0o755,
+    },
     { type: "file", path: `${BUNDLE_DIR}/ld-linux.so`, data: await readFile(loader), mode: 0o755 },
   ];
   for (const lib of libs) {

@@ -278,7 +278,9 @@ function overrideCmdline(recipe: BootRecipe, cmdline: string): void {
   if (!lazy) return;
   recipe.lazy = cmdline.includes("{recipe}")
     ? { ...lazy, cmdline: cmdline.replaceAll("{recipe}", lazy.cmdline).trim() }
-    : { none: "the entry's cmdline: replaces the recipe's (it has no {recipe}), so it boots as written" };
+    : {
+        none: "the entry's cmdline: replaces the recipe's (it has no {recipe}), so it boots as written",
+      };
 }
 
 function sha(text: string): string {

@@ -151,7 +151,8 @@ const DETECT: Record<Family, (iso: IsoImage) => Promise<BootRecipe | null>> = {
       lazy: PLAIN_LABEL.test(iso.volume.volumeId)
         ? {
             hook: "dracut",
-            cmdline: "root=live:CDLABEL={label} rd.live.image rd.neednet=1 ip=dhcp inetboot.iso={nbd}",
+            cmdline:
+              "root=live:CDLABEL={label} rd.live.image rd.neednet=1 ip=dhcp inetboot.iso={nbd}",
           }
         : {
             none: `dmsquash-live finds the ISO by its volume label, and "${iso.volume.volumeId}" cannot be named on a kernel command line`,
@@ -174,9 +175,11 @@ const DETECT: Record<Family, (iso: IsoImage) => Promise<BootRecipe | null>> = {
       // archiso's own archiso_pxe_nbd hook attaches the ISO (nbd-client HOST -N NAME).
       lazy: {
         hook: null,
-        cmdline: "archisobasedir=arch archiso_nbd_srv={nbd-host} archiso_nbd_name={nbd-export} ip=dhcp",
+        cmdline:
+          "archisobasedir=arch archiso_nbd_srv={nbd-host} archiso_nbd_name={nbd-export} ip=dhcp",
       },
-      downloads: (await first(iso, ["/arch/x86_64/airootfs.sfs", "/arch/x86_64/airootfs.erofs"])) ?? null,
+      downloads:
+        (await first(iso, ["/arch/x86_64/airootfs.sfs", "/arch/x86_64/airootfs.erofs"])) ?? null,
     };
   },
   // KNOPPIX: kernel and minirt; its initrd needs the KNOPPIX image from a local medium or NFS.

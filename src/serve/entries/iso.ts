@@ -88,7 +88,17 @@ function isoSignatureSpec(
 
 export const isoKind: EntryKind<IsoEntry> = {
   kind: "iso",
-  keys: ["iso", "recipe", "kernel", "initrd", "cmdline", "sha256", "checksums", "signature", "lazy"],
+  keys: [
+    "iso",
+    "recipe",
+    "kernel",
+    "initrd",
+    "cmdline",
+    "sha256",
+    "checksums",
+    "signature",
+    "lazy",
+  ],
   parse(c, o, base, { path, baseDir, host }) {
     const checks = ["sha256", "checksums", "signature"].filter((k) => o[k] !== undefined);
     if (checks.length > 1) {
@@ -187,7 +197,8 @@ export const isoKind: EntryKind<IsoEntry> = {
   },
   describe: (e) =>
     html`<div>
-        ISO ${code(e.iso)}${e.recipe ? ` (recipe ${e.recipe})` : ""}${e.lazy ? "" : "; downloaded (lazy: false)"}
+        ISO
+        ${code(e.iso)}${e.recipe ? ` (recipe ${e.recipe})` : ""}${e.lazy ? "" : "; downloaded (lazy: false)"}
       </div>
       ${e.cmdline ? html`<div>cmdline ${code(e.cmdline)}</div>` : ""}`,
 };
