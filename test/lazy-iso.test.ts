@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
+import { LiveIso } from "../src/iso/live-iso.ts";
 import { BootServer } from "../src/serve/boot-server.ts";
 import { parseConfig } from "../src/serve/config.ts";
 import { requireTool, run, runOk, tempDir, textLike } from "./helpers.ts";
@@ -90,20 +91,20 @@ default: local
     const base = `http://127.0.0.1:${srv.httpPort}`;
     const want: Record<string, { cmdline: string; initrds: number }> = {
       ubuntu: {
-        cmdline: `boot=inetboot-live inetboot.boot=casper inetboot.iso=${nbd}/iso/ubuntu ip=dhcp console=ttyS0`,
+        cmdline: `boot=inetboot-live inetboot.boot=casper inetboot.iso=${nbd}/iso/ubuntu live-media=/dev/nbd0 ip=dhcp console=ttyS0`,
         initrds: 2,
       },
       debian: {
-        cmdline: `boot=inetboot-live inetboot.boot=live inetboot.iso=${nbd}/iso/debian ip=dhcp`,
+        cmdline: `boot=inetboot-live inetboot.boot=live inetboot.iso=${nbd}/iso/debian live-media=/dev/nbd0 ip=dhcp`,
         initrds: 2,
       },
       fedora: {
         cmdline: `root=live:CDLABEL=TEST_LIVE rd.live.image rd.neednet=1 ip=dhcp inetboot.iso=${nbd}/iso/fedora`,
         initrds: 2,
       },
-      // archiso attaches NBD by itself: no overlay.
+      // archiso's own NBD hook reaches port 10809 only: on another port it downloads.
       arch: {
-        cmdline: `archisobasedir=arch archiso_nbd_srv=127.0.0.1 archiso_nbd_name=iso/arch ip=dhcp`,
+        cmdline: `archisobasedir=arch archiso_http_srv=${base}/iso/arch/tree/ ip=dhcp`,
         initrds: 1,
       },
     };
@@ -114,6 +115,13 @@ default: local
       assert.equal(kernel[2], w.cmdline, entry);
       assert.equal(kernel[1].trim().split(" ").length, w.initrds, `${entry}: ${kernel[1]}`);
     }
+    // On port 10809, archiso attaches the ISO itself (no overlay), attached, not copied to RAM.
+    const arch = await LiveIso.open(isos.arch as string, { cacheDir: join(dir, "arch-cache") });
+    t.after(() => arch.close());
+    assert.equal(
+      arch.lazyCmdline("http://s/iso/arch", { host: "10.0.0.1", port: 10809, name: "iso/arch" }),
+      "archisobasedir=arch archiso_nbd_srv=10.0.0.1 archiso_nbd_name=iso/arch copytoram=n ip=dhcp",
+    );
     // The overlay after the ISO's initrd: a cpio with the hook and the server's nbd-client.
     for (const [entry, hook] of [
       ["debian", "scripts/inetboot-live"],

@@ -78,6 +78,10 @@ export function registerRunCommand(program: Command): void {
       "--cdrom",
       "boot an ISO from its own boot record as a CD-ROM (the default when no live-system recipe fits)",
     )
+    .option(
+      "--download",
+      "boot a live ISO with its family's download recipe (the guest copies the ISO or squashfs into RAM) instead of attaching it over NBD",
+    )
     .option("--console", "attach the serial console to this terminal (Ctrl-] stops the VM)")
     .option(
       "--display <kind>",

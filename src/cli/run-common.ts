@@ -26,6 +26,7 @@ export interface RunFlags extends TrustFlags {
   offline?: boolean;
   console?: boolean;
   cdrom?: boolean;
+  download?: boolean;
   display: string;
   until?: string;
   timeout?: number;

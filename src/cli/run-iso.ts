@@ -1,14 +1,18 @@
 // `inetboot run` with an ISO (file or URL): a live system boots through its recipe, its files
 // served to the guest from a local HTTP server reading the ISO by range; an ISO with no recipe
-// (or with --cdrom) boots from its own El Torito record as a CD-ROM read over NBD.
+// (or with --cdrom) boots from its own El Torito record as a CD-ROM read over NBD. A family
+// that boots lazily gets the ISO as an NBD export its initrd attaches (with the server's
+// initrd overlay), as `inetboot serve` does, so the guest reads only what it needs.
 import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { PassThroughDevice } from "../block/pass-through.ts";
+import { buildLiveOverlay } from "../boot/live-overlay.ts";
 import { openChunkCache } from "../block/chunk-cache.ts";
 import type { ChunkCache } from "../block/chunk-cache.ts";
 import { openRawDevice } from "../block/open-stack.ts";
@@ -18,6 +22,7 @@ import { openIsoDevice } from "../iso/iso-source.ts";
 import { LiveIso } from "../iso/live-iso.ts";
 import { LiveIsoError } from "../iso/live-iso-error.ts";
 import type { LiveIsoOptions } from "../iso/live-iso-options.ts";
+import { lazyOf } from "../iso/recipes.ts";
 import type { Logger } from "../lib/log.ts";
 import { NbdServer } from "../nbd/server.ts";
 import { isUrl } from "../store/open-store.ts";
@@ -144,6 +149,55 @@ async function runCdrom(
   ]);
 }
 
+/** The ISO's device for one guest's NBD client: its reads counted, never closed by NBD. */
+class GuestIso extends PassThroughDevice {
+  bytes = 0;
+  override async read(offset: number, length: number): Promise<Buffer> {
+    const data = await super.read(offset, length);
+    this.bytes += data.length;
+    return data;
+  }
+  override close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/**
+ * The lazy way for `iso`: an NBD server on loopback exporting it as "iso" (QEMU's user-mode
+ * network forwards the guest's 10.0.2.2 to it) and the initrd overlay its family needs; null,
+ * with the reason said, when the family has none or the overlay cannot be built here.
+ */
+async function lazyBoot(
+  iso: LiveIso,
+  work: string,
+  log: Logger,
+): Promise<{ server: NbdServer; port: number; overlay: string | null; device: GuestIso } | null> {
+  const recipe = lazyOf(iso.recipe);
+  if (!recipe) {
+    console.error(
+      `The guest downloads the ISO's live system: ${(iso.recipe.lazy as { none: string }).none}`,
+    );
+    return null;
+  }
+  let overlay: string | null = null;
+  if (recipe.hook) {
+    try {
+      overlay = join(work, "overlay.cpio");
+      await writeFile(overlay, await buildLiveOverlay(recipe.hook));
+    } catch (err) {
+      console.error(`The guest downloads the ISO's live system: ${(err as Error).message}`);
+      return null;
+    }
+  }
+  const device = new GuestIso(iso.device);
+  const server = new NbdServer({
+    exports: [{ name: "iso", description: iso.source, device }],
+    logger: log,
+  });
+  const bound = await server.listen({ host: "127.0.0.1", port: 0 });
+  return { server, port: "port" in bound ? bound.port : 0, overlay, device };
+}
+
 export async function runIso(
   source: string,
   opts: RunFlags,
@@ -208,33 +262,43 @@ export async function runIso(
   });
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   const port = (http.address() as AddressInfo).port;
+  const work = mkdtempSync(join(tmpdir(), "inetboot-run-"));
   let result: VmResult;
+  let lazy: Awaited<ReturnType<typeof lazyBoot>> = null;
   const started = performance.now();
   try {
     const kernel = await iso.extract(iso.recipe.kernel);
     const initrds = [];
     for (const p of iso.recipe.initrd) initrds.push((await iso.extract(p)).path);
+    // 10.0.2.2 is the host as QEMU's user-mode network shows it.
+    const base = `http://10.0.2.2:${port}/iso`;
+    lazy = opts.download ? null : await lazyBoot(iso, work, log);
+    if (lazy?.overlay) initrds.push(lazy.overlay);
     console.error(
-      `Booting ${source} (${iso.recipe.family}: ${iso.recipe.description}) in QEMU${opts.offline ? " (offline)" : ""}`,
+      `Booting ${source} (${iso.recipe.family}: ${iso.recipe.description}${lazy ? ", the ISO attached over NBD" : ", downloaded by the guest"}) in QEMU${opts.offline ? " (offline)" : ""}`,
     );
     result = await runVm({
       ...vm,
       kernel: kernel.path,
       initrd: initrds,
       drives,
-      // 10.0.2.2 is the host as QEMU's user-mode network shows it.
-      cmdline: iso.cmdline(`http://10.0.2.2:${port}/iso`),
+      cmdline:
+        (lazy && iso.lazyCmdline(base, { host: "10.0.2.2", port: lazy.port, name: "iso" })) ||
+        iso.cmdline(base),
       progress: () =>
         `  ${cacheLine(iso.cacheStats, iso.device.size, (performance.now() - started) / 1000)}`,
     });
   } finally {
     http.closeAllConnections();
     await new Promise<void>((resolve) => http.close(() => resolve()));
+    await lazy?.server.close();
     await iso.close();
+    rmSync(work, { recursive: true, force: true });
   }
   finish(source, result, [
     `Ran ${source} for ${result.seconds.toFixed(1)} s${vm.until ? ` (to ${JSON.stringify(opts.until)})` : ""}`,
     `  recipe     ${iso.recipe.family}: ${iso.recipe.kernel} ${iso.recipe.initrd.join(" ")}`,
+    `  medium     ${lazy ? `the ISO over NBD (${formatBytes(lazy.device.bytes)} read by the guest)` : `downloaded by the guest${iso.httpBytes ? ` (${formatBytes(iso.httpBytes)})` : ""}`}`,
     `  network    ${cacheLine(iso.cacheStats, iso.device.size)}${iso.cacheStats ? ` (${opts.cache})` : ""}`,
     ...(opts.disk
       ? [`  disk file  ${opts.disk}: ${formatBytes(await allocated(opts.disk))} on disk`]

@@ -123,11 +123,12 @@ export class LiveIso {
 
   /**
    * The lazy recipe's command line for the ISO exported as `nbd.name` at HOST:PORT (URLs under
-   * `base` for the parts that still use HTTP), or null when the recipe has no lazy way.
+   * `base` for the parts that still use HTTP), or null when the recipe has no lazy way or its
+   * client cannot reach that port.
    */
   lazyCmdline(base: string, nbd: { host: string; port: number; name: string }): string | null {
     const lazy = lazyOf(this.recipe);
-    if (!lazy) return null;
+    if (!lazy || (lazy.port !== undefined && lazy.port !== nbd.port)) return null;
     const tree = `${base}/tree/`;
     return expandCmdline(
       lazy.cmdline,

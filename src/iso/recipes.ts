@@ -33,6 +33,8 @@ export interface LazyRecipe {
   cmdline: string;
   /** The initrd overlay it needs, or null (the family's initrd attaches NBD itself). */
   hook: LiveHook | null;
+  /** The only NBD port the family's own client can reach (archiso names no port). */
+  port?: number;
 }
 
 /** The lazy recipe, or null with the reason in `none`. */
@@ -40,11 +42,15 @@ export function lazyOf(recipe: BootRecipe): LazyRecipe | null {
   return "none" in recipe.lazy ? null : recipe.lazy;
 }
 
-/** An initramfs-tools family's lazy boot: our boot script, then the family's (boot=FAMILY). */
+/**
+ * An initramfs-tools family's lazy boot: our boot script, then the family's (boot=FAMILY).
+ * live-media=/dev/nbd0 names the medium, so neither scans the other (unattached) nbd devices,
+ * and casper does not look for room to make a persistence partition on it.
+ */
 function initramfsToolsLazy(familyScript: string): LazyRecipe {
   return {
     hook: "initramfs-tools",
-    cmdline: `boot=${LIVE_BOOT_SCRIPT} inetboot.boot=${familyScript} inetboot.iso={nbd} ip=dhcp`,
+    cmdline: `boot=${LIVE_BOOT_SCRIPT} inetboot.boot=${familyScript} inetboot.iso={nbd} live-media=/dev/nbd0 ip=dhcp`,
   };
 }
 
@@ -172,11 +178,13 @@ const DETECT: Record<Family, (iso: IsoImage) => Promise<BootRecipe | null>> = {
       kernel,
       initrd: [...ucode, initrd],
       cmdline: "archisobasedir=arch archiso_http_srv={tree} ip=dhcp",
-      // archiso's own archiso_pxe_nbd hook attaches the ISO (nbd-client HOST -N NAME).
+      // archiso's own archiso_pxe_nbd hook attaches the ISO (nbd-client HOST -N NAME, on the
+      // default port only); copytoram=n keeps it attached instead of copying it into RAM.
       lazy: {
         hook: null,
         cmdline:
-          "archisobasedir=arch archiso_nbd_srv={nbd-host} archiso_nbd_name={nbd-export} ip=dhcp",
+          "archisobasedir=arch archiso_nbd_srv={nbd-host} archiso_nbd_name={nbd-export} copytoram=n ip=dhcp",
+        port: 10809,
       },
       downloads:
         (await first(iso, ["/arch/x86_64/airootfs.sfs", "/arch/x86_64/airootfs.erofs"])) ?? null,

@@ -175,7 +175,7 @@ export const isoKind: EntryKind<IsoEntry> = {
     const lazyCmdline = lazy && live.lazyCmdline(isoBase, { ...ctx.nbd, name: lazy.exportName });
     return kernelPlan(ctx, entry, {
       // A lazy boot's overlay comes after the ISO's own initrds.
-      initrds: live.recipe.initrd.length + (lazy?.overlay ? 1 : 0),
+      initrds: live.recipe.initrd.length + (lazyCmdline && lazy?.overlay ? 1 : 0),
       cmdline: lazyCmdline || live.cmdline(isoBase),
     });
   },
