@@ -3,7 +3,27 @@
 import type { Command } from "commander";
 import { openRawDevice } from "../block/open-stack.ts";
 import { IsoImage } from "../iso/iso9660.ts";
-import { detectRecipe } from "../iso/recipes.ts";
+import { detectRecipe, lazyOf } from "../iso/recipes.ts";
+import type { BootRecipe } from "../iso/recipes.ts";
+
+/** Whether (and how) the family boots with the ISO attached over NBD, or why it downloads. */
+function lazyLine(recipe: BootRecipe): string {
+  const lazy = lazyOf(recipe);
+  if (!lazy) return `no: ${(recipe.lazy as { none: string }).none}; the guest downloads`;
+  const how = lazy.hook
+    ? `inetboot's ${lazy.hook} overlay (the server's nbd-client and a hook) is appended to the initrd`
+    : "the family's own initrd attaches it";
+  const port = lazy.port ? `; its client reaches NBD port ${lazy.port} only` : "";
+  return `yes: the ISO is attached over NBD as /dev/nbd0 (${how}${port})`;
+}
+
+/** What the download recipe copies into the guest's RAM. */
+function downloadLine(recipe: BootRecipe): string {
+  if (recipe.downloads === null) return "nothing";
+  return recipe.downloads === "iso"
+    ? "the download recipe copies the whole ISO"
+    : `the download recipe copies ${recipe.downloads}`;
+}
 import { formatBytes } from "../lib/format.ts";
 
 export function registerIsoCommands(program: Command): void {
@@ -52,8 +72,13 @@ export function registerIsoCommands(program: Command): void {
           `  family      ${recipe.family}: ${recipe.description}`,
           `  kernel      ${recipe.kernel}`,
           `  initrd      ${recipe.initrd.join(" ")}`,
-          `  cmdline     ${recipe.cmdline}`,
-          "              ({iso}: the ISO's URL, {tree}: its files' folder URL, {file:PATH}: one file's URL)",
+          `  lazy        ${lazyLine(recipe)}`,
+          `  cmdline     ${lazyOf(recipe)?.cmdline ?? recipe.cmdline}`,
+          lazyOf(recipe)
+            ? "              ({nbd}: HOST:PORT/EXPORT of the ISO's NBD export, {nbd-host}, {nbd-export}, {label}: its volume label)"
+            : "              ({iso}: the ISO's URL, {tree}: its files' folder URL, {file:PATH}: one file's URL)",
+          `  download    ${recipe.cmdline}${lazyOf(recipe) ? "  (with lazy: false / run --download)" : ""}`,
+          `  RAM copy    ${downloadLine(recipe)}`,
         );
         console.log(lines.join("\n"));
       } finally {
