@@ -165,6 +165,12 @@ default: local
       const r = await run("nbdinfo", [`nbd://${nbd}/${name}`]);
       assert.notEqual(r.code, 0, `export ${name} opened`);
     }
+    // The images page says how each boots, and what it cost.
+    const page = await (await fetch(`${base}/ui/images`)).text();
+    assert.match(page, /debian<\/code><\/td>[\s\S]*?lazily \(NBD, initramfs-tools overlay\)/);
+    assert.match(page, /downloaded<\/code><\/td>[\s\S]*?downloaded: the entry says lazy: false/);
+    assert.match(page, /knoppix<\/code><\/td>[\s\S]*?downloaded: KNOPPIX/);
+    assert.match(page, /RAM per machine if downloaded/);
     // /api/images: bytes machines read over NBD, what the origin sent, what a download costs.
     const stats = (await (await fetch(`${base}/api/images`)).json()) as {
       entry: string;

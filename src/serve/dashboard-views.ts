@@ -146,12 +146,17 @@ export class DashboardViews {
       const progress = this.#isos.progress.get(e.name);
       const error = this.#isos.errors.get(e.name);
       const opened = iso !== "opening" ? iso : null;
+      const way = opened ? await this.#isos.bootWay(e, opened) : null;
       out.push({
         entry: e.name,
         iso: e.iso,
         family: opened?.recipe.family ?? null,
         cachedBytes: opened ? (opened.cacheStats?.cachedBytes ?? opened.device.size) : null,
         size: opened?.device.size ?? null,
+        boot: way && (way.lazy ? { lazy: true, hook: way.hook } : { lazy: false, why: way.why }),
+        readBytes: opened ? this.#isos.nbdBytes(e.name) + opened.httpBytes : null,
+        originBytes: opened?.cacheStats?.fetchedBytes ?? null,
+        downloadBytes: opened ? await opened.downloadBytes() : null,
         check: e.checksums
           ? { kind: "signed-list", list: e.checksums.url }
           : e.signature

@@ -142,6 +142,31 @@ export class IsoEntries {
     return { exportName, hook: recipe.hook, overlay };
   }
 
+  /** How machines boot it, in words (the dashboard): lazily, or downloaded and why. */
+  async bootWay(
+    entry: IsoEntry,
+    live: LiveIso,
+  ): Promise<{ lazy: true; hook: LiveHook | null } | { lazy: false; why: string }> {
+    const recipe = lazyOf(live.recipe);
+    if (!recipe) return { lazy: false, why: (live.recipe.lazy as { none: string }).none };
+    if (!entry.lazy) return { lazy: false, why: "the entry says lazy: false" };
+    if (!this.#o.nbd?.()) return { lazy: false, why: "no NBD server runs" };
+    if (recipe.hook && !(await this.#overlays.get(recipe.hook))) {
+      if (this.#overlays.has(recipe.hook)) {
+        return {
+          lazy: false,
+          why: "the initrd overlay cannot be built (see the log: nbd-client?)",
+        };
+      }
+    }
+    return { lazy: true, hook: recipe.hook };
+  }
+
+  /** Bytes machines read from the ISO over NBD since it was exported. */
+  nbdBytes(entry: string): number {
+    return this.#exported.get(entry)?.device.bytes ?? 0;
+  }
+
   #overlay(hook: LiveHook): Promise<string | null> {
     let p = this.#overlays.get(hook);
     if (!p) {
@@ -218,10 +243,7 @@ export class IsoEntries {
         lazy: lazy ? { hook: lazy.hook } : { none: (iso.recipe.lazy as { none: string }).none },
         // What machines read (over NBD and HTTP), what came from the origin, and the RAM each
         // machine would fill with the download recipe's copy.
-        readBytes: {
-          nbd: this.#exported.get(entry)?.device.bytes ?? 0,
-          http: iso.httpBytes,
-        },
+        readBytes: { nbd: this.nbdBytes(entry), http: iso.httpBytes },
         originBytes: cache ? cache.fetchedBytes : null,
         downloadBytes: await iso.downloadBytes(),
         cache,

@@ -24,6 +24,12 @@ export interface IsoView {
   family: string | null;
   cachedBytes: number | null;
   size: number | null;
+  /** Lazily (the ISO over NBD) or downloaded by the machine, and why (null: not opened). */
+  boot: { lazy: true; hook: string | null } | { lazy: false; why: string } | null;
+  /** Bytes machines read (NBD and HTTP), bytes the origin sent, a download recipe's copy. */
+  readBytes: number | null;
+  originBytes: number | null;
+  downloadBytes: number | null;
   /** What the whole ISO is checked against before it boots. */
   check:
     | { kind: "sha256"; sha256: string }
@@ -45,6 +51,14 @@ function isoCheck(c: IsoView["check"]): Html {
     return html`the publisher's signature <span class="mono">${c.url}</span>`;
   return html`<span class="muted">kernel and initrd by the ISO's own checksum list only</span>`;
 }
+
+function isoBoot(b: IsoView["boot"]): Html | string {
+  if (!b) return "—";
+  if (b.lazy) return b.hook ? `lazily (NBD, ${b.hook} overlay)` : "lazily (NBD, its own hook)";
+  return html`<span class="muted">downloaded: ${b.why}</span>`;
+}
+
+const bytesOrDash = (n: number | null): string => (n === null ? "—" : formatBytes(n));
 
 function isoState(s: IsoView["state"]): Html | string {
   if (s.kind === "open") return "open";
@@ -125,9 +139,13 @@ export function imagesPage(images: ImageView[], isos: IsoView[], write: boolean)
         <td>${i.family ?? "—"}</td>
         <td>${isoCheck(i.check)}</td>
         <td>${isoState(i.state)}</td>
+        <td>${isoBoot(i.boot)}</td>
         <td class="num">
           ${i.cachedBytes === null ? "—" : `${formatBytes(i.cachedBytes)} of ${formatBytes(i.size ?? 0)}`}
         </td>
+        <td class="num">${bytesOrDash(i.readBytes)}</td>
+        <td class="num">${bytesOrDash(i.originBytes)}</td>
+        <td class="num">${bytesOrDash(i.downloadBytes)}</td>
       </tr>`,
   );
   const note = write
@@ -149,9 +167,22 @@ export function imagesPage(images: ImageView[], isos: IsoView[], write: boolean)
       ${
         isos.length
           ? html`<h2>Live ISOs</h2>
-              ${table(["Entry", "ISO", "Family", "Checked against", "State", "Cached"], isoRows, {
-                empty: "",
-              })}`
+              ${table(
+                [
+                  "Entry",
+                  "ISO",
+                  "Family",
+                  "Checked against",
+                  "State",
+                  "Boots",
+                  "Cached",
+                  "Read by machines",
+                  "From the origin",
+                  "RAM per machine if downloaded",
+                ],
+                isoRows,
+                { empty: "" },
+              )}`
           : ""
       }`,
   );
