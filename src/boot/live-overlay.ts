@@ -11,9 +11,11 @@
 //     `mount_top`, `mount_premount` and `mountroot` of the script named by boot=; ours
 //     attaches in mount_top and then loads the family's script, so the family's three run as
 //     they would from a CD.
-//   dracut (Fedora and relatives): an initqueue/online hook (run when an interface is up,
-//     with rd.neednet=1 ip=dhcp) that attaches the ISO once; dmsquash-live waits for the
-//     ISO's volume label (root=live:CDLABEL=…), which udev names once /dev/nbd0 holds it.
+//   dracut (Fedora and relatives): an initqueue hook (online, when an interface is up with
+//     rd.neednet=1 ip=dhcp; settled, for handlers that call no online hooks) that attaches the
+//     ISO once; dmsquash-live waits for the ISO's volume label (root=live:CDLABEL=…), which
+//     udev names once /dev/nbd0 holds it (not root=live:/dev/nbd0: the unattached device exists
+//     from the start, and dmsquash-live would try it at once).
 import { writeCpio } from "./cpio.ts";
 import type { CpioEntry } from "./cpio.ts";
 import { DEFAULT_NBD_CLIENT, NBD_ATTACH, nbdClientBundle } from "./nbd-client-bundle.ts";
@@ -74,14 +76,22 @@ mountroot() { panic "inetboot: mount_top did not run"; }
 `;
 
 const DRACUT_HOOK = `#!/bin/sh
-# inetboot: attach the live ISO from an NBD export once the network is up (sourced by
-# dracut's initqueue/online with the interface as $1). Kernel parameter
-# inetboot.iso=HOST:PORT/EXPORT; the ISO is then found by its label (root=live:CDLABEL=…).
+# inetboot: attach the live ISO from an NBD export once the network is up. Sourced by dracut's
+# initqueue/online with the interface as $1 (network-legacy, NetworkManager) and, for network
+# handlers that never call online hooks (systemd-networkd in dracut 059), by initqueue/settled
+# on every pass until an address is up. Kernel parameter inetboot.iso=HOST:PORT/EXPORT; the ISO
+# is then found by its label (root=live:CDLABEL=…).
 type getarg >/dev/null 2>&1 || . /lib/dracut-lib.sh
 inetboot_spec=$(getarg inetboot.iso=)
-if [ -n "$inetboot_spec" ] && [ ! -e /tmp/inetboot-iso-attached ]; then
+inetboot_up() {
+	[ -n "$1" ] && return 0
+	command -v ip >/dev/null 2>&1 || return 1
+	[ -n "$(ip -4 -o addr show scope global 2>/dev/null)" ]
+}
+if [ -n "$inetboot_spec" ] && [ ! -e /tmp/inetboot-iso-attached ] && inetboot_up "$1"; then
 	if ! modprobe nbd; then
 		warn "inetboot: ${NO_NBD}"
+		: > /tmp/inetboot-iso-attached
 	else
 		info "inetboot: attaching the live ISO $inetboot_spec as /dev/nbd0"
 		if ${NBD_ATTACH} "$inetboot_spec" /dev/nbd0 -persist -systemd-mark; then
@@ -101,16 +111,23 @@ function hookEntries(hook: LiveHook): CpioEntry[] {
       { type: "file", path: `scripts/${LIVE_BOOT_SCRIPT}`, data: INITRAMFS_TOOLS_SCRIPT },
     ];
   }
-  const dirs = ["lib", "lib/dracut", "lib/dracut/hooks", "lib/dracut/hooks/initqueue"];
+  const queue = "lib/dracut/hooks/initqueue";
+  const dirs = [
+    "lib",
+    "lib/dracut",
+    "lib/dracut/hooks",
+    queue,
+    `${queue}/online`,
+    `${queue}/settled`,
+  ];
   return [
     ...dirs.map((path): CpioEntry => ({ type: "dir", path })),
-    { type: "dir", path: "lib/dracut/hooks/initqueue/online" },
-    {
+    ...["online", "settled"].map((when): CpioEntry => ({
       type: "file",
-      path: "lib/dracut/hooks/initqueue/online/50-inetboot-iso.sh",
+      path: `${queue}/${when}/50-inetboot-iso.sh`,
       data: DRACUT_HOOK,
       mode: 0o755,
-    },
+    })),
   ];
 }
 
