@@ -5,6 +5,7 @@ import { cpus, totalmem } from "node:os";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { benchBootServer } from "./boot-server.ts";
 import { benchInternetBoot } from "./internet-boot.ts";
+import { benchLazyIso } from "./lazy-iso.ts";
 import { benchLiveIso } from "./live-iso.ts";
 import { benchNbd } from "./nbd.ts";
 import { benchSoak } from "./soak.ts";
@@ -50,7 +51,7 @@ const benches: Record<string, () => Promise<string> | string> = {
   nbd: () => benchNbd(),
   serve: () => benchBootServer(),
   wan: () => benchInternetBoot(),
-  iso: () => benchLiveIso(),
+  iso: async () => [await benchLiveIso(), await benchLazyIso()].join("\n\n"),
   soak: () => benchSoak(),
 };
 const names = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(benches);
