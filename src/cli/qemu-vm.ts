@@ -11,7 +11,7 @@ export interface VmOptions {
   memoryMb: number;
   cpus?: number;
   kernel?: string;
-  /** Several initrds are concatenated (QEMU loads one for Linux; the kernel unpacks each). */
+  /** Several initrds are concatenated, 4-byte aligned (QEMU loads one for Linux; the kernel unpacks each). */
   initrd?: string[];
   cmdline?: string;
   /** QEMU -drive specifications. */
@@ -79,7 +79,11 @@ export async function runVm(o: VmOptions): Promise<VmResult> {
   if (o.initrd && o.initrd.length > 1) {
     work = mkdtempSync(join(tmpdir(), "inetboot-vm-"));
     initrd = join(work, "initrd");
-    writeFileSync(initrd, Buffer.concat(o.initrd.map((p) => readFileSync(p))));
+    // Each part starts on a 4-byte boundary, as iPXE and boot loaders place them: the kernel
+    // takes a cpio header only there (the zeros between parts are skipped).
+    const parts = o.initrd.map((p) => readFileSync(p));
+    const padded = parts.flatMap((b) => [b, Buffer.alloc((4 - (b.length % 4)) % 4)]);
+    writeFileSync(initrd, Buffer.concat(padded));
   }
   const started = performance.now();
   // stdin stays an open pipe: QEMU's stdio console spins on a closed one.
