@@ -22,7 +22,7 @@ import { DEFAULT_NBD_CLIENT, NBD_ATTACH, nbdClientBundle } from "./nbd-client-bu
 
 export type LiveHook = "initramfs-tools" | "dracut";
 
-/** The initramfs-tools boot script's name (boot=…). */
+/** The initramfs-tools boot script's name (boot=…; iso/recipes.ts puts it on the command line). */
 export const LIVE_BOOT_SCRIPT = "inetboot-live";
 
 const NO_NBD =

@@ -9,8 +9,6 @@
 // (HOST:PORT/EXPORT), `{nbd-host}`, `{nbd-port}`, `{nbd-export}` and `{label}` (the ISO's
 // volume label); `hook` names the initrd overlay that teaches the initrd (boot/live-overlay.ts),
 // none when the family attaches NBD by itself.
-import type { LiveHook } from "../boot/live-overlay.ts";
-import { LIVE_BOOT_SCRIPT } from "../boot/live-overlay.ts";
 import { isNoDirectory } from "./iso-entry.ts";
 import type { IsoImage } from "./iso9660.ts";
 
@@ -27,6 +25,11 @@ export interface BootRecipe {
   /** What the download recipe copies into the machine's RAM: "iso" (all) or a path in it. */
   downloads: string | null;
 }
+
+/** The initrd frameworks inetboot has an overlay for (boot/live-overlay.ts builds them). */
+export type LiveHook = "initramfs-tools" | "dracut";
+/** The overlay's initramfs-tools boot script (boot=…), as boot/live-overlay.ts names it. */
+const LIVE_BOOT_SCRIPT = "inetboot-live";
 
 export interface LazyRecipe {
   /** Template: {nbd}, {nbd-host}, {nbd-port}, {nbd-export}, {label}. */
