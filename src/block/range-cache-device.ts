@@ -324,7 +324,7 @@ export class RangeCacheDevice implements BlockDevice {
 export async function openCachedUrl(
   url: string,
   root: string,
-  options: { offline?: boolean; logger?: Logger; space?: CacheSpace } = {},
+  options: { offline?: boolean; logger?: Logger; space?: CacheSpace; blockSize?: number } = {},
 ): Promise<RangeCacheDevice> {
   const remembered = join(
     root,
@@ -338,6 +338,7 @@ export async function openCachedUrl(
     return RangeCacheDevice.open(http, root, identity, {
       logger: options.logger,
       space: options.space,
+      blockSize: options.blockSize,
     });
   }
   const identity = await readFile(remembered, "utf8").catch(() => {
@@ -355,6 +356,7 @@ export async function openCachedUrl(
   return RangeCacheDevice.open(nothing, root, identity, {
     logger: options.logger,
     space: options.space,
+    blockSize: options.blockSize,
     offline: true,
   });
 }

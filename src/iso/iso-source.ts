@@ -19,6 +19,15 @@ import { verifyWholeIso } from "./whole-iso-check.ts";
  * The bytes of an ISO: a local file, or a URL through the block cache under `cacheDir`; with
  * `sha256`, checked whole before it is returned (the check is remembered for the cached copy).
  */
+
+/**
+ * The ISO cache's block: what the origin sends for a read that misses. A live system reading
+ * its squashfs over NBD reads scattered 128 KiB pieces; 1 MiB blocks fetched ~2.6 times what it
+ * read (Debian live to login), 256 KiB blocks much less, while long reads (kernel, initrd, a
+ * download) still go out as one request for a run of missing blocks.
+ */
+export const ISO_BLOCK_SIZE = 256 * 1024;
+
 export async function openIsoDevice(
   source: string,
   options: Pick<
@@ -59,6 +68,7 @@ export async function openIsoDevice(
   let identity: string;
   if (/^https?:\/\//i.test(source)) {
     const cached = await openCachedUrl(source, options.cacheDir, {
+      blockSize: ISO_BLOCK_SIZE,
       offline: options.offline,
       logger: log,
       space: options.space,
