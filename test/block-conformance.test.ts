@@ -19,6 +19,7 @@ import { MirrorSet } from "../src/block/mirror-set.ts";
 import { openDeviceStack } from "../src/block/open-stack.ts";
 import { PrefetchDevice } from "../src/block/prefetch-device.ts";
 import { RangeCacheDevice } from "../src/block/range-cache-device.ts";
+import { BorrowedDevice } from "../src/block/borrowed-device.ts";
 import { TraceDevice } from "../src/block/trace-device.ts";
 import { packImage } from "../src/store/pack.ts";
 import { openImage } from "../src/store/source.ts";
@@ -96,6 +97,15 @@ const factories: [string, Factory][] = [
   [
     "tracer over file",
     async (_t, f) => new TraceDevice(await FileDevice.open(f.image), join(f.dir, "trace.profile")),
+  ],
+  [
+    // Lent out: its close leaves the file open (the lender closes it after the suite).
+    "borrowed device",
+    async (t, f) => {
+      const file = await FileDevice.open(f.image);
+      t.after(() => file.close());
+      return new BorrowedDevice(file);
+    },
   ],
   [
     "prefetcher over chunked",

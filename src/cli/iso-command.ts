@@ -3,13 +3,13 @@
 import type { Command } from "commander";
 import { openRawDevice } from "../block/open-stack.ts";
 import { IsoImage } from "../iso/iso9660.ts";
-import { detectRecipe, lazyOf } from "../iso/recipes.ts";
+import { detectRecipe, lazyMiss, lazyOf } from "../iso/recipes.ts";
 import type { BootRecipe } from "../iso/recipes.ts";
 
 /** Whether (and how) the family boots with the ISO attached over NBD, or why it downloads. */
 function lazyLine(recipe: BootRecipe): string {
   const lazy = lazyOf(recipe);
-  if (!lazy) return `no: ${(recipe.lazy as { none: string }).none}; the guest downloads`;
+  if (!lazy) return `no: ${lazyMiss(recipe)}; the guest downloads`;
   const how = lazy.hook
     ? `inetboot's ${lazy.hook} overlay (the server's nbd-client and a hook) is appended to the initrd`
     : "the family's own initrd attaches it";

@@ -11,7 +11,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
-import { PassThroughDevice } from "../block/pass-through.ts";
+import { BorrowedDevice } from "../block/borrowed-device.ts";
 import { buildLiveOverlay } from "../boot/live-overlay.ts";
 import { openChunkCache } from "../block/chunk-cache.ts";
 import type { ChunkCache } from "../block/chunk-cache.ts";
@@ -22,7 +22,7 @@ import { openIsoDevice } from "../iso/iso-source.ts";
 import { LiveIso } from "../iso/live-iso.ts";
 import { LiveIsoError } from "../iso/live-iso-error.ts";
 import type { LiveIsoOptions } from "../iso/live-iso-options.ts";
-import { lazyOf } from "../iso/recipes.ts";
+import { lazyMiss, lazyOf } from "../iso/recipes.ts";
 import type { Logger } from "../lib/log.ts";
 import { NbdServer } from "../nbd/server.ts";
 import { isUrl } from "../store/open-store.ts";
@@ -149,19 +149,6 @@ async function runCdrom(
   ]);
 }
 
-/** The ISO's device for one guest's NBD client: its reads counted, never closed by NBD. */
-class GuestIso extends PassThroughDevice {
-  bytes = 0;
-  override async read(offset: number, length: number): Promise<Buffer> {
-    const data = await super.read(offset, length);
-    this.bytes += data.length;
-    return data;
-  }
-  override close(): Promise<void> {
-    return Promise.resolve();
-  }
-}
-
 /**
  * The lazy way for `iso`: an NBD server on loopback exporting it as "iso" (QEMU's user-mode
  * network forwards the guest's 10.0.2.2 to it) and the initrd overlay its family needs; null,
@@ -171,12 +158,15 @@ async function lazyBoot(
   iso: LiveIso,
   work: string,
   log: Logger,
-): Promise<{ server: NbdServer; port: number; overlay: string | null; device: GuestIso } | null> {
+): Promise<{
+  server: NbdServer;
+  port: number;
+  overlay: string | null;
+  device: BorrowedDevice;
+} | null> {
   const recipe = lazyOf(iso.recipe);
   if (!recipe) {
-    console.error(
-      `The guest downloads the ISO's live system: ${(iso.recipe.lazy as { none: string }).none}`,
-    );
+    console.error(`The guest downloads the ISO's live system: ${lazyMiss(iso.recipe)}`);
     return null;
   }
   let overlay: string | null = null;
@@ -189,7 +179,7 @@ async function lazyBoot(
       return null;
     }
   }
-  const device = new GuestIso(iso.device);
+  const device = new BorrowedDevice(iso.device);
   const server = new NbdServer({
     exports: [{ name: "iso", description: iso.source, device }],
     logger: log,
@@ -298,7 +288,7 @@ export async function runIso(
   finish(source, result, [
     `Ran ${source} for ${result.seconds.toFixed(1)} s${vm.until ? ` (to ${JSON.stringify(opts.until)})` : ""}`,
     `  recipe     ${iso.recipe.family}: ${iso.recipe.kernel} ${iso.recipe.initrd.join(" ")}`,
-    `  medium     ${lazy ? `the ISO over NBD (${formatBytes(lazy.device.bytes)} read by the guest)` : `downloaded by the guest${iso.httpBytes ? ` (${formatBytes(iso.httpBytes)})` : ""}`}`,
+    `  medium     ${lazy ? `the ISO over NBD (${formatBytes(lazy.device.bytesRead)} read by the guest)` : `downloaded by the guest${iso.httpBytes ? ` (${formatBytes(iso.httpBytes)})` : ""}`}`,
     `  network    ${cacheLine(iso.cacheStats, iso.device.size)}${iso.cacheStats ? ` (${opts.cache})` : ""}`,
     ...(opts.disk
       ? [`  disk file  ${opts.disk}: ${formatBytes(await allocated(opts.disk))} on disk`]

@@ -40,9 +40,14 @@ export interface LazyRecipe {
   port?: number;
 }
 
-/** The lazy recipe, or null with the reason in `none`. */
+/** The lazy recipe, or null (lazyMiss says why). */
 export function lazyOf(recipe: BootRecipe): LazyRecipe | null {
   return "none" in recipe.lazy ? null : recipe.lazy;
+}
+
+/** Why the recipe has no lazy way ("" when it has one). */
+export function lazyMiss(recipe: BootRecipe): string {
+  return "none" in recipe.lazy ? recipe.lazy.none : "";
 }
 
 /**

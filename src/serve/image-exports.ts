@@ -9,7 +9,7 @@ import { dirname, join } from "node:path";
 import type { BlockDevice } from "../block/block-device.ts";
 import { CowDevice } from "../block/cow-device.ts";
 import { LazyDevice } from "../block/lazy-device.ts";
-import { PassThroughDevice } from "../block/pass-through.ts";
+import { BorrowedDevice } from "../block/borrowed-device.ts";
 import { silentLogger } from "../lib/log.ts";
 import type { Logger } from "../lib/log.ts";
 import type { NbdExport } from "../nbd/server.ts";
@@ -27,13 +27,6 @@ const SWEEP_MS = 15_000;
 
 import { ImageReleases } from "./image-releases.ts";
 import type { Base, DiskOrigin } from "./image-releases.ts";
-
-/** The shared base under many overlays: closing one machine's overlay must not close it. */
-class SharedBase extends PassThroughDevice {
-  override close(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 
 /** What the exports need of a block front end (the NBD server implements it). */
 export interface ExportTarget {
@@ -170,7 +163,7 @@ export class ImageExports {
       p = (async () => {
         await mkdir(dirname(path), { recursive: true });
         const fresh = !existsSync(path);
-        const device = await CowDevice.open(new SharedBase(base.trace), path, {
+        const device = await CowDevice.open(new BorrowedDevice(base.trace), path, {
           baseId: base.stack.baseId,
         });
         const release = base.stack.image?.release;
@@ -190,7 +183,7 @@ export class ImageExports {
         if (this.#disks.get(key)?.device === opening) this.#disks.delete(key);
       });
     }
-    return new SharedBase(await p);
+    return new BorrowedDevice(await p);
   }
 
   /** A fresh overlay for one boot, deleted when its ticket goes. */
@@ -198,7 +191,7 @@ export class ImageExports {
     const path = this.#ephemeralPath(entry.name, name);
     await mkdir(dirname(path), { recursive: true });
     await rm(path, { force: true });
-    return CowDevice.open(new SharedBase(base.trace), path, { baseId: base.stack.baseId });
+    return CowDevice.open(new BorrowedDevice(base.trace), path, { baseId: base.stack.baseId });
   }
 
   #ephemeralPath(entry: string, name: string): string {

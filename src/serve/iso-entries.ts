@@ -6,13 +6,12 @@
 // initrd overlays the lazy recipes need are built here once, from the server's nbd-client.
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { BlockDevice } from "../block/block-device.ts";
 import { openChunkCache } from "../block/chunk-cache.ts";
-import { PassThroughDevice } from "../block/pass-through.ts";
+import { BorrowedDevice } from "../block/borrowed-device.ts";
 import { buildLiveOverlay } from "../boot/live-overlay.ts";
 import type { LiveHook } from "../boot/live-overlay.ts";
 import { LiveIso } from "../iso/live-iso.ts";
-import { lazyOf } from "../iso/recipes.ts";
+import { lazyMiss, lazyOf } from "../iso/recipes.ts";
 import { silentLogger } from "../lib/log.ts";
 import type { Logger } from "../lib/log.ts";
 import type { IsoEntry } from "./entries/iso.ts";
@@ -24,22 +23,6 @@ export interface LazyBoot {
   hook: LiveHook | null;
   /** The overlay's file on the server (null when the family needs none). */
   overlay: string | null;
-}
-
-/** The ISO's device as exported: shared with HTTP (never closed by NBD), its reads counted. */
-class CountedIso extends PassThroughDevice {
-  bytes = 0;
-  constructor(next: BlockDevice) {
-    super(next);
-  }
-  override async read(offset: number, length: number): Promise<Buffer> {
-    const data = await super.read(offset, length);
-    this.bytes += data.length;
-    return data;
-  }
-  override close(): Promise<void> {
-    return Promise.resolve();
-  }
 }
 
 /** The NBD export name of an ISO entry ("/" is in no entry name nor in a per-boot ticket). */
@@ -67,7 +50,7 @@ export class IsoEntries {
   /** Why an ISO entry's last opening failed (until it opens). */
   readonly #errors = new Map<string, string>();
   /** Entry → its NBD export's device, for those a machine booted lazily. */
-  readonly #exported = new Map<string, { live: LiveIso; device: CountedIso }>();
+  readonly #exported = new Map<string, { live: LiveIso; device: BorrowedDevice }>();
   /** Hook → its overlay file (null: it cannot be built here, with the warning logged once). */
   readonly #overlays = new Map<LiveHook, Promise<string | null>>();
 
@@ -134,7 +117,8 @@ export class IsoEntries {
     if (recipe.hook && !overlay) return null;
     const exportName = isoExportName(entry.name);
     if (this.#exported.get(entry.name)?.live !== live) {
-      const device = new CountedIso(live.device);
+      // Shared with HTTP: never closed by NBD; its reads counted.
+      const device = new BorrowedDevice(live.device);
       this.#exported.set(entry.name, { live, device });
       // Public data, read-only: any machine may attach it; the name opens nothing else.
       nbd.setExport({ name: exportName, description: `ISO of ${entry.name}`, device });
@@ -148,7 +132,7 @@ export class IsoEntries {
     live: LiveIso,
   ): Promise<{ lazy: true; hook: LiveHook | null } | { lazy: false; why: string }> {
     const recipe = lazyOf(live.recipe);
-    if (!recipe) return { lazy: false, why: (live.recipe.lazy as { none: string }).none };
+    if (!recipe) return { lazy: false, why: lazyMiss(live.recipe) };
     if (!entry.lazy) return { lazy: false, why: "the entry says lazy: false" };
     if (!this.#o.nbd?.()) return { lazy: false, why: "no NBD server runs" };
     if (recipe.hook && !(await this.#overlays.get(recipe.hook))) {
@@ -164,7 +148,7 @@ export class IsoEntries {
 
   /** Bytes machines read from the ISO over NBD since it was exported. */
   nbdBytes(entry: string): number {
-    return this.#exported.get(entry)?.device.bytes ?? 0;
+    return this.#exported.get(entry)?.device.bytesRead ?? 0;
   }
 
   #overlay(hook: LiveHook): Promise<string | null> {
@@ -240,7 +224,7 @@ export class IsoEntries {
         family: iso.recipe.family,
         kernel: iso.recipe.kernel,
         initrd: iso.recipe.initrd,
-        lazy: lazy ? { hook: lazy.hook } : { none: (iso.recipe.lazy as { none: string }).none },
+        lazy: lazy ? { hook: lazy.hook } : { none: lazyMiss(iso.recipe) },
         // What machines read (over NBD and HTTP), what came from the origin, and the RAM each
         // machine would fill with the download recipe's copy.
         readBytes: { nbd: this.nbdBytes(entry), http: iso.httpBytes },
