@@ -222,6 +222,26 @@ describe("serve configuration", () => {
     assert.equal(t.ui.token, "a-token-from-a-file");
   });
 
+  it("an ISO entry whose cmdline has no {recipe} is warned about (it replaces the recipe's line); lazy is a boolean, on by default", () => {
+    const c = parseConfig(
+      'entries:\n  a: { iso: /a.iso, cmdline: "console=ttyS0" }\n  b: { iso: /a.iso, cmdline: "{recipe} console=ttyS0", lazy: false }\n',
+      "h.yaml",
+      fakeHost({ "/a.iso": "" }),
+    );
+    assert.equal(c.warnings.length, 1, c.warnings.join("\n"));
+    assert.match(
+      c.warnings[0],
+      /h\.yaml:2: entries\.a\.cmdline: replaces the recipe's whole command line .*"\{recipe\} console=ttyS0"/,
+    );
+    const [a, b] = [c.entries.get("a"), c.entries.get("b")];
+    assert.ok(a?.kind === "iso" && b?.kind === "iso");
+    assert.equal(a.lazy, true);
+    assert.equal(b.lazy, false);
+    assert.ok(
+      problems("entries:\n  a: { iso: /a.iso, lazy: maybe }\n").some((x) => /lazy/.test(x)),
+    );
+  });
+
   it("an exit entry: a code (0–255) and an optional message; keys of other kinds say whose they are", () => {
     const c = parseConfig(
       'entries:\n  away: { exit: 1 }\n  retired: { exit: { code: 2, message: "Retired, see the wiki" } }\n',

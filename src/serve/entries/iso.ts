@@ -122,6 +122,15 @@ export const isoKind: EntryKind<IsoEntry> = {
       const s = c.string(v, p, "a path inside the ISO");
       return s === undefined ? undefined : s.startsWith("/") ? s : `/${s}`;
     };
+    const cmdline = c.text(o.cmdline, [...path, "cmdline"]);
+    if (cmdline !== undefined && !cmdline.includes("{recipe}") && o.kernel === undefined) {
+      // "cmdline: console=ttyS0" reads as "add this", but it replaces the recipe's line (and
+      // its boot=/root= parameters): the live system would not find its root.
+      c.warn(
+        [...path, "cmdline"],
+        `replaces the recipe's whole command line (boot=, root=, the ISO's URL or NBD export); write "{recipe} ${cmdline}" to add to it`,
+      );
+    }
     const initrdList =
       o.initrd === undefined ? undefined : Array.isArray(o.initrd) ? o.initrd : [o.initrd];
     return {
@@ -133,7 +142,7 @@ export const isoKind: EntryKind<IsoEntry> = {
       initrd: initrdList
         ?.map((x, i) => isoPath(x, [...path, "initrd", i]))
         .filter((x) => x !== undefined),
-      cmdline: c.text(o.cmdline, [...path, "cmdline"]),
+      cmdline,
       sha256: hex64(c, o.sha256, [...path, "sha256"]),
       checksums: checksumsSpec(c, o.checksums, [...path, "checksums"], baseDir, host),
       signature: isoSignatureSpec(c, o.signature, [...path, "signature"], baseDir, host),
