@@ -37,6 +37,9 @@ async function isoOf(dir: string, name: string, label: string, files: Record<str
   return iso;
 }
 
+/** `b` padded with zeros to a multiple of 4 bytes (the kernel reads a cpio header only there). */
+const padded = (b: Buffer): Buffer => Buffer.concat([b, Buffer.alloc((4 - (b.length % 4)) % 4)]);
+
 /**
  * casper's stand-in: a boot script that does what casper's does with live-media= (mount the
  * named device, look for casper/filesystem.squashfs) and prints what it found.
@@ -46,6 +49,7 @@ const FAKE_CASPER = `mountroot()
 	for x in $(cat /proc/cmdline); do
 		case "$x" in live-media=*) dev="\${x#live-media=}" ;; esac
 	done
+	modprobe isofs
 	mkdir -p /cdrom
 	mount -t iso9660 -o ro "$dev" /cdrom || panic "casper stand-in: cannot mount $dev"
 	sum=$(sha256sum /cdrom/casper/filesystem.squashfs | cut -d' ' -f1)
@@ -62,7 +66,7 @@ const ARCHISO_NBD = `for p in $(cat /proc/cmdline); do
   esac
 done
 insmod /modules/nbd.ko; insmod /modules/isofs.ko
-L=/usr/lib/inetboot
+L=/inetboot
 $L/ld-linux.so --library-path $L $L/nbd-client "$SRV" -N "$NAME" /dev/nbd0 -systemd-mark -persist
 mkdir -p /run/archiso/bootmnt
 mount -t iso9660 -o ro /dev/nbd0 /run/archiso/bootmnt
@@ -116,7 +120,8 @@ describe("live ISOs booted lazily (the ISO over NBD) in QEMU", { timeout: 1_800_
     writeFileSync(
       casperInitrd,
       Buffer.concat([
-        readFileSync(live.initrd),
+        // The stand-in after the initrd on a 4-byte boundary, as a boot loader places initrds.
+        padded(readFileSync(live.initrd)),
         writeCpio([
           { type: "dir", path: "scripts" },
           { type: "file", path: "scripts/casper", data: FAKE_CASPER },
@@ -129,7 +134,7 @@ describe("live ISOs booted lazily (the ISO over NBD) in QEMU", { timeout: 1_800_
     writeFileSync(
       archInitrd,
       Buffer.concat([
-        networkMarkerInitrd(busybox, kit.kernel, "INETBOOT-ARCH", ARCHISO_NBD),
+        padded(networkMarkerInitrd(busybox, kit.kernel, "INETBOOT-ARCH", ARCHISO_NBD)),
         writeCpio([
           ...archModules.map((m) => ({
             type: "file" as const,

@@ -111,24 +111,15 @@ function hookEntries(hook: LiveHook): CpioEntry[] {
       { type: "file", path: `scripts/${LIVE_BOOT_SCRIPT}`, data: INITRAMFS_TOOLS_SCRIPT },
     ];
   }
-  const queue = "lib/dracut/hooks/initqueue";
-  const dirs = [
-    "lib",
-    "lib/dracut",
-    "lib/dracut/hooks",
-    queue,
-    `${queue}/online`,
-    `${queue}/settled`,
-  ];
-  return [
-    ...dirs.map((path): CpioEntry => ({ type: "dir", path })),
-    ...["online", "settled"].map((when): CpioEntry => ({
-      type: "file",
-      path: `${queue}/${when}/50-inetboot-iso.sh`,
-      data: DRACUT_HOOK,
-      mode: 0o755,
-    })),
-  ];
+  // Under usr/lib, not lib: the cpio writer adds the parent folders, and in a merged-/usr dracut
+  // initrd (Fedora, Debian, Arch) /lib is a symlink to usr/lib that a "lib" folder entry would
+  // replace (the kernel replaces an entry of another type), breaking the initrd.
+  return ["online", "settled"].map((when): CpioEntry => ({
+    type: "file",
+    path: `usr/lib/dracut/hooks/initqueue/${when}/50-inetboot-iso.sh`,
+    data: DRACUT_HOOK,
+    mode: 0o755,
+  }));
 }
 
 /** The overlay for initrds of `hook`'s framework, around the server's nbd-client. */

@@ -1,7 +1,9 @@
 // The server's own nbd-client, packed for an initrd that lacks one: the binary, the shared
-// libraries it needs and their loader under /usr/lib/inetboot (run through that loader, so the
-// initrd's own libraries stay as they are), and `nbd-attach`, a small script every initrd hook
-// uses to attach HOST:PORT/EXPORT at a device.
+// libraries it needs and their loader under /inetboot (run through that loader, so the initrd's
+// own libraries stay as they are), and `nbd-attach`, a small script every initrd hook uses to
+// attach HOST:PORT/EXPORT at a device. A folder of its own at the top: the kernel replaces an
+// archive entry of another type, and usr/lib is a folder in one initrd and a symlink in another
+// (dracut's usr/lib -> lib), so a "usr/lib" folder entry would break the initrd it follows.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -13,7 +15,7 @@ const run = promisify(execFile);
 
 export const DEFAULT_NBD_CLIENT = "/usr/sbin/nbd-client";
 /** Where the bundle lives inside the initrd (no leading slash: a cpio path). */
-export const BUNDLE_DIR = "usr/lib/inetboot";
+export const BUNDLE_DIR = "inetboot";
 /** The attach script's path in the booted initrd. */
 export const NBD_ATTACH = `/${BUNDLE_DIR}/nbd-attach`;
 
@@ -50,7 +52,7 @@ async function sharedLibraries(binary: string): Promise<{ libs: string[]; loader
   return { libs, loader };
 }
 
-/** The cpio entries of the bundle (folders usr, usr/lib and the bundle's own included). */
+/** The cpio entries of the bundle (its folder included). */
 export async function nbdClientBundle(nbdClient = DEFAULT_NBD_CLIENT): Promise<CpioEntry[]> {
   if (!existsSync(nbdClient)) {
     throw new Error(
@@ -59,8 +61,6 @@ export async function nbdClientBundle(nbdClient = DEFAULT_NBD_CLIENT): Promise<C
   }
   const { libs, loader } = await sharedLibraries(nbdClient);
   const entries: CpioEntry[] = [
-    { type: "dir", path: "usr" },
-    { type: "dir", path: "usr/lib" },
     { type: "dir", path: BUNDLE_DIR },
     { type: "file", path: `${BUNDLE_DIR}/nbd-attach`, data: ATTACH_SCRIPT, mode: 0o755 },
     {

@@ -3,7 +3,7 @@
 // unpacks it after the initrd it follows; the boot then runs with `boot=inetboot-nbd`:
 //   /scripts/inetboot-nbd   a boot script (like /scripts/local or /scripts/nfs): networking,
 //                           nbd-client, then the usual local root mount of /dev/nbd0
-//   /usr/lib/inetboot/      the server's own nbd-client with the shared libraries it needs,
+//   /inetboot/              the server's own nbd-client with the shared libraries it needs,
 //                           run through their own loader so the initrd's libraries stay as
 //                           they are
 // The nbd module comes from the initrd itself (Debian's MODULES=most includes drivers/block).
