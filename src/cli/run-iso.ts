@@ -169,6 +169,13 @@ async function lazyBoot(
     console.error(`The guest downloads the ISO's live system: ${lazyMiss(iso.recipe)}`);
     return null;
   }
+  if (recipe.port !== undefined) {
+    // Its client names no port, and this server's port is not free to choose.
+    console.error(
+      `The guest downloads the ISO's live system: ${iso.recipe.family}'s NBD hook reaches port ${recipe.port} only`,
+    );
+    return null;
+  }
   let overlay: string | null = null;
   if (recipe.hook) {
     try {
