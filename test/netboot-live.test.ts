@@ -65,7 +65,7 @@ const ARCHISO_NBD = `for p in $(cat /proc/cmdline); do
     archiso_nbd_name=*) NAME="\${p#archiso_nbd_name=}" ;;
   esac
 done
-insmod /modules/nbd.ko; insmod /modules/isofs.ko
+insmod /modules/nbd.ko; insmod /modules/cdrom.ko; insmod /modules/isofs.ko
 L=/inetboot
 $L/ld-linux.so --library-path $L $L/nbd-client "$SRV" -N "$NAME" /dev/nbd0 -systemd-mark -persist
 mkdir -p /run/archiso/bootmnt
@@ -130,7 +130,8 @@ describe("live ISOs booted lazily (the ISO over NBD) in QEMU", { timeout: 1_800_
     );
     const modules = `/lib/modules/${kit.kernel.replace(/^.*vmlinuz-/, "")}/kernel`;
     const archInitrd = join(dir, "arch-initrd");
-    const archModules = ["drivers/block/nbd.ko", "fs/isofs/isofs.ko"];
+    // Debian's isofs needs cdrom (multisession).
+    const archModules = ["drivers/block/nbd.ko", "drivers/cdrom/cdrom.ko", "fs/isofs/isofs.ko"];
     writeFileSync(
       archInitrd,
       Buffer.concat([
