@@ -32,7 +32,7 @@ mountroot()
 	modprobe nbd || panic "inetboot: this kernel's initrd has no nbd module"
 	wait_for_udev 10
 	configure_networking
-	log_begin_msg "inetboot: attaching $spec as /dev/nbd0"
+	log_begin_msg "inetboot: attaching \${spec#*/} from \${spec%%/*} as /dev/nbd0"
 	${NBD_ATTACH} "$spec" /dev/nbd0 -persist -systemd-mark ||
 		panic "inetboot: nbd-client could not attach $spec"
 	log_end_msg
