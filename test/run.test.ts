@@ -152,6 +152,8 @@ wget -q -O /tmp/iso "$U" && echo "RUN-ISO sha256=$(sha256sum /tmp/iso | cut -d' 
         "RUN-ISO[^\\n]*(END|FAILED)",
         "--timeout",
         "300",
+        // The guest here fetches the ISO by URL: the download recipe (lazy boots: netboot-live).
+        "--download",
         ...extra,
       ]);
     // A wrong --sha256 stops before the VM starts, naming both hashes.

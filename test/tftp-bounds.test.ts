@@ -115,7 +115,9 @@ it(
     // this one: 470 ms was seen with the machine at load 15); the soak bench measures the
     // server's own stall under a LAN flood against 100 ms.
     assert.ok(stallMs < 1500, `event loop stalled ${stallMs.toFixed(1)} ms`);
-    assert.ok(rssGrowthMb < 64, `RSS grew ${rssGrowthMb.toFixed(1)} MB`);
+    // RSS counts garbage not yet collected: 105 MB was seen with QEMU suites beside this one on
+    // 2 cores (the transfers stream; whole-file buffering would be N × 16 MiB × 2 and more).
+    assert.ok(rssGrowthMb < 160, `RSS grew ${rssGrowthMb.toFixed(1)} MB`);
     assert.equal(server.stats.completed, N);
   },
 );
