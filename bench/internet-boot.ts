@@ -9,7 +9,6 @@
 //   (f) the raw image as a local file (nbdkit file + cow filter, over the same LAN NBD path)
 // Reports time, bytes and requests at the origin, and occupancy (bytes the machine read /
 // bytes of the chunks fetched). Not a timed test.
-import type { ChildProcess } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +19,7 @@ import type { ServeProcess } from "../test/netns.ts";
 import { accessLogRequests, nginxConfig } from "../test/nginx.ts";
 import { bootUntil, tapNic } from "../test/qemu.ts";
 import { spawnWanProxy, TEST_WAN } from "../test/wan-proxy.ts";
+import { stop } from "./stop-child.ts";
 
 const MAC = "52:54:00:12:34:99";
 const LOGIN = new RegExp(`${GUEST_HOSTNAME} login:`);
@@ -47,14 +47,6 @@ function originTraffic(
   const all = accessLogRequests(accessLog);
   const bytes = all.slice(from).reduce((n, r) => n + r.bytes, 0);
   return { requests: all.length - from, bytes, lines: all.length };
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  setTimeout(() => child.kill("SIGKILL"), 3000).unref();
-  await exited;
 }
 
 export async function benchInternetBoot(): Promise<string> {

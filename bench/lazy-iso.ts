@@ -7,7 +7,6 @@
 //   (c) the download recipe with 768 MB of RAM, as (a) had
 // Each with a cold cache and a fresh server. Reports time to login, bytes and requests at the
 // origin, and the guest's free memory at login where it got there. Not a timed test.
-import type { ChildProcess } from "node:child_process";
 import { linkSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +17,7 @@ import { startServe, TestLan } from "../test/netns.ts";
 import { accessLogRequests, nginxConfig } from "../test/nginx.ts";
 import { bootUntil, tapNic } from "../test/qemu.ts";
 import { spawnWanProxy, TEST_WAN } from "../test/wan-proxy.ts";
+import { stop } from "./stop-child.ts";
 
 const MAC = "52:54:00:12:36:01";
 const LOGIN = new RegExp(`${LIVE_HOSTNAME} login:`);
@@ -31,14 +31,6 @@ interface Row {
   result: { seconds: number; memTotalKb: number } | { failed: string };
   originBytes: number;
   originRequests: number;
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  setTimeout(() => child.kill("SIGKILL"), 3000).unref();
-  await exited;
 }
 
 const fail: Skipper = {

@@ -16,8 +16,8 @@ import { hostKernel } from "./debian-rootfs.ts";
 import { requireFile, requireTool, tempDir, textLike } from "./helpers.ts";
 import { makeIso } from "./iso-maker.ts";
 import { busyboxStatic, networkMarkerInitrd } from "./marker-initrd.ts";
-import { accessLogRequests, nginxConfig } from "./nginx.ts";
-import { createLan, requireNetns, startServe } from "./netns.ts";
+import { accessLogRequests, lanWithOrigin } from "./nginx.ts";
+import { requireNetns, startServe } from "./netns.ts";
 import { bootUntil, tapNic } from "./qemu.ts";
 
 const sha256 = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
@@ -41,21 +41,6 @@ else
   echo "ISO-FETCH-FAILED url=$U"
 fi
 `;
-
-/** A test LAN with a tap for QEMU, and nginx serving `web` on port 8090 in the server's namespace. */
-function lanWithOrigin(t: TestContext, dir: string, web: string) {
-  const lan = createLan(t);
-  const tap = lan.addTap();
-  const nginxDir = join(dir, "nginx");
-  mkdirSync(nginxDir);
-  lan.spawn(lan.server, "/usr/sbin/nginx", [
-    "-c",
-    nginxConfig(web, nginxDir, 8090),
-    "-p",
-    nginxDir,
-  ]);
-  return { lan, tap, nginxDir };
-}
 
 describe("live ISOs by URL, booted in QEMU through iPXE", { timeout: 900_000 }, () => {
   it("casper, live-boot, dracut and archiso layouts boot and fetch what their recipe names from inetboot", async (t) => {

@@ -20,8 +20,8 @@ import { CLI, FixtureScope, requireTool, run, runOk, tempDir } from "./helpers.t
 import { dracutLiveParts, LIVE_MARKER, liveBootParts } from "./live-distros.ts";
 import type { LiveParts } from "./live-distros.ts";
 import { busyboxStatic, networkMarkerInitrd } from "./marker-initrd.ts";
-import { accessLogRequests, nginxConfig } from "./nginx.ts";
-import { createLan, requireNetns, startServe } from "./netns.ts";
+import { accessLogRequests, lanWithOrigin } from "./nginx.ts";
+import { requireNetns, startServe } from "./netns.ts";
 import type { ServeProcess, TestLan } from "./netns.ts";
 import { bootUntil, tapNic } from "./qemu.ts";
 
@@ -168,16 +168,7 @@ describe("live ISOs booted lazily (the ISO over NBD) in QEMU", { timeout: 1_800_
         "arch/x86_64/airootfs.sfs": dracut.squashfs,
       }),
     };
-    const lan = createLan(scope);
-    const tap = lan.addTap();
-    const nginxDir = join(dir, "nginx");
-    mkdirSync(nginxDir);
-    lan.spawn(lan.server, "/usr/sbin/nginx", [
-      "-c",
-      nginxConfig(web, nginxDir, 8090),
-      "-p",
-      nginxDir,
-    ]);
+    const { lan, tap, nginxDir } = lanWithOrigin(scope, dir, web);
     const config = join(dir, "serve.yaml");
     const entry = (file: string): string =>
       `{ iso: "http://127.0.0.1:8090/${file}", cmdline: "{recipe} console=ttyS0 panic=-1" }`;

@@ -1,10 +1,11 @@
 // A real nginx serving a folder on loopback, started and stopped by the test.
 import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { requireTool, tempDir } from "./helpers.ts";
-import type { Scope } from "./helpers.ts";
+import type { Cleanup, Scope } from "./helpers.ts";
+import { createLan } from "./netns.ts";
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -104,4 +105,19 @@ export async function startNginx(t: Scope, root: string): Promise<Nginx | null> 
   const nginx = await startNginxProcess(root, tempDir(t, "inetboot-nginx-"));
   t.after(() => nginx.stop());
   return nginx;
+}
+
+/** A test LAN with a tap for QEMU, and nginx serving `web` on port 8090 in the server's namespace. */
+export function lanWithOrigin(t: Cleanup, dir: string, web: string) {
+  const lan = createLan(t);
+  const tap = lan.addTap();
+  const nginxDir = join(dir, "nginx");
+  mkdirSync(nginxDir);
+  lan.spawn(lan.server, "/usr/sbin/nginx", [
+    "-c",
+    nginxConfig(web, nginxDir, 8090),
+    "-p",
+    nginxDir,
+  ]);
+  return { lan, tap, nginxDir };
 }
