@@ -19,15 +19,18 @@ import { VirtualTree } from "../tftp/tree.ts";
 import { ApiRoutes } from "./api-routes.ts";
 import { bootRecorder } from "./boot-record.ts";
 import type { Entry, ServeConfig } from "./config.ts";
+import { loaderFileNames } from "./config/loaders.ts";
 import { Dashboard } from "./dashboard.ts";
 import { DashboardViews } from "./dashboard-views.ts";
 import { startDhcp } from "./dhcp-side.ts";
 import { EventLog } from "./events.ts";
 import { redactedExport } from "./export-tickets.ts";
 import { listenHttp } from "./http-front.ts";
+import { GrubTftpTree } from "./grub-tftp.ts";
 import { bootServerRoutes } from "./http-routes.ts";
 import { ImageExports } from "./image-exports.ts";
 import { IsoEntries } from "./iso-entries.ts";
+import { MachinePlans } from "./machine-plans.ts";
 import { MachineRoutes } from "./machine-routes.ts";
 import { renderFamilies, Metrics } from "./metrics.ts";
 import { imageMetrics, scrapeFamilies } from "./metrics-scrape.ts";
@@ -59,6 +62,7 @@ export class BootServer {
   #nbdPort = 0;
   #nbdOverlayPath: string | null = null;
   #images: ImageExports | null = null;
+  readonly #plans: MachinePlans;
   /** Null prototype: a request for /firmware/constructor finds nothing, not Object's. */
   readonly #firstStages = Object.create(null) as Record<string, string>;
 
@@ -73,6 +77,8 @@ export class BootServer {
     for (const path of Object.values(config.tftp.firstStages)) {
       this.#firstStages[basename(path)] = path;
     }
+    // shimx64.efi, grubx64.efi, shimaa64.efi, grubaa64.efi: the names shim and firmware ask for.
+    Object.assign(this.#firstStages, loaderFileNames(config.loaders));
     const record = (this.#record = bootRecorder(this.events, this.metrics, log));
     const isos = (this.#isos = new IsoEntries({
       cacheDir: config.cacheDir,
@@ -94,15 +100,15 @@ export class BootServer {
       baseUrl: () => this.baseUrl,
       tftpPort: () => this.tftpPort,
     });
-    const machine = new MachineRoutes({
+    const plans = (this.#plans = new MachinePlans({
       ...{ config, events: this.events, log, record, images, isos, once },
       leases: () => this.#leases,
       nbdPort: () => this.#nbdPort,
       remote: new RemoteFileCache(join(config.stateDir, "files"), log),
-      firstStages: this.#firstStages,
       nbdOverlay: () => this.#nbdOverlayPath,
       baseUrl: () => this.baseUrl,
-    });
+    }));
+    const machine = new MachineRoutes({ plans, firstStages: this.#firstStages });
     const dashboard = new Dashboard({
       ...{ config, events: this.events, record, images, auth },
       machineRows: () => api.machineRows(),
@@ -168,6 +174,7 @@ export class BootServer {
           tftp: this.#tftp !== null,
           images: () => this.#images,
           nbdPort: () => this.#nbdPort,
+          machine: (mac) => this.events.machine(mac),
         }));
       }
     } catch (err) {
@@ -179,7 +186,8 @@ export class BootServer {
   async #startTftp(): Promise<void> {
     const c = this.config;
     this.#tftp = new TftpServer({
-      tree: new VirtualTree(c.tftp.root ?? null, this.#firstStages),
+      // GRUB's configs and the entries' files first, then first stages and the TFTP root.
+      tree: new GrubTftpTree(new VirtualTree(c.tftp.root ?? null, this.#firstStages), this.#plans),
       port: c.tftp.port,
       address: c.listen.interface ? "0.0.0.0" : this.#address,
       interface: c.listen.interface,

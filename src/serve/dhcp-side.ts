@@ -1,6 +1,7 @@
 // The boot server's DHCP: full (a pool and leases) or proxy (beside another DHCP server), on
-// the boot interface; who gets which first stage (plain PXE: iPXE over TFTP; UEFI HTTP Boot:
-// its URL; iPXE: the boot script), and the NBD root path of a machine booting an image entry.
+// the boot interface; who gets which first stage (plain PXE: iPXE, GRUB or shim → GRUB over
+// TFTP; UEFI HTTP Boot: iPXE's URL; iPXE: the boot script), and the NBD root path of a machine
+// booting an image entry.
 import { basename, join } from "node:path";
 import { firmwareKey } from "../dhcp/firmware.ts";
 import { LeaseDb } from "../dhcp/leases.ts";
@@ -9,9 +10,10 @@ import type { BootAnswer, DhcpClient, DhcpServerOptions } from "../dhcp/server.t
 import type { Logger } from "../lib/log.ts";
 import { interfaceAddress, interfaceIndex } from "../net/interface.ts";
 import type { ServeConfig } from "./config.ts";
-import type { EventInput, EventLog } from "./events.ts";
+import { LOADER_CPUS, loaderMissing } from "./config/loaders.ts";
+import type { EventInput, EventLog, MachineRecord } from "./events.ts";
 import type { ImageExports } from "./image-exports.ts";
-import { chooseEntry, firmwareArchNames } from "./plan.ts";
+import { chooseEntry, chooseLoader, firmwareArchNames } from "./plan.ts";
 
 export interface DhcpSideOptions {
   config: ServeConfig;
@@ -22,18 +24,26 @@ export interface DhcpSideOptions {
   images(): ImageExports | null;
   nbdPort(): number;
   record(input: EventInput, facts?: Parameters<EventLog["record"]>[1]): void;
+  /** What the server knows of a machine. */
+  machine(mac: string): MachineRecord | undefined;
   log: Logger;
 }
 
-/** Plain PXE gets an iPXE first stage over TFTP, HTTP Boot its URL, iPXE the boot script. */
+/** Plain PXE gets its loader over TFTP (iPXE, GRUB or shim), HTTP Boot a URL, iPXE the script. */
 function bootAnswer(o: DhcpSideOptions, client: DhcpClient): BootAnswer | null {
   const fw = client.firmware;
   if (fw.ipxe) return { file: `${o.baseUrl()}/boot.ipxe` };
-  const stage = o.config.tftp.firstStages[firmwareKey(fw)];
+  const key = firmwareKey(fw);
+  const facts = { mac: client.mac, arch: firmwareArchNames(fw), hostname: client.hostname };
+  const { loader, rule } = chooseLoader(o.config, { ...facts, labels: {} }, key);
+  if (loader !== "ipxe") return grubAnswer(o, client, loader, rule);
+  noteRefusedFirstStage(o, client);
+  const stage = o.config.tftp.firstStages[key];
   if (!stage) {
     o.log.warn(
-      { mac: client.mac, firmware: firmwareKey(fw), arch: fw.arch },
-      `no iPXE first stage for ${fw.description}; set tftp.firstStages.${firmwareKey(fw)}`,
+      { mac: client.mac, firmware: key, arch: fw.arch },
+      `no iPXE first stage for ${fw.description}; set tftp.firstStages.${key}` +
+        (fw.kind === "uefi" ? ` or give it loader: shim (or grub)` : ""),
     );
     return null;
   }
@@ -46,6 +56,56 @@ function bootAnswer(o: DhcpSideOptions, client: DhcpClient): BootAnswer | null {
     return null;
   }
   return { file: basename(stage), nextServer: o.address };
+}
+
+/** shim (which loads grubARCH.efi beside it) or GRUB itself, over TFTP. */
+function grubAnswer(
+  o: DhcpSideOptions,
+  client: DhcpClient,
+  loader: "grub" | "shim",
+  rule: string,
+): BootAnswer | null {
+  const fw = client.firmware;
+  const missing = loaderMissing(o.config.loaders, loader, fw.cpu);
+  const why = missing
+    ? `${missing} (${rule})`
+    : fw.http
+      ? `UEFI HTTP Boot cannot carry ${loader} → GRUB (${rule}): Debian's signed GRUB has no HTTP, so it could not read its config; the machine's PXE (TFTP) boot option gets it`
+      : !o.tftp
+        ? `${loader} → GRUB needs TFTP (${rule}); set tftp.enabled: true`
+        : null;
+  if (why) {
+    o.log.warn({ mac: client.mac, firmware: firmwareKey(fw), loader }, why);
+    return null;
+  }
+  const suffix = LOADER_CPUS[fw.cpu as keyof typeof LOADER_CPUS];
+  return { file: `${loader}${suffix}.efi`, nextServer: o.address };
+}
+
+/** The loader a boot file is, for the machine's record. */
+export function loaderOfFile(file: string | undefined): string | undefined {
+  if (!file) return undefined;
+  if (/^shim\w*\.efi$/.test(file)) return "shim → GRUB";
+  if (/^grub\w*\.efi$/.test(file)) return "GRUB";
+  if (/(?:ipxe|undionly|snponly)[\w.-]*\.(?:efi|kk?pxe|pxe)$/.test(file)) return "iPXE";
+  return undefined;
+}
+
+/**
+ * A UEFI machine back at its firmware's DHCP right after fetching iPXE never ran it: Secure
+ * Boot refuses unsigned iPXE ("Access Denied"). Its timeline says what to configure.
+ */
+function noteRefusedFirstStage(o: DhcpSideOptions, client: DhcpClient): void {
+  const m = o.machine(client.mac);
+  if (client.firmware.kind !== "uefi" || m?.lastStage !== "tftp-done") return;
+  const last = m.lastFile;
+  if (loaderOfFile(last) !== "iPXE") return;
+  o.record({
+    stage: "first-stage-refused",
+    mac: client.mac,
+    file: last,
+    detail: `the firmware fetched ${last} and asked again without running it: Secure Boot refuses unsigned iPXE. Give this machine the signed chain: machines: [{ match: { mac: "${client.mac}" }, boot: ENTRY, loader: shim }] (or loaders.${firmwareKey(client.firmware)}: shim), or turn Secure Boot off`,
+  });
 }
 
 /** "SERVER:PORT/EXPORT" (Debian's nbdroot= syntax) when the machine boots an image entry. */
@@ -106,7 +166,10 @@ export async function startDhcp(
     boot: (client) => bootAnswer(o, client),
     rootPath: (client) => rootPath(o, client),
     onEvent: (e) => {
-      const facts = { firmware: e.firmware, hostname: e.hostname, uuid: e.firmware?.uuid };
+      const facts = {
+        ...{ firmware: e.firmware, hostname: e.hostname, uuid: e.firmware?.uuid },
+        loader: e.firmware?.ipxe ? undefined : loaderOfFile(e.file),
+      };
       o.record({ stage: e.stage, mac: e.mac, ip: e.ip, file: e.file, detail: e.detail }, facts);
     },
     logger: o.log,

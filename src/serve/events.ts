@@ -33,7 +33,11 @@ export interface MachineRecord {
   };
   /** iPXE's own report (buildarch, platform). */
   ipxe?: { buildarch?: string; platform?: string };
+  /** The boot loader it was handed or asked from: "iPXE", "GRUB" or "shim → GRUB". */
+  loader?: string;
   lastStage: string;
+  /** The file of its last event that named one (a boot file, a TFTP transfer, a kernel). */
+  lastFile?: string;
   lastSeen: string;
   /** The entry it was last given and the rule that chose it. */
   entry?: string;
@@ -78,6 +82,7 @@ export class EventLog {
       hostname?: string;
       uuid?: string;
       ipxe?: MachineRecord["ipxe"];
+      loader?: string;
     } = {},
   ): BootEvent {
     const event: BootEvent = { seq: ++this.#seq, time: new Date().toISOString(), ...input };
@@ -102,6 +107,7 @@ export class EventLog {
       };
       machine.lastStage = event.stage;
       machine.lastSeen = event.time;
+      if (event.file) machine.lastFile = event.file;
       machine.events++;
       if (event.ip) {
         if (machine.ip && machine.ip !== event.ip && this.#byIp.get(machine.ip) === machine.mac)
@@ -117,6 +123,9 @@ export class EventLog {
         const { buildarch, platform } = { ...machine.ipxe, ...facts.ipxe };
         machine.ipxe = { buildarch: cut(buildarch, 32), platform: cut(platform, 32) };
       }
+      // GRUB asking for a plan does not say whether shim loaded it: what DHCP handed out stays.
+      if (facts.loader && !(facts.loader === "GRUB" && machine.loader === "shim → GRUB"))
+        machine.loader = facts.loader;
       if (facts.firmware) {
         const f = facts.firmware;
         machine.firmware = {

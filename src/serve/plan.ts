@@ -2,6 +2,7 @@
 // labels; the most specific matching rule wins (MAC/UUID over hostname over labels over arch),
 // ties go to the rule written first; unmatched machines get `default`.
 import type { MatchRule, ServeConfig } from "./config.ts";
+import type { Loader } from "./config/loaders.ts";
 
 export interface MachineFacts {
   mac?: string;
@@ -50,16 +51,22 @@ export function ruleScore(rule: MatchRule, facts: MachineFacts): number {
   return score;
 }
 
-export function chooseEntry(config: ServeConfig, facts: MachineFacts): Choice {
+/** The most specific rule among `rules` that matches (the first one written on a tie). */
+function bestRule(rules: MatchRule[], facts: MachineFacts): MatchRule | undefined {
   let best: MatchRule | undefined;
   let bestScore = -1;
-  for (const rule of config.machines) {
+  for (const rule of rules) {
     const score = ruleScore(rule, facts);
     if (score > bestScore) {
       best = rule;
       bestScore = score;
     }
   }
+  return best;
+}
+
+export function chooseEntry(config: ServeConfig, facts: MachineFacts): Choice {
+  const best = bestRule(config.machines, facts);
   return best
     ? { entry: best.boot, rule: best.name, line: best.line }
     : { entry: config.default, rule: "default" };
@@ -99,4 +106,21 @@ export function resolveOnce(
     };
   }
   return choice;
+}
+
+/**
+ * The boot loader a machine's firmware gets: the most specific matching rule that names one,
+ * else the configured default for its firmware (`key`: "bios", "uefi-x86_64", …), else iPXE.
+ */
+export function chooseLoader(
+  config: ServeConfig,
+  facts: MachineFacts,
+  key: string,
+): { loader: Loader; rule: string } {
+  const best = bestRule(
+    config.machines.filter((r) => r.loader),
+    facts,
+  );
+  if (best?.loader) return { loader: best.loader, rule: best.name };
+  return { loader: config.loaders.defaults[key] ?? "ipxe", rule: `loaders.${key}` };
 }

@@ -108,7 +108,7 @@ export class Transfer {
     }
     let file: TftpSource;
     try {
-      file = await this.#o.tree.open(filename);
+      file = await this.#o.tree.open(filename, { address: this.#peer.address });
     } catch (err) {
       if (err instanceof TftpError) return this.#refuse(err.code, err.message);
       throw err;

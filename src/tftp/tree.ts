@@ -25,9 +25,14 @@ export interface TftpSource {
   close(): Promise<void>;
 }
 
+/** Who asks for a file: the client's address (as seen on the wire, never its word). */
+export interface TftpClient {
+  address: string;
+}
+
 export interface TftpTree {
   /** Opens a file for reading, or throws TftpError (not found, access violation). */
-  open(path: string): Promise<TftpSource>;
+  open(path: string, client?: TftpClient): Promise<TftpSource>;
 }
 
 const SLICE = 256 * 1024;

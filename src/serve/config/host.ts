@@ -1,8 +1,9 @@
 // What parsing a configuration needs to know about the machine it runs on: which files exist,
 // the contents of token files, and where Debian's ipxe package put its binaries. Kept apart so
 // parsing is pure: tests hand parseConfig a probe of their own.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import type { LoaderFiles } from "./types.ts";
 
 export interface HostProbe {
   exists(path: string): boolean;
@@ -11,6 +12,8 @@ export interface HostProbe {
   ipxeFiles(): Record<string, string>;
   /** The iPXE first stage for each firmware key ("bios", "uefi-x86_64", …). */
   firstStages(): Record<string, string>;
+  /** Debian's signed shim and network GRUB per CPU, where their packages put them. */
+  bootLoaders(): LoaderFiles;
 }
 
 export const DEFAULT_IPXE_DIRS = ["/usr/lib/ipxe", "/usr/share/ipxe"];
@@ -41,6 +44,42 @@ function findIn(dirs: string[], files: [string, string][], exists: (p: string) =
   return out;
 }
 
+/** Debian-installer netboot trees of every release found (".../images/12/arm64/text/..."). */
+function installerDirs(cpu: string): string[] {
+  const root = "/usr/lib/debian-installer/images";
+  let releases: string[];
+  try {
+    releases = readdirSync(root).sort().reverse();
+  } catch {
+    return [];
+  }
+  return releases.map((r) => join(root, r, cpu, "text", "debian-installer", cpu));
+}
+
+/** Where Debian's packages put shim and network GRUB (the installer's as a fallback on arm64). */
+function findLoaders(exists: (p: string) => boolean, arm64Dirs: string[]) {
+  const first = (...paths: string[]): string | undefined => paths.find((p) => exists(p));
+  const x86 = {
+    shim: first("/usr/lib/shim/shimx64.efi.signed"),
+    grub: first("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"),
+  };
+  const arm = {
+    shim: first(
+      "/usr/lib/shim/shimaa64.efi.signed",
+      ...arm64Dirs.map((d) => join(d, "bootnetaa64.efi")),
+    ),
+    grub: first(
+      "/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed",
+      ...arm64Dirs.map((d) => join(d, "grubaa64.efi")),
+    ),
+  };
+  const pick = (k: "shim" | "grub") =>
+    Object.fromEntries(
+      Object.entries({ x86_64: x86[k], arm64: arm[k] }).filter(([, v]) => v !== undefined),
+    );
+  return { shim: pick("shim"), grub: pick("grub") };
+}
+
 /** The real machine. */
 export function probeHost(dirs = DEFAULT_IPXE_DIRS): HostProbe {
   return {
@@ -53,6 +92,7 @@ export function probeHost(dirs = DEFAULT_IPXE_DIRS): HostProbe {
         existsSync,
       ),
     firstStages: () => findIn(dirs, FIRST_STAGES, existsSync),
+    bootLoaders: () => findLoaders(existsSync, installerDirs("arm64")),
   };
 }
 
@@ -72,5 +112,9 @@ export function fakeHost(files: Record<string, string> = {}, dirs = DEFAULT_IPXE
         exists,
       ),
     firstStages: () => findIn(dirs, FIRST_STAGES, exists),
+    bootLoaders: () =>
+      findLoaders(exists, [
+        "/usr/lib/debian-installer/images/12/arm64/text/debian-installer/arm64",
+      ]),
   };
 }

@@ -10,6 +10,7 @@ import type { ParseContext } from "../entries/kind.ts";
 import { Checker } from "./checker.ts";
 import { probeHost } from "./host.ts";
 import type { HostProbe } from "./host.ts";
+import { loaderMissing, loaderSection, LOADERS } from "./loaders.ts";
 import { networkSections, serverSections } from "./sections.ts";
 import { BUILTIN_MENU, ConfigError } from "./types.ts";
 import type { MatchRule } from "./types.ts";
@@ -114,6 +115,7 @@ export function parseConfig(
         "entries",
         "machines",
         "default",
+        "loaders",
       ],
     ) ?? {};
   const baseDir = text === null ? process.cwd() : dirname(resolve(source));
@@ -148,13 +150,14 @@ export function parseConfig(
     }
   }
 
+  const loaders = loaderSection(c, top.loaders, baseDir, host);
   const machines: MatchRule[] = [];
   if (top.machines !== undefined && top.machines !== null) {
     if (!Array.isArray(top.machines)) c.error(["machines"], "expected a list of { match, boot }");
     else {
       top.machines.forEach((m, i) => {
         const p = ["machines", i];
-        const o = c.object(m, p, ["name", "match", "boot"]) ?? {};
+        const o = c.object(m, p, ["name", "match", "boot", "loader"]) ?? {};
         const mt =
           c.object(o.match, [...p, "match"], ["mac", "uuid", "arch", "hostname", "labels"]) ?? {};
         const match: MatchRule["match"] = {
@@ -177,12 +180,19 @@ export function parseConfig(
             "a rule needs at least one of mac, uuid, arch, hostname, labels",
           );
         }
+        const loader = c.oneOf(o.loader, [...p, "loader"], LOADERS);
+        // A rule for one CPU is checked against it; without one, some GRUB must exist at all.
+        const cpu = /(x86_64|arm64)$/.exec(match.arch ?? "")?.[1];
+        const missing = loader && loaderMissing(loaders, loader, cpu ?? "x86_64");
+        if (missing && (cpu || !Object.keys(loaders.grub).length))
+          c.error([...p, "loader"], missing);
         if (boot)
           machines.push({
             name: c.text(o.name, [...p, "name"]) ?? `machines[${i}]`,
             line: c.line(p),
             match,
             boot,
+            ...(loader ? { loader } : {}),
           });
       });
     }
@@ -192,7 +202,10 @@ export function parseConfig(
 
   const rest = serverSections(c, top, baseDir, host);
   if (c.problems.length) throw new ConfigError(source, c.problems);
-  return { source, ...network, ...rest, entries, machines, default: def, warnings: c.warnings };
+  return {
+    ...{ source, ...network, ...rest, entries, machines, loaders },
+    ...{ default: def, warnings: c.warnings },
+  };
 }
 
 export async function loadConfig(file: string | null): Promise<ServeConfig> {

@@ -1,5 +1,6 @@
 // The boot server's whole configuration as typed values (parsed and checked by parse.ts).
 import type { Entry } from "../entries/index.ts";
+import type { LoaderConfig } from "./loaders.ts";
 import type { DhcpModeSetting, MatchRule } from "./types.ts";
 import type { Reservation } from "../../dhcp/leases.ts";
 
@@ -34,6 +35,8 @@ export interface ServeConfig {
     maxWindowsize: number;
   };
   http: { port: number; address: string; publicUrl?: string };
+  /** iPXE, GRUB or shim → GRUB, per firmware by default; the files of GRUB and shim. */
+  loaders: LoaderConfig;
   /** Where image entries are exported (NBD, the Linux kernel's nbdroot=). */
   /** `allow`: machine — an export opens only for the IP that asked for its plan; any — for all. */
   nbd: { port: number; allow: "machine" | "any" };

@@ -35,6 +35,20 @@ export interface MatchRule {
     labels?: Record<string, string>;
   };
   boot: string;
+  /** The boot loader this machine's firmware gets (else the `loaders:` default). */
+  loader?: "ipxe" | "grub" | "shim";
+}
+
+/** CPUs GRUB and shim are served for, and their EFI file-name suffix (shimx64.efi, …). */
+export const LOADER_CPUS = { x86_64: "x64", arm64: "aa64" } as const;
+export type LoaderCpu = keyof typeof LOADER_CPUS;
+
+/** shim and GRUB binaries by CPU. */
+export interface LoaderFiles {
+  /** CPU → Microsoft-signed shim (loads grubARCH.efi from its own folder). */
+  shim: Partial<Record<LoaderCpu, string>>;
+  /** CPU → a network GRUB (signed for Secure Boot; its built-in prefix finds grub/grub.cfg). */
+  grub: Partial<Record<LoaderCpu, string>>;
 }
 
 export type DhcpModeSetting = "off" | "proxy" | "full";
