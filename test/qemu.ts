@@ -1,15 +1,18 @@
 // QEMU (TCG) runs for boot tests: start, watch the serial console for a marker, kill.
 import { spawn } from "node:child_process";
+import { copyFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
 
 /** Boots QEMU until `marker` appears on the serial console (or the timeout); returns the output. */
 export async function bootUntil(
   args: string[],
   marker: RegExp,
   timeoutMs: number,
-  options: { netns?: string; memoryMb?: number } = {},
+  options: { netns?: string; memoryMb?: number; binary?: string } = {},
 ): Promise<string> {
-  const cmd = options.netns ? "ip" : "qemu-system-x86_64";
-  const prefix = options.netns ? ["netns", "exec", options.netns, "qemu-system-x86_64"] : [];
+  const binary = options.binary ?? "qemu-system-x86_64";
+  const cmd = options.netns ? "ip" : binary;
+  const prefix = options.netns ? ["netns", "exec", options.netns, binary] : [];
   const qemu = spawn(cmd, [
     ...prefix,
     "-accel",
@@ -75,4 +78,60 @@ export function tapNic(
     "-boot",
     "n",
   ];
+}
+
+/** The UEFI firmware of a test machine: x86_64 OVMF or arm64 AAVMF, Secure Boot on or off. */
+export interface UefiMachine {
+  binary: string;
+  args: string[];
+  /** The firmware's files, to skip the test when they are missing. */
+  files: string[];
+}
+
+/**
+ * QEMU arguments for UEFI firmware with its variables copied into `dir`. With `secureBoot`,
+ * Microsoft's keys are enrolled and Secure Boot is enforced (x86_64: the SMM-protected secboot
+ * build, as real machines have it).
+ */
+export function uefiMachine(
+  dir: string,
+  arch: "x86_64" | "arm64",
+  secureBoot: boolean,
+): UefiMachine {
+  const vars = join(dir, `vars-${arch}-${secureBoot ? "sb" : "plain"}.fd`);
+  if (arch === "x86_64") {
+    const code = `/usr/share/OVMF/OVMF_CODE_4M${secureBoot ? ".secboot" : ""}.fd`;
+    const template = `/usr/share/OVMF/OVMF_VARS_4M${secureBoot ? ".ms" : ""}.fd`;
+    if (existsSync(template)) copyFileSync(template, vars);
+    return {
+      binary: "qemu-system-x86_64",
+      files: [code, template],
+      args: [
+        "-machine",
+        secureBoot ? "q35,smm=on" : "q35",
+        ...(secureBoot ? ["-global", "driver=cfi.pflash01,property=secure,value=on"] : []),
+        "-drive",
+        `if=pflash,format=raw,unit=0,readonly=on,file=${code}`,
+        "-drive",
+        `if=pflash,format=raw,unit=1,file=${vars}`,
+      ],
+    };
+  }
+  const code = "/usr/share/AAVMF/AAVMF_CODE.fd";
+  const template = `/usr/share/AAVMF/AAVMF_VARS${secureBoot ? ".ms" : ""}.fd`;
+  if (existsSync(template)) copyFileSync(template, vars);
+  return {
+    binary: "qemu-system-aarch64",
+    files: [code, template],
+    args: [
+      "-machine",
+      "virt",
+      "-cpu",
+      "cortex-a57",
+      "-drive",
+      `if=pflash,format=raw,readonly=on,file=${code}`,
+      "-drive",
+      `if=pflash,format=raw,file=${vars}`,
+    ],
+  };
 }

@@ -26,6 +26,7 @@ import { startDhcp } from "./dhcp-side.ts";
 import { EventLog } from "./events.ts";
 import { redactedExport } from "./export-tickets.ts";
 import { listenHttp } from "./http-front.ts";
+import { FirstStageWatch } from "./first-stage-watch.ts";
 import { GrubTftpTree } from "./grub-tftp.ts";
 import { bootServerRoutes } from "./http-routes.ts";
 import { ImageExports } from "./image-exports.ts";
@@ -63,6 +64,7 @@ export class BootServer {
   #nbdOverlayPath: string | null = null;
   #images: ImageExports | null = null;
   readonly #plans: MachinePlans;
+  readonly #firstStageWatch: FirstStageWatch;
   /** Null prototype: a request for /firmware/constructor finds nothing, not Object's. */
   readonly #firstStages = Object.create(null) as Record<string, string>;
 
@@ -80,6 +82,10 @@ export class BootServer {
     // shimx64.efi, grubx64.efi, shimaa64.efi, grubaa64.efi: the names shim and firmware ask for.
     Object.assign(this.#firstStages, loaderFileNames(config.loaders));
     const record = (this.#record = bootRecorder(this.events, this.metrics, log));
+    this.#firstStageWatch = new FirstStageWatch({
+      machine: (mac) => this.events.machine(mac),
+      record,
+    });
     const isos = (this.#isos = new IsoEntries({
       cacheDir: config.cacheDir,
       stateDir: config.stateDir,
@@ -174,7 +180,7 @@ export class BootServer {
           tftp: this.#tftp !== null,
           images: () => this.#images,
           nbdPort: () => this.#nbdPort,
-          machine: (mac) => this.events.machine(mac),
+          firstStages: this.#firstStageWatch,
         }));
       }
     } catch (err) {
@@ -197,7 +203,9 @@ export class BootServer {
       onEvent: (e) => {
         const ip = e.client.split(":")[0];
         const { stage, file, bytes, ms, error: detail } = e;
-        this.#record({ stage, mac: this.events.macForIp(ip), ip, file, bytes, ms, detail });
+        const mac = this.events.macForIp(ip);
+        this.#record({ stage, mac, ip, file, bytes, ms, detail });
+        if (stage === "tftp-done" && file) this.#firstStageWatch.transferDone(mac, file);
       },
     });
     await this.#tftp.start();
@@ -237,6 +245,7 @@ export class BootServer {
 
   async stop(): Promise<void> {
     this.#loop.close();
+    this.#firstStageWatch.close();
     await this.#dhcp?.stop();
     await this.#nbd?.close();
     await this.#images?.close();

@@ -11,7 +11,9 @@ import type { Logger } from "../lib/log.ts";
 import { interfaceAddress, interfaceIndex } from "../net/interface.ts";
 import type { ServeConfig } from "./config.ts";
 import { LOADER_CPUS, loaderMissing } from "./config/loaders.ts";
-import type { EventInput, EventLog, MachineRecord } from "./events.ts";
+import type { EventInput, EventLog } from "./events.ts";
+import { loaderOfFile } from "./first-stage-watch.ts";
+import type { FirstStageWatch } from "./first-stage-watch.ts";
 import type { ImageExports } from "./image-exports.ts";
 import { chooseEntry, chooseLoader, firmwareArchNames } from "./plan.ts";
 
@@ -24,8 +26,8 @@ export interface DhcpSideOptions {
   images(): ImageExports | null;
   nbdPort(): number;
   record(input: EventInput, facts?: Parameters<EventLog["record"]>[1]): void;
-  /** What the server knows of a machine. */
-  machine(mac: string): MachineRecord | undefined;
+  /** Notices iPXE first stages that never ran (Secure Boot refused them). */
+  firstStages: FirstStageWatch;
   log: Logger;
 }
 
@@ -37,7 +39,7 @@ function bootAnswer(o: DhcpSideOptions, client: DhcpClient): BootAnswer | null {
   const facts = { mac: client.mac, arch: firmwareArchNames(fw), hostname: client.hostname };
   const { loader, rule } = chooseLoader(o.config, { ...facts, labels: {} }, key);
   if (loader !== "ipxe") return grubAnswer(o, client, loader, rule);
-  noteRefusedFirstStage(o, client);
+  o.firstStages.firmwareAsked(client.mac);
   const stage = o.config.tftp.firstStages[key];
   if (!stage) {
     o.log.warn(
@@ -80,32 +82,6 @@ function grubAnswer(
   }
   const suffix = LOADER_CPUS[fw.cpu as keyof typeof LOADER_CPUS];
   return { file: `${loader}${suffix}.efi`, nextServer: o.address };
-}
-
-/** The loader a boot file is, for the machine's record. */
-export function loaderOfFile(file: string | undefined): string | undefined {
-  if (!file) return undefined;
-  if (/^shim\w*\.efi$/.test(file)) return "shim → GRUB";
-  if (/^grub\w*\.efi$/.test(file)) return "GRUB";
-  if (/(?:ipxe|undionly|snponly)[\w.-]*\.(?:efi|kk?pxe|pxe)$/.test(file)) return "iPXE";
-  return undefined;
-}
-
-/**
- * A UEFI machine back at its firmware's DHCP right after fetching iPXE never ran it: Secure
- * Boot refuses unsigned iPXE ("Access Denied"). Its timeline says what to configure.
- */
-function noteRefusedFirstStage(o: DhcpSideOptions, client: DhcpClient): void {
-  const m = o.machine(client.mac);
-  if (client.firmware.kind !== "uefi" || m?.lastStage !== "tftp-done") return;
-  const last = m.lastFile;
-  if (loaderOfFile(last) !== "iPXE") return;
-  o.record({
-    stage: "first-stage-refused",
-    mac: client.mac,
-    file: last,
-    detail: `the firmware fetched ${last} and asked again without running it: Secure Boot refuses unsigned iPXE. Give this machine the signed chain: machines: [{ match: { mac: "${client.mac}" }, boot: ENTRY, loader: shim }] (or loaders.${firmwareKey(client.firmware)}: shim), or turn Secure Boot off`,
-  });
 }
 
 /** "SERVER:PORT/EXPORT" (Debian's nbdroot= syntax) when the machine boots an image entry. */
