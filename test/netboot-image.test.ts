@@ -29,11 +29,19 @@ import {
   hostKernel,
   packTree,
 } from "./debian-rootfs.ts";
-import { FixtureScope, inetbootOk, requireTool, run, runOk, tempDir } from "./helpers.ts";
+import {
+  FixtureScope,
+  inetbootOk,
+  requireFile,
+  requireTool,
+  run,
+  runOk,
+  tempDir,
+} from "./helpers.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { ServeProcess, TestLan } from "./netns.ts";
 import { accessLogRequests, nginxConfig } from "./nginx.ts";
-import { bootUntil, tapNic } from "./qemu.ts";
+import { bootUntil, tapNic, uefiMachine } from "./qemu.ts";
 import { spawnWanProxy, TEST_WAN } from "./wan-proxy.ts";
 
 const MAC = "52:54:00:12:34:77";
@@ -81,7 +89,7 @@ function serveConfig(
   b: Built,
   image: string,
   disk: string,
-  options: { cmdline?: string; initrd?: string; nbdOverlay?: boolean } = {},
+  options: { cmdline?: string; initrd?: string; nbdOverlay?: boolean; extra?: string } = {},
 ): string {
   const path = join(dir, "serve.yaml");
   writeFileSync(
@@ -89,6 +97,7 @@ function serveConfig(
     `listen: { interface: br0, address: ${lan.serverAddress} }
 dhcp: { mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150] }
 http: { port: 8080 }
+${options.extra ?? ""}
 state: ${dir}/state
 entries:
   debian:
@@ -259,6 +268,49 @@ describe("Internet boot: root disks streamed from a chunk store", { timeout: 1_2
     });
     assert.match(out, /inetboot: attaching debian-52-54-00-12-34-77/);
     assert.match(out, /INETBOOT-IMAGE-BOOT count=1 \/dev\/nbd0 \/ ext4 rw/);
+  });
+
+  it("under UEFI Secure Boot (OVMF, Microsoft keys): shim → GRUB over TFTP boots the signed kernel with the image as its NBD root", async (t) => {
+    if (!built.ready(t) || !requireFile(t, "/usr/lib/shim/shimx64.efi.signed", "shim-signed"))
+      return;
+    if (
+      !requireFile(
+        t,
+        "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+        "grub-efi-amd64-signed",
+      )
+    )
+      return;
+    const dir = tempDir(t);
+    const fw = uefiMachine(dir, "x86_64", true);
+    if (!fw.files.every((f) => requireFile(t, f, "ovmf"))) return;
+    const lan = createLan(t);
+    const tap = lan.addTap();
+    const image = `{ name: debian, store: ${b.store}, trust: [${b.key}.pub] }`;
+    const extra = "tftp: { enabled: true }\nloaders: { uefi-x86_64: shim }";
+    const serve = await startServe(lan, serveConfig(lan, dir, b, image, "ephemeral", { extra }));
+    const out = await bootUntil(
+      [...fw.args, ...tapNic(tap, MAC, { romfile: "" })],
+      MARKER,
+      400_000,
+      {
+        netns: lan.server,
+        memoryMb: 1024,
+      },
+    );
+    assert.match(out, /secureboot: Secure boot enabled/, "the kernel booted under Secure Boot");
+    assert.match(out, /INETBOOT-IMAGE-BOOT count=1 \/dev\/nbd0 \/ ext4 rw/);
+    const stages = serve.logs.map(
+      (l) => `${String(l.event)}:${typeof l.file === "string" ? l.file : ""}`,
+    );
+    for (const e of [
+      "tftp-done:shimx64.efi",
+      "tftp-done:grubx64.efi",
+      "grub-plan:",
+      "nbd-export:",
+    ]) {
+      assert.ok(stages.includes(e), `no ${e} in ${stages.join(", ")}`);
+    }
   });
 
   describe("boot profiles", () => {

@@ -16,14 +16,14 @@ import { after, before, describe, it } from "node:test";
 import { writeCpio } from "../src/boot/cpio.ts";
 import { nbdClientBundle } from "../src/boot/nbd-client-bundle.ts";
 import { hostKernel } from "./debian-rootfs.ts";
-import { CLI, FixtureScope, requireTool, run, runOk, tempDir } from "./helpers.ts";
+import { CLI, FixtureScope, requireFile, requireTool, run, runOk, tempDir } from "./helpers.ts";
 import { dracutLiveParts, LIVE_MARKER, liveBootParts } from "./live-distros.ts";
 import type { LiveParts } from "./live-distros.ts";
 import { busyboxStatic, networkMarkerInitrd } from "./marker-initrd.ts";
 import { accessLogRequests, lanWithOrigin } from "./nginx.ts";
 import { requireNetns, startServe } from "./netns.ts";
 import type { ServeProcess, TestLan } from "./netns.ts";
-import { bootUntil, tapNic } from "./qemu.ts";
+import { bootUntil, tapNic, uefiMachine } from "./qemu.ts";
 
 /** An ISO of `files` (ISO path → host file, hard-linked into the tree) made by xorriso. */
 async function isoOf(dir: string, name: string, label: string, files: Record<string, string>) {
@@ -90,6 +90,8 @@ const MACS = {
   ubuntu: "52:54:00:00:16:03",
   arch: "52:54:00:00:16:04",
 };
+/** A UEFI machine with Secure Boot enforced that boots the Debian live entry through shim. */
+const SECURE_MAC = "52:54:00:00:16:05";
 
 const sha256File = async (path: string): Promise<string> =>
   (await runOk("sha256sum", [path])).stdout.split(" ")[0];
@@ -176,7 +178,7 @@ describe("live ISOs booted lazily (the ISO over NBD) in QEMU", { timeout: 1_800_
       config,
       `listen: { interface: br0, address: ${lan.serverAddress} }
 dhcp: { mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150] }
-tftp: { enabled: false }
+tftp: { enabled: true }
 http: { port: 8080 }
 state: ${join(dir, "state")}
 entries:
@@ -188,6 +190,7 @@ machines:
 ${Object.entries(MACS)
   .map(([e, mac]) => `  - { match: { mac: "${mac}" }, boot: ${e} }`)
   .join("\n")}
+  - { match: { mac: "${SECURE_MAC}" }, boot: debian, loader: shim }
 default: local
 `,
     );
@@ -227,6 +230,25 @@ default: local
       `debian live: origin sent ${sent} of ${size} bytes (${((100 * sent) / size).toFixed(1)}%), RAM ${marker[3]} kB`,
     );
     assert.ok(sent < 0.6 * size, `origin sent ${sent} of ${size} bytes`);
+  });
+
+  it("under UEFI Secure Boot (OVMF, Microsoft keys), shim → GRUB boots the live ISO's signed kernel over TFTP and the ISO over NBD", async (t) => {
+    if (!scope.ready(t) || !fx) return;
+    if (!requireFile(t, "/usr/lib/shim/shimx64.efi.signed", "shim-signed")) return;
+    const fw = uefiMachine(fx.dir, "x86_64", true);
+    if (!fw.files.every((f) => requireFile(t, f, "ovmf"))) return;
+    const out = await bootUntil(
+      [...fw.args, ...tapNic(fx.tap, SECURE_MAC, { romfile: "" })],
+      LIVE_MARKER,
+      600_000,
+      { netns: fx.lan.server, memoryMb: 1024 },
+    );
+    assert.match(out, /secureboot: Secure boot enabled/);
+    assert.equal(LIVE_MARKER.exec(out)?.[1], "/dev/nbd0", "the medium is the NBD device");
+    const mine = fx.serve.logs.filter((l) => l.mac === SECURE_MAC).map((l) => l.event);
+    for (const e of ["grub-plan", "tftp-kernel", "tftp-initrd"]) {
+      assert.ok(mine.includes(e), `no ${e} in ${mine.join(", ")}`);
+    }
   });
 
   it("dracut (dmsquash-live) finds the ISO by its label on /dev/nbd0", async (t) => {

@@ -21,9 +21,9 @@ const say = (text: string): string => `echo ${grubWord(`inetboot: ${text}`)}\n`;
 export function grubBootstrap(): string {
   return (
     "# inetboot: every machine reads this; its own plan comes next.\n" +
-    say("asking the boot server for this machine's boot plan") +
+    say("asking the boot server for the boot plan of this machine") +
     `configfile "${GRUB_PLAN_PATH}?${GRUB_FACTS}"\n` +
-    say("could not get this machine's boot plan over TFTP (see the server's log)")
+    say("could not get the boot plan of this machine over TFTP (see the server log)")
   );
 }
 
@@ -58,7 +58,7 @@ export function renderGrub(plan: BootPlan, paths: GrubPaths): string {
         head +
         say(`booting ${plan.title}`) +
         `if linux ${grubWord(kernel)} ${args}; then\n  if ${initrd}; then\n    boot\n  fi\nfi\n` +
-        say(`booting ${plan.entry} failed (see the messages above and the server's log)`) +
+        say(`booting ${plan.entry} failed (see the messages above and the server log)`) +
         say("the GRUB command line follows")
       );
     }

@@ -13,7 +13,7 @@ import type { MachinePlans } from "./machine-plans.ts";
 import { requestFacts } from "./request-facts.ts";
 
 /** $prefix/grub.cfg of the network GRUBs people use: Debian's (/grub), the installer's, others. */
-const BOOTSTRAP = /^(?:[\w.-]{1,64}\/){0,3}grub\/grub\.cfg$/;
+const BOOTSTRAP = /^(?:(?!\.\.?\/)[\w.-]{1,64}\/){0,3}grub\/grub\.cfg$/;
 const FILES = /^\/files\/([^/?]{1,255})\/(kernel|initrd\/(\d{1,3}))$/;
 
 export class GrubTftpTree implements TftpTree {

@@ -119,7 +119,7 @@ export function networkSections(
   const tftpRoot = c.string(t.root, ["tftp", "root"], "a string (a path)");
   const tftp = {
     enabled: c.bool(t.enabled, ["tftp", "enabled"]) ?? false,
-    port: c.int(t.port, ["tftp", "port"], 1, 65535) ?? 69,
+    port: c.int(t.port, ["tftp", "port"], 0, 65535) ?? 69,
     root: tftpRoot ? resolve(baseDir, tftpRoot) : undefined,
     firstStages,
     ipxeFiles: host.ipxeFiles(),
