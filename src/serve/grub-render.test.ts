@@ -40,7 +40,7 @@ describe("GRUB rendering of boot plans", () => {
     assert.match(s, /echo 'inetboot: booting Debian'\\''s \$\{evil\}'\n/);
     assert.match(
       s,
-      /\nif linux '\/files\/deb\/kernel\?mac=1' 'console=ttyS0' 'root=\/dev\/nbd0' 'nbdroot=10\.0\.0\.1:10809\/x'; then\n  if initrd '\/files\/deb\/initrd\/0\?mac=1' '\/files\/deb\/initrd\/1\?mac=1'; then\n    boot\n/,
+      /\nif linux '\/files\/deb\/kernel\?mac=1' 'console=ttyS0' 'root=\/dev\/nbd0' 'nbdroot=10\.0\.0\.1:10809\/x'; then\n {2}if initrd '\/files\/deb\/initrd\/0\?mac=1' '\/files\/deb\/initrd\/1\?mac=1'; then\n {4}boot\n/,
     );
     assert.match(s, /booting deb failed/);
   });
@@ -87,7 +87,7 @@ describe("GRUB rendering of boot plans", () => {
     assert.match(menu, /\nset timeout=-1\nset default='local'\n/);
     assert.match(
       menu,
-      /\nmenuentry 'A'\\''s' --id 'a b' \{\n  configfile '\/inetboot\/grub\/entry\/a%20b\?mac=52-54-00-12-34-56'\n\}\n/,
+      /\nmenuentry 'A'\\''s' --id 'a b' \{\n {2}configfile '\/inetboot\/grub\/entry\/a%20b\?mac=52-54-00-12-34-56'\n\}\n/,
     );
     const timed = renderGrub(
       { kind: "menu", title: "t", items: [], timeoutSeconds: 7, defaultItem: "", entryUrl: "" },
