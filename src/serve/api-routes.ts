@@ -2,7 +2,7 @@
 // profile, the configuration) and the text index at /. JSON and text; pages are dashboard.ts.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { ServeConfig } from "./config.ts";
-import type { EventLog } from "./events.ts";
+import type { EventLog, MachineRecord } from "./events.ts";
 import { HttpError, macFromQuery, send } from "./http-util.ts";
 import type { ImageExports } from "./image-exports.ts";
 import type { IsoEntries } from "./iso-entries.ts";
@@ -55,7 +55,9 @@ export class ApiRoutes {
 
   /** The machines with what each boots next (for the API and the pages). */
   machineRows(): MachineRow[] {
-    return this.#s.events.machines().map((m) => ({ ...m, next: this.#nextFor(m.mac) }));
+    return this.#s.events
+      .machines()
+      .map((m) => ({ ...m, secureBoot: secureBootOf(m), next: this.#nextFor(m.mac) }));
   }
 
   events(_req: IncomingMessage, res: ServerResponse, url: URL): void {
@@ -145,4 +147,15 @@ export class ApiRoutes {
     for (const w of c.warnings) lines.push(`warning: ${w}`);
     send(res, 200, lines.join("\n") + "\n", "text/plain; charset=utf-8");
   }
+}
+
+/**
+ * Whether Secure Boot was in force, as far as the server can tell: unsigned iPXE running on UEFI
+ * means it was off; BIOS has none; through shim nothing reports it (the kernel knows: its log
+ * says "secureboot: Secure boot enabled").
+ */
+export function secureBootOf(m: MachineRecord): MachineRow["secureBoot"] {
+  if (m.firmware?.kind === "bios" || m.ipxe?.platform === "pcbios") return "none (BIOS)";
+  if (m.loader === "iPXE" && m.ipxe?.platform === "efi") return "off (unsigned iPXE ran)";
+  return "unknown";
 }

@@ -31,6 +31,9 @@ describe("dashboard HTML", () => {
       firstSeen: "2026-01-01T00:00:00.000Z",
       events: 1,
       ipxe: { platform: hostile, buildarch: hostile },
+      loader: hostile,
+      lastFile: hostile,
+      secureBoot: "unknown",
       next: { entry: hostile, rule: hostile, once: hostile },
     };
     for (const text of [machinesPage([row]), machineRows([row]).text]) {

@@ -6,7 +6,16 @@ import type { Choice } from "../plan.ts";
 import { code, emptyRow, html, page, table, time, writeForm } from "./html.ts";
 import type { Html } from "./html.ts";
 
-export type MachineRow = MachineRecord & { next: Choice & { once?: string } };
+export type MachineRow = MachineRecord & {
+  next: Choice & { once?: string };
+  secureBoot: "none (BIOS)" | "off (unsigned iPXE ran)" | "unknown";
+};
+
+function loaderText(m: MachineRow): Html {
+  return m.loader
+    ? html`${m.loader} <span class="muted">· Secure Boot ${m.secureBoot}</span>`
+    : html`<span class="muted">unknown</span>`;
+}
 
 function firmware(m: MachineRecord): Html {
   const f = m.firmware;
@@ -29,6 +38,7 @@ const MACHINE_COLUMNS = [
   "MAC",
   "Host name",
   "Firmware",
+  "Loader",
   "IP",
   "Last stage",
   "When",
@@ -47,6 +57,7 @@ export function machineRows(rows: MachineRow[]): Html {
         <td><a class="mono" href="/ui/machines/${encodeURIComponent(m.mac)}">${m.mac}</a></td>
         <td>${m.hostname ?? ""}</td>
         <td>${firmware(m)}</td>
+        <td>${loaderText(m)}</td>
         <td class="mono">${m.ip ?? ""}</td>
         <td>${m.lastStage}</td>
         <td>${time(m.lastSeen)}</td>
@@ -156,6 +167,8 @@ export function machinePage(
         <dd class="mono">${machine.uuid ?? "—"}</dd>
         <dt>Firmware</dt>
         <dd>${firmware(machine)}</dd>
+        <dt>Boot loader</dt>
+        <dd>${loaderText(machine)}</dd>
         <dt>IP</dt>
         <dd class="mono">${machine.ip ?? "—"}</dd>
         <dt>Last stage</dt>
