@@ -61,7 +61,7 @@ poweroff -f
 }
 
 /** udhcpc's hook: configure the address and default route it was given. */
-const UDHCPC_SCRIPT = `#!/bin/sh
+export const UDHCPC_SCRIPT = `#!/bin/sh
 case "$1" in
   bound|renew)
     ip addr flush dev "$interface"
@@ -72,9 +72,11 @@ esac
 exit 0
 `;
 
-/** `names` (e.g. "e1000") and the modules they depend on, dependencies first (modules.dep). */
-function modulesWithDeps(version: string, names: string[]): string[] {
-  const root = `/lib/modules/${version}`;
+/**
+ * `names` (e.g. "e1000") and the modules they depend on, dependencies first (modules.dep), as
+ * paths under `root` (the host's /lib/modules/VERSION, or another architecture's unpacked).
+ */
+export function modulesWithDeps(root: string, names: string[]): string[] {
   const deps = new Map<string, string[]>();
   for (const line of readFileSync(`${root}/modules.dep`, "utf8").split("\n")) {
     const [mod, rest] = line.split(":");
@@ -105,7 +107,12 @@ export function networkMarkerInitrd(
   extra: string,
 ): Buffer {
   const version = basename(kernel).replace(/^vmlinuz-/, "");
-  const modules = modulesWithDeps(version, ["e1000", "virtio_pci", "virtio_net", "virtio_blk"]);
+  const modules = modulesWithDeps(`/lib/modules/${version}`, [
+    "e1000",
+    "virtio_pci",
+    "virtio_net",
+    "virtio_blk",
+  ]);
   const up = `for m in ${modules.map((_, i) => `/modules/${i}.ko`).join(" ")}; do insmod $m 2>/dev/null; done
 ip link set lo up
 ip link set eth0 up

@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { writeCpio } from "../src/boot/cpio.ts";
-import { hostKernel } from "./debian-rootfs.ts";
+import { arm64NbdInitrd, arm64Parts, arm64RootTree } from "./arm64-parts.ts";
+import { hostKernel, packTree } from "./debian-rootfs.ts";
 import { requireFile, requireTool, tempDir } from "./helpers.ts";
 import { busyboxStatic, markerInitrd } from "./marker-initrd.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
@@ -144,6 +145,38 @@ default: hello`,
     assert.equal(refused.file, "ipxe.efi");
     assert.match(String(refused.detail), /Secure Boot refuses unsigned iPXE.*loader: shim/);
     assert.ok(!events(serve).some((e) => e.startsWith("http-plan")), "iPXE never ran");
+  });
+
+  it("arm64 AAVMF, Secure Boot on: an image entry boots through shim → GRUB with its root over NBD, running the image's own arm64 binaries", async (t) => {
+    if (!requireNetns(t) || !requireTool(t, "mkfs.ext4", "e2fsprogs")) return;
+    const parts = arm64Parts(t);
+    if (!parts) return;
+    const dir = tempDir(t);
+    const tree = arm64RootTree(parts, dir, "INETBOOT-ARM64-IMAGE");
+    const { store, key } = await packTree(tree, dir, "arm64");
+    const initrd = join(dir, "nbd-initrd.cpio");
+    writeFileSync(initrd, arm64NbdInitrd(parts, "INETBOOT-ARM64"));
+    const lan = createLan(t);
+    const config = serveConfig(
+      lan,
+      dir,
+      `  a64:
+    image: { name: arm64, store: ${store}, trust: [${key}.pub] }
+    kernel: ${parts.kernel}
+    initrd: [${initrd}]
+    cmdline: console=ttyAMA0 panic=-1
+default: a64`,
+      "{ uefi-arm64: shim }",
+    );
+    const serve = await startServe(lan, config);
+    const out = await boot(t, dir, "arm64", true, lan, /INETBOOT-ARM64-IMAGE[^\n]*\n|-FAILED/);
+    if (out === null) return;
+    assert.match(out, SECURE_BOOT_ON);
+    assert.match(out, /INETBOOT-ARM64-IMAGE arch=aarch64 root=\/dev\/nbd0 ext4/, out.slice(-2500));
+    const seen = events(serve);
+    for (const e of ["tftp-done:shimaa64.efi", "grub-plan:", "nbd-export:"]) {
+      assert.ok(seen.includes(e), `no ${e} in ${seen.join(", ")}`);
+    }
   });
 
   for (const secureBoot of [true, false]) {
