@@ -11,6 +11,10 @@ function summary(config: ServeConfig, server: BootServer): string[] {
   lines.push(
     `  TFTP   ${config.tftp.enabled ? `port ${server.tftpPort}, first stages: ${Object.keys(config.tftp.firstStages).join(", ") || "none found (install Debian's ipxe)"}` : "off"}`,
   );
+  const loaders = Object.entries(config.loaders.defaults)
+    .map(([fw, l]) => `${fw} ${l === "shim" ? "shim → GRUB" : l === "grub" ? "GRUB" : "iPXE"}`)
+    .join(", ");
+  lines.push(`  loader ${loaders} (loaders: and machine rules' loader: change it)`);
   lines.push(
     `  DHCP   ${config.dhcp.mode === "off" ? "off" : `${config.dhcp.mode} on ${config.listen.interface} (${server.address})`}`,
   );
