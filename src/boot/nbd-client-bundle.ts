@@ -82,3 +82,12 @@ export async function nbdClientBundle(nbdClient = DEFAULT_NBD_CLIENT): Promise<C
 export function nbdSpec(host: string, port: number, exportName: string): string {
   return `${host}:${port}/${exportName}`;
 }
+
+/** The CPU the bundled nbd-client runs on: this server's ("x86_64", "arm64", …). */
+export const BUNDLE_CPU =
+  process.arch === "x64" ? "x86_64" : process.arch === "ia32" ? "i386" : process.arch;
+
+/** Whether the bundle runs on a machine reporting `cpu` (unknown: assumed like the server). */
+export function bundleRunsOn(cpu: string | undefined): boolean {
+  return cpu === undefined || cpu === BUNDLE_CPU;
+}

@@ -43,6 +43,9 @@ export interface PlanRequest {
   url: URL;
 }
 
+/** CPU names among a machine's architecture names (the rest are firmware kinds and codes). */
+const CPUS = ["x86_64", "i386", "arm64", "arm32", "riscv64"];
+
 export class MachinePlans {
   readonly s: MachineSources;
   /** Refused plans are logged at most once per interval per address. */
@@ -102,6 +105,7 @@ export class MachinePlans {
       query: query.toString(),
       mac,
       ip: req.ip,
+      cpu: req.facts.arch.find((a) => CPUS.includes(a)),
       url: req.url,
       titleOf: (n) => this.s.config.entries.get(n)?.title ?? n,
       images: this.s.images(),

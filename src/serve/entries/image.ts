@@ -2,6 +2,7 @@
 // the configured ones) and mounts the image over NBD through a copy-on-write overlay of its
 // own, exported under a per-boot name (image-exports.ts).
 import { resolve } from "node:path";
+import { BUNDLE_CPU, bundleRunsOn } from "../../boot/nbd-client-bundle.ts";
 import { nbdOverlayCmdline, nbdRootCmdline } from "../../boot/nbd-overlay.ts";
 import { fileRef, initrds } from "../config/checker.ts";
 import type { FileRef, ImageRef } from "../config/types.ts";
@@ -109,6 +110,12 @@ export const imageKind: EntryKind<ImageEntry> = {
     if (!mac)
       return { kind: "error", message: `${entry.name} needs the machine's MAC (chain /boot.ipxe)` };
     if (!ctx.images) return { kind: "error", message: "the NBD server is not running" };
+    if (entry.nbdOverlay && !bundleRunsOn(ctx.cpu)) {
+      return {
+        kind: "error",
+        message: `${entry.name} adds this server's ${BUNDLE_CPU} nbd-client (nbd-overlay), which cannot run on this ${ctx.cpu} machine: give the entry an initrd with its own nbd-client and drop nbd-overlay`,
+      };
+    }
     let name: string;
     try {
       name = await ctx.images.prepare(entry, mac, ip);

@@ -11,6 +11,7 @@ import type { Checker, Path } from "../config/checker.ts";
 import type { HostProbe } from "../config/host.ts";
 import { HttpError } from "../http-util.ts";
 import { code, html } from "../ui/html.ts";
+import { bundleRunsOn } from "../../boot/nbd-client-bundle.ts";
 import { kernelPlan } from "./kind.ts";
 import type { EntryBase, EntryKind } from "./kind.ts";
 
@@ -180,7 +181,9 @@ export const isoKind: EntryKind<IsoEntry> = {
       const url = `${isoBase}/${encodeURIComponent(live.fileName)}`;
       return { kind: "sanboot", url, title: entry.title, noDescribe: true };
     }
-    const lazy = await ctx.isos.lazy(entry, live);
+    // An overlay carries this server's nbd-client: a machine of another CPU downloads instead.
+    const found = await ctx.isos.lazy(entry, live);
+    const lazy = found?.overlay && !bundleRunsOn(ctx.cpu) ? null : found;
     const lazyCmdline = lazy && live.lazyCmdline(isoBase, { ...ctx.nbd, name: lazy.exportName });
     return kernelPlan(ctx, entry, {
       // A lazy boot's overlay comes after the ISO's own initrds.

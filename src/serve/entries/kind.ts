@@ -54,6 +54,8 @@ export interface PlanContext {
   query: string;
   mac?: string;
   ip: string;
+  /** The machine's CPU as its boot loader reports it ("x86_64", "arm64"), if it does. */
+  cpu?: string;
   /** The URL of the request (for plans that ask again). */
   url: URL;
   titleOf(name: string): string;
