@@ -138,23 +138,9 @@ function copied(root: string, paths: string[]): CpioEntry[] {
   }));
 }
 
-/**
- * An arm64 initrd that mounts root=/dev/nbd0 from nbdroot=HOST:PORT/EXPORT (inetboot's image
- * entries' command line) as Debian's initramfs-tools does, with arm64 nbd-client.
- */
-export function arm64NbdInitrd(parts: Arm64Parts, marker: string): Buffer {
-  const { root } = parts;
-  const modRoot = join("lib", "modules", parts.kernelVersion);
-  const modules = modulesWithDeps(join(root, modRoot), [
-    "virtio_pci",
-    "virtio_net",
-    "nbd",
-    "ext4",
-    // ext4 asks for crc32c by name at mount time (not a module dependency).
-    "crc32c_generic",
-  ]).map((m) => m.slice(root.length + 1));
-  const loader = "lib/ld-linux-aarch64.so.1";
-  const init = `#!/bin/busybox sh
+/** /init's first lines: busybox, the kernel's file systems, `modules`, a DHCP lease on eth0. */
+function initHead(modules: string[], marker: string): string {
+  return `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -163,24 +149,79 @@ for m in ${modules.join(" ")}; do insmod /$m; done
 ip link set lo up
 ip link set eth0 up
 udhcpc -i eth0 -q -n -t 10 -s /udhcpc.sh || echo "${marker}-NO-DHCP"
-spec=$(sed -n 's/.*nbdroot=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
-host=\${spec%%:*}; rest=\${spec#*:}; port=\${rest%%/*}; name=\${rest#*/}
-echo "${marker}-INITRD attaching $name from $host:$port"
-/${loader} --library-path /lib/aarch64-linux-gnu:/usr/lib/aarch64-linux-gnu /sbin/nbd-client "$host" "$port" /dev/nbd0 -N "$name" || echo "${marker}-NBD-FAILED"
-mount -t ext4 /dev/nbd0 /root || echo "${marker}-MOUNT-FAILED"
-exec switch_root /root /sbin/init
 `;
+}
+
+/** An arm64 initrd of busybox, `modules` (with what they need), `files` and /init. */
+function arm64Initrd(
+  parts: Arm64Parts,
+  names: string[],
+  init: (modules: string[]) => string,
+  files: string[] = [],
+): Buffer {
+  const { root } = parts;
+  const modules = modulesWithDeps(join(root, "lib", "modules", parts.kernelVersion), [
+    "virtio_pci",
+    "virtio_net",
+    ...names,
+  ]).map((m) => m.slice(root.length + 1));
   return writeCpio([
     ...["proc", "sys", "dev", "root", "tmp", "bin"].map((d): CpioEntry => ({
       type: "dir",
       path: d,
     })),
     { type: "chardev", path: "dev/console", major: 5, minor: 1 },
-    ...copied(root, ["bin/busybox", loader, ...withLibraries(root, "sbin/nbd-client")]),
-    ...copied(root, modules),
+    ...copied(root, ["bin/busybox", ...files, ...modules]),
     { type: "file", path: "udhcpc.sh", data: UDHCPC_SCRIPT, mode: 0o755 },
-    { type: "file", path: "init", data: init, mode: 0o755 },
+    { type: "file", path: "init", data: init(modules), mode: 0o755 },
   ]);
+}
+
+/**
+ * An arm64 initrd that mounts root= as Debian's initramfs-tools does: /dev/nbd0 attached from
+ * nbdroot=HOST:PORT/EXPORT (inetboot's image entries' command line) with arm64 nbd-client, or a
+ * virtio disk (/dev/vda, `inetboot run --kernel`).
+ */
+export function arm64RootInitrd(parts: Arm64Parts, marker: string): Buffer {
+  const loader = "lib/ld-linux-aarch64.so.1";
+  const libs = withLibraries(parts.root, "sbin/nbd-client");
+  // ext4 asks for crc32c by name at mount time (not a module dependency).
+  const names = ["virtio_blk", "nbd", "ext4", "crc32c_generic"];
+  return arm64Initrd(
+    parts,
+    names,
+    (
+      modules,
+    ) => `${initHead(modules, marker)}spec=$(sed -n 's/.*nbdroot=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+if [ -n "$spec" ]; then
+  host=\${spec%%:*}; rest=\${spec#*:}; port=\${rest%%/*}; name=\${rest#*/}
+  echo "${marker}-INITRD attaching $name from $host:$port"
+  /${loader} --library-path /lib/aarch64-linux-gnu:/usr/lib/aarch64-linux-gnu /sbin/nbd-client "$host" "$port" /dev/nbd0 -N "$name" || echo "${marker}-NBD-FAILED"
+fi
+dev=$(sed -n 's|.*root=\\(/dev/[^ ]*\\).*|\\1|p' /proc/cmdline)
+mount -t ext4 "$dev" /root || echo "${marker}-MOUNT-FAILED"
+exec switch_root /root /sbin/init
+`,
+    [loader, ...libs],
+  );
+}
+
+/**
+ * An arm64 initrd standing in for a live system's download recipe (live-boot's fetch=URL):
+ * it downloads URL with the guest's own busybox and prints `marker fetched=BYTES cmdline=…`.
+ */
+export function arm64FetchInitrd(parts: Arm64Parts, marker: string): Buffer {
+  return arm64Initrd(
+    parts,
+    [],
+    (
+      modules,
+    ) => `${initHead(modules, marker)}url=$(sed -n 's/.*fetch=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+wget -q -O /tmp/fetched "$url" || echo "${marker}-FETCH-FAILED $url"
+echo "${marker} arch=$(uname -m) fetched=$(wc -c < /tmp/fetched) cmdline=$(cat /proc/cmdline)"
+poweroff -f
+`,
+  );
 }
 
 /** A root tree in `dir` whose /sbin/init (the guest's own busybox) prints `marker` and stops. */

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { writeCpio } from "../src/boot/cpio.ts";
-import { arm64NbdInitrd, arm64Parts, arm64RootTree } from "./arm64-parts.ts";
+import { arm64RootInitrd, arm64Parts, arm64RootTree } from "./arm64-parts.ts";
 import { hostKernel, packTree } from "./debian-rootfs.ts";
 import { requireFile, requireTool, tempDir } from "./helpers.ts";
 import { busyboxStatic, markerInitrd } from "./marker-initrd.ts";
@@ -155,7 +155,7 @@ default: hello`,
     const tree = arm64RootTree(parts, dir, "INETBOOT-ARM64-IMAGE");
     const { store, key } = await packTree(tree, dir, "arm64");
     const initrd = join(dir, "nbd-initrd.cpio");
-    writeFileSync(initrd, arm64NbdInitrd(parts, "INETBOOT-ARM64"));
+    writeFileSync(initrd, arm64RootInitrd(parts, "INETBOOT-ARM64"));
     const lan = createLan(t);
     const config = serveConfig(
       lan,

@@ -2,11 +2,24 @@
 // console watched for a marker (or shown on the terminal), a progress line meanwhile, and a
 // clear reason when it stops early.
 import { spawn } from "node:child_process";
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, createWriteStream, existsSync, mkdtempSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
+/** The guest architectures `run` knows: its QEMU, machine and serial console. */
+export const VM_ARCHS = {
+  x86_64: { qemu: "qemu-system-x86_64", pkg: "qemu-system-x86", console: "ttyS0" },
+  arm64: { qemu: "qemu-system-aarch64", pkg: "qemu-system-arm", console: "ttyAMA0" },
+} as const;
+export type VmArch = keyof typeof VM_ARCHS;
+
+/** arm64 UEFI firmware (Debian's qemu-efi-aarch64), for guests that boot without -kernel. */
+const AAVMF = { code: "/usr/share/AAVMF/AAVMF_CODE.fd", vars: "/usr/share/AAVMF/AAVMF_VARS.fd" };
+
 export interface VmOptions {
+  /** The guest's architecture (default x86_64). */
+  arch?: VmArch;
   accel: string;
   memoryMb: number;
   cpus?: number;
@@ -16,6 +29,8 @@ export interface VmOptions {
   cmdline?: string;
   /** QEMU -drive specifications. */
   drives?: string[];
+  /** A CD-ROM's drive file (placed on IDE for x86_64, virtio-scsi for arm64). */
+  cdrom?: string;
   /** QEMU -display (gtk, sdl, vnc=:1); none (default): the serial console only. */
   display?: string;
   /** QEMU -boot order ("d": the CD-ROM first). */
@@ -43,8 +58,14 @@ export interface VmResult {
   matched: string | null;
 }
 
-export function qemuArgs(o: VmOptions, initrd: string | undefined): string[] {
+export function qemuArgs(
+  o: VmOptions,
+  initrd: string | undefined,
+  firmwareVars?: string,
+): string[] {
+  const arm = o.arch === "arm64";
   const args = [
+    ...(arm ? ["-machine", "virt", "-cpu", o.accel === "kvm" ? "host" : "cortex-a57"] : []),
     "-accel",
     o.accel,
     "-m",
@@ -63,6 +84,18 @@ export function qemuArgs(o: VmOptions, initrd: string | undefined): string[] {
   ];
   if (o.network !== false)
     args.push("-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0");
+  if (arm && !o.kernel) {
+    // No -kernel: the guest boots through UEFI (an ISO's or a disk's own boot loader).
+    args.push("-drive", `if=pflash,format=raw,readonly=on,file=${AAVMF.code}`);
+    args.push("-drive", `if=pflash,format=raw,file=${firmwareVars}`);
+  }
+  if (o.cdrom) {
+    const cd = `file=${o.cdrom},format=raw,media=cdrom,readonly=on`;
+    if (arm) {
+      args.push("-drive", `${cd},if=none,id=cd0`, "-device", "virtio-scsi-pci,id=scsi0");
+      args.push("-device", "scsi-cd,drive=cd0,bus=scsi0.0");
+    } else args.push("-drive", `${cd},if=ide`);
+  }
   for (const d of o.drives ?? []) args.push("-drive", d);
   if (o.boot) args.push("-boot", o.boot);
   if (o.kernel) {
@@ -75,10 +108,19 @@ export function qemuArgs(o: VmOptions, initrd: string | undefined): string[] {
 
 export async function runVm(o: VmOptions): Promise<VmResult> {
   let work: string | null = null;
+  const workDir = (): string => (work ??= mkdtempSync(join(tmpdir(), "inetboot-vm-")));
   let initrd = o.initrd?.[0];
+  let vars: string | undefined;
+  const arch = VM_ARCHS[o.arch ?? "x86_64"];
+  if (o.arch === "arm64" && !o.kernel) {
+    if (!existsSync(AAVMF.code)) {
+      throw new Error(`${AAVMF.code} is missing: install qemu-efi-aarch64 (arm64 UEFI firmware)`);
+    }
+    vars = join(workDir(), "AAVMF_VARS.fd");
+    copyFileSync(AAVMF.vars, vars);
+  }
   if (o.initrd && o.initrd.length > 1) {
-    work = mkdtempSync(join(tmpdir(), "inetboot-vm-"));
-    initrd = join(work, "initrd");
+    initrd = join(workDir(), "initrd");
     // Each part starts on a 4-byte boundary, as iPXE and boot loaders place them: the kernel
     // takes a cpio header only there (the zeros between parts are skipped).
     const parts = o.initrd.map((p) => readFileSync(p));
@@ -87,7 +129,7 @@ export async function runVm(o: VmOptions): Promise<VmResult> {
   }
   const started = performance.now();
   // stdin stays an open pipe: QEMU's stdio console spins on a closed one.
-  const qemu = spawn("qemu-system-x86_64", qemuArgs(o, initrd), {
+  const qemu = spawn(arch.qemu, qemuArgs(o, initrd, vars), {
     stdio: ["pipe", "pipe", "pipe"],
   });
   const log = o.consoleLog ? createWriteStream(o.consoleLog) : null;
@@ -151,7 +193,7 @@ export async function runVm(o: VmOptions): Promise<VmResult> {
     qemu.stdout.on("data", onData);
     qemu.stderr.on("data", onData);
     qemu.once("error", (err) =>
-      done(`cannot run qemu-system-x86_64 (${err.message}); install qemu-system-x86`),
+      done(`cannot run ${arch.qemu} (${err.message}); install ${arch.pkg}`),
     );
     qemu.once("exit", (code, signal) => {
       if (ending) done(null);

@@ -9,6 +9,7 @@ import type { Command } from "commander";
 import { createLogger } from "../lib/log.ts";
 import { UsageError } from "../store/errors.ts";
 import { collect, positiveInt } from "./options.ts";
+import { VM_ARCHS } from "./qemu-vm.ts";
 import type { RunFlags, RunVmSettings } from "./run-common.ts";
 import { runImage } from "./run-image.ts";
 import { isIso, runIso } from "./run-iso.ts";
@@ -48,7 +49,15 @@ export function registerRunCommand(program: Command): void {
     .option("--accel <kvm|tcg>", "QEMU accelerator (kvm where /dev/kvm works)", "tcg")
     .option("--kernel <file>", "boot this kernel with the image as /dev/vda (a filesystem image)")
     .option("--initrd <file>", "initrd for --kernel (repeatable)", collect, [])
-    .option("--cmdline <text>", "kernel command line (added to an ISO recipe's)", "console=ttyS0")
+    .option(
+      "--cmdline <text>",
+      "kernel command line (added to an ISO recipe's; default console=ttyS0, ttyAMA0 on arm64)",
+    )
+    .option(
+      "--arch <x86_64|arm64>",
+      "the guest's architecture (arm64: qemu-system-aarch64 -M virt, AAVMF when no --kernel)",
+      "x86_64",
+    )
     .option("--offline", "never use the network; say what is missing if the cache cannot boot")
     .option(
       "--sha256 <hex>",
@@ -93,7 +102,14 @@ export function registerRunCommand(program: Command): void {
   addTrustOptions(run, VM_TRUST_HELP).action(async (source: string, opts: RunFlags) => {
     const log = createLogger("run");
     await mkdir(opts.cache, { recursive: true });
+    if (!Object.hasOwn(VM_ARCHS, opts.arch)) {
+      throw new UsageError(
+        `--arch ${opts.arch}: expected one of ${Object.keys(VM_ARCHS).join(", ")}`,
+      );
+    }
+    opts.cmdline ??= `console=${VM_ARCHS[opts.arch].console}`;
     const vm: RunVmSettings = {
+      arch: opts.arch,
       accel: opts.accel,
       memoryMb: opts.memory,
       cpus: opts.cpus,

@@ -1,7 +1,7 @@
 // What both paths of `inetboot run` (a disk image, a live ISO) share: the flags, the VM settings
 // they start from, and the summary printed when the VM stops.
 import { stat } from "node:fs/promises";
-import type { VmOptions, VmResult } from "./qemu-vm.ts";
+import type { VmArch, VmOptions, VmResult } from "./qemu-vm.ts";
 import type { TrustFlags } from "./trust-options.ts";
 
 export interface RunFlags extends TrustFlags {
@@ -22,7 +22,9 @@ export interface RunFlags extends TrustFlags {
   accel: string;
   kernel?: string;
   initrd: string[];
-  cmdline: string;
+  /** Set from --arch when not given. */
+  cmdline?: string;
+  arch: VmArch;
   offline?: boolean;
   console?: boolean;
   cdrom?: boolean;

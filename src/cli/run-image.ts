@@ -94,9 +94,9 @@ export async function runImage(
   });
   await server.listen({ path: socket });
   const cmdline = opts.kernel
-    ? /(^|\s)root=/.test(opts.cmdline)
+    ? /(^|\s)root=/.test(opts.cmdline ?? "")
       ? opts.cmdline
-      : `${opts.cmdline} root=/dev/vda rw`
+      : `${opts.cmdline ?? ""} root=/dev/vda rw`
     : undefined;
   console.error(
     `Starting ${stack.label} (${formatBytes(stack.device.size)}) in QEMU; disk file ${disk}${opts.offline ? " (offline)" : ""}`,

@@ -13,6 +13,7 @@ import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { BorrowedDevice } from "../block/borrowed-device.ts";
 import { buildLiveOverlay } from "../boot/live-overlay.ts";
+import { BUNDLE_CPU, bundleRunsOn } from "../boot/nbd-client-bundle.ts";
 import { openChunkCache } from "../block/chunk-cache.ts";
 import type { ChunkCache } from "../block/chunk-cache.ts";
 import { openRawDevice } from "../block/open-stack.ts";
@@ -129,10 +130,8 @@ async function runCdrom(
     result = await runVm({
       ...vm,
       boot: "d",
-      drives: [
-        `file=nbd+unix:///cdrom?socket=${socket},format=raw,media=cdrom,readonly=on,if=ide`,
-        ...drives,
-      ],
+      cdrom: `nbd+unix:///cdrom?socket=${socket}`,
+      drives,
       progress: () => `  ${cacheLine(stats, device.size, (performance.now() - started) / 1000)}`,
     });
   } finally {
@@ -231,7 +230,7 @@ export async function runIso(
   try {
     iso = await LiveIso.open(source, {
       ...isoOptions(opts, log),
-      cmdline: `{recipe} ${opts.cmdline}`,
+      cmdline: `{recipe} ${opts.cmdline ?? ""}`,
     });
   } catch (err) {
     // No live-system recipe (another OS, an installer, a rescue ISO): boot it from its own
@@ -269,7 +268,14 @@ export async function runIso(
     for (const p of iso.recipe.initrd) initrds.push((await iso.extract(p)).path);
     // 10.0.2.2 is the host as QEMU's user-mode network shows it.
     const base = `http://10.0.2.2:${port}/iso`;
-    lazy = opts.download ? null : await lazyBoot(iso, work, log);
+    // The overlay carries this host's nbd-client: a guest of another CPU downloads instead.
+    const foreign = !bundleRunsOn(opts.arch) && lazyOf(iso.recipe)?.hook;
+    if (foreign && !opts.download) {
+      console.error(
+        `${source}: the ${opts.arch} guest downloads the ISO (the NBD overlay carries this host's ${BUNDLE_CPU} nbd-client)`,
+      );
+    }
+    lazy = opts.download || foreign ? null : await lazyBoot(iso, work, log);
     if (lazy?.overlay) initrds.push(lazy.overlay);
     console.error(
       `Booting ${source} (${iso.recipe.family}: ${iso.recipe.description}${lazy ? ", the ISO attached over NBD" : ", downloaded by the guest"}) in QEMU${opts.offline ? " (offline)" : ""}`,
