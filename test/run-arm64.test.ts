@@ -55,7 +55,10 @@ describe("inetboot run --arch arm64", { timeout: 900_000 }, () => {
     const line = /console +(INETBOOT-ARM64-LIVE[^\n]*)/.exec(r.stdout)?.[1] ?? "";
     assert.match(line, /arch=aarch64 fetched=(\d+) /, r.stdout);
     assert.equal(Number(/fetched=(\d+)/.exec(line)?.[1]), squashfs.length, "the whole squashfs");
-    assert.match(line, /boot=live fetch=http:\/\/10\.0\.2\.2:\d+\/iso\/tree\/live\/filesystem\.squashfs/);
+    assert.match(
+      line,
+      /boot=live fetch=http:\/\/10\.0\.2\.2:\d+\/iso\/tree\/live\/filesystem\.squashfs/,
+    );
     assert.match(line, /console=ttyAMA0/, "arm64's serial console by default");
   });
 });
