@@ -115,6 +115,13 @@ default: start`,
     }
     const plan = serve.logs.find((l) => l.event === "grub-plan");
     assert.equal(plan?.mac, MAC, "GRUB reported the machine's MAC");
+    const kernelDone = serve.logs.find(
+      (l) => l.event === "tftp-done" && String(l.file).startsWith("/files/hello/kernel"),
+    );
+    assert.ok(kernelDone, "the kernel went over TFTP to the end");
+    t.diagnostic(
+      `GRUB fetched the ${Number(kernelDone.bytes)} B kernel over TFTP in ${Number(kernelDone.ms)} ms`,
+    );
     assert.equal(plan?.entry, "start");
     const machines = JSON.parse(
       lan.exec(lan.server, "curl", ["-sf", "http://127.0.0.1:8080/api/machines"]),
