@@ -15,6 +15,7 @@ import { decodeTftp, encodeTftp, Op } from "../src/tftp/protocol.ts";
 import { tempDir, textLike } from "./helpers.ts";
 
 const MAC = "52:54:00:6b:00:01";
+const ONCE_MAC = "52:54:00:6b:00:03";
 
 /** A whole file by TFTP (octet, 512-byte blocks), or the server's error message. */
 async function tftpGet(port: number, filename: string): Promise<{ data?: Buffer; error?: string }> {
@@ -68,8 +69,10 @@ entries:
     initrd: [${join(dir, "initrd.img")}]
     cmdline: console=ttyS0 quiet
   start: { menu: [hello, local], default: hello, timeout: 3 }
+  reinstall: { kernel: ${join(dir, "vmlinuz")}, once: true }
 machines:
   - { match: { mac: "${MAC}" }, boot: hello }
+  - { match: { mac: "${ONCE_MAC}" }, boot: reinstall }
 default: start
 `,
     join(dir, "serve.yaml"),
@@ -118,6 +121,19 @@ it("GRUB over TFTP: the bootstrap at every prefix, per-machine plans and menus, 
   const m = srv.events.machine(MAC);
   assert.equal(m?.loader, "GRUB");
   assert.equal(m?.entry, "hello");
+});
+
+it("a one-shot entry under GRUB is used up when its kernel is fetched over TFTP; the next plan leaves for the local disk", async (t) => {
+  const { srv } = await server(t);
+  const port = srv.tftpPort;
+  const ask = `/inetboot/grub/boot?mac=${ONCE_MAC}&buildarch=x86_64&platform=efi`;
+  const first = text(await tftpGet(port, ask));
+  const kernel = /if linux '([^']+)'/.exec(first)?.[1];
+  assert.ok(kernel, first);
+  assert.match(text(await tftpGet(port, ask)), /if linux /, "not used up by the plan alone");
+  assert.ok((await tftpGet(port, kernel)).data);
+  const after = text(await tftpGet(port, ask));
+  assert.match(after, /booting from the local disk'\nexit\n$/);
 });
 
 it("GRUB paths from a hostile LAN: long and malformed facts, bad escapes, paths out of the tree", async (t) => {
