@@ -87,7 +87,14 @@ export function nbdSpec(host: string, port: number, exportName: string): string 
 export const BUNDLE_CPU =
   process.arch === "x64" ? "x86_64" : process.arch === "ia32" ? "i386" : process.arch;
 
-/** Whether the bundle runs on a machine reporting `cpu` (unknown: assumed like the server). */
+/** x86 and arm: boot loaders report the CPU they were built for (BIOS iPXE says i386). */
+const family = (cpu: string): string =>
+  /^(?:i[3-6]86|x86_64)$/.test(cpu) ? "x86" : /^arm/.test(cpu) ? "arm" : cpu;
+
+/**
+ * Whether the bundle runs on a machine reporting `cpu` (unknown: assumed like the server). Only
+ * the family is compared: iPXE's BIOS build reports i386 on 64-bit machines.
+ */
 export function bundleRunsOn(cpu: string | undefined): boolean {
-  return cpu === undefined || cpu === BUNDLE_CPU;
+  return cpu === undefined || family(cpu) === family(BUNDLE_CPU);
 }
