@@ -119,8 +119,11 @@ default: start`,
       (l) => l.event === "tftp-done" && String(l.file).startsWith("/files/hello/kernel"),
     );
     assert.ok(kernelDone, "the kernel went over TFTP to the end");
+    const kernelStart = serve.logs.find(
+      (l) => l.event === "tftp-start" && String(l.file).startsWith("/files/hello/kernel"),
+    );
     t.diagnostic(
-      `GRUB fetched the ${Number(kernelDone.bytes)} B kernel over TFTP in ${Number(kernelDone.ms)} ms`,
+      `GRUB fetched the ${Number(kernelDone.bytes)} B kernel over TFTP in ${Number(kernelDone.ms)} ms (${String(kernelStart?.detail)})`,
     );
     assert.equal(plan?.entry, "start");
     const machines = JSON.parse(

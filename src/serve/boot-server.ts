@@ -202,7 +202,10 @@ export class BootServer {
       logger: this.#log,
       onEvent: (e) => {
         const ip = e.client.split(":")[0];
-        const { stage, file, bytes, ms, error: detail } = e;
+        const { stage, file, bytes, ms } = e;
+        // What the transfer negotiated, on its start (GRUB: 1 KiB lock-step; iPXE: larger).
+        const options = e.blksize ? `blksize ${e.blksize}, windowsize ${e.windowsize ?? 1}` : "";
+        const detail = e.error ?? (stage === "tftp-start" ? options : undefined);
         const mac = this.events.macForIp(ip);
         this.#record({ stage, mac, ip, file, bytes, ms, detail });
         if (stage === "tftp-done" && file) this.#firstStageWatch.transferDone(mac, file);
