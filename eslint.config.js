@@ -12,7 +12,7 @@ export const FLOORS = [
   ["store"],
   ["block"],
   ["nbd", "dhcp", "tftp", "http"],
-  ["iso", "boot"],
+  ["iso", "boot", "disk"],
   ["serve"],
   ["cli"],
 ];

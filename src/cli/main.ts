@@ -4,6 +4,7 @@ import { Command } from "commander";
 import { registerAttachCommand } from "./attach-command.ts";
 import { registerCacheCommands } from "./cache-command.ts";
 import { registerExtractCommand } from "./extract-command.ts";
+import { registerImageCommands } from "./image-command.ts";
 import { registerIsoCommands } from "./iso-command.ts";
 import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerOptimizeCommand } from "./optimize-command.ts";
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerProfileCommands(program);
   registerOptimizeCommand(program);
   registerIsoCommands(program);
+  registerImageCommands(program);
   registerRunCommand(program);
   registerServeCommand(program);
   return program;
