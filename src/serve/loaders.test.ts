@@ -43,6 +43,13 @@ describe("boot loaders: iPXE, GRUB, shim → GRUB", () => {
     assert.equal(chooseLoader(c, facts("52:54:00:00:00:01", ARM), "uefi-arm64").loader, "shim");
     const bare = parseConfig(BASE, "serve.yaml", none);
     assert.equal(chooseLoader(bare, facts("52:54:00:00:00:01", ARM), "uefi-arm64").loader, "ipxe");
+    // An arm64 iPXE of the user's own keeps iPXE the default there.
+    const own = parseConfig(
+      `${BASE}tftp: { firstStages: { uefi-arm64: /srv/ipxe-arm64.efi } }\n`,
+      "serve.yaml",
+      all,
+    );
+    assert.equal(chooseLoader(own, facts("52:54:00:00:00:01", ARM), "uefi-arm64").loader, "ipxe");
   });
 
   it("the most specific rule naming a loader wins over the firmware's default", () => {

@@ -26,6 +26,8 @@ export function loaderSection(
   value: unknown,
   baseDir: string,
   host: HostProbe,
+  /** The iPXE first stages found or configured: where there is one, iPXE stays the default. */
+  firstStages: Record<string, string>,
 ): LoaderConfig {
   const o = c.object(value, ["loaders"], [...FIRMWARE_KEYS, "shim", "grub"]) ?? {};
   const found = host.bootLoaders();
@@ -43,9 +45,11 @@ export function loaderSection(
   };
   const shim = files("shim");
   const grub = files("grub");
-  // iPXE stays the default where Debian ships it (x86); arm64 gets GRUB, behind shim if found.
+  // iPXE stays the default where there is one (Debian ships x86's); arm64 machines without an
+  // iPXE of their own get GRUB, behind shim when it is found.
   const defaults: Record<string, Loader> = { bios: "ipxe", "uefi-x86_64": "ipxe" };
-  if (grub.arm64) defaults["uefi-arm64"] = shim.arm64 ? "shim" : "grub";
+  if (grub.arm64 && !firstStages["uefi-arm64"])
+    defaults["uefi-arm64"] = shim.arm64 ? "shim" : "grub";
   for (const key of FIRMWARE_KEYS) {
     const chosen = c.oneOf(o[key], ["loaders", key], LOADERS);
     if (!chosen) continue;

@@ -150,7 +150,7 @@ export function parseConfig(
     }
   }
 
-  const loaders = loaderSection(c, top.loaders, baseDir, host);
+  const loaders = loaderSection(c, top.loaders, baseDir, host, network.tftp.firstStages);
   const machines: MatchRule[] = [];
   if (top.machines !== undefined && top.machines !== null) {
     if (!Array.isArray(top.machines)) c.error(["machines"], "expected a list of { match, boot }");
