@@ -197,6 +197,12 @@ it("image inspect reads a signed release's partition table from a store (lazily)
   const text = (await inetbootOk(["image", "inspect", path])).stdout;
   assert.match(text, /GPT \(disk [0-9a-f-]{36}\)/);
   assert.match(text, /1 +EFI System +at 1\.00 MiB .*PARTUUID=[0-9a-f-]{36} "esp"/);
+  // A name with a terminal escape is shown escaped, never sent to the terminal as is.
+  const esc = image(dir, "esc.img", 16);
+  await sfdisk(esc, 'label: gpt\nsize=4MiB, name="x\u001b[31my"\n');
+  const shown = (await inetbootOk(["image", "inspect", esc])).stdout;
+  assert.ok(!shown.includes("\u001b"), "no raw escape character");
+  assert.match(shown, /"x\\u001b\[31my"/);
   const unsigned = await inetboot(["image", "inspect", "disk", "--store", store]);
   assert.notEqual(unsigned.code, 0, "a release is not read without a trusted key");
 });

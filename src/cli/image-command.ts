@@ -44,24 +44,30 @@ async function filesystemAt(dev: BlockDevice, offset: number, size: number): Pro
   }
 }
 
+/** Text from the image, safe for a terminal: control characters shown escaped. */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+const shown = (text: string): string =>
+  text.replace(CONTROL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+
 function filesystemLines(fs: Found): string[] {
   if (!fs) return [];
-  if ("error" in fs) return [`         filesystem unreadable: ${fs.error}`];
-  const lines = [`         ext4${fs.label ? ` "${fs.label}"` : ""} UUID=${fs.uuid}`];
+  if ("error" in fs) return [`         filesystem unreadable: ${shown(fs.error)}`];
+  const lines = [`         ext4${fs.label ? ` "${shown(fs.label)}"` : ""} UUID=${fs.uuid}`];
   const b = fs.boot;
   if (b) {
-    const mark = (p: string, d?: string): string => (p === d ? `${p} (default)` : p);
+    const mark = (p: string, d?: string): string => shown(p === d ? `${p} (default)` : p);
     lines.push(`         kernels  ${b.kernels.map((k) => mark(k, b.defaultKernel)).join(", ")}`);
     if (b.initrds.length)
       lines.push(`         initrds  ${b.initrds.map((k) => mark(k, b.defaultInitrd)).join(", ")}`);
-    if (b.cmdline) lines.push(`         cmdline  ${b.cmdline} (/etc/kernel/cmdline)`);
+    if (b.cmdline) lines.push(`         cmdline  ${shown(b.cmdline)} (/etc/kernel/cmdline)`);
   }
   return lines;
 }
 
 function partitionLine(p: Partition): string {
   const what = p.typeName ?? p.type;
-  const name = p.name ? ` ${JSON.stringify(p.name)}` : "";
+  const name = p.name ? ` "${shown(p.name)}"` : "";
   return `  ${String(p.number).padStart(3)}  ${what.padEnd(22)} at ${formatBytes(p.offset).padEnd(10)} ${formatBytes(p.size).padEnd(10)} PARTUUID=${p.partUuid}${p.bootable ? " (bootable)" : ""}${name}`;
 }
 
