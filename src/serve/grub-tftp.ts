@@ -3,7 +3,7 @@
 // plan and a menu's choices rendered as GRUB scripts, and each entry's kernel and initrds at
 // the same paths as over HTTP (/files/ENTRY/kernel, /files/ENTRY/initrd/N). The facts in a
 // path are bounded like iPXE's query; the asking address is the packet's, checked like HTTP's.
-import { BufferSource, openFileSource, TftpError } from "../tftp/tree.ts";
+import { BufferSource, normalizeName, openFileSource, TftpError } from "../tftp/tree.ts";
 import type { TftpClient, TftpSource, TftpTree } from "../tftp/tree.ts";
 import { ErrorCode } from "../tftp/protocol.ts";
 import type { Entry } from "./config.ts";
@@ -27,7 +27,7 @@ export class GrubTftpTree implements TftpTree {
 
   async open(requested: string, client?: TftpClient): Promise<TftpSource> {
     const ip = client?.address ?? "";
-    const name = requested.replace(/\\/g, "/").replace(/^\/+/, "");
+    const name = normalizeName(requested);
     const s = this.#plans.s;
     if (BOOTSTRAP.test(name)) {
       s.record({ stage: "grub-config", mac: s.events.macForIp(ip), ip, file: name });

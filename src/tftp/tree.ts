@@ -176,6 +176,7 @@ export class VirtualTree implements TftpTree {
   }
 }
 
-function normalizeName(name: string): string {
+/** A requested name as the tree keys it: `\` as `/`, no leading `/`. */
+export function normalizeName(name: string): string {
   return name.replace(/\\/g, "/").replace(/^\/+/, "");
 }
