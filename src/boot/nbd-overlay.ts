@@ -29,14 +29,18 @@ mountroot()
 		esac
 	done
 	[ -n "$spec" ] || panic "inetboot: no inetboot.nbd=HOST:PORT/EXPORT on the kernel command line"
-	modprobe nbd || panic "inetboot: this kernel's initrd has no nbd module"
+	modprobe nbd max_part=16 || panic "inetboot: this kernel's initrd has no nbd module"
 	wait_for_udev 10
 	configure_networking
 	log_begin_msg "inetboot: attaching \${spec#*/} from \${spec%%/*} as /dev/nbd0"
 	${NBD_ATTACH} "$spec" /dev/nbd0 -persist -systemd-mark ||
 		panic "inetboot: nbd-client could not attach $spec"
 	log_end_msg
-	ROOT=/dev/nbd0
+	# root= names the device or its partition (/dev/nbd0p2, from the image's partition table).
+	case "$ROOT" in
+	/dev/nbd0*) ;;
+	*) ROOT=/dev/nbd0 ;;
+	esac
 	local_mount_root
 }
 `;
@@ -50,12 +54,25 @@ export async function buildNbdOverlay(nbdClient = DEFAULT_NBD_CLIENT): Promise<B
   ]);
 }
 
-/** The kernel parameters for an initrd with nbd-client's own support (Debian's nbdroot=). */
-export function nbdRootCmdline(host: string, port: number, exportName: string): string {
-  return `root=/dev/nbd0 nbdroot=${host}:${port}/${exportName} ip=dhcp`;
+/**
+ * The kernel parameters for an initrd with nbd-client's own support (Debian's nbdroot=); `root`
+ * is the device or a partition of it (/dev/nbd0p2).
+ */
+export function nbdRootCmdline(
+  host: string,
+  port: number,
+  exportName: string,
+  root = "/dev/nbd0",
+): string {
+  return `root=${root} nbdroot=${host}:${port}/${exportName} ip=dhcp`;
 }
 
 /** The kernel parameters that make the overlay mount `exportName` at HOST:PORT as the root. */
-export function nbdOverlayCmdline(host: string, port: number, exportName: string): string {
-  return `boot=${NBD_OVERLAY_BOOT} inetboot.nbd=${nbdSpec(host, port, exportName)} root=/dev/nbd0 ip=dhcp`;
+export function nbdOverlayCmdline(
+  host: string,
+  port: number,
+  exportName: string,
+  root = "/dev/nbd0",
+): string {
+  return `boot=${NBD_OVERLAY_BOOT} inetboot.nbd=${nbdSpec(host, port, exportName)} root=${root} ip=dhcp`;
 }

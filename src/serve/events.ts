@@ -33,6 +33,10 @@ export interface MachineRecord {
   };
   /** iPXE's own report (buildarch, platform). */
   ipxe?: { buildarch?: string; platform?: string };
+  /** The labels its boot loader reported (the query of its plan request). */
+  labels?: Record<string, string>;
+  /** Its entry's cloud-init datasource: the instance-id served and the files fetched. */
+  cloudInit?: { instanceId: string; fetched: string[]; at: string };
   /** The boot loader it was handed or asked from: "iPXE", "GRUB" or "shim → GRUB". */
   loader?: string;
   lastStage: string;
@@ -83,6 +87,7 @@ export class EventLog {
       uuid?: string;
       ipxe?: MachineRecord["ipxe"];
       loader?: string;
+      labels?: Record<string, string>;
     } = {},
   ): BootEvent {
     const event: BootEvent = { seq: ++this.#seq, time: new Date().toISOString(), ...input };
@@ -119,6 +124,14 @@ export class EventLog {
       if (event.rule) machine.rule = event.rule;
       if (facts.hostname) machine.hostname = cut(facts.hostname, MAX_FACT_TEXT);
       if (facts.uuid) machine.uuid = cut(facts.uuid, MAX_FACT_TEXT);
+      if (facts.labels) machine.labels = facts.labels;
+      if (event.stage === "cloud-init" && event.file && event.detail) {
+        const instanceId = event.detail.replace(/^instance-id /, "");
+        const same = machine.cloudInit?.instanceId === instanceId;
+        const fetched = same ? (machine.cloudInit?.fetched ?? []) : [];
+        if (!fetched.includes(event.file) && fetched.length < 8) fetched.push(event.file);
+        machine.cloudInit = { instanceId, fetched, at: event.time };
+      }
       if (facts.ipxe) {
         const { buildarch, platform } = { ...machine.ipxe, ...facts.ipxe };
         machine.ipxe = { buildarch: cut(buildarch, 32), platform: cut(platform, 32) };

@@ -37,6 +37,12 @@ export function bootServerRoutes(parts: {
     m(/^\/files\/([^/]+)\/(kernel|initrd\/(\d+))$/, "/files", (req, res, x, url) =>
       machine.file(req, res, url, d(x[1]), x[3] === undefined ? -1 : Number(x[3])),
     ),
+    m(/^\/cloud-init\/([^/]+)\/([^/]+)\/([^/]+)$/, "/cloud-init", (req, res, x) =>
+      machine.machineFile(req, res, "cloud-init", d(x[1]), d(x[2]), d(x[3])),
+    ),
+    m(/^\/machine-files\/([^/]+)\/([^/]+)\/([^/]+)$/, "/machine-files", (req, res, x) =>
+      machine.machineFile(req, res, "file", d(x[1]), d(x[2]), d(x[3])),
+    ),
     m(/^\/iso\/([^/]+)\/(.+)$/, "/iso", (req, res, x) => machine.iso(req, res, d(x[1]), x[2])),
     m(/^\/firmware\/([^/]+)$/, "/firmware", (req, res, x) => machine.firmware(req, res, d(x[1]))),
     m(

@@ -3,7 +3,8 @@
 // overlay: fresh every boot (`ephemeral`) or kept per MAC across boots (`per-machine`), opened
 // when a client first uses it. Exported through an ExportTarget (today the NBD server; an
 // iSCSI or other block front end can stand beside it).
-import { existsSync, rmSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { BlockDevice } from "../block/block-device.ts";
@@ -25,6 +26,8 @@ export const MAX_CONNECTIONS_PER_BOOT = 8;
 /** How often tickets nobody connected to are looked for and dropped. */
 const SWEEP_MS = 15_000;
 
+import { ImageBootFiles } from "./image-boot-files.ts";
+import type { ExtractedBoot } from "./image-boot-files.ts";
 import { ImageReleases } from "./image-releases.ts";
 import type { Base, DiskOrigin } from "./image-releases.ts";
 
@@ -66,15 +69,20 @@ export class ImageExports {
   /** Per-boot export names, their owners and expiry. */
   readonly #tickets: ExportTickets;
   /** Ticket name → its export's device (opened on first use). */
-  readonly #exports = new Map<string, { device: LazyDevice; entry: string; mac: string }>();
+  readonly #exports = new Map<
+    string,
+    { device: LazyDevice; entry: string; mac: string; base: Base }
+  >();
   /** ENTRY-MAC → a per-machine disk, open while a ticket of the machine exists. */
   readonly #disks = new Map<string, { base: Base; device: Promise<CowDevice> }>();
   /** Entry → its disk kind. */
   readonly #kinds = new Map<string, "ephemeral" | "per-machine">();
   readonly #sweep: NodeJS.Timeout;
+  readonly #bootFiles: ImageBootFiles;
   constructor(options: ImageExportsOptions) {
     this.#o = options;
     this.#log = options.logger ?? silentLogger;
+    this.#bootFiles = new ImageBootFiles(options.cacheDir, this.#log);
     this.#releases = new ImageReleases({ ...options, logger: this.#log });
     this.#tickets = new ExportTickets({
       clientsOf: (name) => options.nbd.clientsOf(name),
@@ -116,7 +124,11 @@ export class ImageExports {
         ? this.#machineDisk(entry, mac, path, base)
         : this.#ephemeralDisk(entry, ticket.name, base),
     );
-    this.#exports.set(ticket.name, { device, entry: entry.name, mac });
+    this.#exports.set(ticket.name, { device, entry: entry.name, mac, base });
+    if (entry.disk === "per-machine" && !existsSync(`${path}.instance`)) {
+      await mkdir(dirname(path), { recursive: true });
+      await writeFileAtomic(`${path}.instance`, `${randomBytes(8).toString("hex")}\n`);
+    }
     const label = base.stack.label;
     this.#o.nbd.setExport({
       name: ticket.name,
@@ -127,6 +139,37 @@ export class ImageExports {
       listed: this.#o.allow !== "any",
     });
     return ticket.name;
+  }
+
+  /**
+   * What the machine's disk boots when its entry takes the kernel from the image: the boot
+   * files of the release under its newest export (else the entry's current release).
+   */
+  async boot(entry: ImageEntry, mac: string): Promise<ExtractedBoot> {
+    const name = this.#tickets.current(entry.name, mac)?.name;
+    const base = (name && this.#exports.get(name)?.base) || (await this.#releases.current(entry));
+    return this.#bootFiles.of(base.stack.baseId, base.stack.label, base.stack.device);
+  }
+
+  /**
+   * The identity of the machine's disk, for cloud-init's instance-id: kept with a per-machine
+   * disk until it is reset; each boot's own for an ephemeral one. Null before its first plan.
+   */
+  diskId(entry: ImageEntry, mac: string): string | null {
+    if (entry.disk === "per-machine") {
+      try {
+        return readFileSync(`${this.#overlayPath(entry, mac)}.instance`, "utf8").trim() || null;
+      } catch {
+        return null;
+      }
+    }
+    const name = this.#tickets.current(entry.name, mac)?.name;
+    return name ? createHash("sha256").update(name).digest("hex").slice(0, 16) : null;
+  }
+
+  /** The address the machine's newest boot of the entry came from (its disk's owner). */
+  addressOf(entry: string, mac: string): string | undefined {
+    return this.#tickets.current(entry, mac)?.address;
   }
 
   /** Whether `remote` may open `ticket`'s export now. */
@@ -258,6 +301,7 @@ export class ImageExports {
     await this.#closeDisk(entry.name, mac);
     await rm(path, { force: true });
     await rm(`${path}.release.json`, { force: true });
+    await rm(`${path}.instance`, { force: true });
     this.#releases.forget(entry.name, mac);
     this.#log.info({ entry: entry.name, mac, overlay: path, had }, "machine disk reset");
     return had;

@@ -16,6 +16,7 @@ import type { ImageExports } from "./image-exports.ts";
 import type { IsoEntries } from "./iso-entries.ts";
 import type { OnceState } from "./once.ts";
 import { chooseEntry, resolveOnce } from "./plan.ts";
+import { withMachineFiles } from "./templated-files.ts";
 import type { Choice, MachineFacts } from "./plan.ts";
 
 /** What plans and files use of the server (getters: parts start and stop). */
@@ -113,7 +114,7 @@ export class MachinePlans {
       nbd: { host: new URL(req.base).hostname, port: this.s.nbdPort() },
       record: (input) => this.s.record(input),
     };
-    const plan = await kindOf(entry).plan(entry, ctx);
+    const plan = withMachineFiles(await kindOf(entry).plan(entry, ctx), entry, req.base, mac);
     if (plan.kind === "error")
       this.s.log.warn(
         { entry: entry.name, mac, err: plan.message },
@@ -154,6 +155,8 @@ export class MachinePlans {
       local: (ref) => this.#local(ref),
       isos: this.s.isos,
       nbdOverlay: this.s.nbdOverlay(),
+      mac: who.mac,
+      images: this.s.images(),
     };
     let file;
     try {

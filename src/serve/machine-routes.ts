@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { sendFile } from "../http/send-file.ts";
 import type { Entry } from "./config.ts";
 import { clientIp, HttpError, macFromQuery, send } from "./http-util.ts";
+import { TemplatedFiles } from "./templated-files.ts";
 import { bootScript, errorScript, renderIpxe } from "./ipxe-render.ts";
 import type { MachinePlans, MachineSources } from "./machine-plans.ts";
 import { baseFromHost, requestFacts } from "./request-facts.ts";
@@ -23,11 +24,33 @@ export class MachineRoutes {
   readonly #s: MachineSources;
   readonly #plans: MachinePlans;
   readonly #firstStages: Record<string, string>;
+  readonly #templated: TemplatedFiles;
 
   constructor(sources: MachineRouteSources) {
     this.#plans = sources.plans;
     this.#s = sources.plans.s;
     this.#firstStages = sources.firstStages;
+    this.#templated = new TemplatedFiles(this.#s);
+  }
+
+  /** /cloud-init/ENTRY/MAC/FILE and /machine-files/ENTRY/MAC/NAME: the machine's own files. */
+  machineFile(
+    req: IncomingMessage,
+    res: ServerResponse,
+    kind: "cloud-init" | "file",
+    entry: string,
+    macText: string,
+    name: string,
+  ): void {
+    const mac = macFromQuery(macText);
+    if (!mac) throw new HttpError(400, `"${macText.slice(0, 40)}" is not a MAC address`);
+    const body = this.#templated.render(kind, entry, mac, name, clientIp(req), this.#base(req));
+    res.writeHead(200, {
+      "Content-Type": "text/plain; charset=utf-8",
+      "Content-Length": Buffer.byteLength(body),
+      "Cache-Control": "no-store",
+    });
+    res.end(req.method === "HEAD" ? undefined : body);
   }
 
   /** The base URL for links in a reply: the Host the client used, if it is a valid one. */
@@ -60,6 +83,7 @@ export class MachineRoutes {
           platform: q.get("platform") ?? undefined,
         },
         loader: "iPXE",
+        labels: facts.labels,
       },
     );
     const plan = await this.#plans.plan(entry, { facts, ip, base: this.#base(req), url });

@@ -12,12 +12,26 @@ import { probeHost } from "./host.ts";
 import type { HostProbe } from "./host.ts";
 import { loaderMissing, loaderSection, LOADERS } from "./loaders.ts";
 import { networkSections, serverSections } from "./sections.ts";
+import { parseMachineFiles } from "./machine-files.ts";
 import { BUILTIN_MENU, ConfigError } from "./types.ts";
 import type { MatchRule } from "./types.ts";
 import type { ServeConfig } from "./serve-config.ts";
 
+/** A host name a rule gives its machines (RFC 1123 labels). */
+function hostnameOf(c: Checker, v: string, path: (string | number)[]): string {
+  if (
+    !/^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(
+      v,
+    )
+  )
+    c.error(path, `"${v}" is not a host name (letters, digits and "-" in dot-separated labels)`);
+  return v;
+}
+
 const ENTRY_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-const COMMON_KEYS = ["title", "once"];
+const COMMON_KEYS = ["title", "once", "cloud-init", "files"];
+/** Kinds whose plans boot a kernel with a command line (per-machine files reach it there). */
+const FILE_KINDS = ["kernel", "image", "iso"];
 const ENTRY_KEYS = [...new Set([...COMMON_KEYS, ...ENTRY_KINDS.flatMap((k) => k.keys)])];
 
 /**
@@ -59,10 +73,19 @@ function entry(
     const owners = ENTRY_KINDS.filter((k) => k.keys.includes(key)).map((k) => k.kind);
     if (owners.length) c.error([...path, key], `${key} is for ${owners.join(" and ")} entries`);
   }
+  for (const key of ["cloud-init", "files"]) {
+    if (o[key] !== undefined && !FILE_KINDS.includes(kind.kind))
+      c.error(
+        [...path, key],
+        `${key} is for ${FILE_KINDS.join(", ")} entries (its URLs go on the kernel command line)`,
+      );
+  }
+  const machineFiles = parseMachineFiles(c, o, path, ctx.baseDir);
   const base = {
     name,
     title: c.text(o.title, [...path, "title"]) ?? name,
     once: c.bool(o.once, [...path, "once"]) ?? false,
+    ...(machineFiles ? { machineFiles } : {}),
   };
   return (kind.parse as (...a: unknown[]) => Entry | undefined)(c, o, base, { ...ctx, path });
 }
@@ -157,7 +180,7 @@ export function parseConfig(
     else {
       top.machines.forEach((m, i) => {
         const p = ["machines", i];
-        const o = c.object(m, p, ["name", "match", "boot", "loader"]) ?? {};
+        const o = c.object(m, p, ["name", "match", "boot", "loader", "hostname"]) ?? {};
         const mt =
           c.object(o.match, [...p, "match"], ["mac", "uuid", "arch", "hostname", "labels"]) ?? {};
         const match: MatchRule["match"] = {
@@ -193,6 +216,9 @@ export function parseConfig(
             match,
             boot,
             ...(loader ? { loader } : {}),
+            ...(typeof o.hostname === "string"
+              ? { hostname: hostnameOf(c, o.hostname, [...p, "hostname"]) }
+              : {}),
           });
       });
     }

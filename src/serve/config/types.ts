@@ -37,6 +37,8 @@ export interface MatchRule {
   boot: string;
   /** The boot loader this machine's firmware gets (else the `loaders:` default). */
   loader?: "ipxe" | "grub" | "shim";
+  /** The host name its templates give the machine (cloud-init, preseed). */
+  hostname?: string;
 }
 
 /** CPUs GRUB and shim are served for, and their EFI file-name suffix (shimx64.efi, …). */

@@ -10,19 +10,44 @@ import { redactedExport } from "../export-tickets.ts";
 import { code, codes, html } from "../ui/html.ts";
 import { configuredFile, kernelWhat } from "./kernel.ts";
 import { kernelPlan } from "./kind.ts";
-import type { EntryBase, EntryKind } from "./kind.ts";
+import type { EntryBase, EntryKind, PlanContext } from "./kind.ts";
+import type { ExtractedBoot } from "../image-boot-files.ts";
 
 export type ImageEntry = EntryBase & {
   kind: "image";
-  kernel: FileRef;
+  /** None: the image's own kernel, initrd and command line (image-boot-files.ts). */
+  kernel?: FileRef;
   initrd: FileRef[];
   cmdline: string;
   image: ImageRef;
   /** ephemeral: a fresh overlay each boot; per-machine: one kept per MAC. */
   disk: "ephemeral" | "per-machine";
-  /** Append inetboot's NBD overlay to an initramfs-tools initrd without nbd-client. */
-  nbdOverlay: boolean;
+  /**
+   * Append inetboot's NBD overlay to an initramfs-tools initrd without nbd-client; "auto" (the
+   * default for a kernel from the image): when the image's initrd has none.
+   */
+  nbdOverlay: boolean | "auto";
 };
+
+/** Whether a boot of `entry` with the image's own files gets the NBD overlay. */
+function overlayFor(entry: ImageEntry, boot: ExtractedBoot | null): boolean {
+  return entry.nbdOverlay === "auto" ? !boot?.nbdClient : entry.nbdOverlay;
+}
+
+/** The image's boot files for the machine, or an error plan's message. */
+async function imageBoot(
+  entry: ImageEntry,
+  ctx: PlanContext,
+  mac: string,
+): Promise<ExtractedBoot | string> {
+  try {
+    return await ctx.images!.boot(entry, mac);
+  } catch (err) {
+    const message = `cannot take the kernel from image ${entry.image.source}: ${(err as Error).message}`;
+    ctx.record({ stage: "image-error", mac, ip: ctx.ip, entry: entry.name, detail: message });
+    return message;
+  }
+}
 
 /**
  * What an image source is when it cannot carry a signature: a bare .caibx index, or a plain
@@ -81,13 +106,21 @@ export const imageKind: EntryKind<ImageEntry> = {
         "an image needs trust: [public key files] (or insecure: true to accept unsigned releases)",
       );
     }
-    if (o.kernel === undefined)
-      c.error(path, "an image entry needs kernel (and usually initrd) to boot it");
-    const kernel = fileRef(c, o.kernel, [...path, "kernel"], baseDir, host);
+    if (o.kernel === undefined && o.initrd !== undefined)
+      c.error(
+        [...path, "initrd"],
+        "initrd: needs kernel: (without both, the image's own are booted)",
+      );
+    const kernel =
+      o.kernel === undefined ? undefined : fileRef(c, o.kernel, [...path, "kernel"], baseDir, host);
     const initrd = initrds(c, o.initrd, [...path, "initrd"], baseDir, host);
     const disk =
       c.oneOf(o.disk, [...path, "disk"], ["ephemeral", "per-machine"] as const) ?? "ephemeral";
-    if (!kernel || !source) return undefined;
+    if ((o.kernel !== undefined && !kernel) || !source) return undefined;
+    const overlay =
+      o["nbd-overlay"] === "auto"
+        ? "auto"
+        : (c.bool(o["nbd-overlay"], [...path, "nbd-overlay"]) ?? (kernel ? false : "auto"));
     return {
       ...base,
       kind: "image",
@@ -102,7 +135,7 @@ export const imageKind: EntryKind<ImageEntry> = {
         recheckSeconds: c.int(io.recheck, [...ip, "recheck"], 0, 86_400) ?? 60,
       },
       disk,
-      nbdOverlay: c.bool(o["nbd-overlay"], [...path, "nbd-overlay"]) ?? false,
+      nbdOverlay: overlay,
     };
   },
   async plan(entry, ctx) {
@@ -110,7 +143,7 @@ export const imageKind: EntryKind<ImageEntry> = {
     if (!mac)
       return { kind: "error", message: `${entry.name} needs the machine's MAC (chain /boot.ipxe)` };
     if (!ctx.images) return { kind: "error", message: "the NBD server is not running" };
-    if (entry.nbdOverlay && !bundleRunsOn(ctx.cpu)) {
+    if (entry.nbdOverlay === true && !bundleRunsOn(ctx.cpu)) {
       return {
         kind: "error",
         message: `${entry.name} adds this server's ${BUNDLE_CPU} nbd-client (nbd-overlay), which cannot run on this ${ctx.cpu} machine: give the entry an initrd with its own nbd-client and drop nbd-overlay`,
@@ -133,26 +166,51 @@ export const imageKind: EntryKind<ImageEntry> = {
       // The token is the machine's: events and logs show only its start.
       detail: `${redactedExport(name)}${stays ? ` (its disk stays on ${stays}, where it was made)` : ""}`,
     });
+    const boot = entry.kernel ? null : await imageBoot(entry, ctx, mac);
+    if (typeof boot === "string") return { kind: "error", message: boot };
+    const overlay = overlayFor(entry, boot);
+    if (boot && overlay) {
+      const why = !bundleRunsOn(ctx.cpu)
+        ? `this server's ${BUNDLE_CPU} nbd-client cannot run on this ${ctx.cpu} machine`
+        : boot.builder === "dracut"
+          ? "the overlay fits initramfs-tools initrds, and this one is dracut's"
+          : null;
+      if (why) {
+        return {
+          kind: "error",
+          message: `${entry.name}: the image's initrd (${boot.initrdPaths.join(", ") || "none"}) has no nbd-client and ${why}: rebuild it with NBD support (dracut --add nbd; Debian: apt install nbd-client) or give the entry kernel: and initrd:`,
+        };
+      }
+    }
     const { host, port } = ctx.nbd;
-    const root = entry.nbdOverlay
-      ? nbdOverlayCmdline(host, port, name)
-      : nbdRootCmdline(host, port, name);
+    const device = boot?.nbdRoot ?? "/dev/nbd0";
+    const root = overlay
+      ? nbdOverlayCmdline(host, port, name, device)
+      : nbdRootCmdline(host, port, name, device);
+    const own = boot ? boot.initrds.length : entry.initrd.length;
     return kernelPlan(ctx, entry, {
-      initrds: entry.initrd.length + (entry.nbdOverlay ? 1 : 0),
-      cmdline: [entry.cmdline, root].filter(Boolean).join(" "),
+      initrds: own + (overlay ? 1 : 0),
+      cmdline: [boot?.cmdline, entry.cmdline, root].filter(Boolean).join(" "),
     });
   },
   async file(entry, initrd, ctx) {
+    const boot = entry.kernel ? null : await ctx.images?.boot(entry, ctx.mac ?? "");
+    const own = boot ? boot.initrds.length : entry.initrd.length;
     // The NBD overlay comes after the entry's own initrds.
-    if (entry.nbdOverlay && initrd === entry.initrd.length && ctx.nbdOverlay) {
+    if (initrd === own && overlayFor(entry, boot ?? null)) {
+      if (!ctx.nbdOverlay)
+        throw new Error("the NBD overlay could not be built (is nbd-client installed?)");
       return { path: ctx.nbdOverlay, label: ctx.nbdOverlay };
     }
-    return configuredFile(entry, initrd, ctx);
+    if (!boot) return configuredFile({ kernel: entry.kernel!, initrd: entry.initrd }, initrd, ctx);
+    const path = initrd < 0 ? boot.kernel : boot.initrds[initrd];
+    const label = initrd < 0 ? boot.kernelPath : boot.initrdPaths[initrd];
+    return path ? { path, label: `${entry.image.source}:${label}` } : null;
   },
   describe: (e) =>
     html`<div>
         image ${code(e.image.source)} from ${codes(e.image.stores)}; disk
-        ${e.disk}${e.nbdOverlay ? "; NBD overlay" : ""}
+        ${e.disk}${e.nbdOverlay === true ? "; NBD overlay" : ""}
       </div>
-      ${kernelWhat(e)}`,
+      ${e.kernel ? kernelWhat({ ...e, kernel: e.kernel }) : html`<div>kernel, initrd and command line from the image${e.cmdline ? html`, plus ${code(e.cmdline)}` : ""}</div>`}`,
 };

@@ -5,9 +5,11 @@
 import type { BootPlan } from "../boot-plan.ts";
 import type { Checker, Path } from "../config/checker.ts";
 import type { HostProbe } from "../config/host.ts";
+import type { MachineFiles } from "../config/machine-files.ts";
 import type { EventInput } from "../events.ts";
 import type { LiveIso } from "../../iso/live-iso.ts";
 import type { Html } from "../ui/html.ts";
+import type { ExtractedBoot } from "../image-boot-files.ts";
 
 /** What every entry has, whatever its kind. */
 export interface EntryBase {
@@ -15,6 +17,8 @@ export interface EntryBase {
   title: string;
   /** Boot this once, then the machine gets `local`. */
   once: boolean;
+  /** Per-machine files from templates (cloud-init, files:). */
+  machineFiles?: MachineFiles;
 }
 
 /** Where a kind's parser is in the configuration. */
@@ -31,6 +35,10 @@ export interface DiskExports {
   prepare(entry: EntryBase & { kind: "image" }, mac: string, address: string): Promise<string>;
   /** The release a machine's disk keeps it on, when not the entry's current one. */
   staysOn(entry: string, mac: string): string | null;
+  /** What the machine's disk boots, read from the image (an entry without kernel:). */
+  boot(entry: EntryBase & { kind: "image" }, mac: string): Promise<ExtractedBoot>;
+  /** The identity of the machine's disk (cloud-init's instance-id), once it has one. */
+  diskId(entry: EntryBase & { kind: "image" }, mac: string): string | null;
 }
 
 /** What ISO entries need of the server's open ISOs (iso-entries.ts). */
@@ -85,6 +93,9 @@ export interface FileContext {
   isos: LiveIsos;
   /** The NBD overlay initrd built at start, when an image entry asks for it. */
   nbdOverlay: string | null;
+  /** The asking machine, and the disks (an image entry's kernel from its image). */
+  mac?: string;
+  images: DiskExports | null;
 }
 
 export interface EntryKind<E extends EntryBase & { kind: string }> {
