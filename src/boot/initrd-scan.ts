@@ -42,8 +42,10 @@ class CpioNames {
   done = false;
   readonly names: string[] = [];
   readonly #onName: (name: string) => void;
-  constructor(onName: (name: string) => void) {
+  readonly #maxEntries: number;
+  constructor(onName: (name: string) => void, maxEntries: number) {
     this.#onName = onName;
+    this.#maxEntries = maxEntries;
   }
 
   /** Takes a chunk; returns the bytes after the trailer when this archive ended in it. */
@@ -73,7 +75,8 @@ class CpioNames {
       const dataAt = nameEnd + ((4 - (nameEnd % 4)) % 4);
       if (buf.length < dataAt) break;
       const name = buf.toString("utf8", 110, nameEnd - 1);
-      if (++this.entries > MAX_ENTRIES) throw new Error(`over ${MAX_ENTRIES} archive entries`);
+      if (++this.entries > this.#maxEntries)
+        throw new Error(`over ${this.#maxEntries} archive entries`);
       buf = buf.subarray(dataAt);
       if (name === "TRAILER!!!") {
         this.done = true;
@@ -120,8 +123,17 @@ function unpack(
   };
 }
 
+export interface ScanLimits {
+  maxUnpacked?: number;
+  maxEntries?: number;
+  timeoutMs?: number;
+}
+
 /** Looks through the initrd at `path`. */
-export async function scanInitrd(path: string): Promise<InitrdFacts> {
+export async function scanInitrd(path: string, limits: ScanLimits = {}): Promise<InitrdFacts> {
+  const maxUnpacked = limits.maxUnpacked ?? MAX_UNPACKED;
+  const maxEntries = limits.maxEntries ?? MAX_ENTRIES;
+  const timeoutMs = limits.timeoutMs ?? SCAN_MS;
   const facts: InitrdFacts = { archives: [], entries: 0, builder: "unknown" };
   const onName = (name: string): void => {
     const n = name.replace(/^\.?\//, "");
@@ -129,7 +141,7 @@ export async function scanInitrd(path: string): Promise<InitrdFacts> {
     if (n === "scripts/local" || n === "conf/initramfs.conf") facts.builder = "initramfs-tools";
     if (/^(usr\/)?lib\/dracut(\/|$)/.test(n)) facts.builder = "dracut";
   };
-  const deadline = Date.now() + SCAN_MS;
+  const deadline = Date.now() + timeoutMs;
   const file = await open(path, "r");
   try {
     const size = (await file.stat()).size;
@@ -146,7 +158,7 @@ export async function scanInitrd(path: string): Promise<InitrdFacts> {
       if (zeros >= 4) continue;
       if (head.toString("latin1", 0, 5) === "07070") {
         // An uncompressed archive (early microcode): its headers, read piece by piece.
-        const names = new CpioNames(onName);
+        const names = new CpioNames(onName, maxEntries);
         facts.archives.push("cpio");
         let rest: Buffer | null = null;
         let at = offset;
@@ -163,18 +175,22 @@ export async function scanInitrd(path: string): Promise<InitrdFacts> {
       }
       const unpacked = unpack(path, offset, head);
       facts.archives.push(unpacked.kind);
-      const names = new CpioNames(onName);
+      const names = new CpioNames(onName, maxEntries);
       let bytes = 0;
+      // A decompressor that stalls is stopped at the deadline too.
+      const timer = setTimeout(() => unpacked.stop(), Math.max(0, deadline - Date.now()));
       try {
         for await (const chunk of unpacked.out) {
           bytes += (chunk as Buffer).length;
-          if (bytes > MAX_UNPACKED) throw new Error(`it unpacks to over ${MAX_UNPACKED} bytes`);
-          if (Date.now() > deadline) throw new Error(`scanning took over ${SCAN_MS / 1000} s`);
+          if (bytes > maxUnpacked) throw new Error(`it unpacks to over ${maxUnpacked} bytes`);
+          if (Date.now() > deadline) throw new Error(`scanning took over ${timeoutMs / 1000} s`);
           if (names.push(chunk as Buffer)) break;
         }
       } finally {
+        clearTimeout(timer);
         unpacked.stop();
       }
+      if (Date.now() > deadline) throw new Error(`scanning took over ${timeoutMs / 1000} s`);
       facts.entries += names.entries;
       if (!names.done && names.entries === 0) {
         throw new Error(`its ${unpacked.kind} archive holds no cpio archive`);

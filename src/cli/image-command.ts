@@ -1,14 +1,18 @@
 // `inetboot image inspect`: what a disk image holds, read lazily (a store's release, a raw file
 // or URL by Range): its partition table, each partition's place, type, PARTUUID and name, the
-// ext4 filesystems in them and the kernels, initrds and command line found there.
+// filesystems in them with their kernels and initrds, and what inetboot boots of it: the default
+// kernel, initrd and command line, the root partition, and whether the initrd mounts an NBD root.
 import type { Command } from "commander";
 import { openDeviceStack } from "../block/open-stack.ts";
 import type { BlockDevice } from "../block/block-device.ts";
-import { findBootFiles } from "../disk/boot-files.ts";
-import type { BootFiles } from "../disk/boot-files.ts";
-import { Ext4 } from "../disk/ext4.ts";
-import { readPartitions } from "../disk/partitions.ts";
-import type { Partition, PartitionTable } from "../disk/partitions.ts";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { scanInitrd } from "../boot/initrd-scan.ts";
+import type { InitrdFacts } from "../boot/initrd-scan.ts";
+import { findImageBoot, readImageFile } from "../disk/image-boot.ts";
+import type { ImageFacts, ImageFilesystem } from "../disk/image-boot.ts";
+import type { Partition } from "../disk/partitions.ts";
 import { formatBytes } from "../lib/format.ts";
 import { collect } from "./options.ts";
 import { addTrustOptions, ATTACH_TRUST_HELP, trustPolicy } from "./trust-options.ts";
@@ -21,39 +25,16 @@ interface InspectFlags extends TrustFlags {
   json?: boolean;
 }
 
-interface Filesystem {
-  type: "ext4";
-  label: string;
-  uuid: string;
-  boot: BootFiles | null;
-}
-
-/** The filesystem in [offset, offset+size) when this reader knows it, with its boot files. */
-async function filesystemAt(dev: BlockDevice, offset: number, size: number): Promise<Found> {
-  try {
-    const fs = await Ext4.open(dev, offset, size);
-    if (!fs) return null;
-    return {
-      type: "ext4",
-      label: fs.info.label,
-      uuid: fs.info.uuid,
-      boot: await findBootFiles(fs),
-    };
-  } catch (err) {
-    return { error: (err as Error).message };
-  }
-}
-
 /** Text from the image, safe for a terminal: control characters shown escaped. */
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
 const shown = (text: string): string =>
   text.replace(CONTROL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 
-function filesystemLines(fs: Found): string[] {
+function filesystemLines(fs: ImageFilesystem | undefined): string[] {
   if (!fs) return [];
-  if ("error" in fs) return [`         filesystem unreadable: ${shown(fs.error)}`];
-  const lines = [`         ext4${fs.label ? ` "${shown(fs.label)}"` : ""} UUID=${fs.uuid}`];
+  if (fs.unread) return [`         ${fs.type}: ${shown(fs.unread)}`];
+  const lines = [`         ${fs.type}${fs.label ? ` "${shown(fs.label)}"` : ""} UUID=${fs.uuid}`];
   const b = fs.boot;
   if (b) {
     const mark = (p: string, d?: string): string => shown(p === d ? `${p} (default)` : p);
@@ -71,31 +52,78 @@ function partitionLine(p: Partition): string {
   return `  ${String(p.number).padStart(3)}  ${what.padEnd(22)} at ${formatBytes(p.offset).padEnd(10)} ${formatBytes(p.size).padEnd(10)} PARTUUID=${p.partUuid}${p.bootable ? " (bootable)" : ""}${name}`;
 }
 
-type Found = Filesystem | { error: string } | null;
-
-type Inspected = Omit<PartitionTable, "partitions"> & {
-  partitions: (Partition & { filesystem: Found })[];
-  /** A filesystem on the whole image (no partition table). */
-  filesystem?: Found;
-};
-
-async function inspect(dev: BlockDevice): Promise<Inspected> {
-  const table = await readPartitions(dev);
-  const partitions = [];
-  for (const p of table.partitions) {
-    partitions.push({ ...p, filesystem: await filesystemAt(dev, p.offset, p.size) });
-  }
-  const whole = table.scheme === "none" ? { filesystem: await filesystemAt(dev, 0, dev.size) } : {};
-  return { ...table, partitions, ...whole };
+/** What inetboot boots of the image, with what its initrd can do. */
+interface BootSummary {
+  kernel: string;
+  initrds: string[];
+  cmdline: string;
+  from: string;
+  root: string;
+  nbdRoot: string;
+  initrd?: InitrdFacts | { error: string };
+  /** How a server boots it: the initrd's own nbd-client, or inetboot's overlay. */
+  nbd: string;
 }
 
-function describe(label: string, size: number, t: Inspected): string[] {
+async function bootSummary(dev: BlockDevice, facts: ImageFacts): Promise<BootSummary | null> {
+  const boot = facts.boot;
+  if (!boot) return null;
+  let initrd: BootSummary["initrd"];
+  if (boot.initrds[0]) {
+    const dir = await mkdtemp(join(tmpdir(), "inetboot-initrd-"));
+    try {
+      const path = join(dir, "initrd");
+      await writeFile(path, await readImageFile(dev, facts, boot.initrds[0], 512 * 1024 * 1024));
+      initrd = await scanInitrd(path).catch((err: Error) => ({ error: err.message }));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  const nbd = !initrd
+    ? "no initrd: the kernel cannot attach an NBD root by itself"
+    : "error" in initrd
+      ? `the initrd could not be read (${initrd.error})`
+      : initrd.nbdClient
+        ? `its initrd's own nbd-client (/${initrd.nbdClient}): nbdroot=`
+        : initrd.builder === "initramfs-tools"
+          ? "no nbd-client in its initramfs-tools initrd: inetboot adds its NBD overlay"
+          : `no nbd-client in its ${initrd.builder} initrd: give the entry kernel: and initrd: with NBD support`;
+  return {
+    kernel: boot.kernel.path,
+    initrds: boot.initrds.map((f) => f.path),
+    cmdline: boot.cmdline,
+    from: boot.from,
+    root: boot.rootSpec ?? "(found by its /etc/fstab)",
+    nbdRoot: boot.nbdRoot,
+    initrd,
+    nbd,
+  };
+}
+
+function bootLines(b: BootSummary | null, problems: string[]): string[] {
+  const lines = b
+    ? [
+        `boots    ${shown(b.kernel)} (${shown(b.from)})`,
+        ...b.initrds.map((p) => `initrd   ${shown(p)}`),
+        `cmdline  ${shown(b.cmdline)}`,
+        `root     ${shown(b.root)}, on the machine's NBD disk ${b.nbdRoot}`,
+        `nbd      ${shown(b.nbd)}`,
+      ]
+    : [];
+  return [...lines, ...problems.map((p) => `note     ${shown(p)}`)];
+}
+
+function describe(label: string, size: number, f: ImageFacts, boot: BootSummary | null): string[] {
+  const t = f.table;
   const scheme = t.scheme === "none" ? "no partition table" : t.scheme.toUpperCase();
+  const fsOf = (n: number | null): ImageFilesystem | undefined =>
+    f.filesystems.find((x) => x.partition === n);
   return [
     `${label}: ${formatBytes(size)}, ${scheme}${t.diskId ? ` (disk ${t.diskId})` : ""}`,
-    ...filesystemLines(t.filesystem ?? null),
-    ...t.partitions.flatMap((p) => [partitionLine(p), ...filesystemLines(p.filesystem)]),
+    ...filesystemLines(fsOf(null)),
+    ...t.partitions.flatMap((p) => [partitionLine(p), ...filesystemLines(fsOf(p.number))]),
     ...t.warnings.map((w) => `  warning: ${w}`),
+    ...bootLines(boot, f.problems),
   ];
 }
 
@@ -119,13 +147,19 @@ export function registerImageCommands(program: Command): void {
       policy: trustPolicy(opts, { recordState: false }),
     });
     try {
-      const table = await inspect(stack.device);
+      const facts = await findImageBoot(stack.device);
+      const boot = await bootSummary(stack.device, facts);
       if (opts.json) {
+        const { table, filesystems, problems } = facts;
         console.log(
-          JSON.stringify({ source: stack.label, size: stack.device.size, ...table }, null, 2),
+          JSON.stringify(
+            { source: stack.label, size: stack.device.size, ...table, filesystems, boot, problems },
+            null,
+            2,
+          ),
         );
       } else {
-        console.log(describe(stack.label, stack.device.size, table).join("\n"));
+        console.log(describe(stack.label, stack.device.size, facts, boot).join("\n"));
       }
     } finally {
       await stack.close();

@@ -103,7 +103,7 @@ async function filesystems(
       }
       const other = await otherFilesystem(dev, offset, size);
       if (other) {
-        list.push({ ...where, type: other, unread: `${other} is not read by inetboot yet` });
+        list.push({ ...where, type: other, unread: "not read by inetboot yet (it reads ext4)" });
         readers.push(null);
       }
     } catch (err) {
@@ -236,7 +236,7 @@ export async function findImageBoot(dev: BlockDevice): Promise<ImageFacts> {
       list.some((fs) => fs.unread)
         ? `no kernel found in the filesystems read (${list
             .filter((fs) => fs.unread)
-            .map((fs) => fs.unread)
+            .map((fs) => `${fs.type}: ${fs.unread}`)
             .join("; ")}): give the entry kernel: and initrd:`
         : "no kernel found (no grub.cfg, BLS entries or /boot/vmlinuz-*): give the entry kernel: and initrd:",
     );
