@@ -12,6 +12,8 @@ import { requireOrSkip, requireTool, runOk } from "./helpers.ts";
 import type { Skipper } from "./helpers.ts";
 
 const TREE = "/var/tmp/inetboot-test-cloud-bookworm-v1";
+/** Marks the tree configured by this version of customize(). */
+const CUSTOMIZED = "etc/inetboot-cloud-v3";
 const MIRROR = process.env.DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
 export const ROOT_UUID = "7c1a3f52-5d0e-4b8b-9b6e-2f1c0de0b001";
 export const ROOT_PARTUUID = "6a0c1e8e-3b7d-4f51-9c3a-1e2d3c4b5a02";
@@ -21,6 +23,15 @@ const DISK_GUID = "5d2c7e9a-1f3b-4c6d-8e0a-2b4c6d8e0f04";
 export const CLOUD_MARKER =
   /INETBOOT-CLOUD host=(\S*) iid=(\S*) keys=(\S*) runs=(\d+) root=(\S+) END/;
 
+const REPORT_SCRIPT = `#!/bin/sh
+# inetboot test: what cloud-init did, on the serial console.
+sync
+keys=$(cut -d" " -f3 /home/debian/.ssh/authorized_keys 2>/dev/null | tr "\\n" ,)
+runs=$(cat /var/lib/inetboot-runcmd 2>/dev/null | wc -l)
+iid=$(cat /var/lib/cloud/data/instance-id 2>/dev/null)
+echo "INETBOOT-CLOUD host=$(hostname) iid=$iid keys=$keys runs=$runs root=$(findmnt -no SOURCE /) END" > /dev/ttyS0
+`;
+
 const REPORT_UNIT = `[Unit]
 Description=inetboot test: report what cloud-init did
 After=cloud-final.service getty.target
@@ -28,15 +39,19 @@ Wants=cloud-final.service
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'sync; echo "INETBOOT-CLOUD host=$(hostname) iid=$(cat /var/lib/cloud/data/instance-id 2>/dev/null) keys=$(cut -d" " -f3 /home/debian/.ssh/authorized_keys 2>/dev/null | tr "\\\\n" ,) runs=$(cat /var/lib/inetboot-runcmd 2>/dev/null | wc -l) root=$(findmnt -no SOURCE /) END" > /dev/ttyS0'
+ExecStart=/usr/local/sbin/inetboot-report
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=cloud-final.service
 `;
 
 /** The tree (built once: debootstrap, then apt for the kernel, cloud-init and sshd). */
 function cloudTree(t: Skipper): string | null {
-  if (existsSync(join(TREE, "etc/inetboot-cloud"))) return TREE;
+  if (existsSync(join(TREE, "etc/inetboot-cloud"))) {
+    // A tree an older version of this file built gets today's configuration.
+    if (!existsSync(join(TREE, CUSTOMIZED))) customize(TREE);
+    return TREE;
+  }
   if (process.getuid?.() !== 0) {
     requireOrSkip(t, `building ${TREE} needs root (debootstrap, chroot)`);
     return null;
@@ -135,14 +150,21 @@ submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-a
     join(tmp, "etc/cloud/cloud.cfg.d/90-datasources.cfg"),
     "datasource_list: [ NoCloud, None ]\n",
   );
+  writeFileSync(join(tmp, "usr/local/sbin/inetboot-report"), REPORT_SCRIPT, { mode: 0o755 });
   writeFileSync(join(tmp, "etc/systemd/system/inetboot-report.service"), REPORT_UNIT);
-  mkdirSync(join(tmp, "etc/systemd/system/multi-user.target.wants"), { recursive: true });
+  // Pulled in by cloud-final (which runs after multi-user.target: a multi-user want would be
+  // an ordering cycle).
+  rmSync(join(tmp, "etc/systemd/system/multi-user.target.wants/inetboot-report.service"), {
+    force: true,
+  });
+  mkdirSync(join(tmp, "etc/systemd/system/cloud-final.service.wants"), { recursive: true });
   execFileSync("ln", [
     "-sf",
     "/etc/systemd/system/inetboot-report.service",
-    join(tmp, "etc/systemd/system/multi-user.target.wants/"),
+    join(tmp, "etc/systemd/system/cloud-final.service.wants/"),
   ]);
   writeFileSync(join(tmp, "etc/inetboot-cloud"), `${version}\n`);
+  writeFileSync(join(tmp, CUSTOMIZED), "");
 }
 
 /** The partitions sfdisk reads in `image` (start sector and sector count). */

@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { buildCloudImage, CLOUD_MARKER } from "./cloud-image.ts";
 import { ROOT_CHUNK_SIZE } from "./debian-rootfs.ts";
-import { FixtureScope, inetbootOk, requireTool, tempDir } from "./helpers.ts";
+import { FixtureScope, inetboot, inetbootOk, requireTool, tempDir } from "./helpers.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { ServeProcess, TestLan } from "./netns.ts";
 import { bootUntil, tapNic } from "./qemu.ts";
@@ -46,6 +46,9 @@ describe(
     let tap: string;
     let serve: ServeProcess;
     let version = "";
+    let store = "";
+    let key = "";
+    let dir = "";
     const boots: Booted[] = [];
 
     const boot = async (): Promise<Booted> => {
@@ -61,12 +64,12 @@ describe(
     before(async () => {
       if (!requireNetns(fx) || !requireTool(fx, "qemu-system-x86_64", "qemu-system-x86")) return;
       if (!requireTool(fx, "nbd-client", "nbd-client")) return;
-      const dir = tempDir(fx, "inetboot-cloud-");
+      dir = tempDir(fx, "inetboot-cloud-");
       const built = await buildCloudImage(fx, dir);
       if (!built) return;
       version = built.version;
-      const key = join(dir, "k");
-      const store = join(dir, "store");
+      key = join(dir, "k");
+      store = join(dir, "store");
       await inetbootOk(["keygen", "--out", key]);
       // Packed from the qcow2 (converted by qemu-img on the way).
       await inetbootOk([
@@ -177,6 +180,37 @@ machines:
       assert.notEqual(b.iid, boots[0].iid);
       assert.equal(b.runs, 1);
       assert.equal(b.host, HOST);
+    });
+
+    it("inetboot run boots the same image with the kernel taken from it (no --kernel)", async (t) => {
+      if (!ready(t)) return;
+      const r = await inetboot([
+        "run",
+        "cloud",
+        "--store",
+        store,
+        "--trust",
+        `${key}.pub`,
+        "--cache",
+        join(dir, "run-cache"),
+        "--state",
+        join(dir, "run-state.json"),
+        "--until",
+        "INETBOOT-CLOUD .* END",
+        "--timeout",
+        "900",
+      ]);
+      assert.equal(r.code, 0, r.stderr.slice(-3000));
+      const kernel = `/boot/vmlinuz-${version}`;
+      assert.ok(
+        r.stderr.includes(
+          `Booting the image's own kernel ${kernel} (/boot/grub/grub.cfg 'Debian GNU/Linux')`,
+        ),
+        r.stderr.slice(0, 2000),
+      );
+      const m = CLOUD_MARKER.exec(r.stdout + r.stderr);
+      assert.ok(m, (r.stdout + r.stderr).slice(-3000));
+      assert.equal(m[5], "/dev/vda2", "the root is the image's partition, by its PARTUUID");
     });
   },
 );

@@ -1,6 +1,6 @@
 // QEMU (TCG) runs for boot tests: start, watch the serial console for a marker, kill.
 import { spawn } from "node:child_process";
-import { copyFileSync, existsSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 
 /** Boots QEMU until `marker` appears on the serial console (or the timeout); returns the output. */
@@ -30,7 +30,12 @@ export async function bootUntil(
     ...args,
   ]);
   let out = "";
-  qemu.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  // INETBOOT_TEST_CONSOLE=FILE: every console's output as it comes (for watching a long boot).
+  const watch = process.env.INETBOOT_TEST_CONSOLE;
+  qemu.stdout.on("data", (d: Buffer) => {
+    out += d.toString();
+    if (watch) appendFileSync(watch, d);
+  });
   qemu.stderr.on("data", (d: Buffer) => (out += d.toString()));
   try {
     await new Promise<void>((resolve, reject) => {

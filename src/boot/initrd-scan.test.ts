@@ -17,13 +17,13 @@ const file = (name: string, data: Buffer): string => {
   return path;
 };
 
-const microcode = (): Promise<Buffer> =>
+const microcode = (): Buffer =>
   writeCpio([
     { type: "dir", path: "kernel" },
     { type: "file", path: "kernel/x86/microcode/GenuineIntel.bin", data: Buffer.alloc(5000, 7) },
   ]);
 
-const main = (nbd: boolean): Promise<Buffer> =>
+const main = (nbd: boolean): Buffer =>
   writeCpio([
     { type: "dir", path: "scripts" },
     { type: "file", path: "scripts/local", data: "mountroot() { :; }\n" },
@@ -34,7 +34,7 @@ const main = (nbd: boolean): Promise<Buffer> =>
   ]);
 
 it("an initramfs-tools initrd: early microcode, then gzip or zstd; whether it has nbd-client", async () => {
-  const gz = file("gz", Buffer.concat([await microcode(), gzipSync(await main(true))]));
+  const gz = file("gz", Buffer.concat([microcode(), gzipSync(main(true))]));
   const { entries, ...rest } = await scanInitrd(gz);
   assert.ok(entries >= 6, `${entries} entries`);
   assert.deepEqual(rest, {
@@ -42,7 +42,7 @@ it("an initramfs-tools initrd: early microcode, then gzip or zstd; whether it ha
     builder: "initramfs-tools",
     nbdClient: "usr/sbin/nbd-client",
   });
-  const zst = file("zst", Buffer.concat([await microcode(), zstdCompressSync(await main(false))]));
+  const zst = file("zst", Buffer.concat([microcode(), zstdCompressSync(main(false))]));
   const facts = await scanInitrd(zst);
   assert.deepEqual(facts.archives, ["cpio", "zstd"]);
   assert.equal(facts.nbdClient, undefined);
@@ -55,7 +55,7 @@ it("xz through its tool; dracut's initrds are told apart", async (t) => {
     t.skip("xz is not installed");
     return;
   }
-  const cpio = await writeCpio([
+  const cpio = writeCpio([
     { type: "dir", path: "usr/lib/dracut" },
     { type: "file", path: "usr/lib/dracut/modules.txt", data: "nbd\n" },
     { type: "file", path: "sbin/nbd-client", data: "x" },
@@ -79,14 +79,12 @@ it("hostile initrds: garbage, a bomb, and too many entries end in clear errors",
     scanInitrd(file("notcpio", gzipSync(Buffer.alloc(4096, 0x41)))),
     /not a cpio newc archive/,
   );
-  const bomb = await writeCpio([
-    { type: "file", path: "zeros", data: Buffer.alloc(64 * 1024 * 1024) },
-  ]);
+  const bomb = writeCpio([{ type: "file", path: "zeros", data: Buffer.alloc(64 * 1024 * 1024) }]);
   await assert.rejects(
     scanInitrd(file("bomb", gzipSync(bomb)), { maxUnpacked: 1024 * 1024 }),
     /unpacks to over 1048576 bytes/,
   );
-  const many = await writeCpio(
+  const many = writeCpio(
     Array.from({ length: 3000 }, (_, i) => ({ type: "file" as const, path: `f${i}`, data: "" })),
   );
   await assert.rejects(

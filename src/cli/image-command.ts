@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { scanInitrd } from "../boot/initrd-scan.ts";
 import type { InitrdFacts } from "../boot/initrd-scan.ts";
-import { findImageBoot, readImageFile } from "../disk/image-boot.ts";
+import { findImageBoot, MAX_BOOT_FILE, readImageFile } from "../disk/image-boot.ts";
 import type { ImageFacts, ImageFilesystem } from "../disk/image-boot.ts";
 import type { Partition } from "../disk/partitions.ts";
 import { formatBytes } from "../lib/format.ts";
@@ -73,7 +73,7 @@ async function bootSummary(dev: BlockDevice, facts: ImageFacts): Promise<BootSum
     const dir = await mkdtemp(join(tmpdir(), "inetboot-initrd-"));
     try {
       const path = join(dir, "initrd");
-      await writeFile(path, await readImageFile(dev, facts, boot.initrds[0], 512 * 1024 * 1024));
+      await writeFile(path, await readImageFile(dev, facts, boot.initrds[0], MAX_BOOT_FILE));
       initrd = await scanInitrd(path).catch((err: Error) => ({ error: err.message }));
     } finally {
       await rm(dir, { recursive: true, force: true });

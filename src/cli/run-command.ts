@@ -50,6 +50,10 @@ export function registerRunCommand(program: Command): void {
     .option("--kernel <file>", "boot this kernel with the image as /dev/vda (a filesystem image)")
     .option("--initrd <file>", "initrd for --kernel (repeatable)", collect, [])
     .option(
+      "--no-image-kernel",
+      "a disk image without --kernel boots through the firmware and its own boot loader, not the kernel inetboot finds in it",
+    )
+    .option(
       "--cmdline <text>",
       "kernel command line (added to an ISO recipe's; default console=ttyS0, ttyAMA0 on arm64)",
     )

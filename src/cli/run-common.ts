@@ -22,6 +22,8 @@ export interface RunFlags extends TrustFlags {
   accel: string;
   kernel?: string;
   initrd: string[];
+  /** false (--no-image-kernel): a disk image without --kernel boots through the firmware. */
+  imageKernel?: boolean;
   /** Set from --arch when not given. */
   cmdline?: string;
   arch: VmArch;

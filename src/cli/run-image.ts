@@ -11,6 +11,8 @@ import { cacheCoverage } from "../block/chunk-cache.ts";
 import { COW_BLOCK_SIZE, CowDevice, OverlayMismatchError } from "../block/cow-device.ts";
 import { openDeviceStack } from "../block/open-stack.ts";
 import type { DeviceStack } from "../block/open-stack.ts";
+import type { BlockDevice } from "../block/block-device.ts";
+import { copyImageBoot, findImageBoot } from "../disk/image-boot.ts";
 import { profileChunks, readProfile } from "../store/profile.ts";
 import type { ProfileEntry } from "../store/profile.ts";
 import { TraceDevice } from "../block/trace-device.ts";
@@ -23,6 +25,34 @@ import type { VmResult } from "./qemu-vm.ts";
 import { allocated, finish, rate } from "./run-common.ts";
 import type { RunFlags, RunVmSettings } from "./run-common.ts";
 import { trustPolicy } from "./trust-options.ts";
+
+/**
+ * The image's own kernel, initrds and command line (its root= as the image names it, else its
+ * root partition on the VM's virtio disk), copied into `dir`; null when the image has none.
+ */
+async function imageKernel(
+  device: BlockDevice,
+  dir: string,
+): Promise<{
+  kernel: string;
+  initrds: string[];
+  cmdline: string;
+  path: string;
+  from: string;
+} | null> {
+  const facts = await findImageBoot(device).catch(() => null);
+  const boot = facts?.boot;
+  if (!facts || !boot) return null;
+  const files = await copyImageBoot(device, { ...facts, boot }, dir);
+  const root =
+    boot.rootSpec ?? boot.nbdRoot.replace("/dev/nbd0", "/dev/vda").replace("/dev/vdap", "/dev/vda");
+  return {
+    ...files,
+    cmdline: `${boot.cmdline} root=${root}`,
+    path: boot.kernel.path,
+    from: boot.from,
+  };
+}
 
 /**
  * Whether the overlay was made for another base (another image or release), rather than not
@@ -87,6 +117,13 @@ export async function runImage(
     );
   }
   const work = mkdtempSync(join(tmpdir(), "inetboot-run-"));
+  // No --kernel: the image's own kernel, read from the VM's disk (its updates included).
+  const own = opts.kernel || opts.imageKernel === false ? null : await imageKernel(cow, work);
+  if (own) {
+    console.error(
+      `Booting the image's own kernel ${own.path} (${own.from}); --no-image-kernel boots through the firmware instead`,
+    );
+  }
   const socket = join(work, "nbd.sock");
   const server = new NbdServer({
     exports: [{ name: "disk", description: stack.label, device: cow }],
@@ -108,9 +145,9 @@ export async function runImage(
   try {
     result = await runVm({
       ...vm,
-      kernel: opts.kernel,
-      initrd: opts.initrd,
-      cmdline,
+      kernel: opts.kernel ?? own?.kernel,
+      initrd: own ? own.initrds : opts.initrd,
+      cmdline: own ? `${own.cmdline} ${opts.cmdline ?? ""}`.trim() : cmdline,
       drives: [`file=nbd+unix:///disk?socket=${socket},format=raw,if=virtio,cache=writeback`],
       progress: () => {
         const c = stack.cache?.stats;

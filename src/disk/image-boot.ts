@@ -4,6 +4,8 @@
 // /initrd.img links with /etc/kernel/cmdline), and which partition is the root the command
 // line names — so a server can boot the image's own kernel with the root on the image's
 // partition as the machine's NBD device sees it (/dev/nbd0pN).
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { BlockDevice } from "../block/block-device.ts";
 import {
   blsDefault,
@@ -287,4 +289,24 @@ export async function readImageFile(
   const node = fs && (await fs.lookup(file.path));
   if (!fs || !node) throw new Error(`${file.path} is gone from the image`);
   return fs.read(node, max);
+}
+
+/** A kernel or an initrd copied out of an image at most (the ext4 reader's bound). */
+export const MAX_BOOT_FILE = 512 * 1024 * 1024;
+
+/** Copies the boot's kernel and initrds into `dir` (as kernel, initrd-0, …); their paths. */
+export async function copyImageBoot(
+  dev: BlockDevice,
+  facts: ImageFacts & { boot: ImageBoot },
+  dir: string,
+): Promise<{ kernel: string; initrds: string[] }> {
+  const copy = async (file: { fs: number; path: string }, name: string): Promise<string> => {
+    const out = join(dir, name);
+    await writeFile(out, await readImageFile(dev, facts, file, MAX_BOOT_FILE));
+    return out;
+  };
+  const kernel = await copy(facts.boot.kernel, "kernel");
+  const initrds: string[] = [];
+  for (const [i, f] of facts.boot.initrds.entries()) initrds.push(await copy(f, `initrd-${i}`));
+  return { kernel, initrds };
 }

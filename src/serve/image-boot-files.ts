@@ -5,16 +5,14 @@
 // server's NBD overlay. Kept across restarts (boot.json written last, atomically).
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { BlockDevice } from "../block/block-device.ts";
 import { scanInitrd } from "../boot/initrd-scan.ts";
-import { findImageBoot, readImageFile } from "../disk/image-boot.ts";
+import { copyImageBoot, findImageBoot } from "../disk/image-boot.ts";
 import { writeFileAtomic } from "../lib/atomic-file.ts";
 import type { Logger } from "../lib/log.ts";
 
-/** A kernel or an initrd copied out of an image at most (the ext4 reader's bound). */
-const MAX_BOOT_FILE = 512 * 1024 * 1024;
 /** Releases whose boot files stay known in memory. */
 const MAX_KNOWN = 64;
 
@@ -76,14 +74,7 @@ export class ImageBootFiles {
     const boot = facts.boot;
     if (!boot) throw new Error(`${label}: ${facts.problems.join("; ")}`);
     await mkdir(dir, { recursive: true });
-    const copy = async (file: { fs: number; path: string }, name: string): Promise<string> => {
-      const out = join(dir, name);
-      await writeFile(out, await readImageFile(device, facts, file, MAX_BOOT_FILE));
-      return out;
-    };
-    const kernel = await copy(boot.kernel, "kernel");
-    const initrds: string[] = [];
-    for (const [i, f] of boot.initrds.entries()) initrds.push(await copy(f, `initrd-${i}`));
+    const { kernel, initrds } = await copyImageBoot(device, { ...facts, boot }, dir);
     let nbdClient: string | undefined;
     let builder = "unknown";
     for (const path of initrds) {

@@ -131,8 +131,8 @@ export class TemplatedFiles {
       );
     if (owner.replace(/^::ffff:/, "") !== ip.replace(/^::ffff:/, "")) {
       this.#s.record({
+        // No mac: the event must not move the machine record to the asking address.
         stage: "machine-file-refused",
-        mac,
         ip,
         entry: entry.name,
         detail: `asked from ${ip}; ${mac} booted from ${owner}`,
