@@ -34,6 +34,7 @@ async function makeDisk(dir: string): Promise<{ disk: string; files: Record<stri
     [`/boot/vmlinuz-${KVER}`]: randomBytes(3 * 1024 * 1024 + 17),
     [`/boot/initrd.img-${KVER}`]: randomBytes(5 * 1024 * 1024 + 3),
     "/etc/kernel/cmdline": Buffer.from("root=UUID=x ro quiet\n"),
+    "/etc/fstab": Buffer.from("UUID=x / ext4 defaults 0 1\n"),
   };
   for (const [p, data] of Object.entries(files)) writeFileSync(join(tree, p), data);
   symlinkSync(`boot/vmlinuz-${KVER}`, join(tree, "vmlinuz"));
@@ -110,12 +111,21 @@ it("image inspect shows the partition's ext4 filesystem, its kernels and initrds
   if (!requireTool(t, "sfdisk", "fdisk")) return;
   const { disk } = await makeDisk(tempDir(t));
   const json = JSON.parse((await inetbootOk(["image", "inspect", disk, "--json"])).stdout) as {
-    partitions: {
-      filesystem: { type: string; label: string; boot: Record<string, unknown> } | null;
+    filesystems: {
+      partition: number;
+      type: string;
+      label: string;
+      boot: Record<string, unknown>;
     }[];
+    boot: Record<string, unknown>;
+    problems: string[];
   };
-  assert.equal(json.partitions[0].filesystem, null, "partition 1 holds no filesystem");
-  const fs = json.partitions[1].filesystem;
+  assert.deepEqual(
+    json.filesystems.map((f) => f.partition),
+    [2],
+    "partition 1 holds no filesystem",
+  );
+  const fs = json.filesystems[0];
   assert.equal(fs?.type, "ext4");
   assert.equal(fs?.label, "rootfs");
   assert.deepEqual(fs?.boot, {
@@ -126,8 +136,19 @@ it("image inspect shows the partition's ext4 filesystem, its kernels and initrds
     defaultInitrd: `/boot/initrd.img-${KVER}`,
     cmdline: "root=UUID=x ro quiet",
   });
+  // What inetboot boots: the /vmlinuz link's kernel with /etc/kernel/cmdline; root=UUID=x names
+  // nothing here, so the root is the filesystem holding /etc/fstab, partition 2.
+  assert.equal(json.boot.kernel, `/boot/vmlinuz-${KVER}`);
+  assert.deepEqual(json.boot.initrds, [`/boot/initrd.img-${KVER}`]);
+  assert.equal(json.boot.cmdline, "ro quiet");
+  assert.equal(json.boot.nbdRoot, "/dev/nbd0p2");
+  assert.equal(json.boot.from, "the /vmlinuz link with /etc/kernel/cmdline");
+  assert.deepEqual(json.problems, ["root=UUID=x names no filesystem in the image"]);
   const text = (await inetbootOk(["image", "inspect", disk])).stdout;
   assert.match(text, new RegExp(`kernels +/boot/vmlinuz-${KVER} \\(default\\)`));
+  assert.match(text, /^root +UUID=x, on the machine's NBD disk \/dev\/nbd0p2$/m);
+  // The "initrd" here is random bytes: said, not guessed.
+  assert.match(text, /^nbd +the initrd could not be read \(an archive at byte 0 is in a format/m);
 });
 
 it("ext4 from a hostile image: damaged metadata gives Ext4Error or a wrong file, never a crash, a hang or unbounded memory", async (t) => {

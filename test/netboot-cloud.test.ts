@@ -93,7 +93,7 @@ users:
 ssh_authorized_keys:
   - ${KEY} inetboot@{{ hostname }}
 runcmd:
-  - [ sh, -c, 'echo {{ instance_id | shell }} >> /var/lib/inetboot-runcmd' ]
+  - [ sh, -c, 'echo {{ instance_id }} >> /var/lib/inetboot-runcmd' ]
 `,
       );
       lan = createLan(fx);
@@ -154,6 +154,21 @@ machines:
       }[];
       const m = machines.find((x) => x.mac === MAC);
       assert.equal(m?.cloudInit?.instanceId, b.iid);
+      // The dashboard: what the image boots, and the machine's instance-id.
+      const images = lan.exec(lan.server, "curl", ["-sf", "http://127.0.0.1:8080/ui/images"]);
+      assert.match(
+        images,
+        new RegExp(`Boots its own kernel <code>/boot/vmlinuz-${version}</code>`),
+      );
+      assert.match(images, /as <code>\/dev\/nbd0p2<\/code>; NBD by inetboot's overlay/);
+      const page = lan.exec(lan.server, "curl", [
+        "-sf",
+        `http://127.0.0.1:8080/ui/machines/${encodeURIComponent(MAC)}`,
+      ]);
+      assert.match(
+        page,
+        new RegExp(`instance-id <code>${b.iid}</code>; fetched\\s+meta-data, user-data`),
+      );
     });
 
     it("a second boot of the per-machine disk keeps the instance-id: cloud-init does not run again", async (t) => {

@@ -85,7 +85,16 @@ export class ApiRoutes {
     const c = this.#s.config;
     json(res, {
       source: c.source,
-      entries: [...c.entries.values()],
+      // Templates may hold secrets: their names only.
+      entries: [...c.entries.values()].map(({ machineFiles, ...e }) =>
+        machineFiles
+          ? {
+              ...e,
+              cloudInit: machineFiles.cloudInit ? Object.keys(machineFiles.cloudInit) : undefined,
+              files: [...machineFiles.files.keys()],
+            }
+          : e,
+      ),
       machines: c.machines,
       default: c.default,
       warnings: c.warnings,

@@ -79,12 +79,13 @@ describe("serve configuration", () => {
   });
 
   it("checks image entries: store, trust, kernel, disk", () => {
-    const p = problems(`entries:\n  img:\n    image: { name: debian }\n    disk: forever\n`).join(
-      "\n",
-    );
+    const p = problems(
+      `entries:\n  img:\n    image: { name: debian }\n    disk: forever\n    initrd: /i\n`,
+    ).join("\n");
     assert.match(p, /serve\.yaml:3: entries\.img\.image: an image needs store/);
     assert.match(p, /an image needs trust: \[public key files\]/);
-    assert.match(p, /serve\.yaml:3: entries\.img: an image entry needs kernel/);
+    // No kernel: the image's own; an initrd alone is a mistake.
+    assert.match(p, /serve\.yaml:5: entries\.img\.initrd: initrd: needs kernel:/);
     assert.match(p, /serve\.yaml:4: entries\.img\.disk: expected one of ephemeral, per-machine/);
     const c = parseConfig(
       `entries:\n  img:\n    image: { name: debian@sha256:${"a".repeat(64)}, store: [http://a/s, http://b/s], insecure: true }\n    kernel: /k\n`,

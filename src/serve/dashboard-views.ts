@@ -17,6 +17,7 @@ import type { Entry, ServeConfig } from "./config.ts";
 import type { ImageExports } from "./image-exports.ts";
 import type { IsoEntries } from "./iso-entries.ts";
 import type { CacheView, ImageView, IsoView } from "./ui/store-pages.ts";
+import type { ExtractedBoot } from "./image-boot-files.ts";
 
 type ImageEntry = Extract<Entry, { kind: "image" }>;
 
@@ -112,6 +113,7 @@ export class DashboardViews {
     const opened = new Map(
       ((await this.#images()?.opened()) ?? []).map((o) => [o.entry, o.stack.label]),
     );
+    const boots = (await this.#images()?.bootsKnown()) ?? new Map<string, ExtractedBoot>();
     return Promise.all(
       this.#imageEntries().map(async (e) => {
         let releases: ListedRelease[] | null = null;
@@ -127,6 +129,7 @@ export class DashboardViews {
           stores: e.image.stores,
           pinned: this.#images()?.pin(e.name) ?? null,
           open: opened.get(e.name) ?? null,
+          boot: e.kernel ? null : (boots.get(e.name) ?? null),
           releases,
           error,
         };

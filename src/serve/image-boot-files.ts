@@ -40,6 +40,8 @@ export class ImageBootFiles {
   readonly #dir: string;
   readonly #log: Logger;
   readonly #known = new Map<string, Promise<ExtractedBoot>>();
+  /** The ones copied out, by release. */
+  readonly #done = new Map<string, ExtractedBoot>();
 
   constructor(cacheDir: string, log: Logger) {
     this.#dir = join(cacheDir, "image-boot");
@@ -52,10 +54,22 @@ export class ImageBootFiles {
     if (!p) {
       p = this.#extract(baseId, label, device);
       this.#known.set(baseId, p);
-      p.catch(() => this.#known.delete(baseId));
-      if (this.#known.size > MAX_KNOWN) this.#known.delete(this.#known.keys().next().value!);
+      p.then(
+        (b) => this.#done.set(baseId, b),
+        () => this.#known.delete(baseId),
+      );
+      if (this.#known.size > MAX_KNOWN) {
+        const oldest = this.#known.keys().next().value!;
+        this.#known.delete(oldest);
+        this.#done.delete(oldest);
+      }
     }
     return p;
+  }
+
+  /** What the release boots, if it was copied out already (never starts a copy). */
+  known(baseId: string): ExtractedBoot | undefined {
+    return this.#done.get(baseId);
   }
 
   async #extract(baseId: string, label: string, device: BlockDevice): Promise<ExtractedBoot> {

@@ -337,8 +337,23 @@ export class ImageExports {
     return this.#releases.staysOn(entry, mac);
   }
 
-  stats(): Promise<Record<string, unknown>[]> {
-    return this.#releases.stats();
+  /** The opened images' statistics, with what each boots when its kernel is the image's. */
+  async stats(): Promise<Record<string, unknown>[]> {
+    const boots = await this.bootsKnown();
+    return (await this.#releases.stats()).map((s) => ({
+      ...s,
+      boot: boots.get(s.entry as string) ?? null,
+    }));
+  }
+
+  /** Entry → what its open release boots, for entries whose kernel is the image's (once known). */
+  async bootsKnown(): Promise<Map<string, ExtractedBoot>> {
+    const out = new Map<string, ExtractedBoot>();
+    for (const { entry, stack } of await this.#releases.opened()) {
+      const b = this.#bootFiles.known(stack.baseId);
+      if (b) out.set(entry, b);
+    }
+    return out;
   }
 
   profile(entry: string): Promise<string | null> {

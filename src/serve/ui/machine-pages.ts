@@ -177,6 +177,15 @@ export function machinePage(
         <dd>${time(machine.firstSeen)}</dd>
         <dt>Boots next</dt>
         <dd>${nextText(machine)} — ${machine.next.rule}</dd>
+        ${
+          machine.cloudInit
+            ? html`<dt>cloud-init</dt>
+                <dd>
+                  instance-id ${code(machine.cloudInit.instanceId)}; fetched
+                  ${machine.cloudInit.fetched.join(", ")} · ${time(machine.cloudInit.at)}
+                </dd>`
+            : ""
+        }
       </dl>`
     : html`<p>
           This machine has not been seen since the server started. Its stages appear here as it

@@ -14,6 +14,16 @@ export interface ImageView {
   pinned: string | null;
   /** The release the server has open (label), if any. */
   open: string | null;
+  /** What the open release boots, when the entry takes the kernel from the image (once known). */
+  boot: {
+    kernelPath: string;
+    version?: string;
+    cmdline: string;
+    nbdRoot: string;
+    rootSpec?: string;
+    from: string;
+    nbdClient?: string;
+  } | null;
   releases: ListedRelease[] | null;
   error: string | null;
 }
@@ -111,6 +121,17 @@ export function imagesPage(images: ImageView[], isos: IsoView[], write: boolean)
           ${v.open ? html`Open: <strong>${v.open}</strong>.` : html`<span class="muted">Not opened yet (the first boot opens it).</span>`}
           ${v.pinned ? html`Pinned from the dashboard to ${code(v.pinned.slice(0, 16))}.` : ""}
         </p>
+        ${
+          v.boot
+            ? html`<p>
+                Boots its own kernel
+                ${code(v.boot.kernelPath)}${v.boot.version ? ` (Linux ${v.boot.version})` : ""},
+                from ${v.boot.from}; command line ${code(v.boot.cmdline || "—")}; root
+                ${code(v.boot.rootSpec ?? "—")} as ${code(v.boot.nbdRoot)}; NBD by
+                ${v.boot.nbdClient ? html`its initrd's ${code(v.boot.nbdClient)}` : "inetboot's overlay"}.
+              </p>`
+            : ""
+        }
         ${v.error ? html`<p class="bad">Cannot list the store: ${v.error}</p>` : ""}
         ${write && v.pinned ? pinForm(v.entry, "latest", "Follow the latest release again") : ""}
         ${table(
