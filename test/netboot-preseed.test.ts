@@ -2,7 +2,9 @@
 // through iPXE from a kernel entry whose command line names a preseed file templated per
 // machine ({file-url:preseed.cfg}); the installer configures its network by DHCP, fetches the
 // preseed from the server and runs its early_command, which prints the machine's templated
-// host name and MAC on the serial console: the answers were taken.
+// host name and MAC on the serial console: the answers were taken. (hostname= and domain= on
+// the command line, as Debian's guide says: the installer asks them before it fetches the
+// preseed when DHCP gives none.)
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -39,14 +41,15 @@ d-i preseed/early_command string echo "INETBOOT-PRESEED host={{ hostname }} mac=
     writeFileSync(
       config,
       `listen: { interface: br0, address: ${lan.serverAddress} }
-dhcp: { mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150] }
+# A router: without a default route the installer stops to say so before it fetches the preseed.
+dhcp: { mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150], router: ${lan.serverAddress} }
 http: { port: 8080 }
 state: ${dir}/state
 entries:
   install:
     kernel: ${DI}/linux
     initrd: [${DI}/initrd.gz]
-    cmdline: auto=true priority=critical url={file-url:preseed.cfg} console=ttyS0,115200
+    cmdline: auto=true priority=critical url={file-url:preseed.cfg} hostname=unassigned-hostname domain=unassigned-domain console=ttyS0,115200
     files: { preseed.cfg: ${dir}/preseed.cfg }
 machines:
   - { match: { mac: "${MAC}" }, boot: install, hostname: lab-17 }

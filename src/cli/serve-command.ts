@@ -1,5 +1,8 @@
 // `inetboot serve`: the boot server (DHCP/proxyDHCP, TFTP, HTTP) until interrupted.
+import { watch } from "node:fs";
+import { basename, dirname, resolve } from "node:path";
 import type { Command } from "commander";
+import { changesText } from "../serve/config-diff.ts";
 import { createLogger } from "../lib/log.ts";
 import { BootServer } from "../serve/boot-server.ts";
 import { ConfigError, loadConfig } from "../serve/config.ts";
@@ -34,6 +37,52 @@ function summary(config: ServeConfig, server: BootServer): string[] {
   return lines;
 }
 
+/**
+ * Reloads `path` into the running server on SIGHUP and when the file changes (the folder is
+ * watched: editors replace files). Reloads run one at a time; a configuration with problems or
+ * one that needs a restart is refused, said on stderr and as an event, and the running one
+ * stays.
+ */
+function watchConfig(
+  path: string,
+  server: BootServer,
+  adjust: (c: ServeConfig) => void,
+): { close(): void } {
+  let chain = Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  const reload = (why: string): void => {
+    chain = chain.then(async () => {
+      try {
+        const next = await loadConfig(path);
+        adjust(next);
+        const changes = await server.reload(next);
+        console.error(`inetboot serve: reloaded ${path} (${why}): ${changesText(changes)}`);
+      } catch (err) {
+        const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+        server.reloadRefused(path, problems);
+        console.error(
+          `inetboot serve: ${path} (${why}) refused; still serving the previous configuration:\n  ${problems.join("\n  ")}`,
+        );
+      }
+    });
+  };
+  const onHup = (): void => reload("SIGHUP");
+  process.on("SIGHUP", onHup);
+  const watcher = watch(dirname(resolve(path)), (_event, file) => {
+    if (file !== basename(path)) return;
+    clearTimeout(timer);
+    // An editor's save is a few events; read once it settles.
+    timer = setTimeout(() => reload("file changed"), 300);
+  });
+  return {
+    close() {
+      clearTimeout(timer);
+      watcher.close();
+      process.off("SIGHUP", onHup);
+    },
+  };
+}
+
 export function registerServeCommand(program: Command): void {
   program
     .command("serve")
@@ -64,14 +113,21 @@ export function registerServeCommand(program: Command): void {
         for (const w of config.warnings) console.log(`warning: ${w}`);
         return;
       }
-      const server = new BootServer(config, { logger: createLogger("serve") });
+      const log = createLogger("serve");
+      const server = new BootServer(config, { logger: log });
       await server.start();
       for (const line of summary(config, server)) console.error(line);
+      const watch = opts.config
+        ? watchConfig(opts.config, server, (c) => {
+            if (opts.httpPort !== undefined) c.http.port = Number(opts.httpPort);
+          })
+        : null;
       await new Promise<void>((resolve) => {
         const stop = (): void => resolve();
         process.once("SIGINT", stop);
         process.once("SIGTERM", stop);
       });
+      watch?.close();
       await server.stop();
       console.error(`inetboot serve: stopped; ${server.events.machines().length} machines seen`);
     });

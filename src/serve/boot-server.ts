@@ -20,6 +20,8 @@ import { ApiRoutes } from "./api-routes.ts";
 import { bootRecorder } from "./boot-record.ts";
 import type { Entry, ServeConfig } from "./config.ts";
 import { loaderFileNames } from "./config/loaders.ts";
+import { changesText, configChanges } from "./config-diff.ts";
+import type { ConfigChanges } from "./config-diff.ts";
 import { Dashboard } from "./dashboard.ts";
 import { DashboardViews } from "./dashboard-views.ts";
 import { startDhcp } from "./dhcp-side.ts";
@@ -40,12 +42,15 @@ import { PeopleAuth } from "./people-auth.ts";
 import { RouteTable } from "./routes.ts";
 import { LoopDelay } from "./server-health.ts";
 
+/** A configuration the running server cannot take (it keeps the one it has). */
+export class ReloadRefused extends Error {}
+
 export interface BootServerOptions {
   logger?: Logger;
 }
 
 export class BootServer {
-  readonly config: ServeConfig;
+  #config: ServeConfig;
   readonly events = new EventLog();
   readonly metrics = new Metrics();
   readonly routes: RouteTable;
@@ -69,7 +74,9 @@ export class BootServer {
   readonly #firstStages = Object.create(null) as Record<string, string>;
 
   constructor(config: ServeConfig, options: BootServerOptions = {}) {
-    this.config = config;
+    this.#config = config;
+    // What the parts read per request comes through here: a reload swaps it for all of them.
+    const live = (): ServeConfig => this.#config;
     const log = (this.#log = options.logger ?? silentLogger);
     const fromInterface = config.listen.interface
       ? interfaceAddress(config.listen.interface)?.address
@@ -100,14 +107,20 @@ export class BootServer {
     }));
     const images = (): ImageExports | null => this.#images;
     const once = (): OnceState | null => this.#once;
-    const auth = new PeopleAuth(config, this.metrics, log);
+    const auth = new PeopleAuth(live, this.metrics, log);
     const api = new ApiRoutes({
-      ...{ config, events: this.events, images, isos, once },
+      get config() {
+        return live();
+      },
+      ...{ events: this.events, images, isos, once },
       baseUrl: () => this.baseUrl,
       tftpPort: () => this.tftpPort,
     });
     const plans = (this.#plans = new MachinePlans({
-      ...{ config, events: this.events, log, record, images, isos, once },
+      get config() {
+        return live();
+      },
+      ...{ events: this.events, log, record, images, isos, once },
       leases: () => this.#leases,
       nbdPort: () => this.#nbdPort,
       remote: new RemoteFileCache(join(config.stateDir, "files"), log),
@@ -116,9 +129,12 @@ export class BootServer {
     }));
     const machine = new MachineRoutes({ plans, firstStages: this.#firstStages });
     const dashboard = new Dashboard({
-      ...{ config, events: this.events, record, images, auth },
+      get config() {
+        return live();
+      },
+      ...{ events: this.events, record, images, auth },
       machineRows: () => api.machineRows(),
-      views: new DashboardViews(config, images, isos),
+      views: new DashboardViews(live, images, isos),
     });
     const metrics = async (): Promise<string> =>
       renderFamilies([
@@ -134,6 +150,52 @@ export class BootServer {
       allowPeople: (req, res) => auth.readAllowed(req, res),
       log,
     });
+  }
+
+  /** The configuration in use (a reload swaps it). */
+  get config(): ServeConfig {
+    return this.#config;
+  }
+
+  /**
+   * Takes a new configuration without a restart: new plans, menus, rules and templates use it;
+   * transfers, NBD connections and the disks of running boots keep what they have, and an image
+   * or ISO entry that changed is opened again for the next boots only. A change the running
+   * sockets and folders cannot take (listen, dhcp, tftp, http, nbd, state, cache, loaders) is
+   * refused with a ReloadRefused and the running configuration stays.
+   */
+  async reload(next: ServeConfig): Promise<ConfigChanges> {
+    const changes = configChanges(this.#config, next);
+    if (changes.restart.length) {
+      throw new ReloadRefused(
+        `${next.source}: ${changes.restart.join(", ")} changed, which needs a restart (inetboot serve keeps the running configuration)`,
+      );
+    }
+    const exported = (e: Entry): boolean => e.kind === "image" || (e.kind === "iso" && e.lazy);
+    const old = this.#config;
+    this.#config = next;
+    try {
+      // The first image or lazy ISO entry: the NBD server starts now.
+      if (!this.#nbd && [...next.entries.values()].some(exported)) await this.#startNbd();
+      else if (this.#nbd) await this.#ensureNbdOverlay();
+    } catch (err) {
+      this.#config = old;
+      throw new ReloadRefused(`${next.source}: ${(err as Error).message}`);
+    }
+    for (const name of [...changes.changed, ...changes.removed]) {
+      this.#isos.forget(name);
+      this.#images?.forgetEntry(name);
+    }
+    this.#images?.setEntries([...next.entries.values()].filter((e) => e.kind === "image"));
+    this.#record({ stage: "config-reload", detail: changesText(changes) });
+    this.#log.info({ source: next.source, ...changes }, "configuration reloaded");
+    return changes;
+  }
+
+  /** Records a reload that was refused (its problems), for the log, events and dashboard. */
+  reloadRefused(source: string, problems: string[]): void {
+    this.#record({ stage: "config-refused", detail: `${source}: ${problems.join("; ")}` });
+    this.#log.warn({ source, problems }, "configuration refused; the running one stays");
   }
 
   /** The address machines reach this server at (DHCP next-server, URLs). */
@@ -174,8 +236,12 @@ export class BootServer {
       const exported = (e: Entry): boolean => e.kind === "image" || (e.kind === "iso" && e.lazy);
       if ([...c.entries.values()].some(exported)) await this.#startNbd();
       if (c.dhcp.mode !== "off") {
+        const live = (): ServeConfig => this.#config;
         ({ server: this.#dhcp, leases: this.#leases } = await startDhcp({
-          ...{ config: c, address: this.#address, log: this.#log, record: this.#record },
+          get config() {
+            return live();
+          },
+          ...{ address: this.#address, log: this.#log, record: this.#record },
           baseUrl: () => this.baseUrl,
           tftp: this.#tftp !== null,
           images: () => this.#images,
@@ -216,6 +282,29 @@ export class BootServer {
 
   async #startHttp(): Promise<void> {
     this.#http = await listenHttp(this.routes, this.metrics, this.config.http);
+  }
+
+  /**
+   * Builds the NBD overlay once from this server's nbd-client when an image entry may need it;
+   * a missing nbd-client stops the start (or a reload) with the fix when an entry asks for the
+   * overlay, and is logged when one may need it (auto).
+   */
+  async #ensureNbdOverlay(): Promise<void> {
+    const c = this.config;
+    const images = [...c.entries.values()].filter((e) => e.kind === "image");
+    if (this.#nbdOverlayPath || !images.some((e) => e.nbdOverlay)) return;
+    const path = join(c.stateDir, "nbd-overlay.cpio");
+    await mkdir(c.stateDir, { recursive: true });
+    try {
+      await writeFile(path, await buildNbdOverlay());
+      this.#nbdOverlayPath = path;
+    } catch (err) {
+      if (images.some((e) => e.nbdOverlay === true)) throw err;
+      this.#log.warn(
+        { err: (err as Error).message },
+        "no NBD overlay for image initrds without nbd-client",
+      );
+    }
   }
 
   async #startNbd(): Promise<void> {

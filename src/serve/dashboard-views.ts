@@ -73,14 +73,14 @@ async function cachedOffline(
 }
 
 export class DashboardViews {
-  readonly #config: ServeConfig;
+  readonly #live: () => ServeConfig;
   readonly #images: () => ImageExports | null;
   readonly #isos: IsoEntries;
   /** Store listings for the images page, kept for 30 s. */
   readonly #listings = new Map<string, { at: number; p: Promise<ListedRelease[]> }>();
 
-  constructor(config: ServeConfig, images: () => ImageExports | null, isos: IsoEntries) {
-    this.#config = config;
+  constructor(config: () => ServeConfig, images: () => ImageExports | null, isos: IsoEntries) {
+    this.#live = config;
     this.#images = images;
     this.#isos = isos;
   }
@@ -106,7 +106,7 @@ export class DashboardViews {
   }
 
   #imageEntries(): ImageEntry[] {
-    return [...this.#config.entries.values()].filter((e) => e.kind === "image");
+    return [...this.#live().entries.values()].filter((e) => e.kind === "image");
   }
 
   async imageViews(): Promise<ImageView[]> {
@@ -139,7 +139,7 @@ export class DashboardViews {
 
   async isoViews(): Promise<IsoView[]> {
     const out: IsoView[] = [];
-    for (const e of this.#config.entries.values()) {
+    for (const e of this.#live().entries.values()) {
       if (e.kind !== "iso") continue;
       // Never waits for an ISO still opening (a whole-ISO check can take minutes).
       const pending = this.#isos.opening.get(e.name);
@@ -186,12 +186,12 @@ export class DashboardViews {
 
   async cacheView(): Promise<CacheView> {
     const opened = (await this.#images()?.opened()) ?? [];
-    const cacheDir = this.#config.cacheDir;
+    const cacheDir = this.#live().cacheDir;
     const cache =
       opened.find((o) => o.stack.cache)?.stack.cache ??
       (existsSync(cacheDir) ? openChunkCache(cacheDir) : null);
     const view: CacheView = {
-      dir: this.#config.cacheDir,
+      dir: this.#live().cacheDir,
       bytes: cache?.totalBytes ?? null,
       chunks: cache?.chunkCount ?? null,
       blockCaches: cache?.blockCaches ?? null,
@@ -225,7 +225,7 @@ export class DashboardViews {
     }
     // Entries no machine booted since the start: judged from what the cache folder keeps.
     const images = this.#images();
-    for (const e of this.#config.entries.values()) {
+    for (const e of this.#live().entries.values()) {
       if (e.kind !== "image" || opened.some((o) => o.entry === e.name)) continue;
       view.offline.push(
         cache && images

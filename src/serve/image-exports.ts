@@ -99,6 +99,17 @@ export class ImageExports {
     this.#sweep.unref();
   }
 
+  /** The image entries after a reload (their disk kinds). */
+  setEntries(entries: ImageEntry[]): void {
+    this.#kinds.clear();
+    for (const e of entries) this.#kinds.set(e.name, e.disk);
+  }
+
+  /** An entry a reload changed or removed: its next boot opens its (new) image again. */
+  forgetEntry(name: string): void {
+    this.#releases.forgetEntry(name);
+  }
+
   static exportName(entry: string, mac: string): string {
     return ExportTickets.prefix(entry, mac);
   }

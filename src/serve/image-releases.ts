@@ -122,6 +122,19 @@ export class ImageReleases {
     return out;
   }
 
+  /**
+   * Drops an entry's current release after a reload changed the entry: the next boot opens the
+   * image the entry names now. The old one stays open (closed with the others) for the boots
+   * running on it.
+   */
+  forgetEntry(name: string): void {
+    const base = this.#bases.get(name);
+    if (!base) return;
+    this.#bases.delete(name);
+    this.#older.set(`${name} (before a reload, ${Date.now()})`, base);
+    this.#checked.delete(name);
+  }
+
   /** The stack of `source` for `entry`: the store, mirrors, cache and trust of the entry. */
   open(entry: ImageEntry, source: string): Promise<Base> {
     return openDeviceStack(source, {

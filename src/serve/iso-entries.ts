@@ -59,6 +59,16 @@ export class IsoEntries {
     this.#log = options.logger ?? silentLogger;
   }
 
+  /**
+   * Forgets an entry's ISO after a reload changed or removed the entry: its next boot opens the
+   * new one. Machines attached to the old ISO's export keep it.
+   */
+  forget(name: string): void {
+    this.#isos.delete(name);
+    this.#progress.delete(name);
+    this.#errors.delete(name);
+  }
+
   /** The entry's ISO, opened on first use (a failure is not kept: the next boot tries again). */
   open(entry: IsoEntry): Promise<LiveIso> {
     let p = this.#isos.get(entry.name);

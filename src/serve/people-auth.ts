@@ -57,14 +57,14 @@ function presentedSecret(header: string | undefined): string | null {
 }
 
 export class PeopleAuth {
-  readonly #config: ServeConfig;
+  readonly #live: () => ServeConfig;
   readonly #metrics: Metrics;
   readonly #log: Logger;
   /** Wrong tokens per address: five a minute, then refused for the rest of it. */
   readonly #guesses = new FailureLimiter();
 
-  constructor(config: ServeConfig, metrics: Metrics, log: Logger) {
-    this.#config = config;
+  constructor(config: () => ServeConfig, metrics: Metrics, log: Logger) {
+    this.#live = config;
     this.#metrics = metrics;
     this.#log = log;
   }
@@ -83,8 +83,8 @@ export class PeopleAuth {
    * or 429 after five wrong ones a minute from the address) is sent and false returned.
    */
   readAllowed(req: IncomingMessage, res: ServerResponse): boolean {
-    if (!this.#config.ui.readToken) return true;
-    const expected = this.#config.ui.readToken;
+    const expected = this.#live().ui.readToken;
+    if (!expected) return true;
     const ip = clientIp(req);
     const wait = this.#guesses.blockedFor(ip);
     if (wait > 0) {
@@ -152,7 +152,8 @@ export class PeopleAuth {
       this.refuse(req, res, back, 413, "The form is too large.");
       return null;
     }
-    if (!this.#config.ui.write || !this.#config.ui.token) {
+    const { write, token } = this.#live().ui;
+    if (!write || !token) {
       this.refuse(
         req,
         res,
@@ -177,7 +178,7 @@ export class PeopleAuth {
       return null;
     }
     const form = new URLSearchParams(body);
-    if (!sameSecret(form.get("token") ?? "", this.#config.ui.token)) {
+    if (!sameSecret(form.get("token") ?? "", token)) {
       this.#guesses.failed(ip);
       this.#refused("wrong write token");
       this.refuse(req, res, back, 403, "Wrong or missing token.");
