@@ -68,7 +68,10 @@ it("BootServer.reload: new plans use the new rules and entries; a change that ne
     detail?: string;
   }[];
   const reload = events.find((e) => e.stage === "config-reload");
-  assert.equal(reload?.detail, "entries added: extra; entries changed: menu; machine rules changed");
+  assert.equal(
+    reload?.detail,
+    "entries added: extra; entries changed: menu; machine rules changed",
+  );
 });
 
 /** Runs `inetboot serve`; resolves its base URL and a way to wait for stderr text. */
