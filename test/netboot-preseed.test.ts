@@ -41,8 +41,13 @@ d-i preseed/early_command string echo "INETBOOT-PRESEED host={{ hostname }} mac=
     writeFileSync(
       config,
       `listen: { interface: br0, address: ${lan.serverAddress} }
-# A router: without a default route the installer stops to say so before it fetches the preseed.
-dhcp: { mode: full, range: [${lan.prefix}.100, ${lan.prefix}.150], router: ${lan.serverAddress} }
+# A router and a name server: without them the installer stops to ask before it fetches the
+# preseed.
+dhcp:
+  mode: full
+  range: [${lan.prefix}.100, ${lan.prefix}.150]
+  router: ${lan.serverAddress}
+  dns: [${lan.serverAddress}]
 http: { port: 8080 }
 state: ${dir}/state
 entries:

@@ -194,10 +194,11 @@ export const imageKind: EntryKind<ImageEntry> = {
     });
   },
   async file(entry, initrd, ctx) {
-    const boot = entry.kernel ? null : await ctx.images?.boot(entry, ctx.mac ?? "");
+    if (!entry.kernel && !ctx.images) throw new Error("the NBD server is not running");
+    const boot = entry.kernel ? null : await ctx.images!.boot(entry, ctx.mac ?? "");
     const own = boot ? boot.initrds.length : entry.initrd.length;
     // The NBD overlay comes after the entry's own initrds.
-    if (initrd === own && overlayFor(entry, boot ?? null)) {
+    if (initrd === own && overlayFor(entry, boot)) {
       if (!ctx.nbdOverlay)
         throw new Error("the NBD overlay could not be built (is nbd-client installed?)");
       return { path: ctx.nbdOverlay, label: ctx.nbdOverlay };
