@@ -1,5 +1,6 @@
 // Real DHCP and TFTP clients against `inetboot serve` in a test LAN: dhclient and busybox
-// udhcpc get leases in full mode (a reservation, leases kept across a restart, RELEASE);
+// udhcpc get leases in full mode (a reservation, leases kept across a restart, RELEASE, a
+// machine rule's host name as option 12);
 // atftp, tftp-hpa and curl fetch over TFTP with and without blksize, tsize and windowsize;
 // path traversal and writes are refused.
 import assert from "node:assert/strict";
@@ -13,6 +14,8 @@ import { createLan, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
 
 const RESERVED_MAC = "52:54:00:aa:00:01";
+/** A machine whose rule gives it a host name (no reservation). */
+const NAMED_MAC = "52:54:00:aa:00:02";
 
 function serveConfig(lan: TestLan, dir: string): string {
   const path = join(dir, "serve.yaml");
@@ -31,6 +34,8 @@ dhcp:
 tftp: { enabled: true, root: ${dir}/tftp }
 http: { port: 8080 }
 state: ${dir}/state
+machines:
+  - { match: { mac: "${NAMED_MAC}" }, boot: local, hostname: from-rule }
 `,
   );
   return path;
@@ -116,6 +121,13 @@ describe("real DHCP and TFTP clients against inetboot serve", { timeout: 300_000
     lan.exec(h1.ns, "ip", ["addr", "add", `${lan.prefix}.100/24`, "dev", "eth0"]);
     lan.exec(h1.ns, "dhclient", ["-r", ...dh, "eth0"]);
     await serve.waitFor((l) => l.event === "dhcp-release");
+
+    // A machine rule's hostname: goes out as option 12 (installers name themselves with it).
+    const h4 = lan.addHost();
+    lan.exec(h4.ns, "ip", ["link", "set", "eth0", "address", NAMED_MAC]);
+    writeFileSync(join(dir, "udhcpc.out"), "");
+    lan.exec(h4.ns, "udhcpc", ["-i", "eth0", "-n", "-q", "-f", "-s", uscript]);
+    assert.match(await waitForFile(join(dir, "udhcpc.out")), / from-rule\n?$/);
     const stages = serve.logs.map((l) => l.event);
     assert.ok(stages.includes("dhcp-offer") && stages.includes("dhcp-ack"));
   });

@@ -54,6 +54,8 @@ export interface DhcpServerOptions {
   leaseSeconds?: number;
   /** Option 17 for any client (full mode), e.g. the NBD root of the machine's image entry. */
   rootPath?: (client: DhcpClient) => string | undefined;
+  /** Option 12 (full mode) when no reservation names the client: the name it is given. */
+  hostname?: (client: DhcpClient) => string | undefined;
   /** Decides the boot file for a network-boot client; null means "do not answer it". */
   boot: (client: DhcpClient) => BootAnswer | null;
   /**

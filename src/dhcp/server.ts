@@ -256,8 +256,8 @@ export class DhcpServer {
     if (o.router?.length) reply.options.set(Opt.ROUTER, ips(o.router));
     if (o.dns?.length) reply.options.set(Opt.DNS, ips(o.dns));
     if (o.domain) reply.options.set(Opt.DOMAIN_NAME, str(o.domain));
-    const reserved = o.leases?.reservation(client.mac)?.hostname;
-    if (reserved) reply.options.set(Opt.HOSTNAME, str(reserved));
+    const name = o.leases?.reservation(client.mac)?.hostname ?? o.hostname?.(client);
+    if (name) reply.options.set(Opt.HOSTNAME, str(name));
     if (withLease) {
       const seconds = o.leaseSeconds ?? 3600;
       reply.options.set(Opt.LEASE_TIME, u32(seconds));

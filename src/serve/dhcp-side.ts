@@ -84,15 +84,26 @@ function grubAnswer(
   return { file: `${loader}${suffix}.efi`, nextServer: o.address };
 }
 
-/** "SERVER:PORT/EXPORT" (Debian's nbdroot= syntax) when the machine boots an image entry. */
-function rootPath(o: DhcpSideOptions, client: DhcpClient): string | undefined {
+/** The rule a DHCP client's facts choose (what DHCP knows: MAC, firmware, its host name). */
+function clientChoice(o: DhcpSideOptions, client: DhcpClient): ReturnType<typeof chooseEntry> {
   const facts = {
     mac: client.mac,
     arch: firmwareArchNames(client.firmware),
     hostname: client.hostname,
     labels: {},
   };
-  const entry = o.config.entries.get(chooseEntry(o.config, facts).entry);
+  return chooseEntry(o.config, facts);
+}
+
+/** The host name the machine's rule gives it (installers take it from DHCP option 12). */
+function ruleHostname(o: DhcpSideOptions, client: DhcpClient): string | undefined {
+  const choice = clientChoice(o, client);
+  return o.config.machines.find((r) => r.name === choice.rule && r.line === choice.line)?.hostname;
+}
+
+/** "SERVER:PORT/EXPORT" (Debian's nbdroot= syntax) when the machine boots an image entry. */
+function rootPath(o: DhcpSideOptions, client: DhcpClient): string | undefined {
+  const entry = o.config.entries.get(clientChoice(o, client).entry);
   const images = o.images();
   // DHCP answers whoever sends a MAC: the name goes out only where it opens nothing by
   // itself (nbd.allow: machine binds it to the address that asked for the plan).
@@ -141,6 +152,7 @@ export async function startDhcp(
     leaseSeconds: c.dhcp.leaseSeconds,
     boot: (client) => bootAnswer(o, client),
     rootPath: (client) => rootPath(o, client),
+    hostname: (client) => ruleHostname(o, client),
     onEvent: (e) => {
       const facts = {
         ...{ firmware: e.firmware, hostname: e.hostname, uuid: e.firmware?.uuid },
