@@ -97,27 +97,32 @@ function unpack(
   offset: number,
   head: Buffer,
 ): { kind: string; out: Readable; stop(): void } {
-  const input = createReadStream(path, { start: offset, highWaterMark: 1 << 20 });
-  if (head[0] === 0x1f && head[1] === 0x8b) {
-    const z = createGunzip();
-    input.pipe(z);
-    return { kind: "gzip", out: z, stop: () => (input.destroy(), z.destroy()) };
-  }
-  if (head.readUInt32LE(0) === 0xfd2fb528) {
-    const z = createZstdDecompress();
-    input.pipe(z);
-    return { kind: "zstd", out: z, stop: () => (input.destroy(), z.destroy()) };
-  }
+  const gzip = head[0] === 0x1f && head[1] === 0x8b;
+  const zstd = head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528;
   const tool = TOOLS.find(([, magic]) => head.subarray(0, magic.length).equals(magic));
-  if (!tool)
+  if (!gzip && !zstd && !tool)
     throw new Error(
       `an archive at byte ${offset} is in a format this scan does not know (${head.subarray(0, 4).toString("hex")})`,
     );
-  const child = spawn(tool[2][0], tool[2].slice(1), { stdio: ["pipe", "pipe", "ignore"] });
-  child.on("error", () => undefined);
+  const input = createReadStream(path, { start: offset, highWaterMark: 1 << 20 });
+  if (gzip || zstd) {
+    const z = gzip ? createGunzip() : createZstdDecompress();
+    input.pipe(z);
+    return { kind: gzip ? "gzip" : "zstd", out: z, stop: () => (input.destroy(), z.destroy()) };
+  }
+  const [kind, , command] = tool!;
+  const child = spawn(command[0], command.slice(1), { stdio: ["pipe", "pipe", "ignore"] });
+  // A missing tool ends the output with the reason, not with "no cpio archive".
+  child.on("error", (err: NodeJS.ErrnoException) =>
+    child.stdout.destroy(
+      err.code === "ENOENT"
+        ? new Error(`${command[0]} is not installed (it reads ${kind} initrds)`)
+        : err,
+    ),
+  );
   input.pipe(child.stdin).on("error", () => undefined);
   return {
-    kind: tool[0],
+    kind,
     out: child.stdout,
     stop: () => (input.destroy(), child.kill("SIGKILL")),
   };
@@ -147,6 +152,7 @@ export async function scanInitrd(path: string, limits: ScanLimits = {}): Promise
     const size = (await file.stat()).size;
     let offset = 0;
     while (offset < size) {
+      if (Date.now() > deadline) throw new Error(`scanning took over ${timeoutMs / 1000} s`);
       const head = Buffer.alloc(Math.min(512, size - offset));
       await file.read(head, 0, head.length, offset);
       const zeros = head.findIndex((b) => b !== 0);
@@ -163,6 +169,7 @@ export async function scanInitrd(path: string, limits: ScanLimits = {}): Promise
         let rest: Buffer | null = null;
         let at = offset;
         while (!rest && at < size) {
+          if (Date.now() > deadline) throw new Error(`scanning took over ${timeoutMs / 1000} s`);
           const piece = Buffer.alloc(Math.min(1 << 20, size - at));
           await file.read(piece, 0, piece.length, at);
           at += piece.length;

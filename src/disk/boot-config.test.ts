@@ -87,6 +87,8 @@ it("BLS entries: the newest version (6.10 after 6.9), options with $kernelopts f
     cmdline: "root=UUID=r ro quiet",
     from: "BLS fedora-6.10.1.conf",
   });
+  // grubenv's saved_entry pins an older one.
+  assert.equal(blsDefault(files, "saved_entry=fedora-6.9.4\n")?.kernel, "/vmlinuz-6.9.4");
   assert.equal(blsDefault(new Map()), null);
 });
 

@@ -187,7 +187,9 @@ export function blsDefault(files: Map<string, string>, grubenv = ""): BootChoice
   }
   const version = (e: (typeof entries)[number]): string => e.keys.get("version")?.[0] ?? e.name;
   entries.sort((a, b) => versionCompare(version(b), version(a)));
-  const e = entries[0];
+  // grubenv's saved_entry names an entry by its file name (Fedora and RHEL pin it so).
+  const saved = savedEntry(grubenv);
+  const e = entries.find((x) => saved && x.name === `${saved}.conf`) ?? entries[0];
   if (!e) return null;
   const kernelopts = /^kernelopts=(.*)$/m.exec(grubenv)?.[1] ?? "";
   const options = (e.keys.get("options") ?? []).join(" ").replace(/\$kernelopts\b/g, kernelopts);

@@ -124,26 +124,27 @@ async function fileText(fs: Ext4, path: string, max: number): Promise<string | u
 
 /** The boot choice the filesystem's own configuration makes, if it has one. */
 async function configuredChoice(fs: Ext4): Promise<BootChoice | null> {
+  let env = "";
   for (const dir of ["/boot/grub", "/boot/grub2", "/grub", "/grub2"]) {
     const cfg = await fileText(fs, `${dir}/grub.cfg`, MAX_CONFIG);
     if (cfg === undefined) continue;
-    const env = (await fileText(fs, `${dir}/grubenv`, 4096)) ?? "";
+    env = (await fileText(fs, `${dir}/grubenv`, 4096)) ?? "";
     const choice = grubDefault(cfg, env);
     if (choice)
       return { ...choice, from: `${dir}/grub.cfg ${choice.from.slice("grub.cfg ".length)}` };
-    for (const bls of ["/boot/loader/entries", "/loader/entries"]) {
-      const folder = await fs.lookup(bls);
-      if (!folder || Ext4.kind(folder) !== "dir") continue;
-      const files = new Map<string, string>();
-      for (const name of [...(await fs.list(folder)).keys()]
-        .filter((n) => n.endsWith(".conf"))
-        .slice(0, MAX_ENTRIES)) {
-        const text = await fileText(fs, `${bls}/${name}`, 65536);
-        if (text !== undefined) files.set(name, text);
-      }
-      const entry = blsDefault(files, env);
-      if (entry) return entry;
+  }
+  // BLS entries (Fedora's grub.cfg only runs blscfg; systemd-boot has no grub.cfg at all).
+  for (const bls of ["/boot/loader/entries", "/loader/entries"]) {
+    const folder = await fs.lookup(bls);
+    if (!folder || Ext4.kind(folder) !== "dir") continue;
+    const files = new Map<string, string>();
+    const names = [...(await fs.list(folder)).keys()].filter((n) => n.endsWith(".conf"));
+    for (const name of names.slice(0, MAX_ENTRIES)) {
+      const text = await fileText(fs, `${bls}/${name}`, 65536);
+      if (text !== undefined) files.set(name, text);
     }
+    const entry = blsDefault(files, env);
+    if (entry) return entry;
   }
   return null;
 }
@@ -183,7 +184,12 @@ export async function findImageBoot(dev: BlockDevice): Promise<ImageFacts> {
   let choice: { fs: number; c: BootChoice } | undefined;
   for (let i = 0; i < readers.length && !choice; i++) {
     const fs = readers[i];
-    const c = fs ? await configuredChoice(fs).catch(() => null) : null;
+    const c = fs
+      ? await configuredChoice(fs).catch((err: Error) => {
+          facts.problems.push(`the boot configuration could not be read: ${err.message}`);
+          return null;
+        })
+      : null;
     if (c) choice = { fs: i, c };
   }
   const locate = async (
@@ -293,6 +299,9 @@ export async function readImageFile(
 
 /** A kernel or an initrd copied out of an image at most (the ext4 reader's bound). */
 export const MAX_BOOT_FILE = 512 * 1024 * 1024;
+/** Initrds a boot may name, and the bytes of all its files together. */
+export const MAX_INITRDS = 8;
+export const MAX_BOOT_BYTES = 1024 * 1024 * 1024;
 
 /** Copies the boot's kernel and initrds into `dir` (as kernel, initrd-0, …); their paths. */
 export async function copyImageBoot(
@@ -305,6 +314,14 @@ export async function copyImageBoot(
     await writeFile(out, await readImageFile(dev, facts, file, MAX_BOOT_FILE));
     return out;
   };
+  const { kernel: k, initrds: list } = facts.boot;
+  if (list.length > MAX_INITRDS)
+    throw new Error(`the image's boot names ${list.length} initrds (at most ${MAX_INITRDS})`);
+  const total = [k, ...list].reduce((n, f) => n + f.size, 0);
+  if (total > MAX_BOOT_BYTES)
+    throw new Error(
+      `the image's kernel and initrds are ${total} bytes (at most ${MAX_BOOT_BYTES})`,
+    );
   const kernel = await copy(facts.boot.kernel, "kernel");
   const initrds: string[] = [];
   for (const [i, f] of facts.boot.initrds.entries()) initrds.push(await copy(f, `initrd-${i}`));

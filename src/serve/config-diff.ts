@@ -18,8 +18,9 @@ export interface ConfigChanges {
   ui: boolean;
 }
 
-/** An entry as data, for comparing (its templates included). */
-const entryText = (e: unknown): string => JSON.stringify(e);
+/** An entry as data, for comparing (its templates included: Maps as their pairs). */
+const entryText = (e: unknown): string =>
+  JSON.stringify(e, (_k, v: unknown) => (v instanceof Map ? [...v.entries()] : v));
 
 export function configChanges(running: ServeConfig, next: ServeConfig): ConfigChanges {
   const restart = Object.keys({ ...running, ...next })

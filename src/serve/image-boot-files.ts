@@ -34,6 +34,8 @@ export interface ExtractedBoot {
   nbdClient?: string;
   /** Who built the initrd (the overlay fits initramfs-tools). */
   builder: string;
+  /** Why the initrd could not be looked through, when it could not. */
+  scanError?: string;
 }
 
 export class ImageBootFiles {
@@ -54,9 +56,12 @@ export class ImageBootFiles {
     if (!p) {
       p = this.#extract(baseId, label, device);
       this.#known.set(baseId, p);
+      const mine = p;
       p.then(
         (b) => this.#done.set(baseId, b),
-        () => this.#known.delete(baseId),
+        () => {
+          if (this.#known.get(baseId) === mine) this.#known.delete(baseId);
+        },
       );
       if (this.#known.size > MAX_KNOWN) {
         const oldest = this.#known.keys().next().value!;
@@ -91,8 +96,10 @@ export class ImageBootFiles {
     const { kernel, initrds } = await copyImageBoot(device, { ...facts, boot }, dir);
     let nbdClient: string | undefined;
     let builder = "unknown";
+    let scanError: string | undefined;
     for (const path of initrds) {
       const scan = await scanInitrd(path).catch((err: Error) => {
+        scanError ??= err.message;
         this.#log.warn(
           { image: label, err: err.message },
           "cannot look through the image's initrd",
@@ -114,6 +121,7 @@ export class ImageBootFiles {
       nbdRoot: boot.nbdRoot,
       nbdClient,
       builder,
+      ...(scanError && !nbdClient ? { scanError } : {}),
     };
     await writeFileAtomic(meta, JSON.stringify(found, null, 2) + "\n");
     this.#log.info(

@@ -136,7 +136,9 @@ export class ImageExports {
         : this.#ephemeralDisk(entry, ticket.name, base),
     );
     this.#exports.set(ticket.name, { device, entry: entry.name, mac, base });
-    if (entry.disk === "per-machine" && !existsSync(`${path}.instance`)) {
+    // A new disk gets its identity (cloud-init's instance-id) with it; a disk made before
+    // identities were kept has one derived from its path (diskId), so it keeps that.
+    if (entry.disk === "per-machine" && !existsSync(path) && !existsSync(`${path}.instance`)) {
       await mkdir(dirname(path), { recursive: true });
       await writeFileAtomic(`${path}.instance`, `${randomBytes(8).toString("hex")}\n`);
     }
@@ -168,10 +170,13 @@ export class ImageExports {
    */
   diskId(entry: ImageEntry, mac: string): string | null {
     if (entry.disk === "per-machine") {
+      const path = this.#overlayPath(entry, mac);
       try {
-        return readFileSync(`${this.#overlayPath(entry, mac)}.instance`, "utf8").trim() || null;
+        return readFileSync(`${path}.instance`, "utf8").trim() || null;
       } catch {
-        return null;
+        return existsSync(path)
+          ? createHash("sha256").update(path).digest("hex").slice(0, 16)
+          : null;
       }
     }
     const name = this.#tickets.current(entry.name, mac)?.name;

@@ -117,6 +117,11 @@ export const imageKind: EntryKind<ImageEntry> = {
     const disk =
       c.oneOf(o.disk, [...path, "disk"], ["ephemeral", "per-machine"] as const) ?? "ephemeral";
     if ((o.kernel !== undefined && !kernel) || !source) return undefined;
+    if (o["nbd-overlay"] === "auto" && kernel)
+      c.error(
+        [...path, "nbd-overlay"],
+        "auto looks through the image's own initrd; with kernel: and initrd: say true or false",
+      );
     const overlay =
       o["nbd-overlay"] === "auto"
         ? "auto"
@@ -168,6 +173,12 @@ export const imageKind: EntryKind<ImageEntry> = {
     });
     const boot = entry.kernel ? null : await imageBoot(entry, ctx, mac);
     if (typeof boot === "string") return { kind: "error", message: boot };
+    if (boot?.scanError && entry.nbdOverlay === "auto") {
+      return {
+        kind: "error",
+        message: `${entry.name}: cannot tell whether the image's initrd has nbd-client (${boot.scanError}): set nbd-overlay: true (it has none) or false (it has)`,
+      };
+    }
     const overlay = overlayFor(entry, boot);
     if (boot && overlay) {
       const why = !bundleRunsOn(ctx.cpu)
