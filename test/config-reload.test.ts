@@ -9,10 +9,12 @@ import { join } from "node:path";
 import { it } from "node:test";
 import { BootServer, ReloadRefused } from "../src/serve/boot-server.ts";
 import { parseConfig } from "../src/serve/config.ts";
-import { CLI, tempDir } from "./helpers.ts";
+import { CLI, inetboot, tempDir } from "./helpers.ts";
 
 const MAC = "52:54:00:12:34:e1";
 const DASHED = MAC.replace(/:/g, "-");
+
+const TOKEN = "reload-test-write-token";
 
 const yaml = (
   dir: string,
@@ -20,6 +22,7 @@ const yaml = (
   extra = "",
 ): string => `http: { port: 0, address: 127.0.0.1 }
 state: ${dir}/state
+ui: { write: true, token: ${TOKEN} }
 entries:
   hello: { kernel: ${dir}/vmlinuz, cmdline: hello-kernel }
   other: { kernel: ${dir}/vmlinuz, cmdline: other-kernel }
@@ -130,7 +133,7 @@ it("inetboot serve reloads an edited config file and on SIGHUP; a broken edit is
   assert.match(await plan(), /other-kernel/);
 
   const refused = s.waitFor(
-    /refused; still serving the previous configuration:\n {2}\S*serve\.yaml:7: machines\[0\]\.boot: [^\n]*nowhere/,
+    /refused; still serving the previous configuration:\n {2}\S*serve\.yaml:8: machines\[0\]\.boot: [^\n]*nowhere/,
   );
   writeFileSync(config, yaml(dir, "nowhere"));
   await refused;
@@ -141,4 +144,16 @@ it("inetboot serve reloads an edited config file and on SIGHUP; a broken edit is
   process.kill(s.pid, "SIGHUP");
   await reloaded;
   assert.match(await plan(), /hello-kernel/);
+
+  // `inetboot reload` over the API: the same reload, its changes or its problems.
+  writeFileSync(config, yaml(dir, "other"));
+  const viaApi = await inetboot(["reload", "--server", s.base], { INETBOOT_TOKEN: TOKEN });
+  assert.equal(viaApi.code, 0, viaApi.stderr);
+  // The file watcher may have taken the edit first: then the API's reload changes nothing.
+  assert.match(viaApi.stdout, /^reloaded: (machine rules changed|nothing changed)$/m);
+  assert.match(await plan(), /other-kernel/);
+  writeFileSync(config, yaml(dir, "nowhere"));
+  const broken = await inetboot(["reload", "--server", s.base], { INETBOOT_TOKEN: TOKEN });
+  assert.notEqual(broken.code, 0);
+  assert.match(broken.stderr, /422 .*serve\.yaml:8: machines\[0\]\.boot: no entry named "nowhere"/);
 });

@@ -111,6 +111,9 @@ it("a machine's files go only to the address it booted from; unknown files and M
     "before its plan, nobody gets them",
   );
   await get(`${base}/ipxe/boot?mac=${DASHED}`);
+  // Naming the MAC in a boot script or kernel request from elsewhere claims nothing.
+  await get(`${base}/boot.ipxe?mac=${DASHED}`, "127.0.0.2");
+  await get(`${base}/files/install/kernel?mac=${DASHED}`, "127.0.0.2");
   const other = await get(`${files}/preseed.cfg`, "127.0.0.2");
   assert.equal(other.status, 403);
   assert.match(other.body, /served only to the address it booted from/);

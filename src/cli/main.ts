@@ -7,6 +7,7 @@ import { registerExtractCommand } from "./extract-command.ts";
 import { registerImageCommands } from "./image-command.ts";
 import { registerIsoCommands } from "./iso-command.ts";
 import { registerKeygenCommand } from "./keygen-command.ts";
+import { registerMachinesCommands } from "./machines-command.ts";
 import { registerOptimizeCommand } from "./optimize-command.ts";
 import { ReportedFailure } from "./output.ts";
 import { registerPackCommand } from "./pack-command.ts";
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerImageCommands(program);
   registerRunCommand(program);
   registerServeCommand(program);
+  registerMachinesCommands(program); // machines, next, reload
   return program;
 }
 

@@ -1,8 +1,9 @@
 // `inetboot serve`: the boot server (DHCP/proxyDHCP, TFTP, HTTP) until interrupted.
 import { watch } from "node:fs";
+import type { FSWatcher } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
 import type { Command } from "commander";
-import { changesText } from "../serve/config-diff.ts";
+import { ConfigReloader } from "../serve/config-reloader.ts";
 import { createLogger } from "../lib/log.ts";
 import { BootServer } from "../serve/boot-server.ts";
 import { ConfigError, loadConfig } from "../serve/config.ts";
@@ -38,47 +39,48 @@ function summary(config: ServeConfig, server: BootServer): string[] {
 }
 
 /**
- * Reloads `path` into the running server on SIGHUP and when the file changes (the folder is
- * watched: editors replace files). Reloads run one at a time; a configuration with problems or
- * one that needs a restart is refused, said on stderr and as an event, and the running one
- * stays.
+ * Reloads the configuration on SIGHUP and when its file changes (the folder is watched:
+ * editors replace files), saying on stderr what changed or why it was refused.
  */
-function watchConfig(
-  path: string,
-  server: BootServer,
-  adjust: (c: ServeConfig) => void,
-): { close(): void } {
-  let chain = Promise.resolve();
+function watchConfig(reloader: ConfigReloader): { close(): Promise<void> } {
   let timer: NodeJS.Timeout | undefined;
+  const path = reloader.path;
   const reload = (why: string): void => {
-    chain = chain.then(async () => {
-      try {
-        const next = await loadConfig(path);
-        adjust(next);
-        const changes = await server.reload(next);
-        console.error(`inetboot serve: reloaded ${path} (${why}): ${changesText(changes)}`);
-      } catch (err) {
-        const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
-        server.reloadRefused(path, problems);
+    reloader.reload().then(
+      (changes) => console.error(`inetboot serve: reloaded ${path} (${why}): ${changes}`),
+      (err: Error) =>
         console.error(
-          `inetboot serve: ${path} (${why}) refused; still serving the previous configuration:\n  ${problems.join("\n  ")}`,
-        );
-      }
-    });
+          `inetboot serve: ${path} (${why}) refused; still serving the previous configuration:\n  ${err.message.split("\n").join("\n  ")}`,
+        ),
+    );
   };
   const onHup = (): void => reload("SIGHUP");
   process.on("SIGHUP", onHup);
-  const watcher = watch(dirname(resolve(path)), (_event, file) => {
-    if (file !== basename(path)) return;
-    clearTimeout(timer);
-    // An editor's save is a few events; read once it settles.
-    timer = setTimeout(() => reload("file changed"), 300);
-  });
-  return {
-    close() {
+  let watcher: FSWatcher | null = null;
+  try {
+    watcher = watch(dirname(resolve(path)), (_event, file) => {
+      if (file !== basename(path)) return;
       clearTimeout(timer);
-      watcher.close();
+      // An editor's save is a few events; read once it settles.
+      timer = setTimeout(() => reload("file changed"), 300);
+    });
+    watcher.on("error", (err) =>
+      console.error(
+        `inetboot serve: stopped watching ${path} (${err.message}); SIGHUP still reloads`,
+      ),
+    );
+  } catch (err) {
+    // Out of inotify watches (ENOSPC) or descriptors: SIGHUP still works.
+    console.error(
+      `inetboot serve: cannot watch ${path} (${(err as Error).message}); reload it with SIGHUP`,
+    );
+  }
+  return {
+    async close() {
+      clearTimeout(timer);
+      watcher?.close();
       process.off("SIGHUP", onHup);
+      await reloader.idle();
     },
   };
 }
@@ -117,17 +119,19 @@ export function registerServeCommand(program: Command): void {
       const server = new BootServer(config, { logger: log });
       await server.start();
       for (const line of summary(config, server)) console.error(line);
-      const watch = opts.config
-        ? watchConfig(opts.config, server, (c) => {
+      const reloader = opts.config
+        ? new ConfigReloader(opts.config, server, (c) => {
             if (opts.httpPort !== undefined) c.http.port = Number(opts.httpPort);
           })
         : null;
+      if (reloader) server.setReloader(() => reloader.reload());
+      const watch = reloader ? watchConfig(reloader) : null;
       await new Promise<void>((resolve) => {
         const stop = (): void => resolve();
         process.once("SIGINT", stop);
         process.once("SIGTERM", stop);
       });
-      watch?.close();
+      await watch?.close();
       await server.stop();
       console.error(`inetboot serve: stopped; ${server.events.machines().length} machines seen`);
     });

@@ -40,6 +40,8 @@ import { imageMetrics, scrapeFamilies } from "./metrics-scrape.ts";
 import { OnceState } from "./once.ts";
 import { PeopleAuth } from "./people-auth.ts";
 import { RouteTable } from "./routes.ts";
+import { MachineRegistry } from "./machine-registry.ts";
+import { RegistryRoutes } from "./registry-routes.ts";
 import { LoopDelay } from "./server-health.ts";
 
 /** A configuration the running server cannot take (it keeps the one it has). */
@@ -64,6 +66,8 @@ export class BootServer {
   #dhcp: DhcpServer | null = null;
   #leases: LeaseDb | undefined;
   #once: OnceState | null = null;
+  #registry: MachineRegistry | null = null;
+  #reloader: (() => Promise<string>) | null = null;
   #nbd: NbdServer | null = null;
   #nbdPort = 0;
   #nbdOverlayPath: string | null = null;
@@ -107,6 +111,7 @@ export class BootServer {
     }));
     const images = (): ImageExports | null => this.#images;
     const once = (): OnceState | null => this.#once;
+    const registry = (): MachineRegistry | null => this.#registry;
     const auth = new PeopleAuth(live, this.metrics, log);
     const api = new ApiRoutes({
       get config() {
@@ -120,7 +125,7 @@ export class BootServer {
       get config() {
         return live();
       },
-      ...{ events: this.events, log, record, images, isos, once },
+      ...{ events: this.events, log, record, images, isos, once, registry },
       leases: () => this.#leases,
       nbdPort: () => this.#nbdPort,
       remote: new RemoteFileCache(join(config.stateDir, "files"), log),
@@ -136,6 +141,13 @@ export class BootServer {
       machineRows: () => api.machineRows(),
       views: new DashboardViews(live, images, isos),
     });
+    const v1 = new RegistryRoutes({
+      get config() {
+        return live();
+      },
+      ...{ registry, images, record, auth },
+      reload: () => this.#reloader?.() ?? null,
+    });
     const metrics = async (): Promise<string> =>
       renderFamilies([
         ...this.metrics.families(),
@@ -146,7 +158,7 @@ export class BootServer {
           nbd: () => this.#nbd,
         })),
       ]);
-    this.routes = new RouteTable(bootServerRoutes({ machine, api, dashboard, metrics }), {
+    this.routes = new RouteTable(bootServerRoutes({ machine, api, v1, dashboard, metrics }), {
       allowPeople: (req, res) => auth.readAllowed(req, res),
       log,
     });
@@ -192,6 +204,16 @@ export class BootServer {
     return changes;
   }
 
+  /** How the API's reload reads the configuration again (set by `inetboot serve --config`). */
+  setReloader(reload: () => Promise<string>): void {
+    this.#reloader = reload;
+  }
+
+  /** The machine registry (STATE/machines.json), once started. */
+  get registry(): MachineRegistry | null {
+    return this.#registry;
+  }
+
   /** Records a reload that was refused (its problems), for the log, events and dashboard. */
   reloadRefused(source: string, problems: string[]): void {
     this.#record({ stage: "config-refused", detail: `${source}: ${problems.join("; ")}` });
@@ -230,6 +252,7 @@ export class BootServer {
     try {
       const c = this.config;
       this.#once = await OnceState.open(join(c.stateDir, "once.json"));
+      this.#registry = await MachineRegistry.open(join(c.stateDir, "machines.json"));
       await this.#startHttp();
       if (c.tftp.enabled) await this.#startTftp();
       // Image entries' disks and lazy ISO entries' ISOs are NBD exports.

@@ -3,6 +3,7 @@
 import type { ApiRoutes } from "./api-routes.ts";
 import type { Dashboard } from "./dashboard.ts";
 import type { MachineRoutes } from "./machine-routes.ts";
+import type { RegistryRoutes } from "./registry-routes.ts";
 import { HttpError } from "./http-util.ts";
 import type { Route } from "./routes.ts";
 
@@ -11,10 +12,11 @@ const d = decodeURIComponent;
 export function bootServerRoutes(parts: {
   machine: MachineRoutes;
   api: ApiRoutes;
+  v1: RegistryRoutes;
   dashboard: Dashboard;
   metrics: () => Promise<string>;
 }): Route[] {
-  const { machine, api, dashboard } = parts;
+  const { machine, api, v1, dashboard } = parts;
   const m = (pattern: RegExp, label: string, handle: Route["handle"]): Route => ({
     method: "GET",
     pattern,
@@ -67,6 +69,46 @@ export function bootServerRoutes(parts: {
     p(/^\/api\/images$/, "/api", (req, res) => api.images(req, res)),
     p(/^\/api\/images\/([^/]+)\/profile$/, "/api", (req, res, x) => api.profile(req, res, d(x[1]))),
     p(/^\/api\/config$/, "/api", (req, res) => api.config(req, res)),
+    p(/^\/api\/v1\/openapi\.json$/, "/api/v1", (req, res) => v1.openapi(req, res)),
+    p(/^\/api\/v1\/machines$/, "/api/v1", (req, res) => v1.list(req, res)),
+    p(/^\/api\/v1\/machines\/([^/]+)$/, "/api/v1", (req, res, x) => v1.get(req, res, d(x[1]))),
+    p(
+      /^\/api\/v1\/machines\/([^/]+)$/,
+      "/api/v1",
+      (req, res, x) => v1.put(req, res, d(x[1]), false),
+      "PUT",
+    ),
+    p(
+      /^\/api\/v1\/machines\/([^/]+)$/,
+      "/api/v1",
+      (req, res, x) => v1.put(req, res, d(x[1]), true),
+      "PATCH",
+    ),
+    p(
+      /^\/api\/v1\/machines\/([^/]+)$/,
+      "/api/v1",
+      (req, res, x) => v1.delete(req, res, d(x[1])),
+      "DELETE",
+    ),
+    p(
+      /^\/api\/v1\/machines\/([^/]+)\/next$/,
+      "/api/v1",
+      (req, res, x) => v1.next(req, res, d(x[1]), false),
+      "PUT",
+    ),
+    p(
+      /^\/api\/v1\/machines\/([^/]+)\/next$/,
+      "/api/v1",
+      (req, res, x) => v1.next(req, res, d(x[1]), true),
+      "DELETE",
+    ),
+    p(
+      /^\/api\/v1\/machines\/([^/]+)\/reset-disk$/,
+      "/api/v1",
+      (req, res, x) => v1.resetDisk(req, res, d(x[1])),
+      "POST",
+    ),
+    p(/^\/api\/v1\/reload$/, "/api/v1", (req, res) => v1.reload(req, res), "POST"),
     p(
       /^\/ui\/?$/,
       "/ui",

@@ -10,11 +10,13 @@ import type { BootPlan } from "./boot-plan.ts";
 import type { Entry, FileRef, ServeConfig } from "./config.ts";
 import { kindOf } from "./entries/index.ts";
 import type { EntryFile, FileContext, PlanContext } from "./entries/kind.ts";
+import { MAX_MACHINES } from "./events.ts";
 import type { EventInput, EventLog } from "./events.ts";
 import { HttpError } from "./http-util.ts";
 import type { ImageExports } from "./image-exports.ts";
 import type { IsoEntries } from "./iso-entries.ts";
 import type { OnceState } from "./once.ts";
+import type { MachineRegistry } from "./machine-registry.ts";
 import { chooseEntry, resolveOnce } from "./plan.ts";
 import { withMachineFiles } from "./templated-files.ts";
 import type { Choice, MachineFacts } from "./plan.ts";
@@ -28,6 +30,8 @@ export interface MachineSources {
   images(): ImageExports | null;
   isos: IsoEntries;
   once(): OnceState | null;
+  /** The machine registry: its records win over the rules. */
+  registry(): MachineRegistry | null;
   leases(): LeaseDb | undefined;
   nbdPort(): number;
   remote: RemoteFileCache;
@@ -51,17 +55,39 @@ export class MachinePlans {
   readonly s: MachineSources;
   /** Refused plans are logged at most once per interval per address. */
   readonly #refusals = new RateLimitedLog();
+  /** "ENTRY MAC" → the address its last plan was granted to (per-machine files go there). */
+  readonly #owners = new Map<string, string>();
 
   constructor(sources: MachineSources) {
     this.s = sources;
   }
 
-  /** The entry a machine boots by its rules (one-shot entries already used become `local`). */
+  /**
+   * The entry a machine boots: its registry record's next boot, else the record's entry, else
+   * its rules (with the record's host name and labels as facts); one-shot entries already
+   * used become `local`. A record naming an entry the configuration no longer has is skipped.
+   */
   choose(facts: MachineFacts): Choice & { entry: string } {
+    const config = this.s.config;
+    const record = facts.mac ? this.s.registry()?.get(facts.mac) : undefined;
+    if (record?.next && config.entries.has(record.next)) {
+      return { entry: record.next, rule: "registry: next boot" };
+    }
+    const withRecord = record
+      ? {
+          ...facts,
+          hostname: record.hostname ?? facts.hostname,
+          labels: { ...facts.labels, ...record.labels },
+        }
+      : facts;
+    const choice =
+      record?.entry && config.entries.has(record.entry)
+        ? { entry: record.entry, rule: "registry" }
+        : chooseEntry(config, withRecord);
     return resolveOnce(
-      this.s.config,
+      config,
       (mac, entry) => this.s.once()?.consumed(mac, entry) ?? false,
-      chooseEntry(this.s.config, facts),
+      choice,
       facts.mac,
     );
   }
@@ -115,17 +141,39 @@ export class MachinePlans {
       record: (input) => this.s.record(input),
     };
     const plan = withMachineFiles(await kindOf(entry).plan(entry, ctx), entry, req.base, mac);
+    if (mac && plan.kind !== "error") this.#grant(entry.name, mac, req.ip);
     if (plan.kind === "error")
       this.s.log.warn(
         { entry: entry.name, mac, err: plan.message },
         "a machine cannot boot its entry",
       );
+    // A registry next boot is used up by the plan that boots it.
+    if (
+      mac &&
+      this.s.registry()?.get(mac)?.next === entry.name &&
+      !["error", "wait"].includes(plan.kind)
+    ) {
+      await this.s.registry()?.consumeNext(mac);
+      this.s.record({ stage: "next-boot-used", mac, ip: req.ip, entry: entry.name });
+    }
     // One-shot: a plan that fetches a kernel is used up when the kernel is fetched (see file());
     // any other plan that boots something is used up now.
     if (entry.once && mac && !["kernel", "error", "wait"].includes(plan.kind)) {
       await this.s.once()?.consume(mac, entry.name);
     }
     return plan;
+  }
+
+  #grant(entry: string, mac: string, ip: string): void {
+    const key = `${entry} ${mac}`;
+    this.#owners.delete(key);
+    this.#owners.set(key, ip.replace(/^::ffff:/, ""));
+    if (this.#owners.size > MAX_MACHINES) this.#owners.delete(this.#owners.keys().next().value!);
+  }
+
+  /** The address entry's last plan for `mac` was granted to (the machine, as far as known). */
+  owner(entry: string, mac: string): string | undefined {
+    return this.#owners.get(`${entry} ${mac}`);
   }
 
   async #local(ref: FileRef): Promise<{ path: string; etag?: string }> {

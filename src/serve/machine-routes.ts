@@ -30,7 +30,18 @@ export class MachineRoutes {
     this.#plans = sources.plans;
     this.#s = sources.plans.s;
     this.#firstStages = sources.firstStages;
-    this.#templated = new TemplatedFiles(this.#s);
+    const plans = this.#plans;
+    const s = this.#s;
+    this.#templated = new TemplatedFiles({
+      get config() {
+        return s.config;
+      },
+      events: s.events,
+      images: () => s.images(),
+      registry: () => s.registry(),
+      record: (input) => s.record(input),
+      owner: (entry, mac) => plans.owner(entry, mac),
+    });
   }
 
   /** /cloud-init/ENTRY/MAC/FILE and /machine-files/ENTRY/MAC/NAME: the machine's own files. */

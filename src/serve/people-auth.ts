@@ -18,7 +18,7 @@ const DRAIN_LIMIT = 1 << 20;
  * read and dropped (up to DRAIN_LIMIT; past that the connection is cut) so the client gets the
  * 413 page instead of a reset.
  */
-function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
+export function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
   return new Promise((resolve, reject) => {
     let size = 0;
     const parts: Buffer[] = [];
@@ -99,7 +99,10 @@ export class PeopleAuth {
       return false;
     }
     const given = presentedSecret(req.headers.authorization);
-    if (given !== null && sameSecret(given, expected)) return true;
+    // The write token reads too (an API client holds one token).
+    const write = this.#live().ui.token;
+    if (given !== null && (sameSecret(given, expected) || (write && sameSecret(given, write))))
+      return true;
     if (given !== null) {
       this.#guesses.failed(ip);
       this.#refused("wrong read token");
@@ -115,6 +118,44 @@ export class PeopleAuth {
       "text/plain; charset=utf-8",
     );
     return false;
+  }
+
+  /**
+   * Why an API write is refused — write actions off, no or a wrong Bearer token (limited per
+   * address like the forms' tokens) — or null when it may go on.
+   */
+  apiWrite(req: IncomingMessage): { status: number; message: string } | null {
+    const { write, token } = this.#live().ui;
+    if (!write || !token) {
+      return {
+        status: 403,
+        message:
+          "Write actions are off on this server (ui.write and ui.token in its configuration).",
+      };
+    }
+    const ip = clientIp(req);
+    const wait = this.#guesses.blockedFor(ip);
+    if (wait > 0) {
+      this.#refused("too many tries");
+      return {
+        status: 429,
+        message: `Too many wrong tokens from ${ip}: try again in ${Math.ceil(wait / 1000)} s.`,
+      };
+    }
+    const given = presentedSecret(req.headers.authorization);
+    if (given === null || !sameSecret(given, token)) {
+      if (given !== null) this.#guesses.failed(ip);
+      this.#refused(given === null ? "no write token" : "wrong write token");
+      this.#log.warn({ url: req.url, ip }, "api write refused");
+      return {
+        status: 401,
+        message:
+          given === null
+            ? "Writes need the server's write token (ui.token) as a Bearer token."
+            : "Wrong write token.",
+      };
+    }
+    return null;
   }
 
   /** A refused write action: a page saying why (and a log line). */

@@ -11,7 +11,7 @@ export type Audience = "machine" | "people";
 
 export interface Route {
   /** GET also answers HEAD. */
-  method: "GET" | "POST";
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
   /** Matched against the whole path (no query); its groups are handed to `handle`. */
   pattern: RegExp;
   audience: Audience;

@@ -12,6 +12,8 @@ import type { CloudInitFile } from "./config/machine-files.ts";
 import type { EventInput, EventLog } from "./events.ts";
 import { HttpError } from "./http-util.ts";
 import type { ImageExports } from "./image-exports.ts";
+import { chooseEntry } from "./plan.ts";
+import type { MachineRegistry } from "./machine-registry.ts";
 import { parseTemplate, renderTemplate } from "./template.ts";
 import type { Template, TemplateFacts } from "./template.ts";
 
@@ -64,7 +66,10 @@ export function withMachineFiles(
 }
 
 export interface TemplatedSources {
+  /** The address entry's last plan for the MAC was granted to (after the lease check). */
+  owner(entry: string, mac: string): string | undefined;
   config: ServeConfig;
+  registry(): MachineRegistry | null;
   events: EventLog;
   images(): ImageExports | null;
   record(input: EventInput): void;
@@ -123,7 +128,8 @@ export class TemplatedFiles {
     const record = this.#s.events.machine(mac);
     const images = this.#s.images();
     const image = entry.kind === "image" ? entry : undefined;
-    const owner = (image && images?.addressOf(image.name, mac)) ?? record?.ip;
+    // Never the machine record's address: any request naming a MAC moves that.
+    const owner = (image && images?.addressOf(image.name, mac)) ?? this.#s.owner(entry.name, mac);
     if (!owner)
       throw new HttpError(
         403,
@@ -139,7 +145,17 @@ export class TemplatedFiles {
       });
       throw new HttpError(403, `${mac}'s files are served only to the address it booted from`);
     }
-    const rule = this.#s.config.machines.find((r) => r.name === record?.rule);
+    // The rule that names the machine, as DHCP finds it (name and line: names may repeat).
+    const choice = chooseEntry(this.#s.config, {
+      mac,
+      arch: [],
+      hostname: record?.hostname,
+      labels: record?.labels ?? {},
+    });
+    const rule = this.#s.config.machines.find(
+      (r) => r.name === choice.rule && r.line === choice.line,
+    );
+    const kept = this.#s.registry()?.get(mac);
     const plain = mac.replace(/:/g, "");
     const diskId = image && images?.diskId(image, mac);
     const instance =
@@ -150,13 +166,13 @@ export class TemplatedFiles {
         mac_dashes: dashed(mac),
         mac_plain: plain,
         ip: owner.replace(/^::ffff:/, ""),
-        hostname: rule?.hostname ?? record?.hostname ?? `host-${plain}`,
+        hostname: kept?.hostname ?? rule?.hostname ?? record?.hostname ?? `host-${plain}`,
         entry: entry.name,
         release: image && images ? images.source(image) : "",
         instance_id: `i-${instance}`,
         server: base,
       },
-      labels: record?.labels ?? {},
+      labels: { ...record?.labels, ...kept?.labels },
     };
   }
 }
