@@ -158,16 +158,16 @@ machines:
       const images = lan.exec(lan.server, "curl", ["-sf", "http://127.0.0.1:8080/ui/images"]);
       assert.match(
         images,
-        new RegExp(`Boots its own kernel <code>/boot/vmlinuz-${version}</code>`),
+        new RegExp(`Boots its own kernel\\s+<code>/boot/vmlinuz-${version}</code>`),
       );
-      assert.match(images, /as <code>\/dev\/nbd0p2<\/code>; NBD by inetboot's overlay/);
+      assert.match(images, /as <code>\/dev\/nbd0p2<\/code>; NBD by\s+inetboot&#39;s overlay/);
       const page = lan.exec(lan.server, "curl", [
         "-sf",
         `http://127.0.0.1:8080/ui/machines/${encodeURIComponent(MAC)}`,
       ]);
       assert.match(
         page,
-        new RegExp(`instance-id <code>${b.iid}</code>; fetched\\s+meta-data, user-data`),
+        new RegExp(`instance-id\\s+<code>${b.iid}</code>; fetched\\s+meta-data, user-data`),
       );
     });
 
