@@ -509,6 +509,32 @@ describe("dashboard and metrics", { timeout: 600_000 }, () => {
     assert.ok(!existsSync(overlay), "the disk was discarded");
   });
 
+  it("the machine page's registry form adopts the QEMU machine with a host name and a next boot", async (t) => {
+    if (!fx.ready(t)) return;
+    await withPage(w.browser, undefined, async (page) => {
+      await page.goto(`${w.base}/ui/machines/${MAC_QEMU}`);
+      const form = page.locator("form.registry");
+      await form.getByLabel("Host name").fill("lab-qemu");
+      await form.getByLabel("Labels").fill("rack=r9");
+      await form.getByLabel("Next boot").selectOption("later");
+      await form.locator("input[name=token]").fill(TOKEN);
+      await form.getByRole("button", { name: "Adopt this machine" }).click();
+      await page.waitForURL(new RegExp(`/ui/machines/${encodeURIComponent(MAC_QEMU)}$`));
+      assert.match(
+        await page.locator("main").innerText(),
+        /Its registry record \(version 1\) wins over the rules/,
+      );
+      assert.match(await page.locator("main").innerText(), /registry: next boot/);
+    });
+    const record = JSON.parse(get(w.lan, `/api/v1/machines/${MAC_QEMU}`)) as Record<
+      string,
+      unknown
+    >;
+    assert.equal(record.hostname, "lab-qemu");
+    assert.deepEqual(record.labels, { rack: "r9" });
+    assert.equal(record.next, "later");
+  });
+
   // Last: it leaves the server's own address refused for a minute.
   it("after five wrong tokens in a minute the address is refused, even with the right token", async (t) => {
     if (!fx.ready(t)) return;

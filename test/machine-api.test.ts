@@ -296,3 +296,80 @@ describe("the machine API (/api/v1)", () => {
     }
   });
 });
+
+describe("the dashboard's registry forms", () => {
+  it("a machine's page adopts it with its next boot; stale and wrong-token forms are refused", async (t) => {
+    const { base } = await server(t);
+    const post = (path: string, fields: Record<string, string>): Promise<Response> =>
+      fetch(`${base}${path}`, {
+        method: "POST",
+        body: new URLSearchParams(fields),
+        redirect: "manual",
+      });
+    const page = await (await fetch(`${base}/ui/machines/${DASHED}`)).text();
+    assert.match(page, /Not in the registry: the rules choose for it/);
+    assert.match(page, /Adopt this machine/);
+    const form = {
+      version: "0",
+      hostname: "lab-4",
+      labels: "rack=r2, row=1",
+      entry: "",
+      next: "b",
+      notes: "",
+      token: TOKEN,
+    };
+    const adopted = await post(`/ui/machines/${DASHED}/registry`, form);
+    assert.equal(adopted.status, 303);
+    const record = (await (await fetch(`${base}/api/v1/machines/${DASHED}`)).json()) as Record<
+      string,
+      unknown
+    >;
+    assert.deepEqual(
+      { ...record, updated: "" },
+      {
+        mac: MAC,
+        hostname: "lab-4",
+        labels: { rack: "r2", row: "1" },
+        next: "b",
+        version: 1,
+        updated: "",
+      },
+    );
+    const plan = async (): Promise<string> =>
+      (await fetch(`${base}/ipxe/boot?mac=${DASHED}`)).text();
+    assert.match(await plan(), /entry-b/);
+    assert.match(await plan(), /entry-a/);
+    // The form still says version 0 (the page was loaded before): refused, nothing lost.
+    const stale = await post(`/ui/machines/${DASHED}/registry`, { ...form, hostname: "other" });
+    assert.equal(stale.status, 409);
+    assert.match(await stale.text(), /Not saved\. .*in the registry already/);
+    const older = await post(`/ui/machines/${DASHED}/registry`, {
+      ...form,
+      version: "1",
+      hostname: "x",
+    });
+    assert.equal(
+      older.status,
+      412,
+      "version 1 is not the record's version any more (the plan used the next boot)",
+    );
+    const wrong = await post(`/ui/machines/${DASHED}/registry`, {
+      ...form,
+      version: "2",
+      token: "wrong-token-xx",
+    });
+    assert.equal(wrong.status, 403);
+    const bad = await post(`/ui/machines/${DASHED}/registry`, {
+      ...form,
+      version: "2",
+      next: "nowhere",
+    });
+    assert.equal(bad.status, 400);
+    assert.match(await bad.text(), /Not saved\. next: expected an entry of the configuration/);
+    // A machine not seen yet, from the machines page.
+    assert.match(await (await fetch(`${base}/ui/machines`)).text(), /Add a machine/);
+    const added = await post("/ui/registry", { ...form, mac: "52:54:00:00:00:aa", next: "" });
+    assert.equal(added.status, 303);
+    assert.equal(added.headers.get("location"), "/ui/machines/52%3A54%3A00%3A00%3A00%3Aaa");
+  });
+});

@@ -7,7 +7,7 @@ import { HttpError, macFromQuery, send } from "./http-util.ts";
 import type { ImageExports } from "./image-exports.ts";
 import type { IsoEntries } from "./iso-entries.ts";
 import type { OnceState } from "./once.ts";
-import { chooseEntry, ipxeArchNames, resolveOnce } from "./plan.ts";
+import { ipxeArchNames } from "./plan.ts";
 import type { Choice, MachineFacts } from "./plan.ts";
 import type { MachineRow } from "./ui/machine-pages.ts";
 
@@ -22,6 +22,8 @@ export interface ApiSources {
   once(): OnceState | null;
   baseUrl(): string;
   tftpPort(): number;
+  /** What a machine with these facts boots (MachinePlans.choose). */
+  choose(facts: MachineFacts): Choice & { once?: string };
 }
 
 function json(res: ServerResponse, value: unknown): void {
@@ -43,14 +45,10 @@ export class ApiRoutes {
       uuid: record?.uuid,
       hostname: record?.hostname,
       arch: record?.ipxe ? ipxeArchNames(record.ipxe.buildarch, record.ipxe.platform) : [],
-      labels: {},
+      labels: record?.labels ?? {},
     };
-    return resolveOnce(
-      this.#s.config,
-      (m, e) => this.#s.once()?.consumed(m, e) ?? false,
-      chooseEntry(this.#s.config, facts),
-      mac,
-    );
+    // As a plan would choose: the registry, then the rules, one-shot entries used up.
+    return this.#s.choose(facts);
   }
 
   /** The machines with what each boots next (for the API and the pages). */

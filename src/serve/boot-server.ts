@@ -120,6 +120,7 @@ export class BootServer {
       ...{ events: this.events, images, isos, once },
       baseUrl: () => this.baseUrl,
       tftpPort: () => this.tftpPort,
+      choose: (facts) => this.#plans.choose(facts),
     });
     const plans = (this.#plans = new MachinePlans({
       get config() {
@@ -137,7 +138,7 @@ export class BootServer {
       get config() {
         return live();
       },
-      ...{ events: this.events, record, images, auth },
+      ...{ events: this.events, record, images, auth, registry },
       machineRows: () => api.machineRows(),
       views: new DashboardViews(live, images, isos),
     });

@@ -1,6 +1,6 @@
 // The dashboard's pages (machines, a machine's timeline, catalog, images, cache and mirrors),
-// server-rendered, and its two write actions (roll an image entry back, reset a machine's
-// disk), token-guarded by PeopleAuth. Routes come from the route table (routes.ts).
+// server-rendered, and its write actions (roll an image entry back, reset a machine's disk,
+// a machine's registry record), token-guarded by PeopleAuth. Routes come from the route table (routes.ts).
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { ServeConfig } from "./config.ts";
 import type { DashboardViews } from "./dashboard-views.ts";
@@ -12,6 +12,9 @@ import { catalogPage } from "./ui/catalog-page.ts";
 import { machinePage, machineRows, machinesPage } from "./ui/machine-pages.ts";
 import type { MachineRow } from "./ui/machine-pages.ts";
 import { cachePage, imagesPage } from "./ui/store-pages.ts";
+import { checkRecord, RegistryError } from "./machine-registry.ts";
+import type { MachineRegistry } from "./machine-registry.ts";
+import { formRecord, newMachineForm, registryForm } from "./ui/registry-form.ts";
 
 const HTML = "text/html; charset=utf-8";
 
@@ -22,6 +25,7 @@ export interface DashboardSources {
   machineRows(): MachineRow[];
   record(input: EventInput): void;
   images(): ImageExports | null;
+  registry(): MachineRegistry | null;
   views: DashboardViews;
   auth: PeopleAuth;
 }
@@ -36,7 +40,47 @@ export class Dashboard {
   machines(_req: IncomingMessage, res: ServerResponse, url: URL): void {
     if (url.searchParams.get("part") === "rows") {
       send(res, 200, machineRows(this.#s.machineRows()).text, HTML);
-    } else send(res, 200, machinesPage(this.#s.machineRows()), HTML);
+    } else {
+      const extra = this.#s.config.ui.write
+        ? newMachineForm([...this.#s.config.entries.keys()])
+        : "";
+      send(res, 200, machinesPage(this.#s.machineRows(), extra), HTML);
+    }
+  }
+
+  /**
+   * POST /ui/machines/MAC/registry and /ui/registry (MAC in the form): a machine's registry
+   * record from the form, refused with a page saying why (a wrong token, a bad field, a record
+   * changed meanwhile).
+   */
+  async registry(req: IncomingMessage, res: ServerResponse, text: string | null): Promise<void> {
+    const back = text === null ? "/ui/machines" : `/ui/machines/${encodeURIComponent(text)}`;
+    const form = await this.#s.auth.authorized(req, res, back);
+    if (!form) return;
+    const mac = macFromQuery(text ?? form.get("mac"));
+    if (!mac) return this.#s.auth.refuse(req, res, back, 400, "That is not a MAC address.");
+    const registry = this.#s.registry();
+    if (!registry) return this.#s.auth.refuse(req, res, back, 503, "The registry is not open.");
+    const version = Number(form.get("version") ?? 0);
+    try {
+      const fields = checkRecord(formRecord(form), (n) => this.#s.config.entries.has(n));
+      const r = await registry.update(mac, version > 0 ? `"${version}"` : undefined, (current) => {
+        if (version === 0 && current)
+          throw new RegistryError(409, `${mac} is in the registry already: change it on its page`);
+        return fields;
+      });
+      this.#s.record({
+        stage: "ui-registry",
+        mac,
+        ip: clientIp(req),
+        detail: `version ${r?.version}`,
+      });
+    } catch (err) {
+      if (!(err instanceof RegistryError)) throw err;
+      const what = err.field ? `${err.field}: ${err.message}` : err.message;
+      return this.#s.auth.refuse(req, res, back, err.status, `Not saved. ${what}`);
+    }
+    res.writeHead(303, { Location: `/ui/machines/${encodeURIComponent(mac)}` }).end();
   }
 
   machine(_req: IncomingMessage, res: ServerResponse, text: string): void {
@@ -47,10 +91,16 @@ export class Dashboard {
     const next = row ? this.#s.config.entries.get(row.next.entry) : undefined;
     const resettable = this.#s.config.ui.write && next?.kind === "image" ? next.name : null;
     const staysOn = resettable ? (this.#s.images()?.staysOn(resettable, mac) ?? null) : null;
+    const extra = this.#s.config.ui.write
+      ? registryForm(mac, {
+          record: this.#s.registry()?.get(mac),
+          entries: [...this.#s.config.entries.keys()],
+        })
+      : "";
     send(
       res,
       200,
-      machinePage(mac, row, this.#s.events.events({ mac }), resettable, staysOn),
+      machinePage(mac, row, this.#s.events.events({ mac }), resettable, staysOn, extra),
       HTML,
     );
   }

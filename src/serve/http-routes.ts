@@ -126,6 +126,13 @@ export function bootServerRoutes(parts: {
       "POST",
     ),
     p(
+      /^\/ui\/machines\/([^/]+)\/registry$/,
+      "/ui",
+      (req, res, x) => dashboard.registry(req, res, d(x[1])),
+      "POST",
+    ),
+    p(/^\/ui\/registry$/, "/ui", (req, res) => dashboard.registry(req, res, null), "POST"),
+    p(
       /^\/ui\/machines\/([^/]+)\/reset-disk$/,
       "/ui",
       (req, res, x) => dashboard.resetDisk(req, res, d(x[1])),

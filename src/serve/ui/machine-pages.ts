@@ -90,7 +90,7 @@ const LIVE_TABLE = `
 })();
 `;
 
-export function machinesPage(rows: MachineRow[]): string {
+export function machinesPage(rows: MachineRow[], extra: Html | string = ""): string {
   const body = machineRows(rows);
   return page(
     "Machines",
@@ -103,7 +103,8 @@ export function machinesPage(rows: MachineRow[]): string {
         empty: "",
         body: { id: "machines-body" },
         caption: "Each machine's last boot stage and what it boots next",
-      })}`,
+      })}
+      ${extra}`,
     LIVE_TABLE,
   );
 }
@@ -146,6 +147,8 @@ export function machinePage(
   resettable: string | null = null,
   /** The older release its per-machine disk keeps it on, if not the entry's current one. */
   staysOn: string | null = null,
+  /** More sections (the registry form when write actions are on). */
+  extra: Html | string = "",
 ): string {
   const reset = resettable
     ? html`<h2>Disk</h2>
@@ -208,7 +211,7 @@ export function machinePage(
     `Machine ${mac}`,
     "/ui/machines",
     html`<h1>Machine <span class="mono">${mac}</span></h1>
-      ${details} ${reset}
+      ${details} ${reset} ${extra}
       <h2>Boot timeline</h2>
       <p id="live" class="live" aria-live="polite">${events.length} event(s).</p>
       ${table(
