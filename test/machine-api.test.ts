@@ -306,6 +306,10 @@ describe("the dashboard's registry forms", () => {
         body: new URLSearchParams(fields),
         redirect: "manual",
       });
+    // Seen (it asked for a plan) but not registered: the machines page offers to adopt it.
+    await (await fetch(`${base}/ipxe/boot?mac=${DASHED}`)).text();
+    const adopt = new RegExp(`href="/ui/machines/${encodeURIComponent(MAC)}#registry">adopt<`);
+    assert.match(await (await fetch(`${base}/ui/machines`)).text(), adopt);
     const page = await (await fetch(`${base}/ui/machines/${DASHED}`)).text();
     assert.match(page, /Not in the registry: the rules choose for it/);
     assert.match(page, /Adopt this machine/);
@@ -339,6 +343,7 @@ describe("the dashboard's registry forms", () => {
       (await fetch(`${base}/ipxe/boot?mac=${DASHED}`)).text();
     assert.match(await plan(), /entry-b/);
     assert.match(await plan(), /entry-a/);
+    assert.doesNotMatch(await (await fetch(`${base}/ui/machines`)).text(), adopt);
     // The form still says version 0 (the page was loaded before): refused, nothing lost.
     const stale = await post(`/ui/machines/${DASHED}/registry`, { ...form, hostname: "other" });
     assert.equal(stale.status, 409);

@@ -5,6 +5,7 @@ import type { ServeConfig } from "./config.ts";
 import type { EventLog, MachineRecord } from "./events.ts";
 import { HttpError, macFromQuery, send } from "./http-util.ts";
 import type { ImageExports } from "./image-exports.ts";
+import type { MachineRegistry } from "./machine-registry.ts";
 import type { IsoEntries } from "./iso-entries.ts";
 import type { OnceState } from "./once.ts";
 import { ipxeArchNames } from "./plan.ts";
@@ -22,6 +23,7 @@ export interface ApiSources {
   once(): OnceState | null;
   baseUrl(): string;
   tftpPort(): number;
+  registry(): MachineRegistry | null;
   /** What a machine with these facts boots (MachinePlans.choose). */
   choose(facts: MachineFacts): Choice & { once?: string };
 }
@@ -53,9 +55,12 @@ export class ApiRoutes {
 
   /** The machines with what each boots next (for the API and the pages). */
   machineRows(): MachineRow[] {
-    return this.#s.events
-      .machines()
-      .map((m) => ({ ...m, secureBoot: secureBootOf(m), next: this.#nextFor(m.mac) }));
+    return this.#s.events.machines().map((m) => ({
+      ...m,
+      secureBoot: secureBootOf(m),
+      next: this.#nextFor(m.mac),
+      registered: this.#s.registry() ? this.#s.registry()?.get(m.mac) !== undefined : undefined,
+    }));
   }
 
   events(_req: IncomingMessage, res: ServerResponse, url: URL): void {

@@ -121,6 +121,7 @@ export class BootServer {
       baseUrl: () => this.baseUrl,
       tftpPort: () => this.tftpPort,
       choose: (facts) => this.#plans.choose(facts),
+      registry,
     });
     const plans = (this.#plans = new MachinePlans({
       get config() {

@@ -7,6 +7,8 @@ import { code, emptyRow, html, page, table, time, writeForm } from "./html.ts";
 import type { Html } from "./html.ts";
 
 export type MachineRow = MachineRecord & {
+  /** Whether the machine registry has a record for it (else it can be adopted). */
+  registered?: boolean;
   next: Choice & { once?: string };
   secureBoot: "none (BIOS)" | "off (unsigned iPXE ran)" | "unknown";
 };
@@ -62,7 +64,14 @@ export function machineRows(rows: MachineRow[]): Html {
         <td>${m.lastStage}</td>
         <td>${time(m.lastSeen)}</td>
         <td>${nextText(m)}</td>
-        <td class="wide">${m.next.rule}</td>
+        <td class="wide">
+          ${m.next.rule}${
+            m.registered === false
+              ? html` ·
+                  <a href="/ui/machines/${encodeURIComponent(m.mac)}#registry">adopt</a>`
+              : ""
+          }
+        </td>
       </tr>`,
   )}`;
 }

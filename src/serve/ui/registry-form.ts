@@ -56,7 +56,7 @@ function fields(v: RegistryFormView, withMac: boolean): Html {
 
 /** The registry section of a machine's page. */
 export function registryForm(mac: string, v: RegistryFormView): Html {
-  return html`<h2>Registry</h2>
+  return html`<h2 id="registry">Registry</h2>
     <p>
       ${
         v.record
