@@ -84,6 +84,8 @@ function get(lan: TestLan, path: string): string {
 interface World {
   dir: string;
   lan: TestLan;
+  /** The QEMU machine's tap. */
+  tap: string;
   /** A host on the LAN whose DHCP request carried a hostile host name. */
   hostile: Host;
   serve: ServeProcess;
@@ -106,6 +108,7 @@ async function setUp(fx: FixtureScope): Promise<World | null> {
   const { chromium } = await import("playwright-core");
   const dir = tempDir(fx);
   writeFileSync(join(dir, "marker.cpio"), markerInitrd(busybox, "INETBOOT-DASHBOARD-OK"));
+  writeFileSync(join(dir, "second.cpio"), markerInitrd(busybox, "INETBOOT-DASHBOARD-NEXT"));
 
   // An image with two signed releases (v2 changes a little), for the images page.
   const disk = join(dir, "disk.img");
@@ -136,6 +139,10 @@ entries:
     initrd: [${join(dir, "marker.cpio")}]
     cmdline: console=ttyS0 panic=-1
   later: { kernel: ${join(dir, "not-there-yet")} }
+  second:
+    kernel: ${kit.kernel}
+    initrd: [${join(dir, "second.cpio")}]
+    cmdline: console=ttyS0 panic=-1
   tiny:
     image: { name: tiny, store: ${store}, trust: [${join(dir, "k.pub")}] }
     kernel: ${kit.kernel}
@@ -176,7 +183,7 @@ default: menu
   });
   fx.after(() => browser.close());
   const base = `http://${lan.serverAddress}:8080`;
-  return { dir, lan, hostile, serve, store, metricsBefore, browser, base };
+  return { dir, lan, tap, hostile, serve, store, metricsBefore, browser, base };
 }
 
 type Viewport = { width: number; height: number };
@@ -509,14 +516,14 @@ describe("dashboard and metrics", { timeout: 600_000 }, () => {
     assert.ok(!existsSync(overlay), "the disk was discarded");
   });
 
-  it("the machine page's registry form adopts the QEMU machine with a host name and a next boot", async (t) => {
+  it("the machine page's registry form adopts the QEMU machine with a next boot: QEMU boots it once, then its rule's entry", async (t) => {
     if (!fx.ready(t)) return;
     await withPage(w.browser, undefined, async (page) => {
       await page.goto(`${w.base}/ui/machines/${MAC_QEMU}`);
       const form = page.locator("form.registry");
       await form.getByLabel("Host name").fill("lab-qemu");
       await form.getByLabel("Labels").fill("rack=r9");
-      await form.getByLabel("Next boot").selectOption("later");
+      await form.getByLabel("Next boot").selectOption("second");
       await form.locator("input[name=token]").fill(TOKEN);
       await form.getByRole("button", { name: "Adopt this machine" }).click();
       await page.waitForURL(new RegExp(`/ui/machines/${encodeURIComponent(MAC_QEMU)}$`));
@@ -532,7 +539,12 @@ describe("dashboard and metrics", { timeout: 600_000 }, () => {
     >;
     assert.equal(record.hostname, "lab-qemu");
     assert.deepEqual(record.labels, { rack: "r9" });
-    assert.equal(record.next, "later");
+    assert.equal(record.next, "second");
+    // QEMU boots it: the next boot is the one chosen on the page, the one after its rule's again.
+    const again = (marker: RegExp): Promise<string> =>
+      bootUntil(tapNic(w.tap, MAC_QEMU), marker, 240_000, { netns: w.lan.server });
+    await again(/INETBOOT-DASHBOARD-NEXT/);
+    await again(/INETBOOT-DASHBOARD-OK/);
   });
 
   // Last: it leaves the server's own address refused for a minute.
