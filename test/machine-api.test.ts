@@ -13,7 +13,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import { BootServer } from "../src/serve/boot-server.ts";
 import { parseConfig } from "../src/serve/config.ts";
 import { MachineRegistry } from "../src/serve/machine-registry.ts";
-import { inetboot, REPO, tempDir } from "./helpers.ts";
+import { inetboot, inetbootOk, REPO, tempDir, writeImage } from "./helpers.ts";
 
 const TOKEN = "api-test-write-token";
 const MAC = "52:54:00:12:34:f1";
@@ -68,7 +68,9 @@ function client(base: string, doc: Doc) {
     path: string,
     options: { body?: unknown; token?: string | null; ifMatch?: string } = {},
   ): Promise<{ status: number; json: unknown; etag: string | null }> => {
-    const template = path.replace(/\/machines\/[^/]+/, "/machines/{mac}");
+    const template = path
+      .replace(/\/machines\/[^/]+/, "/machines/{mac}")
+      .replace(/\/images\/[^/]+/, "/images/{entry}");
     const op = doc.paths[`/api/v1${template}`]?.[method.toLowerCase()];
     assert.ok(op, `${method} ${template} is in the OpenAPI document`);
     const reqSchema = (
@@ -117,10 +119,8 @@ describe("the machine API (/api/v1)", () => {
     const served = srv.routes.routes
       .filter((r) => r.label === "/api/v1" && !r.pattern.source.includes("openapi"))
       .map((r) => {
-        const path = r.pattern.source
-          .replace(/^\^|\$$/g, "")
-          .replace(/\\\//g, "/")
-          .replace("([^/]+)", "{mac}");
+        const raw = r.pattern.source.replace(/^\^|\$$/g, "").replace(/\\\//g, "/");
+        const path = raw.replace("([^/]+)", raw.includes("images") ? "{entry}" : "{mac}");
         return `${r.method} ${path}`;
       })
       .sort();
@@ -131,7 +131,7 @@ describe("the machine API (/api/v1)", () => {
           .map((m) => `${m.toUpperCase()} ${path}`),
       )
       .sort();
-    assert.equal(served.length, 9);
+    assert.equal(served.length, 11);
     assert.deepEqual(served, documented);
     const api = client(base, doc);
     assert.deepEqual((await api("GET", "/machines")).json, { machines: [] });
@@ -224,6 +224,49 @@ describe("the machine API (/api/v1)", () => {
       wrong.push((await api(method, path, { body, token: "wrong-token-xx" })).status);
     }
     assert.deepEqual(wrong, [401, 401, 401, 401, 401, 429, 429]);
+  });
+
+  it("an image entry is pinned to a release of its store and unpinned; a digest not in the store is refused", async (t) => {
+    const dir = tempDir(t);
+    const disk = join(dir, "disk.img");
+    writeImage(disk, [Buffer.alloc(1 << 20, 7)]);
+    const store = join(dir, "store");
+    await inetbootOk(["keygen", "--out", join(dir, "k")]);
+    await inetbootOk(["pack", disk, "--store", store, "--name", "tiny", "--key", join(dir, "k")]);
+    const listed = JSON.parse((await inetbootOk(["ls", "--store", store, "--json"])).stdout) as {
+      digest: string;
+    }[];
+    const digest = listed[0].digest;
+    assert.match(digest, /^[0-9a-f]{64}$/);
+    const config = parseConfig(
+      `http: { port: 0, address: 127.0.0.1 }
+state: ${dir}/state
+ui: { write: true, token: ${TOKEN} }
+entries:
+  tiny: { image: { name: tiny, store: ${store}, trust: [${join(dir, "k.pub")}] }, kernel: ${disk} }
+`,
+      join(dir, "serve.yaml"),
+    );
+    const srv = new BootServer(config);
+    await srv.start();
+    t.after(() => srv.stop());
+    const base = `http://127.0.0.1:${srv.httpPort}`;
+    const doc = (await (await fetch(`${base}/api/v1/openapi.json`)).json()) as Doc;
+    const api = client(base, doc);
+    const pinned = await api("PUT", "/images/tiny/pin", { body: { release: digest } });
+    assert.deepEqual(pinned.json, { entry: "tiny", pinned: digest });
+    assert.equal(srv.images?.pin("tiny"), digest);
+    const unknown = await api("PUT", "/images/tiny/pin", { body: { release: "0".repeat(64) } });
+    assert.equal(unknown.status, 400);
+    assert.equal(
+      (await api("PUT", "/images/nothing/pin", { body: { release: digest } })).status,
+      404,
+    );
+    assert.deepEqual((await api("DELETE", "/images/tiny/pin")).json, {
+      entry: "tiny",
+      pinned: null,
+    });
+    assert.equal(srv.images?.pin("tiny"), null);
   });
 
   it("writes are refused when the server has write actions off", async (t) => {

@@ -40,6 +40,8 @@ const SAMPLES: [string, string][] = [
   ["PUT", "/api/v1/machines/52:54:00:00:00:01/next"],
   ["DELETE", "/api/v1/machines/52:54:00:00:00:01/next"],
   ["POST", "/api/v1/machines/52:54:00:00:00:01/reset-disk"],
+  ["PUT", "/api/v1/images/hello/pin"],
+  ["DELETE", "/api/v1/images/hello/pin"],
   ["POST", "/api/v1/reload"],
   ["GET", "/ui"],
   ["GET", "/ui/machines"],

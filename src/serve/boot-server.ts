@@ -135,13 +135,14 @@ export class BootServer {
       baseUrl: () => this.baseUrl,
     }));
     const machine = new MachineRoutes({ plans, firstStages: this.#firstStages });
+    const views = new DashboardViews(live, images, isos);
     const dashboard = new Dashboard({
       get config() {
         return live();
       },
       ...{ events: this.events, record, images, auth, registry },
       machineRows: () => api.machineRows(),
-      views: new DashboardViews(live, images, isos),
+      views,
     });
     const v1 = new RegistryRoutes({
       get config() {
@@ -149,6 +150,7 @@ export class BootServer {
       },
       ...{ registry, images, record, auth },
       reload: () => this.#reloader?.() ?? null,
+      listing: (entry) => views.listing(entry),
     });
     const metrics = async (): Promise<string> =>
       renderFamilies([

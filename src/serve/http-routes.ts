@@ -108,6 +108,18 @@ export function bootServerRoutes(parts: {
       (req, res, x) => v1.resetDisk(req, res, d(x[1])),
       "POST",
     ),
+    p(
+      /^\/api\/v1\/images\/([^/]+)\/pin$/,
+      "/api/v1",
+      (req, res, x) => v1.pin(req, res, d(x[1]), false),
+      "PUT",
+    ),
+    p(
+      /^\/api\/v1\/images\/([^/]+)\/pin$/,
+      "/api/v1",
+      (req, res, x) => v1.pin(req, res, d(x[1]), true),
+      "DELETE",
+    ),
     p(/^\/api\/v1\/reload$/, "/api/v1", (req, res) => v1.reload(req, res), "POST"),
     p(
       /^\/ui\/?$/,

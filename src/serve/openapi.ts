@@ -34,6 +34,19 @@ const body = (schema: unknown): Record<string, unknown> => ({
   content: { "application/json": { schema } },
 });
 const write = { security: [{ writeToken: [] }] };
+const pinned = {
+  description: "the entry's pin now",
+  content: {
+    "application/json": {
+      schema: {
+        type: "object",
+        required: ["entry", "pinned"],
+        properties: { entry: { type: "string" }, pinned: { type: ["string", "null"] } },
+        additionalProperties: false,
+      },
+    },
+  },
+};
 
 export const OPENAPI = {
   openapi: "3.1.0",
@@ -188,6 +201,25 @@ export const OPENAPI = {
           },
           ...errors(400, 401, 403, 413, 429, 503),
         },
+      },
+    },
+    "/api/v1/images/{entry}/pin": {
+      parameters: [{ name: "entry", in: "path", required: true, schema: { type: "string" } }],
+      put: {
+        summary: "pin an image entry to a release of its store (a roll-back)",
+        ...write,
+        requestBody: body({
+          type: "object",
+          required: ["release"],
+          properties: { release: { type: "string", pattern: "^[0-9a-f]{64}$" } },
+          additionalProperties: false,
+        }),
+        responses: { "200": pinned, ...errors(400, 401, 403, 404, 413, 429, 503) },
+      },
+      delete: {
+        summary: "unpin: the entry follows its store's latest release again",
+        ...write,
+        responses: { "200": pinned, ...errors(401, 403, 404, 429, 503) },
       },
     },
     "/api/v1/reload": {

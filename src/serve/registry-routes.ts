@@ -11,6 +11,7 @@ import type { ImageExports } from "./image-exports.ts";
 import { checkRecord, MachineRegistry, RegistryError } from "./machine-registry.ts";
 import type { RegistryRecord } from "./machine-registry.ts";
 import { OPENAPI } from "./openapi.ts";
+import type { ListedRelease } from "../store/list.ts";
 import { readBody } from "./people-auth.ts";
 import type { PeopleAuth } from "./people-auth.ts";
 
@@ -25,6 +26,8 @@ export interface RegistrySources {
   auth: PeopleAuth;
   /** Reads the configuration file again and swaps it in; what changed (null: no file). */
   reload(): Promise<string> | null;
+  /** The releases in an image entry's store (for pins). */
+  listing(entry: Extract<Entry, { kind: "image" }>): Promise<ListedRelease[]>;
 }
 
 function json(
@@ -193,6 +196,42 @@ export class RegistryRoutes {
       const had = await images.resetDisk(entry, mac);
       this.#changed(req, mac, `disk of ${entry.name} reset${had ? "" : " (it had none)"}`, null);
       json(res, 200, { mac, entry: entry.name, had });
+    });
+  }
+
+  /**
+   * PUT /api/v1/images/ENTRY/pin {"release": DIGEST}: the entry's next boots open that release
+   * of its store (a roll-back); DELETE follows the latest again.
+   */
+  pin(req: IncomingMessage, res: ServerResponse, name: string, clear: boolean): Promise<void> {
+    return this.handle(res, async () => {
+      const { body } = await this.#write(req, !clear);
+      const entry = this.#s.config.entries.get(name);
+      if (entry?.kind !== "image") throw new RegistryError(404, `no image entry named "${name}"`);
+      const images = this.#s.images();
+      if (!images) throw new RegistryError(503, "the NBD server is not running");
+      let release: string | null = null;
+      if (!clear) {
+        const given = (body as { release?: unknown } | null)?.release;
+        if (typeof given !== "string" || !/^[0-9a-f]{64}$/.test(given))
+          throw new RegistryError(400, "expected a release digest (64 hex digits)", "release");
+        const known = (await this.#s.listing(entry)).some((r) => r.digest === given);
+        if (!known)
+          throw new RegistryError(
+            400,
+            `${given} is not a release of ${entry.image.source} in its store`,
+            "release",
+          );
+        release = given;
+      }
+      await images.setPin(entry, release);
+      this.#s.record({
+        stage: "api-pin",
+        entry: name,
+        ip: clientIp(req),
+        detail: release ?? "latest",
+      });
+      json(res, 200, { entry: name, pinned: release });
     });
   }
 
