@@ -179,6 +179,32 @@ describe("the machine API (/api/v1)", () => {
       (await api("PUT", `/machines/${DASHED}`, { body: "x".repeat(70_000) })).status,
       413,
     );
+    // Another site's page can send a form or text/plain, never JSON: those are refused.
+    const plain = await fetch(`${base}/api/v1/machines/${DASHED}`, {
+      method: "PUT",
+      headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "text/plain" },
+      body: JSON.stringify({ hostname: "x" }),
+    });
+    assert.equal(plain.status, 415);
+    // The write token as a Basic password (what a browser resends by itself) writes nothing.
+    const basic = await fetch(`${base}/api/v1/machines/${DASHED}`, {
+      method: "PATCH",
+      headers: {
+        Authorization: `Basic ${Buffer.from(`admin:${TOKEN}`).toString("base64")}`,
+        "Content-Type": "application/json",
+      },
+      body: "{}",
+    });
+    assert.equal(basic.status, 401);
+    assert.equal(basic.headers.get("www-authenticate"), 'Bearer realm="inetboot"');
+    const other = "/machines/52:54:00:00:00:77";
+    assert.equal(
+      (await api("PUT", other, { body: {}, ifMatch: "*" })).status,
+      412,
+      "If-Match: * needs a record",
+    );
+    assert.equal((await api("DELETE", `${other}/next`)).status, 404);
+    assert.equal((await api("PUT", `${other}/next`, { body: { entry: "b" } })).status, 201);
     assert.equal((await api("DELETE", `/machines/${DASHED}`)).status, 204);
     assert.equal((await api("GET", `/machines/${DASHED}`)).status, 404);
     assert.equal((await api("POST", "/reload")).status, 409, "no file to reload in process");
@@ -190,6 +216,7 @@ describe("the machine API (/api/v1)", () => {
     assert.deepEqual(
       events.filter((e) => e.stage === "api-machine").map((e) => e.detail?.replace(/ from .*/, "")),
       ["record made", "record changed", "record replaced", "record removed"],
+      "events of this machine only",
     );
   });
 

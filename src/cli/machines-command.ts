@@ -36,13 +36,23 @@ function token(flags: ApiFlags): string | undefined {
   return process.env.INETBOOT_TOKEN || undefined;
 }
 
-/** A request to the API; its JSON, or an error saying what the server said. */
+/** What the server refused, with its status. */
+class ApiError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** A request to the API; its JSON and ETag, or an ApiError saying what the server said. */
 async function api(
   flags: ApiFlags,
   method: string,
   path: string,
   body?: unknown,
-): Promise<{ status: number; json: unknown }> {
+  ifMatch?: string,
+): Promise<{ status: number; json: unknown; etag: string | null }> {
   const url = `${server(flags)}/api/v1${path}`;
   const t = token(flags);
   let res: Response;
@@ -52,6 +62,7 @@ async function api(
       headers: {
         ...(t ? { Authorization: `Bearer ${t}` } : {}),
         ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
+        ...(ifMatch ? { "If-Match": ifMatch } : {}),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(30_000),
@@ -73,11 +84,12 @@ async function api(
     const e = json as { error?: string; field?: string } | null;
     const hint =
       res.status === 401 ? " (the write token: --token-file FILE or $INETBOOT_TOKEN)" : "";
-    throw new Error(
+    throw new ApiError(
+      res.status,
       `${method} ${url}: ${res.status} ${e?.error ?? res.statusText}${e?.field ? ` [${e.field}]` : ""}${hint}`,
     );
   }
-  return { status: res.status, json };
+  return { status: res.status, json, etag: res.headers.get("etag") };
 }
 
 const labelsText = (l?: Record<string, string>): string =>
@@ -169,10 +181,13 @@ export function registerMachinesCommands(program: Command): void {
       flags: ApiFlags & { hostname?: string; entry?: string; label: string[]; notes?: string },
     ) => {
       const path = `/machines/${encodeURIComponent(mac)}`;
-      const current = await api(flags, "GET", path).then(
-        (r) => r.json as Machine,
-        () => null,
-      );
+      // Only "not found" means a new record; the change goes with the ETag read, so a change
+      // made meanwhile is refused (412) rather than overwritten.
+      const got = await api(flags, "GET", path).catch((err: unknown) => {
+        if (err instanceof ApiError && err.status === 404) return null;
+        throw err;
+      });
+      const current = got ? (got.json as Machine) : null;
       const labels = { ...current?.labels };
       for (const [k, v] of flags.label.map(label)) {
         if (v === "") delete labels[k];
@@ -184,8 +199,8 @@ export function registerMachinesCommands(program: Command): void {
         ...(flags.notes !== undefined ? { notes: flags.notes || null } : {}),
         ...(flags.label.length ? { labels } : {}),
       };
-      const r = current
-        ? await api(flags, "PATCH", path, fields)
+      const r = got
+        ? await api(flags, "PATCH", path, fields, got.etag ?? undefined)
         : await api(flags, "PUT", path, fields);
       show(r.json as Machine, flags);
     },

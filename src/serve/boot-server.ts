@@ -148,7 +148,7 @@ export class BootServer {
       get config() {
         return live();
       },
-      ...{ registry, images, record, auth },
+      ...{ registry, images, record, auth, log },
       reload: () => this.#reloader?.() ?? null,
       listing: (entry) => views.listing(entry),
     });
@@ -274,6 +274,8 @@ export class BootServer {
           images: () => this.#images,
           nbdPort: () => this.#nbdPort,
           firstStages: this.#firstStageWatch,
+          choose: (facts) => this.#plans.choose(facts),
+          registeredHostname: (mac) => this.#registry?.get(mac)?.hostname,
         }));
       }
     } catch (err) {

@@ -61,7 +61,10 @@ export class Dashboard {
     if (!mac) return this.#s.auth.refuse(req, res, back, 400, "That is not a MAC address.");
     const registry = this.#s.registry();
     if (!registry) return this.#s.auth.refuse(req, res, back, 503, "The registry is not open.");
-    const version = Number(form.get("version") ?? 0);
+    const versionText = form.get("version") ?? "0";
+    if (!/^\d{1,15}$/.test(versionText))
+      return this.#s.auth.refuse(req, res, back, 400, "The form's version is not a number.");
+    const version = Number(versionText);
     try {
       const fields = checkRecord(formRecord(form), (n) => this.#s.config.entries.has(n));
       const r = await registry.update(mac, version > 0 ? `"${version}"` : undefined, (current) => {

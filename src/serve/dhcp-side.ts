@@ -15,7 +15,8 @@ import type { EventInput, EventLog } from "./events.ts";
 import { loaderOfFile } from "./first-stage-watch.ts";
 import type { FirstStageWatch } from "./first-stage-watch.ts";
 import type { ImageExports } from "./image-exports.ts";
-import { chooseEntry, chooseLoader, firmwareArchNames } from "./plan.ts";
+import { chooseLoader, firmwareArchNames } from "./plan.ts";
+import type { Choice, MachineFacts } from "./plan.ts";
 
 export interface DhcpSideOptions {
   config: ServeConfig;
@@ -28,6 +29,10 @@ export interface DhcpSideOptions {
   record(input: EventInput, facts?: Parameters<EventLog["record"]>[1]): void;
   /** Notices iPXE first stages that never ran (Secure Boot refused them). */
   firstStages: FirstStageWatch;
+  /** What a machine boots as its plan would choose (the registry, then the rules). */
+  choose(facts: MachineFacts): Choice;
+  /** The host name its registry record gives a machine, if any. */
+  registeredHostname(mac: string): string | undefined;
   log: Logger;
 }
 
@@ -85,18 +90,23 @@ function grubAnswer(
 }
 
 /** The rule a DHCP client's facts choose (what DHCP knows: MAC, firmware, its host name). */
-function clientChoice(o: DhcpSideOptions, client: DhcpClient): ReturnType<typeof chooseEntry> {
+function clientChoice(o: DhcpSideOptions, client: DhcpClient): Choice {
   const facts = {
     mac: client.mac,
     arch: firmwareArchNames(client.firmware),
     hostname: client.hostname,
     labels: {},
   };
-  return chooseEntry(o.config, facts);
+  return o.choose(facts);
 }
 
-/** The host name the machine's rule gives it (installers take it from DHCP option 12). */
+/**
+ * The host name its registry record or its rule gives the machine (installers take it from
+ * DHCP option 12).
+ */
 function ruleHostname(o: DhcpSideOptions, client: DhcpClient): string | undefined {
+  const registered = o.registeredHostname(client.mac);
+  if (registered) return registered;
   const choice = clientChoice(o, client);
   return o.config.machines.find((r) => r.name === choice.rule && r.line === choice.line)?.hostname;
 }

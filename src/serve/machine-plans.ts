@@ -148,13 +148,15 @@ export class MachinePlans {
         "a machine cannot boot its entry",
       );
     // A registry next boot is used up by the plan that boots it.
-    if (
-      mac &&
-      this.s.registry()?.get(mac)?.next === entry.name &&
-      !["error", "wait"].includes(plan.kind)
-    ) {
-      await this.s.registry()?.consumeNext(mac);
-      this.s.record({ stage: "next-boot-used", mac, ip: req.ip, entry: entry.name });
+    if (mac && !["error", "wait"].includes(plan.kind)) {
+      const used = await this.s
+        .registry()
+        ?.consumeNext(mac, entry.name)
+        .catch((err: Error) => {
+          this.s.log.warn({ mac, err: err.message }, "cannot clear a machine's next boot");
+          return false;
+        });
+      if (used) this.s.record({ stage: "next-boot-used", mac, ip: req.ip, entry: entry.name });
     }
     // One-shot: a plan that fetches a kernel is used up when the kernel is fetched (see file());
     // any other plan that boots something is used up now.

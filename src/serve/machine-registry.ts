@@ -5,12 +5,24 @@
 // leaves the old file or the new one. Each record has a version: its ETag, so two writers do
 // not overwrite each other (If-Match). A registry record for a MAC wins over the rules.
 import { readFile } from "node:fs/promises";
+import { formatMac, parseMac } from "../dhcp/packet.ts";
 import { isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
+
+/** A MAC in its one written form, or null. */
+function macText(text: string): string | null {
+  try {
+    return formatMac(parseMac(text));
+  } catch {
+    return null;
+  }
+}
 
 /** Records kept at most. */
 export const MAX_RECORDS = 10_000;
 const MAX_TEXT = 253;
-const MAX_NOTES = 4096;
+const MAX_NOTES = 1024;
+/** The registry file at most (each change rewrites it). */
+export const MAX_FILE = 8 * 1024 * 1024;
 const MAX_LABELS = 32;
 
 export interface MachineRecordIn {
@@ -98,10 +110,10 @@ export function checkRecord(
       throw new RegistryError(400, `expected at most ${MAX_LABELS} labels`, "labels");
     out.labels = {};
     for (const [k, v] of pairs) {
-      if (!LABEL_KEY.test(k) || typeof v !== "string" || v.length > MAX_TEXT)
+      if (!LABEL_KEY.test(k) || typeof v !== "string" || v.length > MAX_TEXT || v.includes(","))
         throw new RegistryError(
           400,
-          `expected KEY: "value" (key letters, digits, _ . -; value a string)`,
+          `expected KEY: "value" (key letters, digits, _ . -; value a string without ",")`,
           `labels.${k}`,
         );
       out.labels[k] = v;
@@ -117,6 +129,8 @@ export function checkRecord(
 export class MachineRegistry {
   readonly #path: string;
   readonly #records = new Map<string, RegistryRecord>();
+  /** The highest version given out. */
+  #version = 0;
   #chain: Promise<void> = Promise.resolve();
 
   private constructor(path: string) {
@@ -144,8 +158,15 @@ export class MachineRegistry {
     }
     if (!Array.isArray(list))
       throw new Error(`${path} has no "machines" list: restore it or remove it`);
-    for (const m of list as RegistryRecord[]) {
-      if (typeof m?.mac === "string") r.#records.set(m.mac, m);
+    for (const [i, m] of (list as RegistryRecord[]).entries()) {
+      const mac = typeof m?.mac === "string" ? macText(m.mac) : null;
+      if (!mac || !Number.isInteger(m.version) || m.version < 1 || i >= MAX_RECORDS) {
+        throw new Error(
+          `${path}: machines[${i}] is not a registry record (a MAC and a version; at most ${MAX_RECORDS}): fix or remove it`,
+        );
+      }
+      r.#records.set(mac, { ...m, mac });
+      r.#version = Math.max(r.#version, m.version);
     }
     return r;
   }
@@ -176,8 +197,7 @@ export class MachineRegistry {
       const current = this.#records.get(mac);
       if (
         ifMatch !== undefined &&
-        ifMatch !== "*" &&
-        (!current || MachineRegistry.etag(current) !== ifMatch)
+        (!current || (ifMatch !== "*" && MachineRegistry.etag(current) !== ifMatch))
       ) {
         throw new RegistryError(
           412,
@@ -189,7 +209,12 @@ export class MachineRegistry {
       if (fields === null) {
         if (!current) throw new RegistryError(404, `no registry record for ${mac}`);
         this.#records.delete(mac);
-        await this.#save();
+        try {
+          await this.#save();
+        } catch (err) {
+          this.#records.set(mac, current);
+          throw err;
+        }
         return null;
       }
       if (!current && this.#records.size >= MAX_RECORDS)
@@ -198,7 +223,8 @@ export class MachineRegistry {
         Object.entries({
           ...fields,
           mac,
-          version: (current?.version ?? 0) + 1,
+          // One counter for the registry: an ETag never comes back for another record.
+          version: ++this.#version,
           updated: new Date().toISOString(),
         }).filter(([, v]) => v !== undefined),
       ) as unknown as RegistryRecord;
@@ -219,17 +245,29 @@ export class MachineRegistry {
     return run;
   }
 
-  /** The next boot was used: cleared (without an If-Match). */
-  async consumeNext(mac: string): Promise<void> {
-    if (!this.#records.get(mac)?.next) return;
-    await this.update(mac, undefined, (c) => (c ? { ...c, next: undefined } : null)).catch(
-      () => undefined,
-    );
+  /**
+   * The next boot `entry` was used: cleared, unless another next boot was set meanwhile.
+   * Whether it was cleared.
+   */
+  async consumeNext(mac: string, entry: string): Promise<boolean> {
+    if (this.#records.get(mac)?.next !== entry) return false;
+    let cleared = false;
+    await this.update(mac, undefined, (c) => {
+      if (!c) return null;
+      if (c.next !== entry) throw new RegistryError(409, "another next boot was set meanwhile");
+      cleared = true;
+      return { ...c, next: undefined };
+    });
+    return cleared;
   }
 
   async #save(): Promise<void> {
-    await writeFileAtomic(this.#path, JSON.stringify({ machines: this.list() }, null, 1) + "\n", {
-      durable: true,
-    });
+    const text = JSON.stringify({ machines: this.list() }, null, 1) + "\n";
+    if (text.length > MAX_FILE)
+      throw new RegistryError(
+        507,
+        `the registry would be over ${MAX_FILE} bytes: remove records or notes`,
+      );
+    await writeFileAtomic(this.#path, text, { durable: true });
   }
 }

@@ -19,7 +19,8 @@ const ifMatch = {
 };
 const errors = (...codes: number[]): Record<string, unknown> =>
   Object.fromEntries(
-    codes.map((c) => [
+    // Every operation may fail inside the server (500), with the same error shape.
+    [...codes, 500].map((c) => [
       String(c),
       { description: "an error", content: { "application/json": { schema: error } } },
     ]),
@@ -133,7 +134,7 @@ export const OPENAPI = {
         responses: {
           "200": ok(machine, "replaced"),
           "201": ok(machine, "made"),
-          ...errors(400, 401, 403, 412, 413, 429, 507),
+          ...errors(400, 415, 401, 403, 412, 413, 429, 507),
         },
       },
       patch: {
@@ -141,7 +142,7 @@ export const OPENAPI = {
         ...write,
         parameters: [ifMatch],
         requestBody: body({ $ref: "#/components/schemas/MachineIn" }),
-        responses: { "200": ok(machine), ...errors(400, 401, 403, 404, 412, 413, 429) },
+        responses: { "200": ok(machine), ...errors(400, 415, 401, 403, 404, 412, 413, 429) },
       },
       delete: {
         summary: "remove a machine's record (the rules choose for it again)",
@@ -162,13 +163,17 @@ export const OPENAPI = {
           properties: { entry: { type: "string" } },
           additionalProperties: false,
         }),
-        responses: { "200": ok(machine), ...errors(400, 401, 403, 412, 413, 429) },
+        responses: {
+          "200": ok(machine),
+          "201": ok(machine, "made (with its next boot)"),
+          ...errors(400, 415, 401, 403, 412, 413, 429),
+        },
       },
       delete: {
         summary: "clear the next boot",
         ...write,
         parameters: [ifMatch],
-        responses: { "200": ok(machine), ...errors(400, 401, 403, 412, 429) },
+        responses: { "200": ok(machine), ...errors(400, 401, 403, 404, 412, 429) },
       },
     },
     "/api/v1/machines/{mac}/reset-disk": {
@@ -199,7 +204,7 @@ export const OPENAPI = {
               },
             },
           },
-          ...errors(400, 401, 403, 413, 429, 503),
+          ...errors(400, 415, 401, 403, 413, 429, 503),
         },
       },
     },
@@ -214,7 +219,7 @@ export const OPENAPI = {
           properties: { release: { type: "string", pattern: "^[0-9a-f]{64}$" } },
           additionalProperties: false,
         }),
-        responses: { "200": pinned, ...errors(400, 401, 403, 404, 413, 429, 503) },
+        responses: { "200": pinned, ...errors(400, 415, 401, 403, 404, 413, 429, 503) },
       },
       delete: {
         summary: "unpin: the entry follows its store's latest release again",

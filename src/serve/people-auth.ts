@@ -142,7 +142,8 @@ export class PeopleAuth {
         message: `Too many wrong tokens from ${ip}: try again in ${Math.ceil(wait / 1000)} s.`,
       };
     }
-    const given = presentedSecret(req.headers.authorization);
+    // Bearer only: a browser sends a Basic password by itself to any request, a site's too.
+    const given = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "")?.[1] ?? null;
     if (given === null || !sameSecret(given, token)) {
       if (given !== null) this.#guesses.failed(ip);
       this.#refused(given === null ? "no write token" : "wrong write token");

@@ -4,6 +4,7 @@
 // Bearer token and take If-Match against the record's ETag; every change is an event on the
 // machine's timeline. The OpenAPI document describing it is served at /api/v1/openapi.json.
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Logger } from "../lib/log.ts";
 import type { Entry, ServeConfig } from "./config.ts";
 import type { EventInput } from "./events.ts";
 import { clientIp, HttpError, macFromQuery } from "./http-util.ts";
@@ -24,6 +25,7 @@ export interface RegistrySources {
   images(): ImageExports | null;
   record(input: EventInput): void;
   auth: PeopleAuth;
+  log: Logger;
   /** Reads the configuration file again and swaps it in; what changed (null: no file). */
   reload(): Promise<string> | null;
   /** The releases in an image entry's store (for pins). */
@@ -56,13 +58,22 @@ export class RegistryRoutes {
     try {
       await fn();
     } catch (err) {
-      if (err instanceof RegistryError)
-        return json(res, err.status, {
-          error: err.message,
-          ...(err.field !== undefined ? { field: err.field } : {}),
-        });
-      if (err instanceof HttpError) return json(res, err.status, { error: err.message });
-      throw err;
+      const status = err instanceof RegistryError || err instanceof HttpError ? err.status : 500;
+      const headers: Record<string, string> =
+        status === 401 ? { "WWW-Authenticate": 'Bearer realm="inetboot"' } : {};
+      if (status === 500) this.#s.log.error({ err }, "api request failed");
+      return json(
+        res,
+        status,
+        {
+          error:
+            status === 500
+              ? `the server failed: ${(err as Error).message}`
+              : (err as Error).message,
+          ...(err instanceof RegistryError && err.field !== undefined ? { field: err.field } : {}),
+        },
+        headers,
+      );
     }
   }
 
@@ -105,6 +116,9 @@ export class RegistryRoutes {
     if (refused) throw new RegistryError(refused.status, refused.message);
     let body: unknown;
     if (withBody) {
+      // JSON only: a form or text/plain body is what another site's page can send.
+      if (!/^application\/json\b/i.test(req.headers["content-type"] ?? ""))
+        throw new RegistryError(415, "expected Content-Type: application/json", "Content-Type");
       const text = await readBody(req, MAX_JSON);
       if (text === null) throw new RegistryError(413, `the body is over ${MAX_JSON} bytes`);
       try {
@@ -175,9 +189,14 @@ export class RegistryRoutes {
           throw new RegistryError(400, 'expected {"entry": NAME}', "entry");
         next = fields.entry;
       }
-      const r = await this.#registry().update(mac, ifMatch, (current) => ({ ...current, next }));
+      let created = false;
+      const r = await this.#registry().update(mac, ifMatch, (current) => {
+        if (clear && !current) throw new RegistryError(404, `no registry record for ${mac}`);
+        created = !current;
+        return { ...current, next };
+      });
       this.#changed(req, mac, clear ? "next boot cleared" : `next boot: ${next}`, r);
-      json(res, 200, r, { ETag: MachineRegistry.etag(r!) });
+      json(res, created ? 201 : 200, r, { ETag: MachineRegistry.etag(r!) });
     });
   }
 
