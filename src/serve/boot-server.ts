@@ -338,23 +338,7 @@ export class BootServer {
 
   async #startNbd(): Promise<void> {
     const c = this.config;
-    const images = [...c.entries.values()].filter((e) => e.kind === "image");
-    if (images.some((e) => e.nbdOverlay)) {
-      // Built once from this server's nbd-client; a missing one stops the start with the fix
-      // when an entry asks for the overlay, and is logged when one may need it (auto).
-      this.#nbdOverlayPath = join(c.stateDir, "nbd-overlay.cpio");
-      await mkdir(c.stateDir, { recursive: true });
-      try {
-        await writeFile(this.#nbdOverlayPath, await buildNbdOverlay());
-      } catch (err) {
-        if (images.some((e) => e.nbdOverlay === true)) throw err;
-        this.#nbdOverlayPath = null;
-        this.#log.warn(
-          { err: (err as Error).message },
-          "no NBD overlay for image initrds without nbd-client",
-        );
-      }
-    }
+    await this.#ensureNbdOverlay();
     // No default export: each export is one boot's disk, reachable only by its own name; the
     // token in that name stays out of the logs.
     const nbd = new NbdServer({
