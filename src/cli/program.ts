@@ -1,5 +1,6 @@
 // The inetboot command line: the only place that reads argv, prints, and sets exit codes. This
-// file wires the commands (each in its own *-command.ts) into one program and runs it.
+// file wires the commands (each in its own *-command.ts) into one program; main.ts (and the
+// single-executable entry) run it.
 import { Command } from "commander";
 import { registerAttachCommand } from "./attach-command.ts";
 import { registerCacheCommands } from "./cache-command.ts";
@@ -62,5 +63,3 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 }
-
-process.exitCode = await main(process.argv);
