@@ -4,6 +4,7 @@
 import { Command } from "commander";
 import { registerAttachCommand } from "./attach-command.ts";
 import { registerCacheCommands } from "./cache-command.ts";
+import { registerDoctorCommand } from "./doctor-command.ts";
 import { registerExtractCommand } from "./extract-command.ts";
 import { registerImageCommands } from "./image-command.ts";
 import { registerIsoCommands } from "./iso-command.ts";
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerImageCommands(program);
   registerRunCommand(program);
   registerServeCommand(program);
+  registerDoctorCommand(program);
   registerMachinesCommands(program); // machines, next, reload
   return program;
 }
