@@ -100,7 +100,7 @@ entries:
     );
     assert.match(
       byName(checks, "config").detail,
-      /serve\.yaml:4: entries\.hello\.kernel: file .*vmlinuz does not exist/,
+      /serve\.yaml:5: entries\.hello\.kernel: file .*vmlinuz does not exist/,
     );
     assert.equal(byName(checks, "entry hello kernel").detail, `${dir}/vmlinuz does not exist`);
     assert.match(byName(checks, "entry hello kernel").fix ?? "", /entries\.hello\.kernel/);

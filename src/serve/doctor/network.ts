@@ -187,13 +187,15 @@ export async function portChecks(
     }
     const cmd = await commandLine(owner.pid);
     const isInetboot = /inetboot/.test(cmd) && /\bserve\b/.test(cmd);
+    // ss names the thread (node's is "MainThread"): the program's own name says more.
+    const program = cmd ? (cmd.split(" ")[0].split("/").pop() ?? owner.name) : owner.name;
     out.push(
       fail(
         name,
-        `taken by ${owner.name} (pid ${owner.pid}${cmd ? `: ${cmd}` : ""})`,
+        `taken by ${program} (pid ${owner.pid}${cmd ? `: ${cmd}` : ""})`,
         isInetboot
           ? `another inetboot serve holds it: stop that one (kill ${owner.pid}) or change ${setting}`
-          : `stop ${owner.name} (or keep it off this port) or change ${setting}`,
+          : `stop ${program} (or keep it off this port) or change ${setting}`,
       ),
     );
   }
