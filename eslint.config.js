@@ -179,7 +179,7 @@ export default tseslint.config(
     rules: { "architecture/floors": "error", "architecture/no-import-circle": "error" },
   },
   {
-    files: ["src/cli/**", "bench/**", "bin/**"],
+    files: ["src/cli/**", "bench/**", "bin/**", "scripts/**"],
     rules: { "no-console": "off" },
   },
 );

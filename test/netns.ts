@@ -170,13 +170,18 @@ export interface ServeProcess {
   ) => Promise<Record<string, unknown>>;
 }
 
-/** Runs `inetboot serve --config FILE` in the LAN's server namespace and waits until it is up. */
+/**
+ * Runs `inetboot serve --config FILE` in the LAN's server namespace and waits until it is up.
+ * `command` is how inetboot is started (default: this Node with the checkout's CLI).
+ */
 export async function startServe(
   lan: TestLan,
   config: string,
   env: NodeJS.ProcessEnv = {},
+  command: string[] = [process.execPath, CLI],
 ): Promise<ServeProcess> {
-  const child = lan.spawn(lan.server, process.execPath, [CLI, "serve", "--config", config], env);
+  const [cmd, ...pre] = command;
+  const child = lan.spawn(lan.server, cmd, [...pre, "serve", "--config", config], env);
   const logs: Record<string, unknown>[] = [];
   let err = "";
   const waiters = new Set<() => void>();

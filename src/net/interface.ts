@@ -1,9 +1,11 @@
 // Network interfaces: addresses, and tying a UDP socket to one interface (SO_BINDTOIFINDEX)
 // so a server only hears and answers broadcasts on the interface it was configured for.
 import type { Socket } from "node:dgram";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { networkInterfaces } from "node:os";
+import { networkInterfaces, tmpdir } from "node:os";
+import { join } from "node:path";
+import { getAsset, isSea } from "node:sea";
 
 const SOL_SOCKET = 1;
 const SO_BINDTOIFINDEX = 62;
@@ -20,13 +22,39 @@ let setsockopt: SetSockOpt | null | undefined;
 function loadSetsockopt(): SetSockOpt | null {
   if (setsockopt === undefined) {
     try {
-      const require = createRequire(import.meta.url);
-      setsockopt = (require("sockopt") as { setsockopt: SetSockOpt }).setsockopt;
+      setsockopt = isSea() ? bundledSetsockopt() : requireSetsockopt();
     } catch {
       setsockopt = null;
     }
   }
   return setsockopt;
+}
+
+function requireSetsockopt(): SetSockOpt {
+  const require = createRequire(import.meta.url);
+  return (require("sockopt") as { setsockopt: SetSockOpt }).setsockopt;
+}
+
+/**
+ * The single executable carries sockopt's N-API binding as an asset: it is written to a fresh
+ * private folder (never a guessable shared path another user could plant a file at), loaded,
+ * and removed again (the loaded library stays mapped).
+ */
+function bundledSetsockopt(): SetSockOpt {
+  const dir = mkdtempSync(join(tmpdir(), "inetboot-"));
+  const file = join(dir, "sockopt.node");
+  try {
+    writeFileSync(file, Buffer.from(getAsset("sockopt.node")), { mode: 0o500 });
+    const binding = {
+      exports: {} as { setsockopt?: (fd: number, l: number, n: number, v: number) => void },
+    };
+    process.dlopen(binding, file);
+    const set = binding.exports.setsockopt;
+    if (typeof set !== "function") throw new Error("sockopt binding has no setsockopt");
+    return (socket, level, name, value) => set(socket._handle.fd, level, name, value);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 export class InterfaceError extends Error {}

@@ -4,6 +4,7 @@
 import { open } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
+import { getAsset, isSea } from "node:sea";
 import { Worker } from "node:worker_threads";
 import { CAIBX_DEFAULT_FLAGS, encodeBlobIndex } from "./caibx.ts";
 import type { IndexChunk } from "./caibx.ts";
@@ -63,6 +64,18 @@ export interface PackSummary extends PackProgress {
   dedupRatio: number;
 }
 
+/**
+ * A pack worker: the sibling module as this file was loaded (pack-worker.ts from a checkout,
+ * pack-worker.js from the npm package's build), or in the single executable, the bundled worker
+ * it carries as an asset (a SEA has no module files beside it).
+ */
+function startWorker(init: PackWorkerInit): Worker {
+  if (isSea())
+    return new Worker(getAsset("pack-worker.js", "utf8"), { eval: true, workerData: init });
+  const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+  return new Worker(new URL(`./pack-worker${ext}`, import.meta.url), { workerData: init });
+}
+
 class WorkerPool {
   readonly #workers: { worker: Worker; busy: number }[] = [];
   readonly #waiting = new Map<
@@ -72,7 +85,7 @@ class WorkerPool {
 
   constructor(count: number, init: PackWorkerInit) {
     for (let i = 0; i < count; i++) {
-      const worker = new Worker(new URL("./pack-worker.ts", import.meta.url), { workerData: init });
+      const worker = startWorker(init);
       const slot = { worker, busy: 0 };
       worker.on("message", (r: PackBatchResult) => {
         slot.busy--;

@@ -1,0 +1,129 @@
+// The installable artifacts run where a user puts them: the npm package from node_modules (no
+// type stripping there), the single executable with no Node on PATH (its pack worker and
+// sockopt's binding travel inside it), and a checkout's npx without npm's engine warnings.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { describe, it } from "node:test";
+import { npmTarball, seaBinary } from "./artifacts.ts";
+import { CLI, REPO, requireOrSkip, run, tempDir, textLike } from "./helpers.ts";
+import type { Scope } from "./helpers.ts";
+import { createLan, requireNetns, startServe } from "./netns.ts";
+
+/** --help, keygen, a signed pack and serve --check, run as `command`; returns the index's name. */
+async function exercise(command: string[], dir: string, env: NodeJS.ProcessEnv): Promise<string> {
+  const [cmd, ...pre] = command;
+  const cli = async (args: string[]): Promise<string> => {
+    const r = await run(cmd, [...pre, ...args], { cwd: dir, env });
+    assert.equal(r.code, 0, `inetboot ${args.join(" ")}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+    return r.stdout + r.stderr;
+  };
+  assert.match(await cli(["--help"]), /Usage: inetboot .*\n[\s\S]*serve \[options\]/);
+  await cli(["keygen", "--out", "key"]);
+  writeFileSync(join(dir, "disk.img"), textLike(3 << 20, 7));
+  assert.match(
+    await cli(["pack", "disk.img", "--store", "store", "--name", "demo", "--key", "key"]),
+    /release +store\/releases\/demo\/1\.json/,
+  );
+  writeFileSync(
+    join(dir, "serve.yaml"),
+    "state: ./state\nentries:\n  demo: { image: { store: ./store, name: demo, trust: [key.pub] } }\ndefault: demo\n",
+  );
+  assert.match(await cli(["serve", "--config", "serve.yaml", "--check"]), /serve\.yaml: OK/);
+  const [index] = readdirSync(join(dir, "store", "indexes"));
+  return index;
+}
+
+/** The index name the checkout's own pack gives the same disk (the chunks must not differ). */
+async function checkoutIndex(t: Scope): Promise<string> {
+  const dir = tempDir(t);
+  return exercise([process.execPath, CLI], dir, process.env);
+}
+
+describe("installable artifacts", () => {
+  it("the npm package installs into an empty folder and runs from node_modules", async (t) => {
+    const tgz = npmTarball();
+    const dir = tempDir(t);
+    const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}` };
+    writeFileSync(
+      join(dir, "package.json"),
+      '{ "name": "user-project", "private": true, "allowScripts": { "sockopt": true } }\n',
+    );
+    const install = await run(
+      "npm",
+      ["install", "--no-audit", "--no-fund", "--prefer-offline", tgz],
+      { cwd: dir, env },
+    );
+    assert.equal(install.code, 0, install.stderr);
+    assert.doesNotMatch(install.stderr, /EBADENGINE/);
+    const pkg = join(dir, "node_modules", "inetboot");
+    assert.ok(existsSync(join(pkg, "dist", "cli", "main.js")), "the package carries JavaScript");
+    assert.ok(!existsSync(join(pkg, "src")), "and not the TypeScript sources");
+    const index = await exercise([join(dir, "node_modules", ".bin", "inetboot")], dir, env);
+    assert.equal(
+      index,
+      await checkoutIndex(t),
+      "the package packs the same chunks as the checkout",
+    );
+  });
+
+  it("the single executable runs --help, pack and serve --check with no Node on PATH", async (t) => {
+    const sea = await seaBinary(t);
+    if (!sea) return;
+    const dir = tempDir(t);
+    const bare = join(dir, "bin");
+    mkdirSync(bare);
+    const env = { PATH: bare, HOME: dir, LANG: "C.UTF-8" };
+    const index = await exercise([sea], dir, env);
+    assert.equal(index, await checkoutIndex(t), "its bundled pack worker cuts the same chunks");
+  });
+
+  it("the single executable serves on a LAN, its DHCP bound to the one interface", async (t) => {
+    if (!requireNetns(t)) return;
+    const sea = await seaBinary(t);
+    if (!sea) return;
+    const lan = createLan(t, "10.97.3");
+    const dir = tempDir(t);
+    const config = join(dir, "serve.yaml");
+    writeFileSync(
+      config,
+      [
+        `state: ${join(dir, "state")}`,
+        "listen: { interface: br0 }",
+        "dhcp: { mode: proxy }",
+        "http: { port: 8080 }",
+        "entries:\n  shell: { shell: true }",
+        "default: shell",
+        "",
+      ].join("\n"),
+    );
+    const serve = await startServe(lan, config, {}, [
+      "/usr/bin/env",
+      `PATH=${join(dir, "none")}`,
+      sea,
+    ]);
+    const r = execFileSync(
+      "ip",
+      ["netns", "exec", lan.server, "curl", "-sf", "http://10.97.3.1:8080/boot.ipxe"],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.match(r, /^#!ipxe/);
+    assert.doesNotMatch(serve.stderr(), /cannot restrict DHCP to one interface/);
+  });
+
+  it("a checkout's npx prints no npm warnings, even under the host's older Node", async (t) => {
+    const hostNode = ["/usr/bin/node", "/usr/local/bin/node"].find((p) => existsSync(p));
+    if (!hostNode) {
+      requireOrSkip(t, "no Node of the host's own besides the pinned one");
+      return;
+    }
+    const env = { ...process.env, PATH: `${dirname(hostNode)}:/usr/bin:/bin` };
+    const r = await run("npx", ["--offline", "inetboot", "--help"], { cwd: REPO, env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Usage: inetboot/);
+    assert.doesNotMatch(r.stderr, /npm warn/i);
+  });
+});
