@@ -223,19 +223,31 @@ describe("serve configuration", () => {
     assert.equal(t.ui.token, "a-token-from-a-file");
   });
 
-  it("an ISO entry whose cmdline has no {recipe} is warned about (it replaces the recipe's line); lazy is a boolean, on by default", () => {
+  it("an ISO entry's cmdline adds to the recipe's line (at the end, or where it places {recipe}); cmdline-replace replaces it; lazy is a boolean, on by default", () => {
     const c = parseConfig(
-      'entries:\n  a: { iso: /a.iso, cmdline: "console=ttyS0" }\n  b: { iso: /a.iso, cmdline: "{recipe} console=ttyS0", lazy: false }\n',
+      'entries:\n  a: { iso: /a.iso, cmdline: "console=ttyS0" }\n  b: { iso: /a.iso, cmdline: "quiet {recipe} console=ttyS0", lazy: false }\n  r: { iso: /a.iso, cmdline-replace: "boot=live quiet" }\n',
       "h.yaml",
       fakeHost({ "/a.iso": "" }),
     );
-    assert.equal(c.warnings.length, 1, c.warnings.join("\n"));
-    assert.match(
-      c.warnings[0],
-      /h\.yaml:2: entries\.a\.cmdline: replaces the recipe's whole command line .*"\{recipe\} console=ttyS0"/,
+    assert.deepEqual(c.warnings, []);
+    const r = c.entries.get("r");
+    assert.ok(r?.kind === "iso");
+    assert.equal(r.cmdline, "boot=live quiet");
+    const both = problems(
+      'entries:\n  a: { iso: /a.iso, cmdline: "x", cmdline-replace: "y" }\n  b: { iso: /a.iso, cmdline-replace: "{recipe} y" }\n',
+    );
+    assert.ok(
+      both.some((x) => /entries\.a\.cmdline-replace: give cmdline .* not both/.test(x)),
+      both.join("\n"),
+    );
+    assert.ok(
+      both.some((x) => /entries\.b\.cmdline-replace: .*has no \{recipe\}/.test(x)),
+      both.join("\n"),
     );
     const [a, b] = [c.entries.get("a"), c.entries.get("b")];
     assert.ok(a?.kind === "iso" && b?.kind === "iso");
+    assert.equal(a.cmdline, "{recipe} console=ttyS0");
+    assert.equal(b.cmdline, "quiet {recipe} console=ttyS0");
     assert.equal(a.lazy, true);
     assert.equal(b.lazy, false);
     assert.ok(
@@ -264,6 +276,124 @@ describe("serve configuration", () => {
       /serve\.yaml:2: entries\.x\.exit: expected a whole number from 0 to 255/,
     );
     assert.match(p.join("\n"), /entries\.y\.sha256: sha256 is for iso entries/);
+  });
+});
+
+describe("footguns: warnings for plans that cannot boot", () => {
+  const files = {
+    "/usr/lib/ipxe/undionly.kpxe": "",
+    "/usr/lib/ipxe/ipxe.efi": "",
+    "/srv/vmlinuz": "",
+    "/srv/initrd.img": "",
+    "/keys/release.pub": "",
+  };
+  const resolved = new Map<string, string[] | null>([
+    ["boot.lab.example", ["10.99.0.1"]],
+    ["elsewhere.example", ["192.0.2.7"]],
+    ["localhost", ["127.0.0.1", "::1"]],
+    ["nowhere.invalid", null],
+  ]);
+  const probe = fakeHost(files, undefined, { resolved, addresses: ["127.0.0.1", "10.99.0.1"] });
+  const GOOD = `listen: { interface: br0, address: 10.99.0.1 }
+dhcp: { mode: proxy }
+tftp: { enabled: true }
+http: { port: 8080, publicUrl: "http://boot.lab.example:8080" }
+entries:
+  hello: { kernel: /srv/vmlinuz, initrd: [/srv/initrd.img] }
+  disk:
+    image: { name: os, store: /store, trust: [/keys/release.pub] }
+    kernel: /srv/vmlinuz
+    initrd: [/srv/initrd.img]
+`;
+  const warnings = (text: string, host = probe): string[] =>
+    parseConfig(text, "serve.yaml", host).warnings;
+
+  it("a good configuration gets none", () => {
+    assert.deepEqual(warnings(GOOD), []);
+    assert.deepEqual(warnings(GOOD.replace("boot.lab.example", "10.99.0.1")), []);
+  });
+
+  it("TFTP off while DHCP answers PXE firmware (even where iPXE is installed)", () => {
+    const off = warnings(GOOD.replace("tftp: { enabled: true }", "tftp: { enabled: false }"));
+    assert.equal(off.length, 1);
+    assert.match(
+      off[0],
+      /^serve\.yaml:3: tftp\.enabled: TFTP is off while DHCP \(proxy\) answers PXE firmware: BIOS and UEFI PXE ROMs fetch their first stage .* over TFTP only.*Set tftp: \{ enabled: true \}$/,
+    );
+    const absent = warnings(GOOD.replace("tftp: { enabled: true }\n", ""));
+    assert.match(absent[0], /^serve\.yaml:2: dhcp\.mode: TFTP is off while DHCP \(proxy\)/);
+    const noDhcp = GOOD.replace("dhcp: { mode: proxy }", "dhcp: { mode: off }");
+    assert.deepEqual(warnings(noDhcp.replace("enabled: true", "enabled: false")), []);
+  });
+
+  it("no iPXE first stage for plain PXE machines", () => {
+    const bare = fakeHost(
+      { "/srv/vmlinuz": "", "/srv/initrd.img": "", "/keys/release.pub": "" },
+      undefined,
+      { resolved, addresses: ["10.99.0.1"] },
+    );
+    const w = warnings(GOOD, bare);
+    assert.equal(w.length, 1);
+    assert.match(
+      w[0],
+      /^serve\.yaml:3: tftp: no iPXE first stage for bios and uefi-x86_64 .*apt install ipxe/,
+    );
+  });
+
+  it("http.publicUrl that is not this machine, does not resolve, or is loopback", () => {
+    const url = (u: string): string[] => warnings(GOOD.replace("http://boot.lab.example:8080", u));
+    assert.match(
+      url("http://elsewhere.example:8080")[0],
+      /^serve\.yaml:4: http\.publicUrl: elsewhere\.example is 192\.0\.2\.7, not an address of this machine \(it has 10\.99\.0\.1\)/,
+    );
+    assert.match(
+      url("http://192.0.2.8:8080")[0],
+      /http\.publicUrl: 192\.0\.2\.8 is 192\.0\.2\.8, not an address of this machine/,
+    );
+    assert.match(
+      url("http://nowhere.invalid")[0],
+      /http\.publicUrl: nowhere\.invalid does not resolve from this machine \(within 2 s\)/,
+    );
+    assert.match(url("http://localhost:8080")[0], /localhost is this machine's loopback/);
+    assert.match(url("boot.lab.example:8080")[0], /is not an http:\/\/ URL/);
+    // Parsed without loadConfig's lookup: a name is left alone.
+    assert.deepEqual(
+      warnings(GOOD.replace("boot.lab", "other.lab"), fakeHost(files, undefined)),
+      [],
+    );
+  });
+
+  it("HTTP bound where machines cannot reach it", () => {
+    const lo = warnings(
+      GOOD.replace('port: 8080, publicUrl: "http://boot.lab.example:8080"', "address: 127.0.0.1"),
+    );
+    assert.match(
+      lo[0],
+      /^serve\.yaml:4: http\.address: HTTP listens on 127\.0\.0\.1 only, while DHCP sends machines to it/,
+    );
+    const other = warnings(
+      GOOD.replace('port: 8080, publicUrl: "http://boot.lab.example:8080"', "address: 10.99.0.9"),
+    );
+    assert.match(
+      other[0],
+      /machines are sent to http:\/\/10\.99\.0\.1:8080, but HTTP listens on 10\.99\.0\.9 only/,
+    );
+  });
+
+  it("an image entry with kernel: and no initrd cannot mount its NBD root", () => {
+    const none = warnings(GOOD.replace("    initrd: [/srv/initrd.img]\n", ""));
+    assert.equal(none.length, 1);
+    assert.match(
+      none[0],
+      /^serve\.yaml:9: entries\.disk\.kernel: no initrd: a kernel alone cannot mount its root over NBD/,
+    );
+    const overlay = warnings(
+      GOOD.replace("    initrd: [/srv/initrd.img]\n", "    nbd-overlay: true\n"),
+    );
+    assert.match(
+      overlay[0],
+      /nbd-overlay: true adds to an initramfs-tools initrd, and this entry has none/,
+    );
   });
 });
 

@@ -2,6 +2,7 @@
 // the contents of token files, and where Debian's ipxe package put its binaries. Kept apart so
 // parsing is pure: tests hand parseConfig a probe of their own.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import type { LoaderFiles } from "./types.ts";
 
@@ -14,6 +15,30 @@ export interface HostProbe {
   firstStages(): Record<string, string>;
   /** Debian's signed shim and network GRUB per CPU, where their packages put them. */
   bootLoaders(): LoaderFiles;
+  /** Every address of this machine's interfaces (IPv4 and IPv6, loopback included). */
+  localAddresses(): string[];
+  /**
+   * The addresses a host name resolved to before parsing (loadConfig looks them up, bounded in
+   * time), null when it did not resolve, undefined when it was not looked up.
+   */
+  resolved(name: string): string[] | null | undefined;
+}
+
+/** Time a host name of the configuration (http.publicUrl's) may take to resolve. */
+export const RESOLVE_TIMEOUT_MS = 2000;
+
+/** What host names resolved to, looked up before parsing (parsing itself never waits). */
+export type Resolved = ReadonlyMap<string, string[] | null>;
+
+/** Options of the probes: host names already resolved. */
+export interface ProbeOptions {
+  resolved?: Resolved;
+  /** fakeHost only: the machine's addresses (default: loopback and 10.99.0.1). */
+  addresses?: string[];
+}
+
+function allAddresses(): string[] {
+  return Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address));
 }
 
 export const DEFAULT_IPXE_DIRS = ["/usr/lib/ipxe", "/usr/share/ipxe"];
@@ -81,8 +106,10 @@ function findLoaders(exists: (p: string) => boolean, arm64Dirs: string[]) {
 }
 
 /** The real machine. */
-export function probeHost(dirs = DEFAULT_IPXE_DIRS): HostProbe {
+export function probeHost(dirs = DEFAULT_IPXE_DIRS, options: ProbeOptions = {}): HostProbe {
   return {
+    localAddresses: allAddresses,
+    resolved: (name) => options.resolved?.get(name),
     exists: existsSync,
     readText: (path) => readFileSync(path, "utf8"),
     ipxeFiles: () =>
@@ -97,9 +124,15 @@ export function probeHost(dirs = DEFAULT_IPXE_DIRS): HostProbe {
 }
 
 /** A machine where exactly `files` exist (with their contents), iPXE binaries among them. */
-export function fakeHost(files: Record<string, string> = {}, dirs = DEFAULT_IPXE_DIRS): HostProbe {
+export function fakeHost(
+  files: Record<string, string> = {},
+  dirs = DEFAULT_IPXE_DIRS,
+  options: ProbeOptions = {},
+): HostProbe {
   const exists = (p: string): boolean => Object.hasOwn(files, p);
   return {
+    localAddresses: () => options.addresses ?? ["127.0.0.1", "::1", "10.99.0.1"],
+    resolved: (name) => options.resolved?.get(name),
     exists,
     readText: (path) => {
       if (!exists(path)) throw new Error(`ENOENT: no such file, open '${path}'`);

@@ -1,14 +1,16 @@
 // Parsing a configuration: YAML in, a checked ServeConfig out, with errors that name the file,
 // the line and what was expected. Structure errors throw ConfigError; problems the server can
 // live with (a kernel file not there yet) are warnings. Pure but for the HostProbe it is given.
+import { lookup } from "node:dns/promises";
 import { readFile } from "node:fs/promises";
+import { isIP } from "node:net";
 import { dirname, resolve } from "node:path";
 import { isMap, LineCounter, parseDocument } from "yaml";
 import { ENTRY_KINDS } from "../entries/index.ts";
 import type { Entry } from "../entries/index.ts";
 import type { ParseContext } from "../entries/kind.ts";
 import { Checker } from "./checker.ts";
-import { probeHost } from "./host.ts";
+import { DEFAULT_IPXE_DIRS, probeHost, RESOLVE_TIMEOUT_MS } from "./host.ts";
 import type { HostProbe } from "./host.ts";
 import { loaderMissing, loaderSection, LOADERS } from "./loaders.ts";
 import { networkSections, serverSections } from "./sections.ts";
@@ -88,6 +90,22 @@ function entry(
     ...(machineFiles ? { machineFiles } : {}),
   };
   return (kind.parse as (...a: unknown[]) => Entry | undefined)(c, o, base, { ...ctx, path });
+}
+
+/**
+ * An image entry with `kernel:` boots its root over NBD only through an initrd that can attach
+ * it: none at all never can. Whether a given initrd has nbd-client is not known here (reading
+ * it takes seconds): `inetboot doctor` looks inside local ones.
+ */
+function imageRootWarnings(c: Checker, e: Extract<Entry, { kind: "image" }>): void {
+  if (!e.kernel || e.initrd.length > 0) return;
+  const path = ["entries", e.name, "kernel"];
+  c.warn(
+    path,
+    e.nbdOverlay === true
+      ? "nbd-overlay: true adds to an initramfs-tools initrd, and this entry has none: the kernel cannot mount its NBD root; give initrd: (Debian's or Ubuntu's initrd.img)"
+      : "no initrd: a kernel alone cannot mount its root over NBD (root=/dev/nbd0 needs nbd-client in an initramfs); give initrd: with nbd-client installed (Debian: apt install nbd-client), or an initramfs-tools initrd with nbd-overlay: true",
+  );
 }
 
 function builtinEntries(): [string, Entry][] {
@@ -174,6 +192,18 @@ export function parseConfig(
   }
 
   const loaders = loaderSection(c, top.loaders, baseDir, host, network.tftp.firstStages);
+  if (network.dhcp.mode !== "off" && network.tftp.enabled) {
+    // Plain PXE machines whose firmware gets iPXE by default need its first stage.
+    const missing = ["bios", "uefi-x86_64"].filter(
+      (k) => loaders.defaults[k] === "ipxe" && !network.tftp.firstStages[k],
+    );
+    if (missing.length)
+      c.warn(
+        ["tftp"],
+        `no iPXE first stage for ${missing.join(" and ")} (looked in ${DEFAULT_IPXE_DIRS.join(" and ")}): those PXE machines get no boot file; apt install ipxe, or set tftp.firstStages.${missing[0]}: FILE`,
+      );
+  }
+  for (const e of entries.values()) if (e.kind === "image") imageRootWarnings(c, e);
   const machines: MatchRule[] = [];
   if (top.machines !== undefined && top.machines !== null) {
     if (!Array.isArray(top.machines)) c.error(["machines"], "expected a list of { match, boot }");
@@ -234,6 +264,36 @@ export function parseConfig(
   };
 }
 
+/** Every address `name` resolves to, or null when it does not within RESOLVE_TIMEOUT_MS. */
+async function lookupAll(name: string): Promise<string[] | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), RESOLVE_TIMEOUT_MS)));
+  const found = lookup(name, { all: true }).then(
+    (list) => list.map((a) => a.address),
+    () => null,
+  );
+  try {
+    return await Promise.race([found, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** http.publicUrl's host name resolved ahead of parsing (which never waits), when it has one. */
+async function resolveNames(text: string): Promise<Map<string, string[] | null>> {
+  const out = new Map<string, string[] | null>();
+  let host: string;
+  try {
+    const raw = parseDocument(text).toJS() as { http?: { publicUrl?: unknown } } | null;
+    if (typeof raw?.http?.publicUrl !== "string") return out;
+    host = new URL(raw.http.publicUrl).hostname;
+  } catch {
+    return out; // parsing says what is wrong
+  }
+  if (host && !isIP(host.replace(/^\[|\]$/g, ""))) out.set(host, await lookupAll(host));
+  return out;
+}
+
 export async function loadConfig(file: string | null): Promise<ServeConfig> {
   if (file === null) return parseConfig(null, "(built-in defaults)");
   let text: string;
@@ -242,5 +302,6 @@ export async function loadConfig(file: string | null): Promise<ServeConfig> {
   } catch (err) {
     throw new ConfigError(file, [`cannot read the configuration: ${(err as Error).message}`]);
   }
-  return parseConfig(text, file);
+  const resolved = await resolveNames(text);
+  return parseConfig(text, file, probeHost(undefined, { resolved }));
 }

@@ -1,10 +1,12 @@
 // The sections of the configuration besides entries and machines: where the server listens,
 // DHCP, TFTP, HTTP, NBD, cache and state folders, the dashboard's tokens.
+import { isIP } from "node:net";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { ipToNumber } from "../../dhcp/packet.ts";
 import type { Reservation } from "../../dhcp/leases.ts";
 import type { Checker } from "./checker.ts";
+import { RESOLVE_TIMEOUT_MS } from "./host.ts";
 import type { HostProbe } from "./host.ts";
 import type { ServeConfig } from "./serve-config.ts";
 
@@ -128,10 +130,11 @@ export function networkSections(
   };
   if (tftp.root && !host.exists(tftp.root))
     c.warn(["tftp", "root"], `folder ${tftp.root} does not exist`);
-  if (mode !== "off" && !tftp.enabled && !firstStages.bios) {
+  if (mode !== "off" && !tftp.enabled) {
+    // Plain PXE ROMs (BIOS and UEFI) load their first stage over TFTP only.
     c.warn(
-      ["tftp"],
-      "TFTP is off: only iPXE and UEFI HTTP Boot clients can boot (plain PXE needs tftp.enabled)",
+      t.enabled !== undefined ? ["tftp", "enabled"] : ["dhcp", "mode"],
+      `TFTP is off while DHCP (${mode}) answers PXE firmware: BIOS and UEFI PXE ROMs fetch their first stage (iPXE, shim, GRUB) over TFTP only, so they get nothing and fall through; only iPXE ROMs and UEFI HTTP Boot can boot. Set tftp: { enabled: true }`,
     );
   }
 
@@ -144,7 +147,74 @@ export function networkSections(
       ?.replace(/\/+$/, ""),
   };
 
+  if (mode !== "off") reachableHttp(c, http, listen.address, host);
   return { listen, dhcp, tftp, http };
+}
+
+const isLoopback = (a: string): boolean => /^127\./.test(a) || a === "::1";
+
+/**
+ * Warnings for an HTTP side machines cannot reach: bound to loopback, or to another address
+ * than the one DHCP sends them to; a publicUrl that is not this machine (checked against its
+ * addresses; a name as loadConfig resolved it).
+ */
+function reachableHttp(
+  c: Checker,
+  http: Sections["http"],
+  listenAddress: string | undefined,
+  host: HostProbe,
+): void {
+  if (isLoopback(http.address))
+    c.warn(
+      ["http", "address"],
+      `HTTP listens on ${http.address} only, while DHCP sends machines to it: they cannot reach it; set http.address: 0.0.0.0 (or the boot network's address)`,
+    );
+  else if (
+    !http.publicUrl &&
+    listenAddress &&
+    http.address !== "0.0.0.0" &&
+    http.address !== listenAddress
+  )
+    c.warn(
+      ["http", "address"],
+      `machines are sent to http://${listenAddress}:${http.port}, but HTTP listens on ${http.address} only; set http.address: ${listenAddress} (or 0.0.0.0)`,
+    );
+  if (!http.publicUrl) return;
+  const where = ["http", "publicUrl"];
+  let url: URL;
+  try {
+    url = new URL(http.publicUrl);
+    if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error(url.protocol);
+  } catch {
+    c.warn(where, `"${http.publicUrl}" is not an http:// URL; machines cannot fetch their plans`);
+    return;
+  }
+  const name = url.hostname.replace(/^\[|\]$/g, "");
+  const addresses = isIP(name) ? [name] : host.resolved(name);
+  if (addresses === undefined) return; // not looked up (parsing without loadConfig)
+  if (addresses === null) {
+    c.warn(
+      where,
+      `${name} does not resolve from this machine (within ${RESOLVE_TIMEOUT_MS / 1000} s): machines boot only if the boot network's DNS knows it; use this server's address instead`,
+    );
+    return;
+  }
+  const local = host.localAddresses();
+  if (addresses.every(isLoopback))
+    c.warn(
+      where,
+      `${name} is this machine's loopback (${addresses.join(", ")}): machines cannot reach it; use this server's address on the boot network`,
+    );
+  else if (!addresses.some((a) => local.includes(a)))
+    c.warn(
+      where,
+      `${name} is ${addresses.join(", ")}, not an address of this machine (it has ${
+        local
+          .filter((a) => !isLoopback(a))
+          .slice(0, 4)
+          .join(", ") || "none but loopback"
+      }): machines would ask another host for their plans; use this server's address (unless a proxy there forwards to it)`,
+    );
 }
 
 type Rest = Pick<ServeConfig, "stateDir" | "nbd" | "cacheDir" | "ui">;

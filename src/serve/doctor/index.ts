@@ -7,6 +7,7 @@ import { fail, ok, Prober, warn } from "./check.ts";
 import type { Check } from "./check.ts";
 import { cacheCheck, entryFileChecks, firstStageChecks, stateCheck } from "./files.ts";
 import { imageChecks } from "./images.ts";
+import { initrdChecks } from "./initrds.ts";
 import {
   configuredPorts,
   findServer,
@@ -87,11 +88,12 @@ export async function runDoctor(file: string | null): Promise<Check[]> {
     checks.push(...(await firstStageChecks(loaded)));
     // The server's own answers carry this host's clock: only remote ones count.
     prober.dates.length = 0;
-    const [files, images] = await Promise.all([
+    const [files, images, initrds] = await Promise.all([
       entryFileChecks(loaded, prober),
       imageChecks(loaded, prober),
+      initrdChecks(loaded),
     ]);
-    checks.push(...files, ...images);
+    checks.push(...files, ...images, ...initrds);
     checks.push(await cacheCheck(loaded), await stateCheck(loaded));
     checks.push(clockCheck(prober.dates));
   } finally {
