@@ -125,7 +125,7 @@ http: { port: 8080 }
 state: ${join(dir, "state")}
 entries:
   ubuntu: { iso: "http://127.0.0.1:8090/ubuntu.iso", cmdline: "{recipe} console=ttyS0 panic=-1", lazy: false }
-  debian: { iso: "http://127.0.0.1:8090/debian-live.iso", cmdline: "{recipe} console=ttyS0 panic=-1", lazy: false }
+  debian: { iso: "http://127.0.0.1:8090/debian-live.iso", cmdline: "console=ttyS0 panic=-1", lazy: false }
   fedora: { iso: "http://127.0.0.1:8090/Fedora-Live.iso", cmdline: "{recipe} console=ttyS0 panic=-1", lazy: false }
   arch: { iso: "http://127.0.0.1:8090/archlinux-x86_64.iso", cmdline: "{recipe} console=ttyS0 panic=-1", lazy: false }
 machines:

@@ -173,7 +173,7 @@ describe("live ISOs booted lazily (the ISO over NBD) in QEMU", { timeout: 2_700_
     const { lan, tap, nginxDir } = lanWithOrigin(scope, dir, web);
     const config = join(dir, "serve.yaml");
     const entry = (file: string): string =>
-      `{ iso: "http://127.0.0.1:8090/${file}", cmdline: "{recipe} console=ttyS0 panic=-1" }`;
+      `{ iso: "http://127.0.0.1:8090/${file}", cmdline: "console=ttyS0 panic=-1" }`; // added to the recipe's line
     writeFileSync(
       config,
       `listen: { interface: br0, address: ${lan.serverAddress} }

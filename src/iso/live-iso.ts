@@ -280,7 +280,7 @@ function overrideCmdline(recipe: BootRecipe, cmdline: string): void {
   recipe.lazy = cmdline.includes("{recipe}")
     ? { ...lazy, cmdline: cmdline.replaceAll("{recipe}", lazy.cmdline).trim() }
     : {
-        none: "the entry's cmdline: replaces the recipe's (it has no {recipe}), so it boots as written",
+        none: "the entry's cmdline-replace: is the whole command line (the recipe's NBD parameters are gone with it), so it boots as written",
       };
 }
 

@@ -24,7 +24,11 @@ export type IsoEntry = EntryBase & {
   /** Paths inside the ISO replacing the recipe's. */
   kernel?: string;
   initrd?: string[];
-  /** Replaces the recipe's command line; {recipe}, {iso}, {tree}, {file:PATH} expand. */
+  /**
+   * The command line over the recipe's: {recipe} stands for the recipe's own (lazy or download),
+   * {iso}, {tree}, {file:PATH} expand. From `cmdline:` it is "{recipe} ARGS" unless ARGS place
+   * {recipe} themselves; from `cmdline-replace:` it replaces the recipe's line as written.
+   */
   cmdline?: string;
   /** The whole ISO's SHA-256: checked (once) before any machine boots it. */
   sha256?: string;
@@ -87,6 +91,33 @@ function isoSignatureSpec(
   return { url: whereIs(baseDir, url), keyring };
 }
 
+/**
+ * `cmdline:` adds to the recipe's command line (that is how it reads: "cmdline: console=ttyS0"
+ * replacing boot=/root= left machines in an initramfs shell), at the end unless it places
+ * {recipe} itself; `cmdline-replace:` is the whole line, the recipe's dropped.
+ */
+function isoCmdline(c: Checker, o: Record<string, unknown>, path: Path): string | undefined {
+  const add = c.text(o.cmdline, [...path, "cmdline"]);
+  const replace = c.text(o["cmdline-replace"], [...path, "cmdline-replace"]);
+  if (add !== undefined && replace !== undefined) {
+    c.error(
+      [...path, "cmdline-replace"],
+      "give cmdline (added to the recipe's) or cmdline-replace, not both",
+    );
+  }
+  if (replace !== undefined) {
+    if (replace.includes("{recipe}")) {
+      c.error(
+        [...path, "cmdline-replace"],
+        `replaces the recipe's line, so it has no {recipe}; write cmdline: "${replace}" to place the recipe's line`,
+      );
+    }
+    return replace;
+  }
+  if (add === undefined) return undefined;
+  return add.includes("{recipe}") ? add : `{recipe} ${add}`;
+}
+
 export const isoKind: EntryKind<IsoEntry> = {
   kind: "iso",
   keys: [
@@ -95,6 +126,7 @@ export const isoKind: EntryKind<IsoEntry> = {
     "kernel",
     "initrd",
     "cmdline",
+    "cmdline-replace",
     "sha256",
     "checksums",
     "signature",
@@ -123,15 +155,7 @@ export const isoKind: EntryKind<IsoEntry> = {
       const s = c.string(v, p, "a path inside the ISO");
       return s === undefined ? undefined : s.startsWith("/") ? s : `/${s}`;
     };
-    const cmdline = c.text(o.cmdline, [...path, "cmdline"]);
-    if (cmdline !== undefined && !cmdline.includes("{recipe}") && o.kernel === undefined) {
-      // "cmdline: console=ttyS0" reads as "add this", but it replaces the recipe's line (and
-      // its boot=/root= parameters): the live system would not find its root.
-      c.warn(
-        [...path, "cmdline"],
-        `replaces the recipe's whole command line (boot=, root=, the ISO's URL or NBD export); write "{recipe} ${cmdline}" to add to it`,
-      );
-    }
+    const cmdline = isoCmdline(c, o, path);
     const initrdList =
       o.initrd === undefined ? undefined : Array.isArray(o.initrd) ? o.initrd : [o.initrd];
     return {
