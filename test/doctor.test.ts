@@ -23,6 +23,12 @@ function parse(stdout: string): { ok: boolean; checks: Check[] } {
   return JSON.parse(stdout) as { ok: boolean; checks: Check[] };
 }
 
+/** Name and outcome of each check, but for the host's own first stages and loaders (packages). */
+const outline = (checks: Check[]): [string, string][] =>
+  checks
+    .filter((c) => !/^(first stage (?!bios$)|loader )/.test(c.name))
+    .map((c) => [c.name, c.outcome]);
+
 const byName = (checks: Check[], name: string): Check => {
   const c = checks.find((x) => x.name === name);
   assert.ok(c, `no check named "${name}" in: ${checks.map((x) => x.name).join(", ")}`);
@@ -83,21 +89,18 @@ entries:
     assert.equal(r.code, 1, r.stderr);
     const { ok, checks } = parse(r.stdout);
     assert.equal(ok, false);
-    assert.deepEqual(
-      checks.map((c) => [c.name, c.outcome]),
-      [
-        ["config", "warn"],
-        ["server", "fail"],
-        [`port tftp ${tftp}/udp`, "fail"],
-        [`port http ${http}/tcp`, "fail"],
-        ["first stage bios", "ok"],
-        ["entry hello kernel", "fail"],
-        ["entry net kernel", "fail"],
-        ["cache folder", "ok"],
-        ["state folder", "ok"],
-        ["clock", "ok"],
-      ],
-    );
+    assert.deepEqual(outline(checks), [
+      ["config", "warn"],
+      ["server", "fail"],
+      [`port tftp ${tftp}/udp`, "fail"],
+      [`port http ${http}/tcp`, "fail"],
+      ["first stage bios", "ok"],
+      ["entry hello kernel", "fail"],
+      ["entry net kernel", "fail"],
+      ["cache folder", "ok"],
+      ["state folder", "ok"],
+      ["clock", "ok"],
+    ]);
     assert.match(
       byName(checks, "config").detail,
       /serve\.yaml:5: entries\.hello\.kernel: file .*vmlinuz does not exist/,
@@ -214,23 +217,20 @@ entries:
     assert.equal(up.code, 0, up.stdout + up.stderr);
     const running = parse(up.stdout).checks;
     const pid = serve.child.pid;
-    assert.deepEqual(
-      running.map((c) => [c.name, c.outcome]),
-      [
-        ["config", "ok"],
-        ["interface br0", "ok"],
-        ["server", "ok"],
-        ["port dhcp 67/udp", "ok"],
-        ["port proxy 4011/udp", "ok"],
-        ["port tftp 69/udp", "ok"],
-        ["port http 8080/tcp", "ok"],
-        ["first stage bios", "ok"],
-        ["entry hello kernel", "ok"],
-        ["cache folder", "ok"],
-        ["state folder", "ok"],
-        ["clock", "ok"],
-      ],
-    );
+    assert.deepEqual(outline(running), [
+      ["config", "ok"],
+      ["interface br0", "ok"],
+      ["server", "ok"],
+      ["port dhcp 67/udp", "ok"],
+      ["port proxy 4011/udp", "ok"],
+      ["port tftp 69/udp", "ok"],
+      ["port http 8080/tcp", "ok"],
+      ["first stage bios", "ok"],
+      ["entry hello kernel", "ok"],
+      ["cache folder", "ok"],
+      ["state folder", "ok"],
+      ["clock", "ok"],
+    ]);
     assert.equal(byName(running, "interface br0").detail, "br0 is up with 10.97.0.1");
     assert.equal(
       byName(running, "server").detail,
