@@ -223,19 +223,31 @@ describe("serve configuration", () => {
     assert.equal(t.ui.token, "a-token-from-a-file");
   });
 
-  it("an ISO entry whose cmdline has no {recipe} is warned about (it replaces the recipe's line); lazy is a boolean, on by default", () => {
+  it("an ISO entry's cmdline adds to the recipe's line (at the end, or where it places {recipe}); cmdline-replace replaces it; lazy is a boolean, on by default", () => {
     const c = parseConfig(
-      'entries:\n  a: { iso: /a.iso, cmdline: "console=ttyS0" }\n  b: { iso: /a.iso, cmdline: "{recipe} console=ttyS0", lazy: false }\n',
+      'entries:\n  a: { iso: /a.iso, cmdline: "console=ttyS0" }\n  b: { iso: /a.iso, cmdline: "quiet {recipe} console=ttyS0", lazy: false }\n  r: { iso: /a.iso, cmdline-replace: "boot=live quiet" }\n',
       "h.yaml",
       fakeHost({ "/a.iso": "" }),
     );
-    assert.equal(c.warnings.length, 1, c.warnings.join("\n"));
-    assert.match(
-      c.warnings[0],
-      /h\.yaml:2: entries\.a\.cmdline: replaces the recipe's whole command line .*"\{recipe\} console=ttyS0"/,
+    assert.deepEqual(c.warnings, []);
+    const r = c.entries.get("r");
+    assert.ok(r?.kind === "iso");
+    assert.equal(r.cmdline, "boot=live quiet");
+    const both = problems(
+      'entries:\n  a: { iso: /a.iso, cmdline: "x", cmdline-replace: "y" }\n  b: { iso: /a.iso, cmdline-replace: "{recipe} y" }\n',
+    );
+    assert.ok(
+      both.some((x) => /entries\.a\.cmdline-replace: give cmdline .* not both/.test(x)),
+      both.join("\n"),
+    );
+    assert.ok(
+      both.some((x) => /entries\.b\.cmdline-replace: .*has no \{recipe\}/.test(x)),
+      both.join("\n"),
     );
     const [a, b] = [c.entries.get("a"), c.entries.get("b")];
     assert.ok(a?.kind === "iso" && b?.kind === "iso");
+    assert.equal(a.cmdline, "{recipe} console=ttyS0");
+    assert.equal(b.cmdline, "quiet {recipe} console=ttyS0");
     assert.equal(a.lazy, true);
     assert.equal(b.lazy, false);
     assert.ok(
