@@ -7,6 +7,7 @@ import { registerCacheCommands } from "./cache-command.ts";
 import { registerDoctorCommand } from "./doctor-command.ts";
 import { registerExtractCommand } from "./extract-command.ts";
 import { registerImageCommands } from "./image-command.ts";
+import { registerInitCommand } from "./init-command.ts";
 import { registerIsoCommands } from "./iso-command.ts";
 import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerMachinesCommands } from "./machines-command.ts";
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerIsoCommands(program);
   registerImageCommands(program);
   registerRunCommand(program);
+  registerInitCommand(program);
   registerServeCommand(program);
   registerDoctorCommand(program);
   registerMachinesCommands(program); // machines, next, reload

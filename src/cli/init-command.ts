@@ -1,0 +1,324 @@
+// `inetboot init`: from nothing to a working serve.yaml. Looks at the machine's interfaces,
+// asks for (or takes) the boot interface, asks the link whether a DHCP server already runs
+// there, and writes proxy mode beside it or full mode with a free range, with a menu of what it
+// can boot out of the box; --systemd installs and starts the service. Never replaces a file
+// without --force; run again with the same answers, it changes nothing.
+import type { Command } from "commander";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { networkInterfaces } from "node:os";
+import { dirname, resolve } from "node:path";
+import { createInterface } from "node:readline/promises";
+import { isSea } from "node:sea";
+import { writeFileAtomic } from "../lib/atomic-file.ts";
+import { probeDhcp } from "../dhcp/probe.ts";
+import type { DhcpOfferSeen } from "../dhcp/probe.ts";
+import { ConfigError, parseConfig } from "../serve/config.ts";
+import { DEBIAN_INSTALLER, freeRange, starterConfig } from "../serve/config/starter.ts";
+import type { StarterFacts } from "../serve/config/starter.ts";
+import { printJson } from "./output.ts";
+import { systemdUnit } from "./systemd-unit.ts";
+
+interface InitOptions {
+  interface?: string;
+  config?: string;
+  dhcp?: "proxy" | "full";
+  probeSeconds: string;
+  iso?: string;
+  chain?: string;
+  console?: string;
+  installer: boolean;
+  systemd?: boolean;
+  printUnit?: boolean;
+  user?: string;
+  force?: boolean;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+interface Candidate {
+  name: string;
+  address: string;
+  netmask: string;
+  mac: string;
+  up: boolean;
+}
+
+const UNIT_PATH = "/etc/systemd/system/inetboot.service";
+const PACKAGED_UNIT = "/usr/lib/systemd/system/inetboot.service";
+
+/** The IPv4 interfaces a LAN could be on (no loopback), with their link state. */
+function candidates(): Candidate[] {
+  const out: Candidate[] = [];
+  for (const [name, infos] of Object.entries(networkInterfaces())) {
+    const v4 = infos?.find((i) => i.family === "IPv4" && !i.internal);
+    if (!v4) continue;
+    let up = true;
+    try {
+      up = readFileSync(`/sys/class/net/${name}/operstate`, "utf8").trim() !== "down";
+    } catch {
+      // not Linux: assume up
+    }
+    out.push({ name, address: v4.address, netmask: v4.netmask, mac: v4.mac, up });
+  }
+  return out;
+}
+
+const describe = (c: Candidate): string =>
+  `${c.name} (${c.address}, netmask ${c.netmask}${c.up ? "" : ", link down"})`;
+
+async function chooseInterface(opts: InitOptions): Promise<Candidate> {
+  const all = candidates();
+  const list = all.map(describe).join("; ") || "none with an IPv4 address";
+  if (opts.interface) {
+    const hit = all.find((c) => c.name === opts.interface);
+    if (!hit) {
+      throw new Error(
+        `interface ${opts.interface} has no IPv4 address here (interfaces: ${list}); give the boot LAN's interface an address first`,
+      );
+    }
+    return hit;
+  }
+  if (all.length === 1) return all[0];
+  if (all.length === 0)
+    throw new Error(`no interface with an IPv4 address: connect and configure the boot LAN first`);
+  if (!process.stdin.isTTY) {
+    throw new Error(
+      `several interfaces (${list}): say which one machines boot on with --interface NAME`,
+    );
+  }
+  const rl = createInterface({ input: process.stdin, output: process.stdout });
+  try {
+    all.forEach((c, i) => console.log(`  ${i + 1}. ${describe(c)}`));
+    for (;;) {
+      const answer = (
+        await rl.question(`Which interface do machines boot on? [1-${all.length}] `)
+      ).trim();
+      const hit = all[Number(answer) - 1] ?? all.find((c) => c.name === answer);
+      if (hit) return hit;
+    }
+  } finally {
+    rl.close();
+  }
+}
+
+/** How this inetboot was started, to put in the unit and the printed next command. */
+function selfCommand(): string[] {
+  if (isSea()) return [process.execPath];
+  return [process.execPath, resolve(process.argv[1])];
+}
+
+async function probe(c: Candidate, opts: InitOptions): Promise<DhcpOfferSeen[]> {
+  const seconds = Number(opts.probeSeconds);
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 60)
+    throw new Error("--probe-seconds: 0 < seconds ≤ 60");
+  try {
+    return await probeDhcp({ interface: c.name, mac: c.mac, timeoutMs: seconds * 1000 });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === "EACCES" || e.code === "EPERM") {
+      throw new Error(
+        "asking the LAN for a DHCP server needs UDP port 68: run init as root (sudo), or say what the LAN has with --dhcp proxy (a DHCP server runs there) or --dhcp full (none does)",
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+}
+
+function facts(c: Candidate, offers: DhcpOfferSeen[], opts: InitOptions): StarterFacts {
+  const mode = opts.dhcp ?? (offers.length > 0 ? "proxy" : "full");
+  let dhcp: StarterFacts["dhcp"];
+  if (mode === "proxy")
+    dhcp = { mode, servers: offers.length ? offers.map((o) => o.server) : ["a DHCP server"] };
+  else {
+    const range = freeRange(c.address, c.netmask);
+    if (!range) {
+      throw new Error(
+        `${c.name}'s subnet (netmask ${c.netmask}) is too small to hand out addresses; use a /28 or wider, or --dhcp proxy beside another DHCP server`,
+      );
+    }
+    dhcp = { mode, range };
+  }
+  return {
+    interface: c.name,
+    address: c.address,
+    dhcp,
+    probed: opts.dhcp === undefined,
+    state: opts.systemd ? "/var/lib/inetboot" : undefined,
+    cache: opts.systemd ? "/var/cache/inetboot" : undefined,
+    debianInstaller:
+      opts.installer && existsSync(DEBIAN_INSTALLER.kernel) && existsSync(DEBIAN_INSTALLER.initrd),
+    iso: opts.iso,
+    chain: opts.chain,
+    console: opts.console,
+  };
+}
+
+/** Writes the file unless it holds something else (and no --force); returns what happened. */
+async function writeConfig(
+  path: string,
+  text: string,
+  force: boolean,
+): Promise<"written" | "unchanged" | "replaced"> {
+  let old: string | undefined;
+  try {
+    old = readFileSync(path, "utf8");
+  } catch {
+    old = undefined;
+  }
+  if (old === text) return "unchanged";
+  if (old !== undefined && !force) {
+    throw new Error(
+      `${path} exists and holds another configuration: kept as it is. See what init would write with --dry-run; --force replaces it (the old one is kept as ${path}.bak)`,
+    );
+  }
+  await mkdir(dirname(path), { recursive: true });
+  if (old !== undefined) await writeFileAtomic(`${path}.bak`, old);
+  await writeFileAtomic(path, text);
+  return old === undefined ? "written" : "replaced";
+}
+
+function systemctl(args: string[]): void {
+  execFileSync("systemctl", args, { stdio: ["ignore", "inherit", "inherit"] });
+}
+
+/** Installs (unless the package did) and starts the unit, or reloads a running one. */
+async function installService(config: string): Promise<string> {
+  if (!existsSync(PACKAGED_UNIT)) {
+    await writeFileAtomic(UNIT_PATH, systemdUnit({ exec: selfCommand(), config }));
+    systemctl(["daemon-reload"]);
+  }
+  let active: boolean;
+  try {
+    execFileSync("systemctl", ["is-active", "--quiet", "inetboot"]);
+    active = true;
+  } catch {
+    active = false;
+  }
+  systemctl(["enable", "inetboot"]);
+  systemctl([active ? "reload" : "start", "inetboot"]);
+  return active ? "reloaded" : "started";
+}
+
+export function registerInitCommand(program: Command): void {
+  program
+    .command("init")
+    .description(
+      "write a working serve.yaml for this machine's boot LAN (probes it for a DHCP server)",
+    )
+    .option(
+      "--interface <name>",
+      "the interface machines boot on (asked when several and a terminal)",
+    )
+    .option(
+      "--config <file>",
+      "where to write (default ./serve.yaml; /etc/inetboot/serve.yaml with --systemd)",
+    )
+    .option(
+      "--dhcp <mode>",
+      "skip the probe: proxy (a DHCP server runs on the LAN) or full (none does)",
+    )
+    .option(
+      "--probe-seconds <s>",
+      "how long to wait for DHCP offers (servers such as dnsmasq ping an address for seconds before offering it)",
+      "6",
+    )
+    .option("--iso <url>", "a live ISO to boot (an http(s) URL or a path)")
+    .option("--chain <url>", "an iPXE script to chain from the menu (a netboot.xyz-style menu)")
+    .option("--console <tty>", "kernels print to this serial console too (e.g. ttyS0,115200)")
+    .option("--no-installer", "leave Debian's netboot installer out of the menu even if installed")
+    .option("--systemd", "install the systemd unit and start (or reload) the service")
+    .option("--print-unit", "print the systemd unit for this inetboot and --config, and stop")
+    .option("--user <name>", "with --print-unit: the system user the unit runs as")
+    .option("--force", "replace an existing configuration (kept as FILE.bak)")
+    .option("--dry-run", "print the configuration instead of writing it")
+    .option("--json", "print the result as JSON")
+    .action(async (opts: InitOptions) => {
+      if (opts.dhcp !== undefined && opts.dhcp !== "proxy" && opts.dhcp !== "full") {
+        throw new Error(`--dhcp: proxy or full, not "${String(opts.dhcp)}"`);
+      }
+      const config = resolve(
+        opts.config ?? (opts.systemd ? "/etc/inetboot/serve.yaml" : "serve.yaml"),
+      );
+      if (opts.printUnit) {
+        process.stdout.write(systemdUnit({ exec: selfCommand(), config, user: opts.user }));
+        return;
+      }
+      if (opts.systemd && !existsSync("/run/systemd/system")) {
+        throw new Error(
+          `systemd is not running on this machine: leave out --systemd, and start the server with \`inetboot serve --config ${config}\` under your own supervisor`,
+        );
+      }
+      // --dry-run keeps stdout for the file; what init found goes to stderr.
+      const say = opts.json
+        ? () => {}
+        : (line: string) => (opts.dryRun ? console.error(line) : console.log(line));
+      const iface = await chooseInterface(opts);
+      say(`Boot interface: ${describe(iface)}`);
+      let offers: DhcpOfferSeen[] = [];
+      if (!opts.dhcp) {
+        say(`Asking ${iface.name} for a DHCP server (${opts.probeSeconds} s)…`);
+        offers = await probe(iface, opts);
+        for (const o of offers) {
+          const via = o.from === o.server ? "" : ` via ${o.from}`;
+          say(`  ${o.server}${via} offered ${o.offered}${o.router ? `, router ${o.router}` : ""}`);
+          if (o.pxe)
+            say(
+              `  ! it answers PXE itself too (boot file ${o.bootFile ?? "?"}): two boot servers on one LAN confuse firmware; turn its PXE answers off`,
+            );
+        }
+        if (offers.length === 0) say("  none answered");
+      }
+      const f = facts(iface, offers, opts);
+      const text = starterConfig(f);
+      let warnings: string[];
+      try {
+        warnings = parseConfig(text, config).warnings;
+      } catch (err) {
+        if (err instanceof ConfigError)
+          throw new Error(
+            `init made a configuration serve refuses (a bug: please report it):\n${err.problems.join("\n")}\n${text}`,
+            { cause: err },
+          );
+        throw err;
+      }
+      if (opts.dryRun) {
+        process.stdout.write(text);
+        return;
+      }
+      const outcome = await writeConfig(config, text, opts.force ?? false);
+      const service = opts.systemd ? await installService(config) : undefined;
+      const next = opts.systemd
+        ? "systemctl status inetboot; journalctl -u inetboot -f"
+        : `${process.getuid?.() === 0 ? "" : "sudo "}${selfCommand().join(" ")} serve --config ${config}`;
+      if (opts.json) {
+        printJson({
+          config,
+          outcome,
+          mode: f.dhcp.mode,
+          interface: iface.name,
+          offers,
+          warnings,
+          service,
+          next,
+        });
+        return;
+      }
+      say(
+        `${outcome === "unchanged" ? "Unchanged" : outcome === "replaced" ? "Replaced" : "Wrote"} ${config}: ${f.dhcp.mode === "proxy" ? "proxy DHCP beside the LAN's DHCP server" : `full DHCP, addresses ${f.dhcp.mode === "full" ? f.dhcp.range.join("–") : ""}`}`,
+      );
+      const booted = [
+        f.debianInstaller && "Debian's installer",
+        f.iso && "the live ISO",
+        f.chain && "the chained menu",
+      ].filter(Boolean);
+      say(`  menu: ${[...booted, "the local disk", "the iPXE shell"].join(", ")}`);
+      if (!f.debianInstaller && opts.installer)
+        say(`  (apt install ${DEBIAN_INSTALLER.package} adds Debian's installer)`);
+      for (const w of warnings) say(`  ! ${w}`);
+      if (service) say(`Service ${service}.`);
+      say(`Next: ${next}`);
+    });
+}
