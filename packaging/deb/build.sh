@@ -55,11 +55,17 @@ trap 'rm -rf "$work"' EXIT
 pkg="$work/inetboot"
 
 install -d -m 0755 "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/etc/inetboot" \
-  "$pkg/usr/lib/systemd/system" "$pkg/usr/share/doc/inetboot"
+  "$pkg/usr/lib/systemd/system" "$pkg/usr/share/doc/inetboot" "$pkg/usr/share/inetboot"
 # Not stripped: the program is a resource inside the executable.
 install -m 0755 "$binary" "$pkg/usr/bin/inetboot"
-install -m 0644 "$here/inetboot.service" "$pkg/usr/lib/systemd/system/inetboot.service"
+# The unit is the one `inetboot init --systemd` installs (src/cli/systemd-unit.ts), printed by
+# the checkout's CLI (the binary may be for another architecture).
+"$root/node_modules/.bin/node" "$root/bin/inetboot.js" init --print-unit --user inetboot \
+  --exec /usr/bin/inetboot --config /etc/inetboot/serve.yaml >"$work/inetboot.service"
+install -m 0644 "$work/inetboot.service" "$pkg/usr/lib/systemd/system/inetboot.service"
 install -m 0644 "$here/serve.yaml" "$pkg/etc/inetboot/serve.yaml"
+# The file as shipped: `inetboot init` replaces an unedited /etc/inetboot/serve.yaml without --force.
+install -m 0644 "$here/serve.yaml" "$pkg/usr/share/inetboot/serve.yaml"
 install -m 0644 "$here/copyright" "$pkg/usr/share/doc/inetboot/copyright"
 for doc in README.md docs/serve.md docs/install.md docs/format.md; do
   if [ -f "$root/$doc" ]; then

@@ -32,6 +32,7 @@ interface InitOptions {
   systemd?: boolean;
   printUnit?: boolean;
   user?: string;
+  exec?: string;
   force?: boolean;
   dryRun?: boolean;
   json?: boolean;
@@ -47,6 +48,16 @@ interface Candidate {
 
 const UNIT_PATH = "/etc/systemd/system/inetboot.service";
 const PACKAGED_UNIT = "/usr/lib/systemd/system/inetboot.service";
+/** The Debian package's serve.yaml as shipped: an unedited /etc copy is replaced without --force. */
+const PACKAGED_CONFIG = "/usr/share/inetboot/serve.yaml";
+
+function readOrUndefined(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+}
 
 /** The IPv4 interfaces a LAN could be on (no loopback), with their link state. */
 function candidates(): Candidate[] {
@@ -162,14 +173,9 @@ async function writeConfig(
   text: string,
   force: boolean,
 ): Promise<"written" | "unchanged" | "replaced"> {
-  let old: string | undefined;
-  try {
-    old = readFileSync(path, "utf8");
-  } catch {
-    old = undefined;
-  }
+  const old = readOrUndefined(path);
   if (old === text) return "unchanged";
-  if (old !== undefined && !force) {
+  if (old !== undefined && !force && old !== readOrUndefined(PACKAGED_CONFIG)) {
     throw new Error(
       `${path} exists and holds another configuration: kept as it is. See what init would write with --dry-run; --force replaces it (the old one is kept as ${path}.bak)`,
     );
@@ -184,22 +190,16 @@ function systemctl(args: string[]): void {
   execFileSync("systemctl", args, { stdio: ["ignore", "inherit", "inherit"] });
 }
 
-/** Installs (unless the package did) and starts the unit, or reloads a running one. */
+/** Installs the unit (unless the package did), enables it and (re)starts the server. */
 async function installService(config: string): Promise<string> {
   if (!existsSync(PACKAGED_UNIT)) {
     await writeFileAtomic(UNIT_PATH, systemdUnit({ exec: selfCommand(), config }));
     systemctl(["daemon-reload"]);
   }
-  let active: boolean;
-  try {
-    execFileSync("systemctl", ["is-active", "--quiet", "inetboot"]);
-    active = true;
-  } catch {
-    active = false;
-  }
+  // A restart, not a reload: init writes listen and dhcp, which a running server cannot change.
   systemctl(["enable", "inetboot"]);
-  systemctl([active ? "reload" : "start", "inetboot"]);
-  return active ? "reloaded" : "started";
+  systemctl(["restart", "inetboot"]);
+  return "started";
 }
 
 export function registerInitCommand(program: Command): void {
@@ -232,6 +232,7 @@ export function registerInitCommand(program: Command): void {
     .option("--systemd", "install the systemd unit and start (or reload) the service")
     .option("--print-unit", "print the systemd unit for this inetboot and --config, and stop")
     .option("--user <name>", "with --print-unit: the system user the unit runs as")
+    .option("--exec <path>", "with --print-unit: the inetboot executable (default: this one)")
     .option("--force", "replace an existing configuration (kept as FILE.bak)")
     .option("--dry-run", "print the configuration instead of writing it")
     .option("--json", "print the result as JSON")
@@ -243,7 +244,8 @@ export function registerInitCommand(program: Command): void {
         opts.config ?? (opts.systemd ? "/etc/inetboot/serve.yaml" : "serve.yaml"),
       );
       if (opts.printUnit) {
-        process.stdout.write(systemdUnit({ exec: selfCommand(), config, user: opts.user }));
+        const exec = opts.exec ? [opts.exec] : selfCommand();
+        process.stdout.write(systemdUnit({ exec, config, user: opts.user }));
         return;
       }
       if (opts.systemd && !existsSync("/run/systemd/system")) {

@@ -20,6 +20,7 @@ export function systemdUnit(o: UnitOptions): string {
 # (e.g. ReadOnlyPaths or ProtectHome=no for images kept under /home).
 [Unit]
 Description=inetboot network-boot server (DHCP/proxyDHCP, TFTP, HTTP, NBD)
+Documentation=file:/usr/share/doc/inetboot/serve.md file:/usr/share/doc/inetboot/install.md
 Wants=network-online.target
 After=network-online.target
 
@@ -38,7 +39,8 @@ CacheDirectoryMode=0750
 UMask=0027
 
 # CAP_NET_BIND_SERVICE: ports below 1024 (DHCP 67, TFTP 69). CAP_NET_RAW: SO_BINDTOIFINDEX
-# (DHCP and TFTP sockets tied to listen.interface) on older kernels. Nothing needs more.
+# (DHCP and TFTP sockets tied to listen.interface) on kernels before 5.7. Broadcast replies
+# need no capability; nothing needs CAP_NET_ADMIN.
 AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW
 CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW
 
