@@ -146,7 +146,7 @@ export const architecture = {
 };
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "bench/out/", "test/artifacts/", "coverage/"] },
+  { ignores: ["node_modules/", "bench/out/", "test/artifacts/", "coverage/", "dist/"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
