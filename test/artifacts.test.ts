@@ -3,11 +3,20 @@
 // sockopt's binding travel inside it), and a checkout's npx without npm's engine warnings.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describe, it } from "node:test";
-import { npmTarball, seaBinary } from "./artifacts.ts";
-import { CLI, REPO, requireOrSkip, run, tempDir, textLike } from "./helpers.ts";
+import { npmTarball, seaBinary, seaBinaryFor } from "./artifacts.ts";
+import {
+  CLI,
+  REPO,
+  requireFile,
+  requireOrSkip,
+  requireTool,
+  run,
+  tempDir,
+  textLike,
+} from "./helpers.ts";
 import type { Scope } from "./helpers.ts";
 import { createLan, requireNetns, startServe } from "./netns.ts";
 
@@ -112,6 +121,39 @@ describe("installable artifacts", () => {
     );
     assert.match(r, /^#!ipxe/);
     assert.doesNotMatch(serve.stderr(), /cannot restrict DHCP to one interface/);
+  });
+
+  it("the linux-arm64 executable runs under qemu-user", { timeout: 240_000 }, async (t) => {
+    if (process.arch === "arm64") {
+      t.skip("this machine is arm64: the tests above run its executable natively");
+      return;
+    }
+    // qemu-user runs the aarch64 binary; -L gives it the arm64 glibc and libstdc++ (the cross
+    // toolchain's), and the cross compiler builds sockopt's binding for it.
+    const sysroot = "/usr/aarch64-linux-gnu";
+    if (!requireTool(t, "qemu-aarch64-static", "qemu-user-static")) return;
+    if (!requireTool(t, "aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")) return;
+    if (!requireFile(t, `${sysroot}/lib/ld-linux-aarch64.so.1`, "libc6-arm64-cross")) return;
+    if (!requireFile(t, `${sysroot}/lib/libstdc++.so.6`, "libstdc++6-arm64-cross")) return;
+    const sea = await seaBinaryFor(t, "arm64");
+    if (!sea) return;
+    const EM_AARCH64 = 183;
+    const image = readFileSync(sea);
+    assert.equal(image.readUInt16LE(18), EM_AARCH64, "the executable is an aarch64 ELF");
+    const binding = readFileSync(join(dirname(sea), "sea", "sockopt.node"));
+    assert.equal(binding.readUInt32BE(0), 0x7f454c46, "sockopt's binding is an ELF file");
+    assert.equal(binding.readUInt16LE(18), EM_AARCH64, "cross-compiled for aarch64");
+    assert.ok(image.includes(binding), "and carried inside the executable");
+
+    const qemu = execFileSync("sh", ["-c", "command -v qemu-aarch64-static"], {
+      encoding: "utf8",
+    }).trim();
+    const dir = tempDir(t);
+    const bare = join(dir, "bin");
+    mkdirSync(bare);
+    const env = { PATH: bare, HOME: dir, LANG: "C.UTF-8" };
+    const index = await exercise([qemu, "-L", sysroot, sea], dir, env);
+    assert.equal(index, await checkoutIndex(t), "its pack worker cuts the same chunks on arm64");
   });
 
   it("a checkout's npx prints no npm warnings, even under the host's older Node", async (t) => {

@@ -47,20 +47,31 @@ function sourceKey(): string {
   return h.digest("hex").slice(0, 16);
 }
 
-/** Runs scripts/build-KIND.ts into a fresh folder unless this source state has it already. */
-function built(kind: "npm" | "sea", file: (dir: string) => string | undefined): string {
-  const dir = join(CACHE, `${kind}-${sourceKey()}`);
+/**
+ * Runs scripts/build-KIND.ts (with `args`) into a fresh folder named LABEL-KEY unless this source
+ * state has it already; other LABEL-KEY folders go.
+ */
+function built(
+  kind: "npm" | "sea",
+  file: (dir: string) => string | undefined,
+  label: string = kind,
+  args: string[] = [],
+): string {
+  const dir = join(CACHE, `${label}-${sourceKey()}`);
   const existing = existsSync(dir) ? file(dir) : undefined;
   if (existing) return existing;
   mkdirSync(CACHE, { recursive: true });
   for (const old of readdirSync(CACHE)) {
-    if (old.startsWith(`${kind}-`)) rmSync(join(CACHE, old), { recursive: true, force: true });
+    if (/^(.+)-[0-9a-f]{16}(\.\d+)?$/.exec(old)?.[1] === label) {
+      rmSync(join(CACHE, old), { recursive: true, force: true });
+    }
   }
   const work = `${dir}.${process.pid}`;
-  execFileSync(process.execPath, [join(REPO, "scripts", `build-${kind}.ts`), "--out", work], {
-    cwd: REPO,
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  execFileSync(
+    process.execPath,
+    [join(REPO, "scripts", `build-${kind}.ts`), ...args, "--out", work],
+    { cwd: REPO, stdio: ["ignore", "ignore", "pipe"] },
+  );
   try {
     renameSync(work, dir);
   } catch {
@@ -88,5 +99,28 @@ export function seaBinary(t: Skipper): Promise<string | null> {
   const name = `inetboot-linux-${process.arch}`;
   return Promise.resolve(
     built("sea", (dir) => (existsSync(join(dir, name)) ? join(dir, name) : undefined)),
+  );
+}
+
+/**
+ * The single executable for linux-`arch` built on this machine (`npm run build:sea -- --arch
+ * ARCH`): for another architecture, the same Node version's binary for it with sockopt
+ * cross-compiled (scripts/sea-target.ts); its blob has no code cache. Beside it, in sea/, what
+ * went in (sockopt.node when it was built).
+ */
+export function seaBinaryFor(t: Skipper, arch: "x64" | "arm64"): Promise<string | null> {
+  if (arch === process.arch) return seaBinary(t);
+  if (process.platform !== "linux") {
+    requireOrSkip(t, "the single executable is built on Linux");
+    return Promise.resolve(null);
+  }
+  const name = `inetboot-linux-${arch}`;
+  return Promise.resolve(
+    built(
+      "sea",
+      (dir) => (existsSync(join(dir, name)) ? join(dir, name) : undefined),
+      `sea-${arch}`,
+      ["--arch", arch],
+    ),
   );
 }
