@@ -18,10 +18,13 @@ import { join } from "node:path";
 const ROOT = new URL("..", import.meta.url).pathname;
 const CACHE = join(ROOT, "node_modules/.cache/inetboot-sea");
 
-/** The architectures an executable can be built for: Node's name → Debian's, GNU's, ELF's. */
+/**
+ * The architectures an executable can be built for: Node's name → GNU triplet, Debian's cross
+ * compiler package, ELF e_machine.
+ */
 export const TARGETS = {
-  x64: { deb: "amd64", gnu: "x86_64-linux-gnu", elfMachine: 62 },
-  arm64: { deb: "arm64", gnu: "aarch64-linux-gnu", elfMachine: 183 },
+  x64: { gnu: "x86_64-linux-gnu", gxxPackage: "g++-x86-64-linux-gnu", elfMachine: 62 },
+  arm64: { gnu: "aarch64-linux-gnu", gxxPackage: "g++-aarch64-linux-gnu", elfMachine: 183 },
 } as const;
 export type Arch = keyof typeof TARGETS;
 
@@ -93,7 +96,7 @@ export function crossSockopt(arch: Arch, nodeDir: string, out: string): string |
   const gxx = `${TARGETS[arch].gnu}-g++`;
   if (!have(gxx)) {
     console.warn(
-      `WARNING: no ${gxx} (Debian package g++-${TARGETS[arch].gnu}): the linux-${arch} ` +
+      `WARNING: no ${gxx} (Debian package ${TARGETS[arch].gxxPackage}): the linux-${arch} ` +
         "executable is built without sockopt's binding, so its DHCP and TFTP servers cannot " +
         "bind to one interface (they warn at start)",
     );
