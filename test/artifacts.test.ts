@@ -2,7 +2,7 @@
 // type stripping there), the single executable with no Node on PATH (its pack worker and
 // sockopt's binding travel inside it), and a checkout's npx without npm's engine warnings.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describe, it } from "node:test";
@@ -49,6 +49,45 @@ async function checkoutIndex(t: Scope): Promise<string> {
   const dir = tempDir(t);
   return exercise([process.execPath, CLI], dir, process.env);
 }
+
+/**
+ * What `serve` with TFTP on interface lo prints in a network namespace of its own (root), killed
+ * once it has started or failed (a socket it bound stays open after a failure), within 60 s.
+ */
+async function tftpOnLo(command: string[], dir: string): Promise<string> {
+  writeFileSync(
+    join(dir, "tftp.yaml"),
+    "state: ./state\nlisten: { interface: lo }\ntftp: { enabled: true }\nhttp: { port: 8080 }\n" +
+      "entries:\n  shell: { shell: true }\ndefault: shell\n",
+  );
+  const script = 'ip link set lo up && exec env PATH="$0" "$@" serve --config tftp.yaml';
+  const child = spawn("unshare", ["-n", "sh", "-c", script, join(dir, "bin"), ...command], {
+    cwd: dir,
+  });
+  let output = "";
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 60_000);
+    const collect = (d: Buffer): void => {
+      output += d.toString();
+      if (/TFTP +port 69|^inetboot: /m.test(output)) setTimeout(resolve, 500); // + stderr's rest
+    };
+    child.stdout.on("data", collect);
+    child.stderr.on("data", collect);
+    child.on("close", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  child.kill("SIGKILL");
+  return output;
+}
+
+/**
+ * The executable's sockopt binding was loaded from its asset and called: TFTP is tied to lo, or
+ * (qemu-user 7.2 does not translate SO_BINDTOIFINDEX) the kernel call it made was refused; not
+ * the warning of an executable without the binding ("cannot restrict TFTP to one interface").
+ */
+const tiedOrRefused = /TFTP +port 69|setsockopt failed: Protocol not available/;
 
 describe("installable artifacts", () => {
   it("the npm package installs into an empty folder and runs from node_modules", async (t) => {
@@ -154,6 +193,11 @@ describe("installable artifacts", () => {
     const env = { PATH: bare, HOME: dir, LANG: "C.UTF-8" };
     const index = await exercise([qemu, "-L", sysroot, sea], dir, env);
     assert.equal(index, await checkoutIndex(t), "its pack worker cuts the same chunks on arm64");
+    if (process.getuid?.() === 0) {
+      const served = await tftpOnLo([qemu, "-L", sysroot, sea], dir);
+      assert.match(served, tiedOrRefused);
+      assert.doesNotMatch(served, /cannot restrict TFTP/);
+    }
   });
 
   it("a checkout's npx prints no npm warnings, even under the host's older Node", async (t) => {
