@@ -47,7 +47,7 @@ export function elfArch(path: string): string {
 }
 
 /**
- * The unpacked node-linux-ARCH@VERSION package (its bin/node and include/node), fetched with
+ * The unpacked node-linux-ARCH@VERSION package (its bin/node and N-API headers), fetched with
  * `npm pack` (the user's registry and proxy settings apply) the first time it is asked for.
  */
 export function nodePackage(arch: Arch, version: string): string {
@@ -64,9 +64,10 @@ export function nodePackage(arch: Arch, version: string): string {
     });
     const [tgz] = readdirSync(work).filter((f) => f.endsWith(".tgz"));
     if (!tgz) throw new Error(`npm pack ${name} wrote no tarball`);
-    execFileSync("tar", ["-xzf", join(work, tgz), "-C", work, "--strip-components=1"], {
-      stdio: "inherit",
-    });
+    // The binary and the N-API headers (node_api.h, js_native_api.h and their *_types.h).
+    const members = ["package/bin/node", "package/include/node/*_api*.h"];
+    const tar = ["-xzf", join(work, tgz), "-C", work, "--strip-components=1", "--wildcards"];
+    execFileSync("tar", [...tar, ...members], { stdio: "inherit" });
     rmSync(join(work, tgz));
     if (!existsSync(join(work, "bin/node"))) throw new Error(`${name} has no bin/node`);
     rmSync(dir, { recursive: true, force: true });
