@@ -83,7 +83,7 @@ describe("lazy ISO entries (the ISO as an NBD export)", () => {
   arch: { iso: ${isos.arch} }
   knoppix: { iso: ${isos.knoppix} }
   downloaded: { iso: ${isos.debian}, lazy: false }
-  replaced: { iso: ${isos.ubuntu}, cmdline: "boot=casper url={iso}" }
+  replaced: { iso: ${isos.ubuntu}, cmdline-replace: "boot=casper url={iso}" }
 default: local
 `,
     );
@@ -137,7 +137,7 @@ default: local
     }
     assert.equal((await fetch(`${base}/files/arch/initrd/1?mac=${MAC}`)).status, 404);
 
-    // Download recipes: lazy: false, a family with no lazy way, a cmdline without {recipe}.
+    // Download recipes: lazy: false, a family with no lazy way, a cmdline-replace.
     assert.match(
       await script(srv, "downloaded"),
       /boot=live fetch=\S+filesystem\.squashfs ip=dhcp/,

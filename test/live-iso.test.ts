@@ -185,7 +185,7 @@ default: ubuntu
       dir,
       `entries:
   odd: { iso: ${unknown} }
-  custom: { iso: ${join(dir, "odd-copy.iso")}, kernel: boot/kernel.bin, initrd: /boot/ramdisk, cmdline: "root=live:{file:/README.txt} iso={iso}" }
+  custom: { iso: ${join(dir, "odd-copy.iso")}, kernel: boot/kernel.bin, initrd: /boot/ramdisk, cmdline-replace: "root=live:{file:/README.txt} iso={iso}" }
   wrong-family: { iso: ${live}, recipe: dracut }
   forced-cd: { iso: ${live}, recipe: cdrom }
 default: odd
