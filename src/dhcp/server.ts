@@ -80,9 +80,10 @@ export class DhcpServer {
     socket.on("error", (err) => this.#log.error({ err, port }, "dhcp socket error"));
     await bindUdp(socket, port, this.#o.bindAddress ?? "0.0.0.0");
     socket.setBroadcast(true);
-    if (this.#o.interface && !bindToInterface(socket, this.#o.interface)) {
+    const notTied = this.#o.interface ? bindToInterface(socket, this.#o.interface) : null;
+    if (notTied) {
       this.#log.warn(
-        { interface: this.#o.interface },
+        { interface: this.#o.interface, reason: notTied },
         "cannot restrict DHCP to one interface on this platform: requests on every interface are answered",
       );
     }

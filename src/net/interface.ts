@@ -91,14 +91,21 @@ function socketFd(socket: Socket): number {
 }
 
 /**
- * Restricts a bound UDP socket to one interface. Returns false when the platform cannot (no
- * native sockopt binding): the caller should warn that other interfaces are heard too.
+ * Restricts a bound UDP socket to one interface. Returns null when it is tied, else why not (no
+ * native sockopt binding on this platform, or the kernel refused: before Linux 5.0 there is no
+ * SO_BINDTOIFINDEX, before 5.7 it needs CAP_NET_RAW): the caller should warn that other
+ * interfaces are heard too. It never throws for the socket: a server goes on, heard more widely.
  */
-export function bindToInterface(socket: Socket, name: string): boolean {
+export function bindToInterface(socket: Socket, name: string): string | null {
   const set = loadSetsockopt();
-  if (!set) return false;
-  set({ _handle: { fd: socketFd(socket) } }, SOL_SOCKET, SO_BINDTOIFINDEX, interfaceIndex(name));
-  return true;
+  if (!set) return "no native sockopt binding on this platform";
+  const index = interfaceIndex(name);
+  try {
+    set({ _handle: { fd: socketFd(socket) } }, SOL_SOCKET, SO_BINDTOIFINDEX, index);
+    return null;
+  } catch (err) {
+    return `the kernel refused SO_BINDTOIFINDEX: ${(err as Error).message}`;
+  }
 }
 
 /** Binds a UDP socket, rejecting with the bind error (EADDRINUSE, EACCES) instead of emitting it. */

@@ -67,8 +67,12 @@ export class TftpServer {
     socket.on("message", (msg, rinfo) => this.#request(msg, rinfo));
     socket.on("error", (err) => this.#log.error({ err }, "tftp socket error"));
     await bindUdp(socket, this.#o.port, this.#o.address);
-    if (this.#o.interface && !bindToInterface(socket, this.#o.interface)) {
-      this.#log.warn({ interface: this.#o.interface }, "cannot restrict TFTP to one interface");
+    const notTied = this.#o.interface ? bindToInterface(socket, this.#o.interface) : null;
+    if (notTied) {
+      this.#log.warn(
+        { interface: this.#o.interface, reason: notTied },
+        "cannot restrict TFTP to one interface",
+      );
     }
     this.#socket = socket;
   }
