@@ -332,7 +332,7 @@ describe("Debian package", { timeout: 600_000 }, () => {
     assert.equal((await chroot("dpkg -s inetboot")).code, 1);
   });
 
-  it("runs under systemd (systemd-nspawn): apt starts it; verify, restart, reload, upgrade, stop, remove, purge", async (t) => {
+  it("runs under systemd (systemd-nspawn): apt starts it; verify, init --systemd, restart, reload, upgrade, stop, remove, purge", async (t) => {
     if (!fx.ready(t) || !requireTool(t, "systemd-nspawn", "systemd-container")) return;
     assert.ok(uid, "the chroot test ran first");
     // In the LAN's namespace without a new mount namespace: the container's sysfs then shows
@@ -402,6 +402,27 @@ describe("Debian package", { timeout: 600_000 }, () => {
     assert.equal(facts.eff, CAP_MASK);
     assert.equal(facts.amb, CAP_MASK);
     assert.equal(facts.nnp, "1");
+
+    // inetboot init --systemd replaces the unedited packaged serve.yaml (no --force needed) and
+    // restarts the service on the LAN it wrote: full DHCP and TFTP bound, HTTP still on 8080.
+    const before = await mainPid();
+    const init = await insideOk(
+      "inetboot init --systemd --interface br0 --dhcp full --no-installer 2>&1",
+    );
+    assert.match(init, /Replaced \/etc\/inetboot\/serve\.yaml: full DHCP, addresses /, init);
+    assert.match(readFileSync(inTree(CONFIG), "utf8"), /^dhcp: \{ mode: full, range: /m);
+    assert.match(readFileSync(inTree(CONFIG), "utf8"), /^state: \/var\/lib\/inetboot$/m);
+    assert.ok(existsSync(inTree(`${CONFIG}.bak`)), "the packaged file is kept as .bak");
+    assert.notEqual(await mainPid(), before, "init restarted the service");
+    await waitUntil("HTTP :8080 after init", () => bootScript(lan, 8080));
+    const initPorts = await listening(lan);
+    for (const p of ["udp/67", "udp/69", "tcp/8080"]) {
+      assert.ok(initPorts.has(p), `${p} is bound after init: ${[...initPorts].join(" ")}`);
+    }
+    const again = await insideOk(
+      "inetboot init --systemd --interface br0 --dhcp full --no-installer 2>&1",
+    );
+    assert.match(again, /Unchanged \/etc\/inetboot\/serve\.yaml/);
 
     // A LAN configuration needs a restart; under the unit's sandbox it binds DHCP and TFTP.
     writeFileSync(inTree(CONFIG), lanConfig());
