@@ -61,10 +61,16 @@ function built(
   const existing = existsSync(dir) ? file(dir) : undefined;
   if (existing) return existing;
   mkdirSync(CACHE, { recursive: true });
+  // Older builds of this artifact go, unless another test process (or checkout) may be using
+  // one: a build in progress names its pid, and a finished one is kept for an hour.
+  const hourAgo = Date.now() - 3600_000;
   for (const old of readdirSync(CACHE)) {
-    if (/^(.+)-[0-9a-f]{16}(\.\d+)?$/.exec(old)?.[1] === label) {
-      rmSync(join(CACHE, old), { recursive: true, force: true });
-    }
+    const m = /^(.+)-[0-9a-f]{16}(?:\.(\d+))?$/.exec(old);
+    if (m?.[1] !== label) continue;
+    const pid = m[2] === undefined ? 0 : Number(m[2]);
+    if (pid > 0 && pid !== process.pid && existsSync(`/proc/${pid}`)) continue;
+    if (pid === 0 && statSync(join(CACHE, old)).mtimeMs > hourAgo) continue;
+    rmSync(join(CACHE, old), { recursive: true, force: true });
   }
   const work = `${dir}.${process.pid}`;
   execFileSync(

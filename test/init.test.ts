@@ -189,10 +189,10 @@ s.on("message", (m) => {
     b[0] = 2; b[1] = 1; b[2] = 6; b.writeUInt32BE(xid, 4);
     b.writeUInt32BE(0x0a600332, 16); m.copy(b, 28, 28, 44);
     b.writeUInt32BE(0x63825363, 236);
-    Buffer.from([53, 1, 2, 54, 4, 10, 200, server >> 8, server & 255, 255]).copy(b, 240);
+    Buffer.from([53, 1, 2, 54, 4, 10, 200 + (server >> 16), (server >> 8) & 255, server & 255, 255]).copy(b, 240);
     send(b);
   };
-  offer((m.readUInt32BE(4) + 1) >>> 0, 1);
+  offer((m.readUInt32BE(4) + 1) >>> 0, 1 << 16); // another transaction, from 10.201.0.0
   for (let i = 0; i < 500; i++) offer(m.readUInt32BE(4), i);
 });`;
     writeFileSync(join(dir, "flood.cjs"), flood);
@@ -220,5 +220,6 @@ s.on("message", (m) => {
     assert.match(r.stdout, /^dhcp: \{ mode: proxy \}$/m);
     const offers = [...r.stdout.matchAll(/10\.200\.\d+\.\d+/g)].map((m) => m[0]);
     assert.equal(offers.length, 16, "offers kept: at most 16 of the 500");
+    assert.doesNotMatch(r.stdout, /10\.201\./, "an offer for another transaction is not taken");
   });
 });

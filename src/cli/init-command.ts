@@ -6,17 +6,22 @@
 import type { Command } from "commander";
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { copyFile, mkdir } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { dirname, resolve } from "node:path";
 import { createInterface } from "node:readline/promises";
 import { isSea } from "node:sea";
 import { writeFileAtomic } from "../lib/atomic-file.ts";
-import { probeDhcp } from "../dhcp/probe.ts";
-import type { DhcpOfferSeen } from "../dhcp/probe.ts";
 import { ConfigError, parseConfig } from "../serve/config.ts";
-import { DEBIAN_INSTALLER, freeRange, starterConfig } from "../serve/config/starter.ts";
+import {
+  DEBIAN_INSTALLER_PACKAGE,
+  findDebianInstaller,
+  freeRange,
+  starterConfig,
+} from "../serve/config/starter.ts";
 import type { StarterFacts } from "../serve/config/starter.ts";
+import { decideDhcp } from "./init-probe.ts";
+import type { DhcpDecision } from "./init-probe.ts";
 import { printJson } from "./output.ts";
 import { systemdUnit } from "./systemd-unit.ts";
 
@@ -50,6 +55,8 @@ const UNIT_PATH = "/etc/systemd/system/inetboot.service";
 const PACKAGED_UNIT = "/usr/lib/systemd/system/inetboot.service";
 /** The Debian package's serve.yaml as shipped: an unedited /etc copy is replaced without --force. */
 const PACKAGED_CONFIG = "/usr/share/inetboot/serve.yaml";
+/** Where the service's configuration lives (the package's conffile, the --systemd default). */
+const PACKAGED_CONFIG_PATH = "/etc/inetboot/serve.yaml";
 
 function readOrUndefined(path: string): string | undefined {
   try {
@@ -99,9 +106,9 @@ async function chooseInterface(opts: InitOptions): Promise<Candidate> {
       `several interfaces (${list}): say which one machines boot on with --interface NAME`,
     );
   }
-  const rl = createInterface({ input: process.stdin, output: process.stdout });
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {
-    all.forEach((c, i) => console.log(`  ${i + 1}. ${describe(c)}`));
+    all.forEach((c, i) => console.error(`  ${i + 1}. ${describe(c)}`));
     for (;;) {
       const answer = (
         await rl.question(`Which interface do machines boot on? [1-${all.length}] `)
@@ -120,29 +127,9 @@ function selfCommand(): string[] {
   return [process.execPath, resolve(process.argv[1])];
 }
 
-async function probe(c: Candidate, opts: InitOptions): Promise<DhcpOfferSeen[]> {
-  const seconds = Number(opts.probeSeconds);
-  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 60)
-    throw new Error("--probe-seconds: 0 < seconds ≤ 60");
-  try {
-    return await probeDhcp({ interface: c.name, mac: c.mac, timeoutMs: seconds * 1000 });
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    if (e.code === "EACCES" || e.code === "EPERM") {
-      throw new Error(
-        "asking the LAN for a DHCP server needs UDP port 68: run init as root (sudo), or say what the LAN has with --dhcp proxy (a DHCP server runs there) or --dhcp full (none does)",
-        { cause: err },
-      );
-    }
-    throw err;
-  }
-}
-
-function facts(c: Candidate, offers: DhcpOfferSeen[], opts: InitOptions): StarterFacts {
-  const mode = opts.dhcp ?? (offers.length > 0 ? "proxy" : "full");
+function facts(c: Candidate, decision: DhcpDecision, opts: InitOptions): StarterFacts {
   let dhcp: StarterFacts["dhcp"];
-  if (mode === "proxy")
-    dhcp = { mode, servers: offers.length ? offers.map((o) => o.server) : ["a DHCP server"] };
+  if (decision.mode === "proxy") dhcp = { mode: "proxy", servers: decision.servers };
   else {
     const range = freeRange(c.address, c.netmask);
     if (!range) {
@@ -150,18 +137,19 @@ function facts(c: Candidate, offers: DhcpOfferSeen[], opts: InitOptions): Starte
         `${c.name}'s subnet (netmask ${c.netmask}) is too small to hand out addresses; use a /28 or wider, or --dhcp proxy beside another DHCP server`,
       );
     }
-    dhcp = { mode, range };
+    dhcp = { mode: "full", range };
   }
+  const installer = opts.installer ? findDebianInstaller() : undefined;
   return {
     interface: c.name,
     address: c.address,
     dhcp,
-    probed: opts.dhcp === undefined,
+    probed: decision.probed,
     state: opts.systemd ? "/var/lib/inetboot" : undefined,
     cache: opts.systemd ? "/var/cache/inetboot" : undefined,
-    debianInstaller:
-      opts.installer && existsSync(DEBIAN_INSTALLER.kernel) && existsSync(DEBIAN_INSTALLER.initrd),
-    iso: opts.iso,
+    debianInstaller: installer,
+    // A path is the config's to resolve against its folder: give it absolute, as the user meant.
+    iso: opts.iso && !/^https?:\/\//i.test(opts.iso) ? resolve(opts.iso) : opts.iso,
     chain: opts.chain,
     console: opts.console,
   };
@@ -181,7 +169,7 @@ async function writeConfig(
     );
   }
   await mkdir(dirname(path), { recursive: true });
-  if (old !== undefined) await writeFileAtomic(`${path}.bak`, old);
+  if (old !== undefined) await copyFile(path, `${path}.bak`); // with the old file's mode
   await writeFileAtomic(path, text);
   return old === undefined ? "written" : "replaced";
 }
@@ -190,14 +178,32 @@ function systemctl(args: string[]): void {
   execFileSync("systemctl", args, { stdio: ["ignore", "inherit", "inherit"] });
 }
 
-/** Installs the unit (unless the package did), enables it and (re)starts the server. */
-async function installService(config: string): Promise<string> {
-  if (!existsSync(PACKAGED_UNIT)) {
-    await writeFileAtomic(UNIT_PATH, systemdUnit({ exec: selfCommand(), config }));
-    systemctl(["daemon-reload"]);
+function isActive(): boolean {
+  try {
+    execFileSync("systemctl", ["is-active", "--quiet", "inetboot"]);
+    return true;
+  } catch {
+    return false;
   }
-  // A restart, not a reload: init writes listen and dhcp, which a running server cannot change.
+}
+
+/**
+ * Installs the unit (unless the package did), enables it, and restarts the server when its
+ * configuration or unit changed (init writes listen and dhcp, which a reload cannot change); a
+ * running server with nothing changed is left alone, its boots in progress too.
+ */
+async function installService(config: string, outcome: string): Promise<string> {
+  let unitChanged = false;
+  if (!existsSync(PACKAGED_UNIT)) {
+    const unit = systemdUnit({ exec: selfCommand(), config });
+    if (readOrUndefined(UNIT_PATH) !== unit) {
+      await writeFileAtomic(UNIT_PATH, unit);
+      systemctl(["daemon-reload"]);
+      unitChanged = true;
+    }
+  }
   systemctl(["enable", "inetboot"]);
+  if (outcome === "unchanged" && !unitChanged && isActive()) return "already running";
   systemctl(["restart", "inetboot"]);
   return "started";
 }
@@ -214,7 +220,7 @@ export function registerInitCommand(program: Command): void {
     )
     .option(
       "--config <file>",
-      "where to write (default ./serve.yaml; /etc/inetboot/serve.yaml with --systemd)",
+      "where to write (default ./serve.yaml; /etc/inetboot/serve.yaml with --systemd or the Debian package)",
     )
     .option(
       "--dhcp <mode>",
@@ -229,7 +235,7 @@ export function registerInitCommand(program: Command): void {
     .option("--chain <url>", "an iPXE script to chain from the menu (a netboot.xyz-style menu)")
     .option("--console <tty>", "kernels print to this serial console too (e.g. ttyS0,115200)")
     .option("--no-installer", "leave Debian's netboot installer out of the menu even if installed")
-    .option("--systemd", "install the systemd unit and start (or reload) the service")
+    .option("--systemd", "install the systemd unit, enable it and (re)start the service")
     .option("--print-unit", "print the systemd unit for this inetboot and --config, and stop")
     .option("--user <name>", "with --print-unit: the system user the unit runs as")
     .option("--exec <path>", "with --print-unit: the inetboot executable (default: this one)")
@@ -241,12 +247,18 @@ export function registerInitCommand(program: Command): void {
         throw new Error(`--dhcp: proxy or full, not "${String(opts.dhcp)}"`);
       }
       const config = resolve(
-        opts.config ?? (opts.systemd ? "/etc/inetboot/serve.yaml" : "serve.yaml"),
+        opts.config ??
+          (opts.systemd || existsSync(PACKAGED_CONFIG) ? PACKAGED_CONFIG_PATH : "serve.yaml"),
       );
       if (opts.printUnit) {
         const exec = opts.exec ? [opts.exec] : selfCommand();
         process.stdout.write(systemdUnit({ exec, config, user: opts.user }));
         return;
+      }
+      if (opts.systemd && existsSync(PACKAGED_UNIT) && config !== PACKAGED_CONFIG_PATH) {
+        throw new Error(
+          `the Debian package's service reads ${PACKAGED_CONFIG_PATH}: leave out --config with --systemd (or change ExecStart with \`systemctl edit inetboot\`)`,
+        );
       }
       if (opts.systemd && !existsSync("/run/systemd/system")) {
         throw new Error(
@@ -259,21 +271,8 @@ export function registerInitCommand(program: Command): void {
         : (line: string) => (opts.dryRun ? console.error(line) : console.log(line));
       const iface = await chooseInterface(opts);
       say(`Boot interface: ${describe(iface)}`);
-      let offers: DhcpOfferSeen[] = [];
-      if (!opts.dhcp) {
-        say(`Asking ${iface.name} for a DHCP server (${opts.probeSeconds} s)…`);
-        offers = await probe(iface, opts);
-        for (const o of offers) {
-          const via = o.from === o.server ? "" : ` via ${o.from}`;
-          say(`  ${o.server}${via} offered ${o.offered}${o.router ? `, router ${o.router}` : ""}`);
-          if (o.pxe)
-            say(
-              `  ! it answers PXE itself too (boot file ${o.bootFile ?? "?"}): two boot servers on one LAN confuse firmware; turn its PXE answers off`,
-            );
-        }
-        if (offers.length === 0) say("  none answered");
-      }
-      const f = facts(iface, offers, opts);
+      const decision = await decideDhcp(iface, opts.dhcp, Number(opts.probeSeconds), say);
+      const f = facts(iface, decision, opts);
       const text = starterConfig(f);
       let warnings: string[];
       try {
@@ -291,7 +290,7 @@ export function registerInitCommand(program: Command): void {
         return;
       }
       const outcome = await writeConfig(config, text, opts.force ?? false);
-      const service = opts.systemd ? await installService(config) : undefined;
+      const service = opts.systemd ? await installService(config, outcome) : undefined;
       const next = opts.systemd
         ? "systemctl status inetboot; journalctl -u inetboot -f"
         : `${process.getuid?.() === 0 ? "" : "sudo "}${selfCommand().join(" ")} serve --config ${config}`;
@@ -301,7 +300,7 @@ export function registerInitCommand(program: Command): void {
           outcome,
           mode: f.dhcp.mode,
           interface: iface.name,
-          offers,
+          servers: decision.servers,
           warnings,
           service,
           next,
@@ -318,7 +317,7 @@ export function registerInitCommand(program: Command): void {
       ].filter(Boolean);
       say(`  menu: ${[...booted, "the local disk", "the iPXE shell"].join(", ")}`);
       if (!f.debianInstaller && opts.installer)
-        say(`  (apt install ${DEBIAN_INSTALLER.package} adds Debian's installer)`);
+        say(`  (apt install ${DEBIAN_INSTALLER_PACKAGE} adds Debian's installer)`);
       for (const w of warnings) say(`  ! ${w}`);
       if (service) say(`Service ${service}.`);
       say(`Next: ${next}`);

@@ -45,12 +45,18 @@ export interface ProbeOptions {
 /** Most OFFERs kept (a LAN that floods replies does not grow the list). */
 const MAX_OFFERS = 16;
 
+export interface ProbeResult {
+  offers: DhcpOfferSeen[];
+  /** Why the socket could not be tied to the interface (its DISCOVER may have left by another). */
+  notTied: string | null;
+}
+
 /**
  * Broadcasts one DISCOVER and collects the OFFERs answering it until the timeout, or 1.5 s
  * after the first (servers that ping an address before offering it, as dnsmasq does, take
  * seconds: the timeout must allow for that).
  */
-export async function probeDhcp(o: ProbeOptions): Promise<DhcpOfferSeen[]> {
+export async function probeDhcp(o: ProbeOptions): Promise<ProbeResult> {
   const socket = createSocket({ type: "udp4", reuseAddr: true });
   const xid = randomBytes(4).readUInt32BE(0);
   const offers: DhcpOfferSeen[] = [];
@@ -80,7 +86,8 @@ export async function probeDhcp(o: ProbeOptions): Promise<DhcpOfferSeen[]> {
   try {
     await bindUdp(socket, o.clientPort ?? 68, "0.0.0.0");
     socket.setBroadcast(true);
-    bindToInterface(socket, o.interface);
+    const notTied = bindToInterface(socket, o.interface);
+    if (notTied) return { offers: [], notTied };
     const discover = encodePacket({
       op: BOOTREQUEST,
       htype: 1,
@@ -113,7 +120,7 @@ export async function probeDhcp(o: ProbeOptions): Promise<DhcpOfferSeen[]> {
       answered.then(() => new Promise((r) => setTimeout(r, Math.min(1500, o.timeoutMs)))),
     ]);
     clearTimeout(timer);
-    return offers;
+    return { offers, notTied: null };
   } finally {
     socket.close();
   }

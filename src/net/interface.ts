@@ -18,13 +18,16 @@ type SetSockOpt = (
 ) => void;
 
 let setsockopt: SetSockOpt | null | undefined;
+/** Why the binding could not be loaded (said in bindToInterface's answer). */
+let loadError = "";
 
 function loadSetsockopt(): SetSockOpt | null {
   if (setsockopt === undefined) {
     try {
       setsockopt = isSea() ? bundledSetsockopt() : requireSetsockopt();
-    } catch {
+    } catch (err) {
       setsockopt = null;
+      loadError = (err as Error).message;
     }
   }
   return setsockopt;
@@ -38,10 +41,30 @@ function requireSetsockopt(): SetSockOpt {
 /**
  * The single executable carries sockopt's N-API binding as an asset: it is written to a fresh
  * private folder (never a guessable shared path another user could plant a file at), loaded,
- * and removed again (the loaded library stays mapped).
+ * and removed again (the loaded library stays mapped). A noexec /tmp (containers' --tmpfs,
+ * hardened hosts) cannot load it: the service's cache and runtime folders are tried too.
  */
 function bundledSetsockopt(): SetSockOpt {
-  const dir = mkdtempSync(join(tmpdir(), "inetboot-"));
+  const bases = [
+    tmpdir(),
+    process.env.RUNTIME_DIRECTORY,
+    process.env.CACHE_DIRECTORY,
+    process.env.STATE_DIRECTORY,
+  ];
+  const failures: string[] = [];
+  for (const base of bases) {
+    if (!base) continue;
+    try {
+      return loadBindingIn(base.split(":")[0]);
+    } catch (err) {
+      failures.push(`${base}: ${(err as Error).message}`);
+    }
+  }
+  throw new Error(`cannot load the bundled sockopt binding (${failures.join("; ")})`);
+}
+
+function loadBindingIn(base: string): SetSockOpt {
+  const dir = mkdtempSync(join(base, "inetboot-"));
   const file = join(dir, "sockopt.node");
   try {
     writeFileSync(file, Buffer.from(getAsset("sockopt.node")), { mode: 0o500 });
@@ -98,12 +121,13 @@ function socketFd(socket: Socket): number {
  */
 export function bindToInterface(socket: Socket, name: string): string | null {
   const set = loadSetsockopt();
-  if (!set) return "no native sockopt binding on this platform";
-  const index = interfaceIndex(name);
+  if (!set)
+    return `no native sockopt binding on this platform${loadError ? ` (${loadError})` : ""}`;
   try {
-    set({ _handle: { fd: socketFd(socket) } }, SOL_SOCKET, SO_BINDTOIFINDEX, index);
+    set({ _handle: { fd: socketFd(socket) } }, SOL_SOCKET, SO_BINDTOIFINDEX, interfaceIndex(name));
     return null;
   } catch (err) {
+    if (err instanceof InterfaceError) return err.message;
     return `the kernel refused SO_BINDTOIFINDEX: ${(err as Error).message}`;
   }
 }

@@ -230,6 +230,17 @@ describe("serve configuration", () => {
       fakeHost({ "/a.iso": "" }),
     );
     assert.deepEqual(c.warnings, []);
+    // A line written when cmdline: replaced the recipe's: said, with the way to keep it whole.
+    const old = parseConfig(
+      'entries:\n  o: { iso: /a.iso, cmdline: "boot=casper url={iso} quiet" }\n',
+      "h.yaml",
+      fakeHost({ "/a.iso": "" }),
+    );
+    assert.equal(old.warnings.length, 1, old.warnings.join("\n"));
+    assert.match(
+      old.warnings[0],
+      /h\.yaml:2: entries\.o\.cmdline: is added to the recipe's command line.*write cmdline-replace: instead/,
+    );
     const r = c.entries.get("r");
     assert.ok(r?.kind === "iso");
     assert.equal(r.cmdline, "boot=live quiet");

@@ -1,14 +1,41 @@
 // The first serve.yaml `inetboot init` writes: from what it found on the machine and the link
 // (the boot interface, an existing DHCP server or none, the boot files installed), a working
 // configuration with a menu that boots something real, commented so it can be edited.
+import { existsSync, readdirSync } from "node:fs";
 import { ipToNumber, numberToIp } from "../../dhcp/packet.ts";
 
-/** Debian's netboot installer as its package installs it (debian-installer-12-netboot-amd64). */
-export const DEBIAN_INSTALLER = {
-  kernel: "/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux",
-  initrd: "/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/initrd.gz",
-  package: "debian-installer-12-netboot-amd64",
-};
+const INSTALLER_IMAGES = "/usr/lib/debian-installer/images";
+/** The package that adds Debian's netboot installer (for the hint when none is installed). */
+export const DEBIAN_INSTALLER_PACKAGE = "debian-installer-12-netboot-amd64";
+
+export interface DebianInstaller {
+  /** Debian's release number (12, 13, …). */
+  release: number;
+  kernel: string;
+  initrd: string;
+}
+
+/**
+ * The newest amd64 netboot installer a debian-installer-N-netboot-amd64 package installed
+ * (images/N/amd64/text/debian-installer/amd64/{linux,initrd.gz}), or undefined.
+ */
+export function findDebianInstaller(root = INSTALLER_IMAGES): DebianInstaller | undefined {
+  let releases: number[];
+  try {
+    releases = readdirSync(root)
+      .filter((d) => /^\d+$/.test(d))
+      .map(Number)
+      .sort((a, b) => b - a);
+  } catch {
+    return undefined;
+  }
+  for (const release of releases) {
+    const dir = `${root}/${release}/amd64/text/debian-installer/amd64`;
+    const found = { release, kernel: `${dir}/linux`, initrd: `${dir}/initrd.gz` };
+    if (existsSync(found.kernel) && existsSync(found.initrd)) return found;
+  }
+  return undefined;
+}
 
 export interface StarterFacts {
   interface: string;
@@ -20,7 +47,7 @@ export interface StarterFacts {
   state?: string;
   cache?: string;
   /** Boot Debian's installer from its installed netboot package. */
-  debianInstaller?: boolean;
+  debianInstaller?: DebianInstaller;
   /** A live ISO's URL or path. */
   iso?: string;
   /** An iPXE script to chain (a netboot.xyz-style menu). */
@@ -31,8 +58,8 @@ export interface StarterFacts {
 
 /**
  * The upper half of the interface's subnet for leases (the lower half is left for the hosts
- * already there, the router usually at .1), without our own address; undefined when the
- * subnet is too small to share (smaller than /28).
+ * already there, the router usually at .1); when our own address falls inside, the larger side
+ * of it. Undefined when the subnet is too small to share (smaller than /28).
  */
 export function freeRange(address: string, netmask: string): [string, string] | undefined {
   const mask = ipToNumber(netmask);
@@ -43,9 +70,10 @@ export function freeRange(address: string, netmask: string): [string, string] | 
   let last = network + size - 2; // before the broadcast address
   if (last - first > 199) first = last - 199; // at most 200 leases
   const own = ipToNumber(address);
-  if (own === last) last--;
-  else if (own === first) first++;
-  else if (own > first && own < last) last = own - 1;
+  if (own >= first && own <= last) {
+    if (own - first > last - own) last = own - 1;
+    else first = own + 1;
+  }
   return [numberToIp(first), numberToIp(last)];
 }
 
@@ -79,10 +107,11 @@ export function starterConfig(f: StarterFacts): string {
   if (f.cache) lines.push(`cache: { dir: ${f.cache} }`);
   const console = f.console ? ` console=${f.console}` : "";
   const entries: [string, string][] = [];
-  if (f.debianInstaller) {
+  const di = f.debianInstaller;
+  if (di) {
     entries.push([
       "debian-installer",
-      `{ title: "Install Debian 12", kernel: ${DEBIAN_INSTALLER.kernel}, initrd: [${DEBIAN_INSTALLER.initrd}]${console ? `, cmdline: ${q(console.trim())}` : ""} }`,
+      `{ title: "Install Debian ${di.release}", kernel: ${di.kernel}, initrd: [${di.initrd}]${console ? `, cmdline: ${q(console.trim())}` : ""} }`,
     ]);
   }
   if (f.iso) {

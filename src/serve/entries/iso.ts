@@ -115,7 +115,15 @@ function isoCmdline(c: Checker, o: Record<string, unknown>, path: Path): string 
     return replace;
   }
   if (add === undefined) return undefined;
-  return add.includes("{recipe}") ? add : `{recipe} ${add}`;
+  if (add.includes("{recipe}")) return add;
+  if (/(^|\s)(boot|root)=|\{(iso|tree|file:)/.test(add)) {
+    // Written when cmdline: replaced the recipe's line: now it would be added to it.
+    c.warn(
+      [...path, "cmdline"],
+      `is added to the recipe's command line, which has its own boot=/root= and ISO location; if "${add}" is the whole line, write cmdline-replace: instead`,
+    );
+  }
+  return `{recipe} ${add}`;
 }
 
 export const isoKind: EntryKind<IsoEntry> = {
