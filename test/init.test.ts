@@ -9,7 +9,7 @@ import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
 import { CLI, requireFile, requireTool, run, tempDir } from "./helpers.ts";
 import type { RunResult } from "./helpers.ts";
-import { createLan, requireNetns, startServe } from "./netns.ts";
+import { createLan, lanDnsmasq, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
 import { bootUntil, tapNic } from "./qemu.ts";
 
@@ -60,19 +60,7 @@ describe("inetboot init", { timeout: 1_200_000 }, () => {
     if (!ready(t)) return;
     const dir = tempDir(t);
     const lan = createLan(t, "10.96.1");
-    const other = lan.addHost(`${lan.prefix}.2`);
-    const dnsmasq = lan.spawn(other.ns, "dnsmasq", [
-      "--no-daemon",
-      "--conf-file=/dev/null",
-      "--port=0",
-      `--interface=${other.ifname}`,
-      "--bind-interfaces",
-      `--dhcp-range=${lan.prefix}.50,${lan.prefix}.60,255.255.255.0,1h`,
-      `--dhcp-leasefile=${join(dir, "dnsmasq.leases")}`,
-      "--log-dhcp",
-    ]);
-    let dnsmasqLog = "";
-    dnsmasq.stderr?.on("data", (d: Buffer) => (dnsmasqLog += d.toString()));
+    const dnsmasq = lanDnsmasq(lan, dir);
     await new Promise((r) => setTimeout(r, 500));
     const config = join(dir, "serve.yaml");
     const state = join(dir, "state");
@@ -105,7 +93,7 @@ describe("inetboot init", { timeout: 1_200_000 }, () => {
     const stages = await bootsInstaller(lan, config, state);
     assert.ok(stages.includes("proxy-offer"), stages.join(","));
     assert.ok(!stages.includes("dhcp-offer"), "proxy mode never offers an address");
-    assert.match(dnsmasqLog, /DHCPACK\(eth0\) 10\.96\.1\.(5\d|60) /, "dnsmasq gave the address");
+    assert.match(dnsmasq.log(), /DHCPACK\(eth0\) 10\.96\.1\.(5\d|60) /, "dnsmasq gave the address");
   });
 
   it("alone on the LAN: full mode with a free range, and the machine boots", async (t) => {

@@ -9,7 +9,7 @@ import type { TestContext } from "node:test";
 import { hostKernel } from "./debian-rootfs.ts";
 import { requireFile, requireTool, tempDir } from "./helpers.ts";
 import { busyboxStatic, markerInitrd } from "./marker-initrd.ts";
-import { createLan, requireNetns, startServe } from "./netns.ts";
+import { createLan, lanDnsmasq, requireNetns, startServe } from "./netns.ts";
 import type { TestLan } from "./netns.ts";
 import { bootUntil, tapNic } from "./qemu.ts";
 
@@ -95,23 +95,11 @@ describe("QEMU network boot from inetboot serve", { timeout: 900_000 }, () => {
     if (!s) return;
     const lan = createLan(t);
     const tap = lan.addTap();
-    const other = lan.addHost(`${lan.prefix}.2`);
-    const dnsmasq = lan.spawn(other.ns, "dnsmasq", [
-      "--no-daemon",
-      "--conf-file=/dev/null",
-      "--port=0",
-      `--interface=${other.ifname}`,
-      "--bind-interfaces",
-      `--dhcp-range=${lan.prefix}.50,${lan.prefix}.60,255.255.255.0,1h`,
-      `--dhcp-leasefile=${join(s.dir, "dnsmasq.leases")}`,
-      "--log-dhcp",
-    ]);
-    let dnsmasqLog = "";
-    dnsmasq.stderr?.on("data", (d: Buffer) => (dnsmasqLog += d.toString()));
+    const dnsmasq = lanDnsmasq(lan, s.dir);
     const serve = await startServe(lan, config(lan, s, "{ mode: proxy }"));
     const out = await bootUntil(qemuNet(tap), MARKER, 300_000, { netns: lan.server });
     assert.match(out, /inetboot\.test=hello/);
-    assert.match(dnsmasqLog, /DHCPACK\(eth0\) 10\.99\.0\.5\d /, "dnsmasq gave the address");
+    assert.match(dnsmasq.log(), /DHCPACK\(eth0\) 10\.99\.0\.(5\d|60) /, "dnsmasq gave the address");
     const stages = serve.logs.map((l) => l.event);
     assert.ok(stages.includes("proxy-offer"), stages.join(","));
     assert.ok(!stages.includes("dhcp-offer"), "proxy mode never offers an address");

@@ -4,6 +4,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import { CLI, requireOrSkip } from "./helpers.ts";
 import type { Cleanup, Skipper } from "./helpers.ts";
 
@@ -150,6 +151,27 @@ export class TestLan {
       }
     }
   }
+}
+
+/**
+ * dnsmasq as the LAN's existing DHCP server on a host of its own (PREFIX.2), leasing
+ * PREFIX.50-60 and logging each transaction; `log()` is what it said so far.
+ */
+export function lanDnsmasq(lan: TestLan, dir: string): { log: () => string } {
+  const other = lan.addHost(`${lan.prefix}.2`);
+  const dnsmasq = lan.spawn(other.ns, "dnsmasq", [
+    "--no-daemon",
+    "--conf-file=/dev/null",
+    "--port=0",
+    `--interface=${other.ifname}`,
+    "--bind-interfaces",
+    `--dhcp-range=${lan.prefix}.50,${lan.prefix}.60,255.255.255.0,1h`,
+    `--dhcp-leasefile=${join(dir, "dnsmasq.leases")}`,
+    "--log-dhcp",
+  ]);
+  let log = "";
+  dnsmasq.stderr?.on("data", (d: Buffer) => (log += d.toString()));
+  return { log: () => log };
 }
 
 export function createLan(t: Cleanup, subnet?: string): TestLan {

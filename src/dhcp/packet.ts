@@ -93,6 +93,34 @@ export interface DhcpPacket {
 
 export class DhcpDecodeError extends Error {}
 
+/**
+ * A client's broadcast request (DISCOVER, REQUEST) from a machine with no address yet:
+ * `chaddr` is the 16-byte field (the hardware address first), `options` in order.
+ */
+export function clientRequest(
+  xid: number,
+  chaddr: Buffer,
+  options: Map<number, Buffer>,
+): DhcpPacket {
+  return {
+    op: BOOTREQUEST,
+    htype: 1,
+    hlen: 6,
+    hops: 0,
+    xid,
+    secs: 0,
+    flags: BROADCAST_FLAG,
+    ciaddr: "0.0.0.0",
+    yiaddr: "0.0.0.0",
+    siaddr: "0.0.0.0",
+    giaddr: "0.0.0.0",
+    chaddr,
+    sname: "",
+    file: "",
+    options,
+  };
+}
+
 export const BROADCAST_FLAG = 0x8000;
 
 export function ipToString(buf: Buffer, offset = 0): string {

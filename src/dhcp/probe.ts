@@ -5,8 +5,7 @@ import { randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { bindToInterface, bindUdp } from "../net/interface.ts";
 import {
-  BOOTREQUEST,
-  BROADCAST_FLAG,
+  clientRequest,
   decodePacket,
   encodePacket,
   messageType,
@@ -88,26 +87,16 @@ export async function probeDhcp(o: ProbeOptions): Promise<ProbeResult> {
     socket.setBroadcast(true);
     const notTied = bindToInterface(socket, o.interface);
     if (notTied) return { offers: [], notTied };
-    const discover = encodePacket({
-      op: BOOTREQUEST,
-      htype: 1,
-      hlen: 6,
-      hops: 0,
-      xid,
-      secs: 0,
-      flags: BROADCAST_FLAG,
-      ciaddr: "0.0.0.0",
-      yiaddr: "0.0.0.0",
-      siaddr: "0.0.0.0",
-      giaddr: "0.0.0.0",
-      chaddr: Buffer.concat([parseMac(o.mac), Buffer.alloc(10)]),
-      sname: "",
-      file: "",
-      options: new Map([
-        [Opt.MESSAGE_TYPE, u8(MessageType.DISCOVER)],
-        [Opt.PARAMETER_LIST, Buffer.from([Opt.SUBNET_MASK, Opt.ROUTER, Opt.DNS, Opt.SERVER_ID])],
-      ]),
-    });
+    const discover = encodePacket(
+      clientRequest(
+        xid,
+        Buffer.concat([parseMac(o.mac), Buffer.alloc(10)]),
+        new Map([
+          [Opt.MESSAGE_TYPE, u8(MessageType.DISCOVER)],
+          [Opt.PARAMETER_LIST, Buffer.from([Opt.SUBNET_MASK, Opt.ROUTER, Opt.DNS, Opt.SERVER_ID])],
+        ]),
+      ),
+    );
     await new Promise<void>((resolve, reject) =>
       socket.send(discover, o.serverPort ?? 67, "255.255.255.255", (err) =>
         err ? reject(err) : resolve(),
