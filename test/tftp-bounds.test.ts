@@ -143,7 +143,7 @@ it("netascii: tsize is not offered (the size is not known without converting the
 });
 
 it(
-  "600 requests from many sources: open fds stay bounded, later ones get 'server busy', then service resumes",
+  "600 requests from 40 sources: open fds stay bounded, 20 wait for a slot (a resent request keeps its place), later ones get 'server busy', then service resumes",
   { timeout: 60_000 },
   async (t) => {
     if (!requireTool(t, "curl", "curl")) return;
@@ -151,7 +151,12 @@ it(
     writeFileSync(join(dir, "f.bin"), Buffer.alloc(50_000, 7));
     const maxTransfers = 256;
     // Unanswered transfers give up after one 1 s timeout (and only then may make way).
-    const server = await tftpServer(t, dir, { timeoutMs: 1000, retries: 0, maxTransfers });
+    const server = await tftpServer(t, dir, {
+      timeoutMs: 1000,
+      retries: 0,
+      maxTransfers,
+      maxQueued: 20,
+    });
     // 40 source addresses (127.0.0.10-49): 8 each would be 320 transfers, over the total cap.
     const senders = await Promise.all(
       Array.from({ length: 40 }, (_, i) => udp(t, `127.0.0.${10 + i}`)),
@@ -180,7 +185,7 @@ it(
     const bound = baseline + 2 * maxTransfers + 32;
     // The flood is never answered: every transfer gives up after 1 s.
     const until = Date.now() + 10_000;
-    while (server.stats.active > 0 && Date.now() < until) {
+    while ((server.stats.active > 0 || server.stats.waiting > 0) && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 50));
     }
     clearInterval(sampler);
@@ -191,13 +196,38 @@ it(
     assert.ok(maxFds <= bound, `open fds reached ${maxFds}, bound ${bound}`);
     assert.ok(maxActive <= maxTransfers, `active transfers reached ${maxActive}`);
     assert.ok(busy.length > 0, "no request was told the server is busy");
+    // Each sender is one port: its later requests are resends of the queued one, not new ones.
+    assert.equal(server.stats.queued, 20, "the queue held 20 requests, no more");
+    assert.equal(busy.length, server.stats.busy);
     assert.equal(server.stats.active, 0);
+    assert.equal(server.stats.waiting, 0);
     const out = join(dir, "out.bin");
     const r = await run("curl", ["-sS", "-o", out, `tftp://127.0.0.1:${server.port}/f.bin`]);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(readFileSync(out), Buffer.alloc(50_000, 7));
   },
 );
+
+it("at the cap, requests wait for a slot instead of failing: 8 clients, 2 transfers at once, all served", async (t) => {
+  if (!requireTool(t, "curl", "curl")) return;
+  const dir = tempDir(t);
+  const data = Buffer.alloc(300_000);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 255;
+  writeFileSync(join(dir, "f.bin"), data);
+  const server = await tftpServer(t, dir, { maxTransfers: 2 });
+  const results = await Promise.all(
+    Array.from({ length: 8 }, (_, i) =>
+      run("curl", ["-sS", "-o", join(dir, `out${i}`), `tftp://127.0.0.1:${server.port}/f.bin`]),
+    ),
+  );
+  for (const [i, r] of results.entries()) {
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(readFileSync(join(dir, `out${i}`)), data);
+  }
+  assert.ok(server.stats.queued >= 1, `some waited: ${JSON.stringify(server.stats)}`);
+  assert.equal(server.stats.busy, 0);
+  assert.equal(server.stats.completed, 8);
+});
 
 it("timeout=255 is not acknowledged, and an unanswered transfer gives up within the bound", async (t) => {
   const dir = tempDir(t);

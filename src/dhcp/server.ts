@@ -41,6 +41,9 @@ export { parseSubnet } from "./subnet.ts";
 /** One line per this many milliseconds at most for requests dropped in a flood. */
 export const DHCP_DROP_LOG_INTERVAL_MS = 10_000;
 
+/** The receive buffer asked for the server's sockets (a burst of ~2,000 requests). */
+const RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
+
 export class DhcpServer {
   readonly #o: DhcpServerOptions;
   readonly #log: Logger;
@@ -80,6 +83,9 @@ export class DhcpServer {
     socket.on("error", (err) => this.#log.error({ err, port }, "dhcp socket error"));
     await bindUdp(socket, port, this.#o.bindAddress ?? "0.0.0.0");
     socket.setBroadcast(true);
+    // A lab powering on sends its DISCOVERs in one burst: room for them (the kernel caps it
+    // at net.core.rmem_max).
+    socket.setRecvBufferSize(RECEIVE_BUFFER_BYTES);
     const notTied = this.#o.interface ? bindToInterface(socket, this.#o.interface) : null;
     if (notTied) {
       this.#log.warn(

@@ -34,10 +34,16 @@ export interface TftpStats {
   failed: number;
   bytes: number;
   dropped: number;
-  /** Requests answered "server busy" (a cap on transfers was reached). */
+  /** Requests answered "server busy" (a cap was reached, the queue full). */
   busy: number;
+  /** Requests that waited for a slot (the cap on transfers was reached). */
+  queued: number;
   active: number;
+  /** Requests waiting now. */
+  waiting: number;
 }
+
+type RrqPacket = Extract<TftpPacket, { op: 1 | 2 }>;
 
 export class TftpServer {
   readonly #o: ResolvedTftpOptions;
@@ -47,7 +53,11 @@ export class TftpServer {
   /** Transfers at once per client address. */
   readonly #perClient = new Map<string, number>();
   readonly #limitedLog = new RateLimitedLog();
-  #stats = { requests: 0, completed: 0, failed: 0, bytes: 0, dropped: 0, busy: 0 };
+  /** Requests waiting for a transfer slot, oldest first. */
+  readonly #queue: { rinfo: RemoteInfo; packet: RrqPacket; at: number }[] = [];
+  /** Queued requests per client address (one host may not fill the queue). */
+  readonly #queuedFrom = new Map<string, number>();
+  #stats = { requests: 0, completed: 0, failed: 0, bytes: 0, dropped: 0, busy: 0, queued: 0 };
 
   constructor(options: TftpServerOptions) {
     this.#o = { ...DEFAULT_TFTP_OPTIONS, ...stripUndefined(options), tree: options.tree };
@@ -55,7 +65,7 @@ export class TftpServer {
   }
 
   get stats(): TftpStats {
-    return { ...this.#stats, active: this.#transfers.size };
+    return { ...this.#stats, active: this.#transfers.size, waiting: this.#queue.length };
   }
 
   get port(): number {
@@ -67,6 +77,8 @@ export class TftpServer {
     socket.on("message", (msg, rinfo) => this.#request(msg, rinfo));
     socket.on("error", (err) => this.#log.error({ err }, "tftp socket error"));
     await bindUdp(socket, this.#o.port, this.#o.address);
+    // A lab powering on sends its requests in one burst (the kernel caps it at rmem_max).
+    socket.setRecvBufferSize(4 * 1024 * 1024);
     const notTied = this.#o.interface ? bindToInterface(socket, this.#o.interface) : null;
     if (notTied) {
       this.#log.warn(
@@ -78,6 +90,8 @@ export class TftpServer {
   }
 
   async stop(): Promise<void> {
+    this.#queue.length = 0;
+    this.#queuedFrom.clear();
     for (const t of this.#transfers) t.abort("server stopping");
     const s = this.#socket;
     this.#socket = null;
@@ -129,22 +143,70 @@ export class TftpServer {
     this.#stats.requests++;
     this.#makeRoom(rinfo.address);
     const fromClient = this.#perClient.get(rinfo.address) ?? 0;
-    if (
-      this.#transfers.size >= this.#o.maxTransfers ||
-      fromClient >= this.#o.maxTransfersPerClient
-    ) {
-      this.#stats.busy++;
-      const active = this.#transfers.size;
-      this.#limitedLog.hit("busy", (suppressed) =>
-        this.#log.warn(
-          { client, file: packet.filename, active, fromClient, suppressed },
-          "TFTP request refused: too many transfers",
-        ),
-      );
-      sendError(main, rinfo, ErrorCode.NOT_DEFINED, TFTP_BUSY_MESSAGE);
+    if (fromClient >= this.#o.maxTransfersPerClient) return this.#busy(rinfo, packet.filename);
+    // Waiting requests go first (a slot a victim freed is theirs).
+    if (this.#transfers.size >= this.#o.maxTransfers || this.#queue.length > 0) {
+      return this.#enqueue(rinfo, packet);
+    }
+    this.#startTransfer(rinfo, packet);
+  }
+
+  /**
+   * At the cap on transfers a request waits for a slot instead of being refused: firmware ends
+   * its boot on an ERROR, so a lab powering on at once would mostly fail. Bounded in count and
+   * wait; a retransmitted request keeps its place.
+   */
+  #enqueue(rinfo: RemoteInfo, packet: RrqPacket): void {
+    if (this.#queue.some((q) => q.rinfo.port === rinfo.port && q.rinfo.address === rinfo.address)) {
       return;
     }
-    this.#perClient.set(rinfo.address, fromClient + 1);
+    const fromClient = this.#queuedFrom.get(rinfo.address) ?? 0;
+    if (this.#queue.length >= this.#o.maxQueued || fromClient >= this.#o.maxTransfersPerClient) {
+      return this.#busy(rinfo, packet.filename);
+    }
+    this.#queue.push({ rinfo, packet, at: performance.now() });
+    this.#queuedFrom.set(rinfo.address, fromClient + 1);
+    this.#stats.queued++;
+  }
+
+  /** Starts queued requests while slots are free; ones that waited too long are dropped. */
+  #drain(): void {
+    while (this.#transfers.size < this.#o.maxTransfers && this.#queue.length > 0) {
+      const q = this.#queue.shift()!;
+      const left = (this.#queuedFrom.get(q.rinfo.address) ?? 1) - 1;
+      if (left > 0) this.#queuedFrom.set(q.rinfo.address, left);
+      else this.#queuedFrom.delete(q.rinfo.address);
+      if (performance.now() - q.at > this.#o.queueWaitMs) {
+        this.#stats.dropped++;
+        continue;
+      }
+      if ((this.#perClient.get(q.rinfo.address) ?? 0) >= this.#o.maxTransfersPerClient) {
+        this.#busy(q.rinfo, q.packet.filename);
+        continue;
+      }
+      this.#startTransfer(q.rinfo, q.packet);
+    }
+  }
+
+  #busy(rinfo: RemoteInfo, file: string): void {
+    const main = this.#socket;
+    if (!main) return;
+    this.#stats.busy++;
+    const active = this.#transfers.size;
+    const fromClient = this.#perClient.get(rinfo.address) ?? 0;
+    const client = `${rinfo.address}:${rinfo.port}`;
+    this.#limitedLog.hit("busy", (suppressed) =>
+      this.#log.warn(
+        { client, file, active, queued: this.#queue.length, fromClient, suppressed },
+        "TFTP request refused: too many transfers",
+      ),
+    );
+    sendError(main, rinfo, ErrorCode.NOT_DEFINED, TFTP_BUSY_MESSAGE);
+  }
+
+  #startTransfer(rinfo: RemoteInfo, packet: RrqPacket): void {
+    const client = `${rinfo.address}:${rinfo.port}`;
+    this.#perClient.set(rinfo.address, (this.#perClient.get(rinfo.address) ?? 0) + 1);
     const transfer = new Transfer(this.#o, this.#log, this.#limitedLog, rinfo, packet, (event) => {
       this.#transfers.delete(transfer);
       const left = (this.#perClient.get(rinfo.address) ?? 1) - 1;
@@ -157,6 +219,7 @@ export class TftpServer {
         this.#stats.failed++;
       }
       this.#o.onEvent?.(event);
+      this.#drain();
     });
     this.#transfers.add(transfer);
     transfer.start().catch((err: unknown) => {

@@ -213,6 +213,11 @@ export class Transfer {
   #message(msg: Buffer, rinfo: RemoteInfo): void {
     // (The socket is connected to the client's TID: the kernel already drops other senders.)
     if (rinfo.address !== this.#peer.address || rinfo.port !== this.#peer.port) return;
+    // The hot path of a lock-step transfer, one per block: a 4-byte ACK, read in place.
+    if (msg.length === 4 && msg[0] === 0 && msg[1] === Op.ACK) {
+      this.#ack(msg.readUInt16BE(2));
+      return;
+    }
     let packet: TftpPacket;
     try {
       packet = decodeTftp(msg);
@@ -229,16 +234,20 @@ export class Transfer {
       this.#fail(`client sent error ${packet.code}: ${packet.message}`, false);
       return;
     }
-    if (packet.op !== Op.ACK || this.#finished) return;
+    if (packet.op === Op.ACK) this.#ack(packet.block);
+  }
+
+  #ack(number: number): void {
+    if (this.#finished) return;
     this.confirmed = true;
     if (this.#oack && !this.#oackAcked) {
-      if (packet.block !== 0) return;
+      if (number !== 0) return;
       this.#oackAcked = true; // ACK 0 confirms the OACK: data starts
       this.#tries = 0;
-      this.#sendWindow().catch((err: unknown) => this.#fail(String(err), true));
+      this.#pump();
       return;
     }
-    const block = this.#absolute(packet.block);
+    const block = this.#absolute(number);
     // Duplicate ACKs are ignored (answering each would double the traffic: the Sorcerer's
     // Apprentice bug); the retransmission timer covers real losses.
     if (block <= this.#acked) return;
@@ -254,7 +263,36 @@ export class Transfer {
       // Part of the window was lost: go on from the block after the one acknowledged.
       this.#sent = block;
     }
-    this.#sendWindow().catch((err: unknown) => this.#fail(String(err), true));
+    this.#pump();
+  }
+
+  /**
+   * Sends the window's blocks the source holds already (read ahead) without leaving this call:
+   * no promise per ACK. The first block it does not hold goes the async way (#sendWindow).
+   */
+  #pump(): void {
+    if (this.#sending || this.#finished || !this.#source) return;
+    const last = Math.min(this.#acked + this.#windowsize, this.#lastBlock);
+    while (this.#sent < last) {
+      const block = this.#sent + 1;
+      const data = this.#source.peek((block - 1) * this.#blksize, this.#blksize);
+      if (!data) {
+        this.#sendWindow().catch((err: unknown) => this.#fail(String(err), true));
+        return;
+      }
+      this.#sendBlock(block, data);
+    }
+    this.#arm();
+  }
+
+  #sendBlock(block: number, data: Buffer): void {
+    if (data.length < this.#blksize) {
+      // RFC 1350 section 6: a block shorter than blksize (maybe empty) ends the transfer.
+      this.#lastBlock = block;
+      this.#lastBlockBytes = data.length;
+    }
+    this.#socket?.send([dataHeader(block), data]);
+    this.#sent = block;
   }
 
   async #sendWindow(): Promise<void> {
@@ -270,13 +308,7 @@ export class Transfer {
           this.#source.peek(offset, this.#blksize) ??
           (await this.#source.read(offset, this.#blksize));
         if (this.#finished) return;
-        if (data.length < this.#blksize) {
-          // RFC 1350 section 6: a block shorter than blksize (maybe empty) ends the transfer.
-          this.#lastBlock = block;
-          this.#lastBlockBytes = data.length;
-        }
-        this.#socket?.send([dataHeader(block), data]);
-        this.#sent = block;
+        this.#sendBlock(block, data);
       }
       this.#arm();
     } finally {
