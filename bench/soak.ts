@@ -118,7 +118,7 @@ default: debian
       `| load duration | ${r.seconds.toFixed(1)} s | — |`,
       `| plan requests: answers | ${JSON.stringify(r.plans.statuses)} | — |`,
       `| plan latency p50 / p99 | ${r.plans.p50.toFixed(0)} ms / ${r.plans.p99.toFixed(0)} ms | — |`,
-      `| TFTP RRQs: transfers started / refused busy / other errors | ${r.tftp.data} / ${r.tftp.busy} / ${r.tftp.other} ${JSON.stringify(r.tftp.errors)} | ≤ 256 at once, 8 per client |`,
+      `| TFTP RRQs: transfers started / refused busy / other errors | ${r.tftp.data} / ${r.tftp.busy} / ${r.tftp.other} ${JSON.stringify(r.tftp.errors)} | ≤ 1,024 at once (the open-file limit allowing), 8 per client, 2,048 waiting |`,
       `| NBD connects: closed by the server / listed | ${r.nbd.closedByServer} / ${r.nbd.listed} | 512, 16 per address, 10 s handshake |`,
       `| server peak RSS (VmHWM): before the load / after | ${mb(rssBefore)} / ${mb(peak)} | ${mb(RSS_BOUND)} |`,
       `| server open files (peak sampled) | ${r.health.maxFds} | — |`,
