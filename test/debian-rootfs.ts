@@ -84,8 +84,9 @@ export function debianTree(t: Skipper, dir: string): string | null {
   return tree;
 }
 
-/** The marker of `/inetboot-persist` (see addPersistInit): "INETBOOT-IMAGE-BOOT count=N". */
-export const PERSIST_MARKER = /INETBOOT-IMAGE-BOOT count=(\d+)/;
+/** The marker of `/inetboot-persist` (see addPersistInit): "INETBOOT-IMAGE-BOOT count=N MOUNT", to
+ * the end of its line (a match on a partial line would stop the boot before the mount is seen). */
+export const PERSIST_MARKER = /INETBOOT-IMAGE-BOOT count=(\d+) [^\n]*\n/;
 
 /**
  * Adds `/inetboot-persist` to `tree`: an init that counts its boots in /boot-count on the root
