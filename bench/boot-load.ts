@@ -12,7 +12,9 @@ import {
   decodePacket,
   encodePacket,
   ipToBuffer,
+  ipToNumber,
   MessageType,
+  numberToIp,
   messageType,
   Opt,
   optIp,
@@ -28,9 +30,7 @@ import { Agent, fetch } from "undici";
  * server caps what one address may open); undefined without a base: every one from the host.
  */
 function sourceOf(base: string | undefined, i: number): string | undefined {
-  if (!base) return undefined;
-  const n = (base.split(".").reduce((a, o) => a * 256 + Number(o), 0) + i) >>> 0;
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+  return base ? numberToIp(ipToNumber(base) + i) : undefined;
 }
 
 const TIMEOUT_MS = 3000;

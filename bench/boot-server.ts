@@ -18,6 +18,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ipToNumber, numberToIp } from "../src/dhcp/packet.ts";
 import { TestLan } from "../test/netns.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
@@ -253,12 +254,11 @@ const SOURCE_BASE = "10.99.100.0";
 
 /** Adds `count` addresses from SOURCE_BASE to the client host's interface (once). */
 function addSources(lan: TestLan, ns: string, count: number): void {
-  const base = SOURCE_BASE.split(".").reduce((a, o) => a * 256 + Number(o), 0);
-  const lines = Array.from({ length: count }, (_, i) => {
-    const n = base + i;
-    const ip = [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
-    return `addr replace ${ip}/16 dev eth0`;
-  });
+  const base = ipToNumber(SOURCE_BASE);
+  const lines = Array.from(
+    { length: count },
+    (_, i) => `addr replace ${numberToIp(base + i)}/16 dev eth0`,
+  );
   spawnSync("ip", ["-n", ns, "-batch", "-"], { input: `${lines.join("\n")}\n` });
 }
 

@@ -57,6 +57,8 @@ export class TftpServer {
   readonly #queue: { rinfo: RemoteInfo; packet: RrqPacket; at: number }[] = [];
   /** Queued requests per client address (one host may not fill the queue). */
   readonly #queuedFrom = new Map<string, number>();
+  /** The queued requests' "address:port" (a resent request is found without a scan). */
+  readonly #queuedKeys = new Set<string>();
   #stats = { requests: 0, completed: 0, failed: 0, bytes: 0, dropped: 0, busy: 0, queued: 0 };
 
   constructor(options: TftpServerOptions) {
@@ -92,6 +94,7 @@ export class TftpServer {
   async stop(): Promise<void> {
     this.#queue.length = 0;
     this.#queuedFrom.clear();
+    this.#queuedKeys.clear();
     for (const t of this.#transfers) t.abort("server stopping");
     const s = this.#socket;
     this.#socket = null;
@@ -157,15 +160,15 @@ export class TftpServer {
    * wait; a retransmitted request keeps its place.
    */
   #enqueue(rinfo: RemoteInfo, packet: RrqPacket): void {
-    if (this.#queue.some((q) => q.rinfo.port === rinfo.port && q.rinfo.address === rinfo.address)) {
-      return;
-    }
+    const key = `${rinfo.address}:${rinfo.port}`;
+    if (this.#queuedKeys.has(key)) return;
     const fromClient = this.#queuedFrom.get(rinfo.address) ?? 0;
     if (this.#queue.length >= this.#o.maxQueued || fromClient >= this.#o.maxTransfersPerClient) {
       return this.#busy(rinfo, packet.filename);
     }
     this.#queue.push({ rinfo, packet, at: performance.now() });
     this.#queuedFrom.set(rinfo.address, fromClient + 1);
+    this.#queuedKeys.add(key);
     this.#stats.queued++;
   }
 
@@ -173,6 +176,7 @@ export class TftpServer {
   #drain(): void {
     while (this.#transfers.size < this.#o.maxTransfers && this.#queue.length > 0) {
       const q = this.#queue.shift()!;
+      this.#queuedKeys.delete(`${q.rinfo.address}:${q.rinfo.port}`);
       const left = (this.#queuedFrom.get(q.rinfo.address) ?? 1) - 1;
       if (left > 0) this.#queuedFrom.set(q.rinfo.address, left);
       else this.#queuedFrom.delete(q.rinfo.address);
