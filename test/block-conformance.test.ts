@@ -21,6 +21,8 @@ import { PrefetchDevice } from "../src/block/prefetch-device.ts";
 import { RangeCacheDevice } from "../src/block/range-cache-device.ts";
 import { BorrowedDevice } from "../src/block/borrowed-device.ts";
 import { TraceDevice } from "../src/block/trace-device.ts";
+import { UnpackedDevice } from "../src/block/unpacked-device.ts";
+import { isZeroChunk } from "../src/store/chunks.ts";
 import { packImage } from "../src/store/pack.ts";
 import { openImage } from "../src/store/source.ts";
 import { openStore } from "../src/store/open-store.ts";
@@ -87,6 +89,17 @@ const factories: [string, Factory][] = [
         { reader: openStore(f.store), prefix: "chunks/" },
       ]);
       return new ChunkedDevice(image.index, mirrors);
+    },
+  ],
+  [
+    // Half of it kept by an earlier run (checked on first read), half fetched now.
+    "unpacked copy over chunked (half warm)",
+    async (_t, f) => {
+      const root = join(f.dir, "unpacked");
+      const cold = await UnpackedDevice.open(await chunked(f), root);
+      await cold.read(0, Math.floor(f.data.length / 2));
+      await cold.close();
+      return UnpackedDevice.open(await chunked(f), root);
     },
   ],
   [
@@ -268,6 +281,67 @@ describe("block device conformance", () => {
     });
     assert.equal(other.stats.cachedBytes, 0);
     await other.close();
+  });
+
+  it("unpacked copy: a damaged chunk is fetched again, zeros never come from the file, a torn log tail is ignored, offline serves what it holds", async (t) => {
+    const f = await fixture(t);
+    const root = join(f.dir, "unpacked");
+    const a = await UnpackedDevice.open(await chunked(f), root);
+    assert.ok((await a.read(0, f.data.length)).equals(f.data));
+    await a.drain();
+    assert.ok((await a.read(0, f.data.length)).equals(f.data), "read again, from the file");
+    assert.equal(a.stats.fileReads, 1);
+    const dir = a.dir;
+    await a.close();
+    const probe = await chunked(f);
+    const index = probe.index;
+    await probe.close();
+    const text = index.chunks[1];
+    const zero = index.chunks.find((c) => isZeroChunk(c) && c.offset > 0)!;
+    assert.ok(zero, "the fixture has a zero chunk");
+    // Damage one chunk's bytes, write garbage where a zero chunk is, tear the log's tail.
+    const dataPath = join(dir, "data");
+    const bytes = readFileSync(dataPath);
+    bytes[text.offset + 7] ^= 0xff;
+    bytes.fill(0x55, zero.offset, zero.offset + zero.size);
+    writeFileSync(dataPath, bytes);
+    writeFileSync(
+      join(dir, "chunks"),
+      Buffer.concat([readFileSync(join(dir, "chunks")), Buffer.alloc(3)]),
+    );
+    const b = await UnpackedDevice.open(await chunked(f), root);
+    assert.ok((await b.read(0, f.data.length)).equals(f.data), "repaired data, zeros as zeros");
+    assert.equal(b.stats.repaired, 1);
+    assert.ok(
+      (await b.read(zero.offset, zero.size)).every((x) => x === 0),
+      "a warm zero read",
+    );
+    await b.close();
+    assert.equal(readFileSync(join(dir, "chunks")).length % 4, 0, "the torn record was cut");
+    // Offline (the store gone): what the file holds is served, what it lacks is an error.
+    const offline = await UnpackedDevice.open(
+      await chunked(f, () => ({
+        fetch: (c) => Promise.reject(new Error(`chunk ${c.id} missing (offline)`)),
+        close: () => Promise.resolve(),
+      })),
+      root,
+    );
+    assert.ok(
+      (await offline.read(text.offset, text.size)).equals(
+        f.data.subarray(text.offset, text.offset + text.size),
+      ),
+    );
+    await offline.close();
+    rmSync(dataPath);
+    const gone = await UnpackedDevice.open(
+      await chunked(f, () => ({
+        fetch: (c) => Promise.reject(new Error(`chunk ${c.id} missing (offline)`)),
+        close: () => Promise.resolve(),
+      })),
+      root,
+    );
+    await assert.rejects(gone.read(text.offset, 10), /missing \(offline\)/);
+    await gone.close();
   });
 
   it("block caches share the chunk cache's quota: least recently used data goes first, a cache in use is never evicted", async (t) => {

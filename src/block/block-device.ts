@@ -21,6 +21,11 @@ export interface BlockDevice {
   readonly readOnly: boolean;
   /** Reads exactly `length` bytes at `offset` (the caller keeps within `size`). */
   read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Reads `into.length` bytes at `offset` into the caller's buffer (a server reuses its reply
+   * buffers). Only where the device fills it without a buffer of its own; else use read().
+   */
+  readInto?(offset: number, into: Buffer): Promise<void>;
   write?(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
   /** Makes every completed write durable. */
   flush?(): Promise<void>;

@@ -77,8 +77,11 @@ interface Entry {
   folder?: true;
 }
 
-/** The sub-folders of a cache folder that hold block caches (see range-cache-device.ts). */
-export const BLOCK_CACHE_ROOTS = ["iso", "raw"];
+/**
+ * The sub-folders of a cache folder that hold block caches: ISOs and raw images by URL
+ * (range-cache-device.ts), and chunked images kept uncompressed (unpacked-device.ts).
+ */
+export const BLOCK_CACHE_ROOTS = ["iso", "raw", "unpacked"];
 
 /** Disk space for block caches, shared with the chunks of one cache folder under its quota. */
 export interface CacheSpace {

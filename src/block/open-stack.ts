@@ -45,6 +45,7 @@ import type { PackStats } from "./pack-fetcher.ts";
 import { decodeProfile, profileChunks, readProfile } from "../store/profile.ts";
 import type { ProfileEntry } from "../store/profile.ts";
 import { TraceDevice } from "./trace-device.ts";
+import { UNPACKED_MEMORY_BYTES, UnpackedDevice } from "./unpacked-device.ts";
 
 export interface StackOptions {
   /** Store roots (directories or URLs); several are mirrors of one store. */
@@ -59,6 +60,11 @@ export interface StackOptions {
   /** Prefetch the regions of this boot profile. */
   profile?: string;
   prefetchStreams?: number;
+  /**
+   * Keep the image's chunks uncompressed in the cache folder too (default: yes with a cache):
+   * warm reads are then a pread each, at the cost of that disk space.
+   */
+  unpacked?: boolean;
   /** Use only the cache; never the network. */
   offline?: boolean;
   policy: TrustPolicy;
@@ -292,12 +298,22 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
     }
     if (cache) fetcher = cache.layer(fetcher);
     await unusedReader?.close();
-    const chunked = new ChunkedDevice(image.index, fetcher);
+    const unpacked = cache !== null && options.unpacked !== false;
+    // With the unpacked copy the page cache holds the hot bytes; memory only bridges its writes.
+    const chunked = new ChunkedDevice(image.index, fetcher, {
+      memoryBytes: unpacked ? UNPACKED_MEMORY_BYTES : undefined,
+    });
     if (cache && profile) {
       // The boot set is pinned: eviction never costs the next offline boot.
       cache.setPinned(profileChunks(image.index, profile).map((c) => c.id));
     }
-    device = chunked;
+    device =
+      cache && unpacked
+        ? await UnpackedDevice.open(chunked, join(cache.dir, "unpacked"), {
+            space: cache,
+            logger: log,
+          })
+        : chunked;
   }
   if (profile && !pack) {
     prefetch = new PrefetchDevice(device, profile, {

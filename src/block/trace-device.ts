@@ -18,12 +18,21 @@ export class TraceDevice extends PassThroughDevice {
   readonly profile: ProfileEntry[] = [];
   /** Distinct bytes read so far (whole 4 KiB blocks). */
   coveredBytes = 0;
+  /** Offered where `next` offers it (see BlockDevice.readInto). */
+  readonly readInto?: (offset: number, into: Buffer) => Promise<void>;
 
   constructor(next: BlockDevice, path: string | null) {
     super(next);
     this.#seen = new Uint8Array(Math.ceil(Math.ceil(next.size / TRACE_BLOCK) / 8));
     this.#fd = path === null ? null : openSync(path, "w");
     if (this.#fd !== null) writeSync(this.#fd, `${PROFILE_HEADER}\n`);
+    const nextInto = next.readInto?.bind(next);
+    if (nextInto) {
+      this.readInto = (offset, into) => {
+        this.#record(offset, into.length);
+        return nextInto(offset, into);
+      };
+    }
   }
 
   get entries(): number {

@@ -12,6 +12,7 @@ interface AttachFlags extends TrustFlags {
   store: string[];
   cache?: string;
   cacheQuota?: string;
+  unpacked: boolean;
   cow?: string;
   trace?: string;
   profile?: string;
@@ -37,6 +38,10 @@ export function registerAttachCommand(program: Command): void {
       "cache size limit, e.g. 10G (default 10G, or what the cache was given before)",
     )
     .option(
+      "--no-unpacked",
+      "keep only the compressed chunks in the cache, not also the image's bytes uncompressed (less disk, slower warm reads)",
+    )
+    .option(
       "--cow <file>",
       "copy-on-write overlay: makes the disk writable; delete the file to reset it",
     )
@@ -51,6 +56,7 @@ export function registerAttachCommand(program: Command): void {
       stores: opts.store,
       cache: opts.cache,
       cacheQuotaBytes: opts.cacheQuota ? parseBytes(opts.cacheQuota) : undefined,
+      unpacked: opts.unpacked,
       cow: opts.cow,
       trace: opts.trace,
       profile: opts.profile,

@@ -75,7 +75,7 @@ export function registerCacheCommands(program: Command): void {
       if (opts.json) console.log(JSON.stringify(report, null, 2));
       else {
         console.log(
-          `Cache ${c.dir}: ${formatBytes(c.totalBytes)} in ${c.chunkCount} chunks${c.blockCaches.count ? ` and ${c.blockCaches.count} ISO/raw block caches (${formatBytes(c.blockCaches.bytes)})` : ""}, quota ${formatBytes(c.quotaBytes)}`,
+          `Cache ${c.dir}: ${formatBytes(c.totalBytes)} in ${c.chunkCount} chunks${c.blockCaches.count ? ` and ${c.blockCaches.count} block caches (ISOs, raw and unpacked images) (${formatBytes(c.blockCaches.bytes)})` : ""}, quota ${formatBytes(c.quotaBytes)}`,
         );
         console.log(
           `  ${t.hits} hits, ${t.misses} misses${lookups ? ` (hit rate ${((100 * t.hits) / lookups).toFixed(1)}%)` : ""}, ${t.evictions} evictions`,

@@ -268,13 +268,28 @@ export function encodeSimpleReply(handle: Buffer, error: number): Buffer {
   return b;
 }
 
+/** The header of a read's NBD_REPLY_TYPE_OFFSET_DATA chunk, with its offset: data follows. */
+export function encodeOffsetDataHeader(handle: Buffer, offset: number, length: number): Buffer {
+  const b = encodeStructuredHeader(
+    handle,
+    NBD_REPLY_FLAG_DONE,
+    NBD_REPLY_TYPE_OFFSET_DATA,
+    8 + length,
+    8,
+  );
+  b.writeBigUInt64BE(BigInt(offset), 20);
+  return b;
+}
+
 export function encodeStructuredHeader(
   handle: Buffer,
   flags: number,
   type: number,
   length: number,
+  /** Room for this many bytes of the payload after the header. */
+  extra = 0,
 ): Buffer {
-  const b = Buffer.alloc(20);
+  const b = Buffer.alloc(20 + extra);
   b.writeUInt32BE(NBD_STRUCTURED_REPLY_MAGIC, 0);
   b.writeUInt16BE(flags, 4);
   b.writeUInt16BE(type, 6);

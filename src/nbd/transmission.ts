@@ -13,6 +13,7 @@ import { InFlightBudget } from "./in-flight.ts";
 import { BASE_ALLOCATION_ID } from "./negotiation.ts";
 import type { NbdExport } from "./options.ts";
 import * as P from "./protocol.ts";
+import { ReplyBuffers } from "./reply-buffers.ts";
 import { countRequest } from "./stats.ts";
 
 /**
@@ -48,6 +49,14 @@ export class Transmission {
   /** This connection's bytes in flight (the server's are counted by the host as well). */
   readonly #budget: InFlightBudget;
   readonly #pending = new Set<Promise<void>>();
+  /** Reply buffers for devices that read into them, back once sent. */
+  readonly #buffers: ReplyBuffers;
+  /** Replies queued this turn of the event loop go out together, in one writev. */
+  #corked = false;
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.#socket.uncork();
+  };
 
   constructor(
     host: ConnectionHost,
@@ -61,6 +70,7 @@ export class Transmission {
     this.#structured = negotiated.structured;
     this.#baseAllocation = negotiated.baseAllocation;
     const limit = host.limits.maxInFlightPerConnection;
+    this.#buffers = new ReplyBuffers(limit, host.limits.maxRequestBytes);
     const socket = this.#socket;
     this.#budget = new InFlightBudget(limit, {
       congested: () => socket.writableLength > limit,
@@ -122,16 +132,30 @@ export class Transmission {
       { type: req.type, offset: req.offset, length: req.length, errno, message },
       "nbd request refused",
     );
-    if (this.#structured) this.#socket.write(P.encodeStructuredError(req.handle, errno, message));
-    else this.#socket.write(P.encodeSimpleReply(req.handle, errno));
+    if (this.#structured) this.#send(P.encodeStructuredError(req.handle, errno, message));
+    else this.#send(P.encodeSimpleReply(req.handle, errno));
+  }
+
+  /**
+   * Queues a reply's parts. The socket stays corked until the event loop's check phase, so the
+   * replies finished in one turn (the reads a QD16 client keeps in flight) leave in one writev.
+   */
+  #send(head: Buffer, data?: Buffer, sent?: () => void): void {
+    if (!this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      setImmediate(this.#uncork);
+    }
+    this.#socket.write(head);
+    if (data) this.#socket.write(data, sent);
   }
 
   #sendOk(req: P.Request): void {
     if (this.#structured) {
-      this.#socket.write(
+      this.#send(
         P.encodeStructuredHeader(req.handle, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0),
       );
-    } else this.#socket.write(P.encodeSimpleReply(req.handle, 0));
+    } else this.#send(P.encodeSimpleReply(req.handle, 0));
   }
 
   async #serve(device: BlockDevice, req: P.Request, payload: Buffer | null): Promise<void> {
@@ -152,28 +176,24 @@ export class Transmission {
           }
           if (!inRange)
             return this.#sendError(req, P.NBD_EINVAL, `read beyond the end of the export`);
-          const data = length === 0 ? Buffer.alloc(0) : await device.read(offset, length);
+          let data: Buffer;
+          let pooled = false;
+          if (length === 0) data = Buffer.alloc(0);
+          else if (device.readInto) {
+            data = this.#buffers.take(length);
+            try {
+              await device.readInto(offset, data);
+            } catch (err) {
+              this.#buffers.give(data);
+              throw err;
+            }
+            pooled = true;
+          } else data = await device.read(offset, length);
           stats.bytesRead += length;
-          if (this.#structured) {
-            const head = P.encodeStructuredHeader(
-              req.handle,
-              P.NBD_REPLY_FLAG_DONE,
-              P.NBD_REPLY_TYPE_OFFSET_DATA,
-              8 + length,
-            );
-            const off = Buffer.alloc(8);
-            off.writeBigUInt64BE(BigInt(offset));
-            this.#socket.cork();
-            this.#socket.write(head);
-            this.#socket.write(off);
-            this.#socket.write(data);
-            this.#socket.uncork();
-          } else {
-            this.#socket.cork();
-            this.#socket.write(P.encodeSimpleReply(req.handle, 0));
-            this.#socket.write(data);
-            this.#socket.uncork();
-          }
+          const head = this.#structured
+            ? P.encodeOffsetDataHeader(req.handle, offset, length)
+            : P.encodeSimpleReply(req.handle, 0);
+          this.#send(head, data, pooled ? () => this.#buffers.give(data) : undefined);
           return;
         }
         case P.NBD_CMD_WRITE:
@@ -265,7 +285,7 @@ export class Transmission {
       payload.writeUInt32BE(len, 4 + 8 * i);
       payload.writeUInt32BE(flags, 8 + 8 * i);
     });
-    this.#socket.write(
+    this.#send(
       Buffer.concat([
         P.encodeStructuredHeader(
           req.handle,

@@ -1,0 +1,381 @@
+// A chunked image's verified bytes kept uncompressed on local disk, beside the chunk cache: a
+// sparse file holding each chunk at its own offset, so a warm read is one pread from the page
+// cache (as `nbdkit file` serves a raw image) instead of a file read, a decompression and a hash
+// per chunk, and a working set larger than the memory tier costs no re-decompression.
+// A chunk is written only with bytes its fetch verified, and recorded in an append-only log
+// after them. Its first read in a run checks it again against its ID (the SHA-256 of its bytes):
+// a damaged or torn file is caught there and the chunk fetched again, never served. All-zero
+// chunks are never written and always read as zeros, whatever the file holds there.
+import { createHash } from "node:crypto";
+import { read as readFd, readSync } from "node:fs";
+import { mkdir, open, readFile, rm, truncate, utimes, writeFile } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import { isZeroChunk } from "../store/chunks.ts";
+import type { BlobIndex } from "../store/caibx.ts";
+import { silentLogger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
+import { isErrno } from "../lib/atomic-file.ts";
+import { checkRange, ReadOnlyError } from "./block-device.ts";
+import type { BlockDevice, Extent } from "./block-device.ts";
+import type { CacheSpace } from "./chunk-cache.ts";
+import type { ChunkedDevice } from "./chunked-device.ts";
+
+/** Chunk states. */
+const ABSENT = 0;
+/** In the log, not yet checked this run. */
+const LOGGED = 1;
+/** Being written. */
+const WRITING = 2;
+/** Written or checked this run: a read may take it from the file as it is. */
+const VERIFIED = 3;
+/** All zeros: never in the file. */
+const ZERO = 4;
+
+/** The memory tier of a chunked image under an unpacked copy: it only bridges the writes. */
+export const UNPACKED_MEMORY_BYTES = 32 * 1024 * 1024;
+
+/** Reads up to this size are served in place (see #preadNow). */
+const SYNC_READ_MAX = 64 * 1024;
+/** A read in place that took longer went to the disk... */
+const SLOW_SYNC_MS = 1;
+/** ...and the reads of the next 10 s go through the thread pool. */
+const SLOW_SYNC_BACKOFF_MS = 10_000;
+
+/** Writes allowed to run behind the reads that caused them before a read waits for them. */
+const MAX_PENDING_WRITES = 64;
+
+export interface UnpackedStats {
+  /** Reads served by the file alone / reads that needed a chunk fetched or checked. */
+  fileReads: number;
+  slowReads: number;
+  /** Chunks checked against their ID (first read this run) / found damaged and fetched again. */
+  checked: number;
+  repaired: number;
+  /** Bytes of the image now in the file. */
+  cachedBytes: number;
+  /** Bytes of chunks not kept: the cache's quota was full of data in use. */
+  unkeptBytes: number;
+}
+
+export interface UnpackedOptions {
+  space?: CacheSpace;
+  logger?: Logger;
+}
+
+/** What an index's unpacked copy belongs to: its size and every chunk, in order. */
+export function indexIdentity(index: BlobIndex): string {
+  const h = createHash("sha256").update(`${index.size}\n`);
+  for (const c of index.chunks) h.update(c.id);
+  return `index sha256:${h.digest("hex")}`;
+}
+
+/** Fills `into` from `position` of the file; beyond the file's end reads as zeros. */
+function pread(fd: number, into: Buffer, position: number): Promise<void> {
+  const length = into.length;
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      readFd(fd, into, done, length - done, position + done, (err, n) => {
+        if (err) return reject(err);
+        if (n === 0) {
+          into.fill(0, done);
+          return resolve();
+        }
+        if (done + n < length) return step(done + n);
+        resolve();
+      });
+    };
+    step(0);
+  });
+}
+
+export class UnpackedDevice implements BlockDevice {
+  readonly size: number;
+  readonly readOnly = true;
+  readonly dir: string;
+  readonly stats: UnpackedStats = {
+    fileReads: 0,
+    slowReads: 0,
+    checked: 0,
+    repaired: 0,
+    cachedBytes: 0,
+    unkeptBytes: 0,
+  };
+  readonly #chunked: ChunkedDevice;
+  readonly #index: BlobIndex;
+  readonly #data: FileHandle;
+  readonly #log: FileHandle;
+  readonly #state: Uint8Array;
+  readonly #checking = new Map<number, Promise<Buffer>>();
+  readonly #writes = new Set<Promise<void>>();
+  readonly #space: CacheSpace | null;
+  readonly #logger: Logger;
+  #warnedFull = false;
+  /** Until then, small reads too go through the thread pool (see #preadNow). */
+  #asyncUntil = 0;
+
+  private constructor(
+    chunked: ChunkedDevice,
+    dir: string,
+    data: FileHandle,
+    log: FileHandle,
+    state: Uint8Array,
+    options: UnpackedOptions,
+  ) {
+    this.#chunked = chunked;
+    this.#index = chunked.index;
+    this.size = chunked.size;
+    this.dir = dir;
+    this.#data = data;
+    this.#log = log;
+    this.#state = state;
+    this.#space = options.space ?? null;
+    this.#logger = options.logger ?? silentLogger;
+    for (let i = 0; i < state.length; i++)
+      if (state[i] === LOGGED) this.stats.cachedBytes += this.#index.chunks[i].size;
+    this.#space?.hold(dir, this.stats.cachedBytes);
+  }
+
+  /** The folder of an image's unpacked copy under `root`. */
+  static folder(root: string, identity: string): string {
+    return join(root, createHash("sha256").update(identity).digest("hex").slice(0, 32));
+  }
+
+  /** Keeps `chunked`'s bytes under `root` (DIR/unpacked of a cache folder). */
+  static async open(
+    chunked: ChunkedDevice,
+    root: string,
+    options: UnpackedOptions = {},
+  ): Promise<UnpackedDevice> {
+    const index = chunked.index;
+    const identity = indexIdentity(index);
+    const dir = UnpackedDevice.folder(root, identity);
+    const idPath = join(dir, "identity");
+    const expected = `${identity}\nchunks ${index.chunks.length}\n`;
+    const stored = await readFile(idPath, "utf8").catch((err: unknown) => {
+      if (isErrno(err, "ENOENT")) return null;
+      throw err;
+    });
+    if (stored !== expected) {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+      await writeFile(idPath, expected);
+    } else {
+      const now = new Date(); // its last use, for the quota's least-recently-used order
+      await utimes(idPath, now, now).catch(() => undefined);
+    }
+    const n = index.chunks.length;
+    const state = new Uint8Array(n);
+    for (let i = 0; i < n; i++) if (isZeroChunk(index.chunks[i])) state[i] = ZERO;
+    const logPath = join(dir, "chunks");
+    const log = await readFile(logPath).catch(() => Buffer.alloc(0));
+    for (let at = 0; at + 4 <= log.length; at += 4) {
+      const i = log.readUInt32LE(at);
+      if (i < n && state[i] === ABSENT) state[i] = LOGGED;
+    }
+    // A torn last record (a kill mid-append) is dropped; its chunk is fetched again.
+    if (log.length % 4) await truncate(logPath, log.length - (log.length % 4));
+    const dataPath = join(dir, "data");
+    await (await open(dataPath, "a")).close();
+    const data = await open(dataPath, "r+");
+    const logFh = await open(logPath, "a");
+    return new UnpackedDevice(chunked, dir, data, logFh, state, options);
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    checkRange(this, offset, length);
+    const out = Buffer.allocUnsafe(length);
+    if (length > 0) await this.readInto(offset, out);
+    return out;
+  }
+
+  /** Fills `into` with the bytes at `offset`: one pread when every chunk there is verified. */
+  async readInto(offset: number, into: Buffer): Promise<void> {
+    const length = into.length;
+    checkRange(this, offset, length);
+    if (length === 0) return;
+    const first = this.#chunked.chunkAt(offset);
+    const last = this.#chunked.chunkAt(offset + length - 1);
+    let ready = true;
+    let zeros = 0;
+    for (let i = first; i <= last; i++) {
+      const s = this.#state[i];
+      if (s === ZERO) zeros++;
+      else if (s !== VERIFIED) ready = false;
+    }
+    if (!ready) return this.#slowRead(offset, into, first, last);
+    if (zeros === last - first + 1) {
+      into.fill(0);
+      return;
+    }
+    this.stats.fileReads++;
+    if (length <= SYNC_READ_MAX && performance.now() >= this.#asyncUntil)
+      this.#preadNow(into, offset);
+    else await pread(this.#data.fd, into, offset);
+    if (zeros)
+      this.#fill(into, offset, first, last, (i) => (this.#state[i] === ZERO ? null : undefined));
+  }
+
+  /**
+   * A small read of verified chunks, from the page cache in place: a thread-pool round trip
+   * would cost more than the copy. One that took long went to the disk (the page cache let the
+   * file go): reads go through the thread pool for a while, so the event loop waits for the
+   * disk at most once per SLOW_SYNC_BACKOFF_MS.
+   */
+  #preadNow(into: Buffer, offset: number): void {
+    const started = performance.now();
+    const length = into.length;
+    let done = 0;
+    while (done < length) {
+      const n = readSync(this.#data.fd, into, done, length - done, offset + done);
+      if (n === 0) {
+        into.fill(0, done);
+        break;
+      }
+      done += n;
+    }
+    const took = performance.now() - started;
+    if (took > SLOW_SYNC_MS) this.#asyncUntil = started + took + SLOW_SYNC_BACKOFF_MS;
+  }
+
+  /** Some chunk of the range is not checked yet: check or fetch it, then read. */
+  async #slowRead(offset: number, into: Buffer, first: number, last: number): Promise<void> {
+    this.stats.slowReads++;
+    const got = new Map<number, Promise<Buffer>>();
+    for (let i = first; i <= last; i++) {
+      const s = this.#state[i];
+      if (s === LOGGED) got.set(i, this.#check(i));
+      else if (s === ABSENT || s === WRITING) got.set(i, this.#checking.get(i) ?? this.#fetch(i));
+    }
+    const [, ...chunks] = await Promise.all([pread(this.#data.fd, into, offset), ...got.values()]);
+    const byChunk = new Map([...got.keys()].map((i, k) => [i, chunks[k]]));
+    // Zero chunks and the chunks just checked or fetched come from memory; verified ones
+    // (unchanged since the check) stay as the pread gave them.
+    this.#fill(into, offset, first, last, (i) =>
+      this.#state[i] === ZERO ? null : (byChunk.get(i) ?? undefined),
+    );
+    if (this.#writes.size > MAX_PENDING_WRITES) await Promise.all(this.#writes);
+  }
+
+  /**
+   * Overwrites the parts of `out` (the bytes at `offset`) of chunks first..last with what
+   * `bytes(i)` gives: a buffer, null for zeros, undefined to leave them.
+   */
+  #fill(
+    out: Buffer,
+    offset: number,
+    first: number,
+    last: number,
+    bytes: (i: number) => Buffer | null | undefined,
+  ): void {
+    for (let i = first; i <= last; i++) {
+      const data = bytes(i);
+      if (data === undefined) continue;
+      const c = this.#index.chunks[i];
+      const from = Math.max(offset, c.offset);
+      const to = Math.min(offset + out.length, c.offset + c.size);
+      if (data === null) out.fill(0, from - offset, to - offset);
+      else data.copy(out, from - offset, from - c.offset, to - c.offset);
+    }
+  }
+
+  /** A logged chunk's first read this run: its bytes from the file, checked against its ID. */
+  #check(i: number): Promise<Buffer> {
+    let p = this.#checking.get(i);
+    if (p) return p;
+    const c = this.#index.chunks[i];
+    const bytes = Buffer.allocUnsafe(c.size);
+    p = pread(this.#data.fd, bytes, c.offset).then(() => {
+      this.stats.checked++;
+      if (this.#state[i] !== LOGGED) return bytes; // fetched meanwhile
+      if (createHash("sha256").update(bytes).digest("hex") === c.id) {
+        this.#state[i] = VERIFIED;
+        return bytes;
+      }
+      this.#logger.warn(
+        { cache: this.dir, chunk: c.id, offset: c.offset },
+        "an unpacked chunk in the cache does not match its ID; fetching it again",
+      );
+      this.stats.repaired++;
+      this.stats.cachedBytes -= c.size;
+      this.#state[i] = ABSENT;
+      return this.#fetch(i);
+    });
+    this.#checking.set(i, p);
+    void p.then(
+      () => this.#checking.delete(i),
+      () => this.#checking.delete(i),
+    );
+    return p;
+  }
+
+  /** A chunk's verified bytes from below; kept in the file behind the read. */
+  async #fetch(i: number): Promise<Buffer> {
+    const data = await this.#chunked.chunkData(i);
+    if (this.#state[i] === ABSENT) {
+      this.#state[i] = WRITING;
+      const job = this.#keep(i, data);
+      this.#writes.add(job);
+      void job.finally(() => this.#writes.delete(job));
+    }
+    return data;
+  }
+
+  async #keep(i: number, data: Buffer): Promise<void> {
+    const c = this.#index.chunks[i];
+    try {
+      if (this.#space && !(await this.#space.reserve(this.dir, c.size))) {
+        this.#state[i] = ABSENT;
+        this.stats.unkeptBytes += c.size;
+        if (!this.#warnedFull) {
+          this.#warnedFull = true;
+          this.#logger.warn(
+            { cache: this.dir, quotaBytes: this.#space.quotaBytes },
+            "the cache quota is full of data in use: chunks of this image are served but not kept unpacked; raise the quota (--cache-quota)",
+          );
+        }
+        return;
+      }
+      let done = 0;
+      while (done < c.size) {
+        const { bytesWritten } = await this.#data.write(data, done, c.size - done, c.offset + done);
+        done += bytesWritten;
+      }
+      // The log entry after the bytes: a logged chunk has them (or fails its check).
+      const record = Buffer.alloc(4);
+      record.writeUInt32LE(i);
+      await this.#log.write(record);
+      this.#state[i] = VERIFIED;
+      this.stats.cachedBytes += c.size;
+    } catch (err) {
+      this.#state[i] = ABSENT;
+      this.#logger.warn(
+        { cache: this.dir, err: (err as Error).message },
+        "cannot write to the unpacked cache",
+      );
+    }
+  }
+
+  /** Waits for the writes under way (the chunks they keep are then read from the file). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.#writes]);
+  }
+
+  extents(offset: number, length: number): Promise<Extent[]> {
+    return this.#chunked.extents(offset, length);
+  }
+
+  write(): Promise<void> {
+    return Promise.reject(
+      new ReadOnlyError("A chunked image is read-only; attach it with --cow FILE to write"),
+    );
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#writes, ...this.#checking.values()]);
+    await this.#data.close();
+    await this.#log.close();
+    this.#space?.release(this.dir);
+    await this.#chunked.close();
+  }
+}
