@@ -108,6 +108,11 @@ const factories: [string, Factory][] = [
       CowDevice.open(await chunked(f), join(f.dir, "overlay.cow"), { baseId: "test" }),
   ],
   [
+    "tracer over an unpacked copy",
+    async (_t, f) =>
+      new TraceDevice(await UnpackedDevice.open(await chunked(f), join(f.dir, "u")), null),
+  ],
+  [
     "tracer over file",
     async (_t, f) => new TraceDevice(await FileDevice.open(f.image), join(f.dir, "trace.profile")),
   ],
@@ -184,6 +189,16 @@ describe("block device conformance", () => {
       probes.forEach(([o, l], i) =>
         assert.ok(reads[i].equals(f.data.subarray(o, o + l)), `read(${o}, ${l}) differs`),
       );
+
+      if (dev.readInto) {
+        // Into the caller's buffer: the same bytes, whatever the buffer held before.
+        for (const [o, l] of probes) {
+          const into = Buffer.alloc(l, 0xa5);
+          await dev.readInto(o, into);
+          assert.ok(into.equals(f.data.subarray(o, o + l)), `readInto(${o}, ${l}) differs`);
+        }
+        await assert.rejects(dev.readInto(f.data.length - 10, Buffer.alloc(11)), OutOfRangeError);
+      }
 
       await assert.rejects(dev.read(f.data.length - 10, 11), OutOfRangeError);
       await assert.rejects(dev.read(-1, 5), OutOfRangeError);
@@ -342,6 +357,23 @@ describe("block device conformance", () => {
     );
     await assert.rejects(gone.read(text.offset, 10), /missing \(offline\)/);
     await gone.close();
+  });
+
+  it("unpacked copy keeps to the cache folder's quota: past it, chunks are served but not kept", async (t) => {
+    const f = await fixture(t);
+    const dir = join(f.dir, "cache");
+    const space = new ChunkCache(dir, { quotaBytes: 500_000 });
+    const dev = await UnpackedDevice.open(await chunked(f), join(dir, "unpacked"), { space });
+    assert.ok((await dev.read(0, f.data.length)).equals(f.data));
+    await dev.drain();
+    assert.ok(dev.stats.unkeptBytes > 0, "some chunks were not kept");
+    assert.ok(dev.stats.cachedBytes <= 500_000);
+    assert.ok(space.totalBytes <= space.quotaBytes, `${space.totalBytes} > quota`);
+    assert.ok((await dev.read(0, f.data.length)).equals(f.data), "still served right");
+    await dev.close();
+    // The folder is a block cache of the cache folder: a restart counts it.
+    const again = new ChunkCache(dir, { quotaBytes: 500_000 });
+    assert.equal(again.blockCaches.count, 1);
   });
 
   it("block caches share the chunk cache's quota: least recently used data goes first, a cache in use is never evicted", async (t) => {

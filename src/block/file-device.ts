@@ -26,16 +26,22 @@ export class FileDevice implements BlockDevice {
   async read(offset: number, length: number): Promise<Buffer> {
     checkRange(this, offset, length);
     const buf = Buffer.allocUnsafe(length);
+    await this.readInto(offset, buf);
+    return buf;
+  }
+
+  async readInto(offset: number, into: Buffer): Promise<void> {
+    const length = into.length;
+    checkRange(this, offset, length);
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await this.#fh.read(buf, done, length - done, offset + done);
+      const { bytesRead } = await this.#fh.read(into, done, length - done, offset + done);
       if (bytesRead === 0) {
-        buf.fill(0, done); // the file shrank under us: beyond EOF reads as zeros
+        into.fill(0, done); // the file shrank under us: beyond EOF reads as zeros
         break;
       }
       done += bytesRead;
     }
-    return buf;
   }
 
   async write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {

@@ -204,6 +204,35 @@ export class RangeCacheDevice implements BlockDevice {
     return out;
   }
 
+  /**
+   * Fills `into` with the bytes at `offset`: one read of the data file when every block there
+   * was checked this run (a cached ISO served again), else through read().
+   */
+  async readInto(offset: number, into: Buffer): Promise<void> {
+    const length = into.length;
+    checkRange(this, offset, length);
+    if (length === 0) return;
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + length - 1) / this.blockSize);
+    for (let b = first; b <= last; b++) {
+      if (!this.#verified.has(b) || this.#pending.has(b)) {
+        (await this.read(offset, length)).copy(into);
+        return;
+      }
+    }
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.#data.read(into, done, length - done, offset + done);
+      if (bytesRead === 0) {
+        // The data file is shorter than blocks it logged: read them the checked way.
+        (await this.read(offset, length)).copy(into);
+        return;
+      }
+      done += bytesRead;
+    }
+    this.stats.hits += last - first + 1;
+  }
+
   /** Fetches blocks [start, end) in one read; registers a pending promise per block. */
   #fetch(start: number, end: number): void {
     const B = this.blockSize;

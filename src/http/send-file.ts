@@ -7,6 +7,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { BlockDevice } from "../block/block-device.ts";
 import { isErrno } from "../lib/atomic-file.ts";
+import { BufferPool } from "../lib/buffer-pool.ts";
 
 export interface SendFileOptions {
   contentType?: string;
@@ -45,7 +46,15 @@ export interface RangeSource {
   etag: string;
   lastModified?: Date;
   stream(start: number, end: number): Readable;
+  /** The body as a device that reads into given buffers: then sent from reused buffers. */
+  device?: BlockDevice;
 }
+
+/** Pieces of a device body in flight to one client, and their size. */
+const PUMP_PIECE = 1024 * 1024;
+const PUMP_AHEAD = 4;
+/** Send buffers kept for reuse across responses (each goes back once the socket took it). */
+const sendBuffers = new BufferPool(32 * 1024 * 1024, PUMP_PIECE);
 
 /** Sends `path`; resolves with the body bytes sent (0 for HEAD/304), or -1 when not found. */
 export async function sendFile(
@@ -109,8 +118,77 @@ export async function sendRanges(
     res.end();
     return 0;
   }
-  await pipeline(source.stream(start, end), res);
+  if (source.device?.readInto) await pumpDevice(source.device, start, end, res);
+  else await pipeline(source.stream(start, end), res);
   return length;
+}
+
+/**
+ * Sends bytes [start, end] of `device` to `res` in pieces read into reused buffers, a few reads
+ * ahead, waiting for the socket to drain: no buffer per piece for the collector, and a piece's
+ * buffer is taken again only after the socket has sent it.
+ */
+async function pumpDevice(
+  device: BlockDevice,
+  start: number,
+  end: number,
+  res: ServerResponse,
+): Promise<void> {
+  const readInto = device.readInto!.bind(device);
+  const queue: { buf: Buffer; done: Promise<void> }[] = [];
+  let next = start;
+  const gone = (): boolean => res.destroyed || res.writableEnded;
+  try {
+    for (;;) {
+      while (queue.length < PUMP_AHEAD && next <= end) {
+        const buf = sendBuffers.take(Math.min(PUMP_PIECE, end + 1 - next));
+        const done = readInto(next, buf);
+        done.catch(() => {}); // surfaced below, in order
+        queue.push({ buf, done });
+        next += buf.length;
+      }
+      const piece = queue.shift();
+      if (!piece) break;
+      try {
+        await piece.done;
+      } catch (err) {
+        sendBuffers.give(piece.buf);
+        throw err;
+      }
+      if (gone()) {
+        sendBuffers.give(piece.buf);
+        break;
+      }
+      if (!res.write(piece.buf, () => sendBuffers.give(piece.buf))) {
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            res.off("drain", done);
+            res.off("close", done);
+            resolve();
+          };
+          res.on("drain", done);
+          res.on("close", done);
+        });
+      }
+    }
+  } catch (err) {
+    res.destroy(err as Error);
+    throw err;
+  } finally {
+    // Reads still under way land in their buffers before those are reused.
+    for (const { buf, done } of queue)
+      void done.then(
+        () => sendBuffers.give(buf),
+        () => {},
+      );
+  }
+  if (gone()) {
+    if (res.destroyed && !res.writableFinished) throw new Error("the client went away");
+    return;
+  }
+  await new Promise<void>((resolve, reject) => {
+    res.end((err?: Error | null) => (err ? reject(err) : resolve()));
+  });
 }
 
 /**

@@ -30,6 +30,28 @@ export class IsoFileDevice implements BlockDevice {
     return parts.length === 1 ? parts[0] : Buffer.concat(await Promise.all(parts));
   }
 
+  /** Fills `into` from the file's extents (see BlockDevice.readInto). */
+  async readInto(offset: number, into: Buffer): Promise<void> {
+    checkRange(this, offset, into.length);
+    const jobs: Promise<void>[] = [];
+    let base = 0;
+    for (const e of this.#extents) {
+      const from = Math.max(offset, base);
+      const to = Math.min(offset + into.length, base + e.size);
+      if (from < to) {
+        const part = into.subarray(from - offset, to - offset);
+        const at = e.offset + (from - base);
+        jobs.push(
+          this.#device.readInto
+            ? this.#device.readInto(at, part)
+            : this.#device.read(at, part.length).then((b) => void b.copy(part)),
+        );
+      }
+      base += e.size;
+    }
+    await Promise.all(jobs);
+  }
+
   extents(offset: number, length: number): Promise<Extent[]> {
     return Promise.resolve(dataExtent(offset, length));
   }

@@ -243,7 +243,12 @@ export class LiveIso {
     const sent = await sendRanges(
       req,
       res,
-      { size: body.size, etag: tag, stream: (start, end) => deviceStream(body, start, end) },
+      {
+        size: body.size,
+        etag: tag,
+        stream: (start, end) => deviceStream(body, start, end),
+        device: body,
+      },
       { cacheControl: "max-age=3600" },
     );
     this.httpBytes += Math.max(0, sent);

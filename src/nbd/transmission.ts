@@ -5,6 +5,7 @@
 import type { Socket } from "node:net";
 import { dataExtent, OutOfRangeError, ReadOnlyError } from "../block/block-device.ts";
 import type { BlockDevice } from "../block/block-device.ts";
+import { BufferPool } from "../lib/buffer-pool.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ByteQueue } from "./byte-queue.ts";
 import type { ConnectionHost } from "./connection-host.ts";
@@ -13,7 +14,6 @@ import { InFlightBudget } from "./in-flight.ts";
 import { BASE_ALLOCATION_ID } from "./negotiation.ts";
 import type { NbdExport } from "./options.ts";
 import * as P from "./protocol.ts";
-import { ReplyBuffers } from "./reply-buffers.ts";
 import { countRequest } from "./stats.ts";
 
 /**
@@ -50,7 +50,7 @@ export class Transmission {
   readonly #budget: InFlightBudget;
   readonly #pending = new Set<Promise<void>>();
   /** Reply buffers for devices that read into them, back once sent. */
-  readonly #buffers: ReplyBuffers;
+  readonly #buffers: BufferPool;
   /** Replies queued this turn of the event loop go out together, in one writev. */
   #corked = false;
   readonly #uncork = (): void => {
@@ -70,7 +70,7 @@ export class Transmission {
     this.#structured = negotiated.structured;
     this.#baseAllocation = negotiated.baseAllocation;
     const limit = host.limits.maxInFlightPerConnection;
-    this.#buffers = new ReplyBuffers(limit, host.limits.maxRequestBytes);
+    this.#buffers = new BufferPool(limit, host.limits.maxRequestBytes);
     const socket = this.#socket;
     this.#budget = new InFlightBudget(limit, {
       congested: () => socket.writableLength > limit,

@@ -1,11 +1,12 @@
-// Buffers for read replies, reused: a device that can read into a given buffer (readInto) gets
-// one from here, and it comes back once the socket has sent it. Allocating a fresh buffer per
-// reply made the garbage collector the largest cost of a warm sequential read.
+// Buffers for replies, reused: a server reading a device into a buffer (readInto) takes one from
+// here and gives it back once the socket has sent it. Allocating a fresh buffer per reply made
+// the garbage collector the largest cost of a warm sequential read (NBD) and of a cached ISO
+// served over HTTP.
 
 /** The smallest size class: smaller replies share one. */
 const MIN_CLASS = 4096;
 
-export class ReplyBuffers {
+export class BufferPool {
   readonly #free = new Map<number, Buffer[]>();
   readonly #maxFreeBytes: number;
   readonly #maxBuffer: number;
