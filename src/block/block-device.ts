@@ -47,6 +47,16 @@ export class ReadOnlyError extends Error {
   readonly code = "ERR_READ_ONLY";
 }
 
+/** Fills `into` from `device` at `offset`: in place where it reads into buffers, else copied. */
+export async function readIntoFrom(
+  device: BlockDevice,
+  offset: number,
+  into: Buffer,
+): Promise<void> {
+  if (device.readInto) return device.readInto(offset, into);
+  if (into.length > 0) (await device.read(offset, into.length)).copy(into);
+}
+
 /** A request outside the device. */
 export class OutOfRangeError extends Error {
   readonly code = "ERR_BLOCK_RANGE";

@@ -5,7 +5,7 @@
 // FUA fdatasync the one file, so every write acknowledged before a FLUSH survives a kill or crash.
 import { open } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import { checkRange, mergeExtents } from "./block-device.ts";
+import { checkRange, mergeExtents, readIntoFrom } from "./block-device.ts";
 import type { BlockDevice, Extent, WriteOptions } from "./block-device.ts";
 
 export const COW_BLOCK_SIZE = 4096;
@@ -140,19 +140,37 @@ export class CowDevice implements BlockDevice {
 
   async read(offset: number, length: number): Promise<Buffer> {
     checkRange(this, offset, length);
-    const out = Buffer.alloc(length);
+    const out = Buffer.allocUnsafe(length);
+    await this.readInto(offset, out);
+    return out;
+  }
+
+  /** Fills `into`: written blocks from the overlay, the rest from the base, each in place. */
+  async readInto(offset: number, into: Buffer): Promise<void> {
+    checkRange(this, offset, into.length);
     const jobs: Promise<void>[] = [];
-    for (const { from, to, mine } of this.#runs(offset, offset + length)) {
-      const len = to - from;
-      if (mine) {
-        const read = this.#fh.read(out, from - offset, len, this.#layout.dataOffset + from);
-        jobs.push(read.then(() => undefined));
-      } else {
-        jobs.push(this.#next.read(from, len).then((data) => void data.copy(out, from - offset)));
-      }
+    for (const { from, to, mine } of this.#runs(offset, offset + into.length)) {
+      const part = into.subarray(from - offset, to - offset);
+      jobs.push(
+        mine
+          ? this.#readOverlay(part, this.#layout.dataOffset + from)
+          : readIntoFrom(this.#next, from, part),
+      );
     }
     await Promise.all(jobs);
-    return out;
+  }
+
+  /** Overlay bytes at `position` of its file; past the file's end (never written) reads zeros. */
+  async #readOverlay(into: Buffer, position: number): Promise<void> {
+    let done = 0;
+    while (done < into.length) {
+      const { bytesRead } = await this.#fh.read(into, done, into.length - done, position + done);
+      if (bytesRead === 0) {
+        into.fill(0, done);
+        return;
+      }
+      done += bytesRead;
+    }
   }
 
   async #withBlocks<T>(first: number, last: number, fn: () => Promise<T>): Promise<T> {

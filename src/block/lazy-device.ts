@@ -1,7 +1,7 @@
 // A device opened on first use: the size is known up front (an NBD handshake needs it), the
 // device behind it (a machine's copy-on-write overlay: a file and a descriptor) is opened only
 // when a client reads or writes. So a request that merely plans a boot costs no file.
-import { BlockIoError } from "./block-device.ts";
+import { BlockIoError, readIntoFrom } from "./block-device.ts";
 import type { BlockDevice, Extent, WriteOptions } from "./block-device.ts";
 
 export class LazyDevice implements BlockDevice {
@@ -36,6 +36,10 @@ export class LazyDevice implements BlockDevice {
 
   async read(offset: number, length: number): Promise<Buffer> {
     return (await this.#get()).read(offset, length);
+  }
+
+  async readInto(offset: number, into: Buffer): Promise<void> {
+    return readIntoFrom(await this.#get(), offset, into);
   }
 
   async write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {

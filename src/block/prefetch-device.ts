@@ -2,6 +2,7 @@
 // cache) over N parallel streams, merging neighbouring regions into larger reads. Demand reads
 // always go first: prefetch streams wait while any demand read is in progress. The number of
 // streams adapts: it grows while throughput grows and shrinks when it stops paying.
+import { readIntoFrom } from "./block-device.ts";
 import type { BlockDevice } from "./block-device.ts";
 import { PassThroughDevice } from "./pass-through.ts";
 import type { ProfileEntry } from "../store/profile.ts";
@@ -132,10 +133,19 @@ export class PrefetchDevice extends PassThroughDevice {
     }
   }
 
-  override async read(offset: number, length: number): Promise<Buffer> {
+  override read(offset: number, length: number): Promise<Buffer> {
+    return this.#onDemand(() => this.next.read(offset, length));
+  }
+
+  readInto(offset: number, into: Buffer): Promise<void> {
+    return this.#onDemand(() => readIntoFrom(this.next, offset, into));
+  }
+
+  /** A machine's read: the prefetch yields while any is under way. */
+  async #onDemand<T>(read: () => Promise<T>): Promise<T> {
     this.#demand++;
     try {
-      return await this.next.read(offset, length);
+      return await read();
     } finally {
       this.#demand--;
       if (this.#demand === 0) for (const w of this.#demandWaiters.splice(0)) w();

@@ -2,6 +2,7 @@
 // the machine asked for them: a boot profile, kept in memory and, when given a path, appended to
 // a file. Counts the distinct bytes read. Passes everything through.
 import { closeSync, openSync, writeSync } from "node:fs";
+import { readIntoFrom } from "./block-device.ts";
 import type { BlockDevice } from "./block-device.ts";
 import { PassThroughDevice } from "./pass-through.ts";
 import { encodeProfile, encodeProfileLine, PROFILE_HEADER } from "../store/profile.ts";
@@ -18,21 +19,12 @@ export class TraceDevice extends PassThroughDevice {
   readonly profile: ProfileEntry[] = [];
   /** Distinct bytes read so far (whole 4 KiB blocks). */
   coveredBytes = 0;
-  /** Offered where `next` offers it (see BlockDevice.readInto). */
-  readonly readInto?: (offset: number, into: Buffer) => Promise<void>;
 
   constructor(next: BlockDevice, path: string | null) {
     super(next);
     this.#seen = new Uint8Array(Math.ceil(Math.ceil(next.size / TRACE_BLOCK) / 8));
     this.#fd = path === null ? null : openSync(path, "w");
     if (this.#fd !== null) writeSync(this.#fd, `${PROFILE_HEADER}\n`);
-    const nextInto = next.readInto?.bind(next);
-    if (nextInto) {
-      this.readInto = (offset, into) => {
-        this.#record(offset, into.length);
-        return nextInto(offset, into);
-      };
-    }
   }
 
   get entries(): number {
@@ -73,6 +65,11 @@ export class TraceDevice extends PassThroughDevice {
   override read(offset: number, length: number): Promise<Buffer> {
     this.#record(offset, length);
     return this.next.read(offset, length);
+  }
+
+  readInto(offset: number, into: Buffer): Promise<void> {
+    this.#record(offset, into.length);
+    return readIntoFrom(this.next, offset, into);
   }
 
   override async close(): Promise<void> {

@@ -1,6 +1,6 @@
 // A file of an ISO as a read-only BlockDevice: reads map onto its extents in the image (one,
 // or several for files of 4 GiB and more).
-import { checkRange, dataExtent } from "../block/block-device.ts";
+import { checkRange, dataExtent, readIntoFrom } from "../block/block-device.ts";
 import type { BlockDevice, Extent } from "../block/block-device.ts";
 import type { IsoEntry } from "./iso-entry.ts";
 
@@ -40,15 +40,13 @@ export class IsoFileDevice implements BlockDevice {
       const to = Math.min(offset + into.length, base + e.size);
       if (from < to) {
         const part = into.subarray(from - offset, to - offset);
-        const at = e.offset + (from - base);
-        jobs.push(
-          this.#device.readInto
-            ? this.#device.readInto(at, part)
-            : this.#device.read(at, part.length).then((b) => void b.copy(part)),
-        );
+        jobs.push(readIntoFrom(this.#device, e.offset + (from - base), part));
       }
       base += e.size;
     }
+    // Extents (from the ISO's directory) that fall short of the file's size: zeros, never what
+    // the buffer held before.
+    if (offset + into.length > base) into.fill(0, Math.max(0, base - offset));
     await Promise.all(jobs);
   }
 
