@@ -242,12 +242,16 @@ export class UnpackedDevice implements BlockDevice {
   async #slowRead(offset: number, into: Buffer, first: number, last: number): Promise<void> {
     this.stats.slowReads++;
     const got = new Map<number, Promise<Buffer>>();
+    let fromFile = false;
     for (let i = first; i <= last; i++) {
       const s = this.#state[i];
-      if (s === LOGGED) got.set(i, this.#check(i));
+      if (s === VERIFIED) fromFile = true;
+      else if (s === LOGGED) got.set(i, this.#check(i));
       else if (s === ABSENT || s === WRITING) got.set(i, this.#checking.get(i) ?? this.#fetch(i));
     }
-    const [, ...chunks] = await Promise.all([pread(this.#data.fd, into, offset), ...got.values()]);
+    // The file is read only for the chunks it holds checked (a cold read needs none of it).
+    const file = fromFile ? pread(this.#data.fd, into, offset) : Promise.resolve();
+    const [, ...chunks] = await Promise.all([file, ...got.values()]);
     const byChunk = new Map([...got.keys()].map((i, k) => [i, chunks[k]]));
     // Zero chunks and the chunks just checked or fetched come from memory; verified ones
     // (unchanged since the check) stay as the pread gave them.
