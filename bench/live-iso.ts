@@ -22,6 +22,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openCachedUrl } from "../src/block/range-cache-device.ts";
+import { ISO_BLOCK_SIZE } from "../src/iso/iso-source.ts";
 import { verifyWholeIso } from "../src/iso/live-iso.ts";
 import { loadIsoSignature } from "../src/iso/signed-checksums.ts";
 import { BootServer } from "../src/serve/boot-server.ts";
@@ -102,7 +103,11 @@ async function benchChecks(dir: string, iso: string, origin: string) {
   );
   await gpg("--output", join(dir, "key.gpg"), "--export", "Bench <bench@example.org>");
   await gpg("--output", `${iso}.sig`, "--detach-sign", iso);
-  const device = await openCachedUrl(origin, join(dir, "state", "cache", "iso"), { offline: true });
+  // The server's cache as it left it (its block size: another would start the cache afresh).
+  const device = await openCachedUrl(origin, join(dir, "state", "cache", "iso"), {
+    offline: true,
+    blockSize: ISO_BLOCK_SIZE,
+  });
   let run = 0;
   const mark = (): string => join(dir, "marks", `m${run++}`);
   try {

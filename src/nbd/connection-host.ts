@@ -1,12 +1,15 @@
 // What one NBD connection may ask of the server that accepted it: the exports it may open, the
 // limits, the counters, the shared in-flight budget, and the bookkeeping of attached clients.
 // The server hands each connection this (and nothing more) instead of exposing it publicly.
+import type { BufferPool } from "../lib/buffer-pool.ts";
 import type { Logger } from "../lib/log.ts";
 import type { NbdExport, NbdLimits } from "./options.ts";
 import type { NbdStats } from "./stats.ts";
 
 export interface ConnectionHost {
   readonly stats: NbdStats;
+  /** Reply buffers shared by the server's connections, for devices that read into them. */
+  readonly buffers: BufferPool;
   readonly limits: NbdLimits;
   readonly log: Logger;
   /** An export name as logs show it. */

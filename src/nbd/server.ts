@@ -9,6 +9,7 @@ import { rm } from "node:fs/promises";
 import { silentLogger } from "../lib/log.ts";
 import type { Logger } from "../lib/log.ts";
 import { Connection } from "./connection.ts";
+import { BufferPool } from "../lib/buffer-pool.ts";
 import type { ConnectionHost } from "./connection-host.ts";
 import { ConnectionLimits } from "./connection-limits.ts";
 import { InFlightBudget } from "./in-flight.ts";
@@ -17,6 +18,9 @@ import { resolveNbdLimits } from "./options.ts";
 import type { NbdExport, NbdLimits, NbdServerOptions } from "./options.ts";
 import { emptyNbdStats } from "./stats.ts";
 import type { NbdStats } from "./stats.ts";
+
+/** Idle reply buffers the server keeps for reuse (see BufferPool). */
+const IDLE_REPLY_BUFFERS = 64 * 1024 * 1024;
 
 // (Kept importable from here, where they were first defined.)
 export { nbdUri, parseListen } from "./listen-address.ts";
@@ -64,6 +68,11 @@ export class NbdServer {
     this.#inFlight = new InFlightBudget(this.#limits.maxInFlightPerServer);
     this.#host = {
       stats: this.stats,
+      // Idle reply buffers kept for reuse, server-wide: at most 64 MiB (or the in-flight cap).
+      buffers: new BufferPool(
+        Math.min(IDLE_REPLY_BUFFERS, this.#limits.maxInFlightPerServer),
+        this.#limits.maxRequestBytes,
+      ),
       limits: this.#limits,
       log: this.#log,
       logName: (name) => this.#logNameOf(name),

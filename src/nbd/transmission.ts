@@ -5,7 +5,6 @@
 import type { Socket } from "node:net";
 import { dataExtent, OutOfRangeError, ReadOnlyError } from "../block/block-device.ts";
 import type { BlockDevice } from "../block/block-device.ts";
-import { BufferPool } from "../lib/buffer-pool.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ByteQueue } from "./byte-queue.ts";
 import type { ConnectionHost } from "./connection-host.ts";
@@ -49,8 +48,6 @@ export class Transmission {
   /** This connection's bytes in flight (the server's are counted by the host as well). */
   readonly #budget: InFlightBudget;
   readonly #pending = new Set<Promise<void>>();
-  /** Reply buffers for devices that read into them, back once sent. */
-  readonly #buffers: BufferPool;
   /** Replies queued this turn of the event loop go out together, in one writev. */
   #corked = false;
   readonly #uncork = (): void => {
@@ -70,7 +67,6 @@ export class Transmission {
     this.#structured = negotiated.structured;
     this.#baseAllocation = negotiated.baseAllocation;
     const limit = host.limits.maxInFlightPerConnection;
-    this.#buffers = new BufferPool(limit, host.limits.maxRequestBytes);
     const socket = this.#socket;
     this.#budget = new InFlightBudget(limit, {
       congested: () => socket.writableLength > limit,
@@ -180,11 +176,11 @@ export class Transmission {
           let pooled = false;
           if (length === 0) data = Buffer.alloc(0);
           else if (device.readInto) {
-            data = this.#buffers.take(length);
+            data = this.#host.buffers.take(length);
             try {
               await device.readInto(offset, data);
             } catch (err) {
-              this.#buffers.give(data);
+              this.#host.buffers.give(data);
               throw err;
             }
             pooled = true;
@@ -193,7 +189,7 @@ export class Transmission {
           const head = this.#structured
             ? P.encodeOffsetDataHeader(req.handle, offset, length)
             : P.encodeSimpleReply(req.handle, 0);
-          this.#send(head, data, pooled ? () => this.#buffers.give(data) : undefined);
+          this.#send(head, data, pooled ? () => this.#host.buffers.give(data) : undefined);
           return;
         }
         case P.NBD_CMD_WRITE:
