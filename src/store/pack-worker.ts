@@ -3,16 +3,18 @@
 import { existsSync, mkdirSync, renameSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
-import { constants, zstdCompressSync } from "node:zlib";
 import { sha256Hex, zeroChunkId } from "./chunks.ts";
 import { chunkFile } from "./layout.ts";
 import { tempPathFor } from "../lib/atomic-file.ts";
+import { FrameCompressor } from "./frame-compressor.ts";
 import { KIND_NEW, KIND_REUSED, KIND_ZERO } from "./pack-protocol.ts";
 import type { PackBatch, PackBatchResult, PackWorkerInit } from "./pack-protocol.ts";
 
 const init = workerData as PackWorkerInit;
 const zeros = Buffer.alloc(init.maxChunk);
 const madeDirs = new Set<string>();
+// One zstd context for the worker's life; each frame is written from its buffer, uncopied.
+const compressor = new FrameCompressor(init.level, init.maxChunk);
 
 function storeChunk(id: string, data: Uint8Array): number {
   const dir = join(init.chunksDir, id.slice(0, 4));
@@ -27,9 +29,7 @@ function storeChunk(id: string, data: Uint8Array): number {
     mkdirSync(dir, { recursive: true });
     madeDirs.add(dir);
   }
-  const compressed = zstdCompressSync(data, {
-    params: { [constants.ZSTD_c_compressionLevel]: init.level },
-  });
+  const compressed = compressor.compress(data);
   const tmp = tempPathFor(path);
   writeFileSync(tmp, compressed, { flag: "wx" });
   renameSync(tmp, path);
