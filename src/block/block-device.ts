@@ -47,6 +47,17 @@ export class ReadOnlyError extends Error {
   readonly code = "ERR_READ_ONLY";
 }
 
+/**
+ * Waits for every job, then throws the first failure. For reads into a caller's buffer: the
+ * buffer may be reused as soon as the call fails, so no part may still be landing in it.
+ */
+export async function settleAll<T>(jobs: Promise<T>[]): Promise<T[]> {
+  const settled = await Promise.allSettled(jobs);
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed) throw failed.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+}
+
 /** Fills `into` from `device` at `offset`: in place where it reads into buffers, else copied. */
 export async function readIntoFrom(
   device: BlockDevice,

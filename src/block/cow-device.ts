@@ -5,7 +5,7 @@
 // FUA fdatasync the one file, so every write acknowledged before a FLUSH survives a kill or crash.
 import { open } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import { checkRange, mergeExtents, readIntoFrom } from "./block-device.ts";
+import { checkRange, mergeExtents, readIntoFrom, settleAll } from "./block-device.ts";
 import type { BlockDevice, Extent, WriteOptions } from "./block-device.ts";
 
 export const COW_BLOCK_SIZE = 4096;
@@ -157,7 +157,7 @@ export class CowDevice implements BlockDevice {
           : readIntoFrom(this.#next, from, part),
       );
     }
-    await Promise.all(jobs);
+    await settleAll(jobs);
   }
 
   /** Overlay bytes at `position` of its file; past the file's end (never written) reads zeros. */

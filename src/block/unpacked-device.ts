@@ -16,7 +16,7 @@ import type { BlobIndex } from "../store/caibx.ts";
 import { silentLogger } from "../lib/log.ts";
 import type { Logger } from "../lib/log.ts";
 import { isErrno } from "../lib/atomic-file.ts";
-import { checkRange, ReadOnlyError } from "./block-device.ts";
+import { checkRange, ReadOnlyError, settleAll } from "./block-device.ts";
 import type { BlockDevice, Extent } from "./block-device.ts";
 import type { CacheSpace } from "./chunk-cache.ts";
 import type { ChunkedDevice } from "./chunked-device.ts";
@@ -251,8 +251,8 @@ export class UnpackedDevice implements BlockDevice {
     }
     // The file is read only for the chunks it holds checked (a cold read needs none of it).
     const file = fromFile ? pread(this.#data.fd, into, offset) : Promise.resolve();
-    const [, ...chunks] = await Promise.all([file, ...got.values()]);
-    const byChunk = new Map([...got.keys()].map((i, k) => [i, chunks[k]]));
+    const [, ...chunks] = await settleAll<Buffer | void>([file, ...got.values()]);
+    const byChunk = new Map([...got.keys()].map((i, k) => [i, chunks[k] as Buffer]));
     // Zero chunks and the chunks just checked or fetched come from memory; verified ones
     // (unchanged since the check) stay as the pread gave them.
     this.#fill(into, offset, first, last, (i) =>

@@ -1,6 +1,6 @@
 // A file of an ISO as a read-only BlockDevice: reads map onto its extents in the image (one,
 // or several for files of 4 GiB and more).
-import { checkRange, dataExtent, readIntoFrom } from "../block/block-device.ts";
+import { checkRange, dataExtent, readIntoFrom, settleAll } from "../block/block-device.ts";
 import type { BlockDevice, Extent } from "../block/block-device.ts";
 import type { IsoEntry } from "./iso-entry.ts";
 
@@ -47,7 +47,7 @@ export class IsoFileDevice implements BlockDevice {
     // Extents (from the ISO's directory) that fall short of the file's size: zeros, never what
     // the buffer held before.
     if (offset + into.length > base) into.fill(0, Math.max(0, base - offset));
-    await Promise.all(jobs);
+    await settleAll(jobs);
   }
 
   extents(offset: number, length: number): Promise<Extent[]> {
