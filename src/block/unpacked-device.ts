@@ -291,18 +291,19 @@ export class UnpackedDevice implements BlockDevice {
     const bytes = Buffer.allocUnsafe(c.size);
     p = pread(this.#data.fd, bytes, c.offset).then(() => {
       this.stats.checked++;
-      if (this.#state[i] !== LOGGED) return bytes; // fetched meanwhile
       if (createHash("sha256").update(bytes).digest("hex") === c.id) {
-        this.#state[i] = VERIFIED;
+        if (this.#state[i] === LOGGED) this.#state[i] = VERIFIED;
         return bytes;
       }
-      this.#logger.warn(
-        { cache: this.dir, chunk: c.id, offset: c.offset },
-        "an unpacked chunk in the cache does not match its ID; fetching it again",
-      );
-      this.stats.repaired++;
-      this.stats.cachedBytes -= c.size;
-      this.#state[i] = ABSENT;
+      if (this.#state[i] === LOGGED) {
+        this.#logger.warn(
+          { cache: this.dir, chunk: c.id, offset: c.offset },
+          "an unpacked chunk in the cache does not match its ID; fetching it again",
+        );
+        this.stats.repaired++;
+        this.stats.cachedBytes -= c.size;
+        this.#state[i] = ABSENT;
+      }
       return this.#fetch(i);
     });
     this.#checking.set(i, p);
