@@ -7,12 +7,13 @@
 // folder) it keeps to that folder's quota: space is reserved before blocks are written, and
 // when the quota is full of data in use, blocks are served without being kept.
 import { createHash } from "node:crypto";
-import { mkdir, open, readFile, rm, truncate, utimes, writeFile } from "node:fs/promises";
+import { open, readFile, truncate } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { silentLogger } from "../lib/log.ts";
+import { cacheFolder, claimCacheFolder } from "./cache-folder.ts";
 import type { Logger } from "../lib/log.ts";
-import { isErrno, writeFileAtomic } from "../lib/atomic-file.ts";
+import { writeFileAtomic } from "../lib/atomic-file.ts";
 import { BlockIoError, checkRange, dataExtent, ReadOnlyError } from "./block-device.ts";
 import type { BlockDevice, Extent } from "./block-device.ts";
 import type { CacheSpace } from "./chunk-cache.ts";
@@ -99,7 +100,7 @@ export class RangeCacheDevice implements BlockDevice {
 
   /** The cache folder of a source's identity under `root`. */
   static folder(root: string, identity: string): string {
-    return join(root, createHash("sha256").update(identity).digest("hex").slice(0, 32));
+    return cacheFolder(root, identity);
   }
 
   /** Caches `next` (identified by `identity`) under `root`. */
@@ -111,22 +112,8 @@ export class RangeCacheDevice implements BlockDevice {
   ): Promise<RangeCacheDevice> {
     const blockSize = options.blockSize ?? 1024 * 1024;
     const dir = RangeCacheDevice.folder(root, identity);
-    const idPath = join(dir, "identity");
-    const stored = await readFile(idPath, "utf8").catch((err: unknown) => {
-      if (isErrno(err, "ENOENT")) return null;
-      throw err;
-    });
-    const expected = `${identity}\nblock ${blockSize}\n`;
-    if (stored !== expected) {
-      // New, or another block size: start empty.
-      await rm(dir, { recursive: true, force: true });
-      await mkdir(dir, { recursive: true });
-      await writeFile(idPath, expected);
-    } else {
-      // Its last use, for the least-recently-used order of the folder's quota.
-      const now = new Date();
-      await utimes(idPath, now, now).catch(() => undefined);
-    }
+    // New, or another block size: start empty.
+    await claimCacheFolder(dir, `${identity}\nblock ${blockSize}\n`);
     const hashes = new Map<number, Buffer>();
     const blocks = Math.ceil(next.size / blockSize);
     const log = await readFile(join(dir, "blocks")).catch(() => Buffer.alloc(0));

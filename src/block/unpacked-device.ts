@@ -8,14 +8,14 @@
 // chunks are never written and always read as zeros, whatever the file holds there.
 import { createHash } from "node:crypto";
 import { read as readFd, readSync } from "node:fs";
-import { mkdir, open, readFile, rm, truncate, utimes, writeFile } from "node:fs/promises";
+import { open, readFile, truncate } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { isZeroChunk } from "../store/chunks.ts";
 import type { BlobIndex } from "../store/caibx.ts";
 import { silentLogger } from "../lib/log.ts";
+import { cacheFolder, claimCacheFolder } from "./cache-folder.ts";
 import type { Logger } from "../lib/log.ts";
-import { isErrno } from "../lib/atomic-file.ts";
 import { checkRange, ReadOnlyError, settleAll } from "./block-device.ts";
 import type { BlockDevice, Extent } from "./block-device.ts";
 import type { CacheSpace } from "./chunk-cache.ts";
@@ -138,7 +138,7 @@ export class UnpackedDevice implements BlockDevice {
 
   /** The folder of an image's unpacked copy under `root`. */
   static folder(root: string, identity: string): string {
-    return join(root, createHash("sha256").update(identity).digest("hex").slice(0, 32));
+    return cacheFolder(root, identity);
   }
 
   /** Keeps `chunked`'s bytes under `root` (DIR/unpacked of a cache folder). */
@@ -150,20 +150,7 @@ export class UnpackedDevice implements BlockDevice {
     const index = chunked.index;
     const identity = indexIdentity(index);
     const dir = UnpackedDevice.folder(root, identity);
-    const idPath = join(dir, "identity");
-    const expected = `${identity}\nchunks ${index.chunks.length}\n`;
-    const stored = await readFile(idPath, "utf8").catch((err: unknown) => {
-      if (isErrno(err, "ENOENT")) return null;
-      throw err;
-    });
-    if (stored !== expected) {
-      await rm(dir, { recursive: true, force: true });
-      await mkdir(dir, { recursive: true });
-      await writeFile(idPath, expected);
-    } else {
-      const now = new Date(); // its last use, for the quota's least-recently-used order
-      await utimes(idPath, now, now).catch(() => undefined);
-    }
+    await claimCacheFolder(dir, `${identity}\nchunks ${index.chunks.length}\n`);
     const n = index.chunks.length;
     const state = new Uint8Array(n);
     for (let i = 0; i < n; i++) if (isZeroChunk(index.chunks[i])) state[i] = ZERO;
