@@ -353,6 +353,7 @@ export class BootServer {
     this.#nbdPort = "port" in bound ? bound.port : 0;
     this.#images = new ImageExports({
       ...{ nbd, stateDir: c.stateDir, cacheDir: c.cacheDir, allow: c.nbd.allow },
+      cacheUnpacked: c.cacheUnpacked,
       entries: [...c.entries.values()].filter((e) => e.kind === "image"),
       ...imageMetrics(this.metrics),
       logger: this.#log,

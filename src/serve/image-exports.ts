@@ -48,6 +48,8 @@ export interface ImageExportsOptions {
   onNewRelease?: (entry: string) => void;
   stateDir: string;
   cacheDir: string;
+  /** Keep images' chunks uncompressed in the cache too (default: yes). */
+  cacheUnpacked?: boolean;
   /** machine: each export opens only for the address that asked for its plan (default). */
   allow?: "machine" | "any";
   /** The image entries (their disk kinds). */

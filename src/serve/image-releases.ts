@@ -52,6 +52,8 @@ export function readOrigin(overlay: string): DiskOrigin | null {
 export interface ImageReleasesOptions {
   stateDir: string;
   cacheDir: string;
+  /** Keep images' chunks uncompressed in the cache too (default: yes). */
+  cacheUnpacked?: boolean;
   /** Each chunk fetch from a mirror, timed (metrics). */
   onFetch?: (seconds: number, mirror: string, ok: boolean) => void;
   /** An entry moved to a newer release while the server runs (metrics). */
@@ -141,6 +143,7 @@ export class ImageReleases {
       stores: entry.image.stores,
       onFetch: this.#o.onFetch,
       cache: this.#o.cacheDir,
+      unpacked: this.#o.cacheUnpacked,
       policy: {
         trusted: loadTrustedKeys(entry.image.trust),
         insecure: entry.image.insecure,

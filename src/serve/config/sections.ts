@@ -217,7 +217,7 @@ function reachableHttp(
     );
 }
 
-type Rest = Pick<ServeConfig, "stateDir" | "nbd" | "cacheDir" | "ui">;
+type Rest = Pick<ServeConfig, "stateDir" | "nbd" | "cacheDir" | "cacheUnpacked" | "ui">;
 
 /** state, nbd, cache and ui. */
 export function serverSections(
@@ -233,8 +233,9 @@ export function serverSections(
     port: c.int(n.port, ["nbd", "port"], 0, 65535) ?? 10809,
     allow: c.oneOf(n.allow, ["nbd", "allow"], ["machine", "any"] as const) ?? "machine",
   };
-  const cacheRaw = c.object(top.cache, ["cache"], ["dir"]) ?? {};
+  const cacheRaw = c.object(top.cache, ["cache"], ["dir", "unpacked"]) ?? {};
   const cacheDir = c.string(cacheRaw.dir, ["cache", "dir"], "a string (a path)");
+  const cacheUnpacked = c.bool(cacheRaw.unpacked, ["cache", "unpacked"]) ?? true;
   const uiRaw =
     c.object(top.ui, ["ui"], ["write", "token", "token-file", "read-token", "read-token-file"]) ??
     {};
@@ -262,6 +263,7 @@ export function serverSections(
     stateDir,
     nbd,
     cacheDir: cacheDir ? resolve(baseDir, cacheDir) : join(stateDir, "cache"),
+    cacheUnpacked,
     ui: { write, token: write ? token : undefined, readToken },
   };
 }

@@ -42,6 +42,11 @@ export interface ServeConfig {
   nbd: { port: number; allow: "machine" | "any" };
   /** The shared chunk cache of image entries (default STATE/cache). */
   cacheDir: string;
+  /**
+   * Keep image entries' chunks uncompressed in the cache as well (warm reads are a pread each;
+   * the data is on disk twice). Default true.
+   */
+  cacheUnpacked: boolean;
   /** State folder: leases, one-shot state, cached remote kernels. */
   stateDir: string;
   /**
