@@ -58,10 +58,6 @@ describe("serve configuration", () => {
     );
     const menu = c.entries.get("menu");
     assert.ok(menu?.kind === "menu" && menu.items.includes("local"));
-    assert.equal(c.cacheUnpacked, true, "images kept unpacked in the cache by default");
-    const off = parseConfig("cache: { unpacked: false }\n", "serve.yaml", host);
-    assert.equal(off.cacheUnpacked, false);
-    assert.deepEqual(problems("cache: { unpacked: 1 }\n").length, 1);
   });
 
   it("names the file, the line and what was expected", () => {
