@@ -1,6 +1,7 @@
 // Any raw image or ISO on any web server as a read-only block device, read by HTTP Range
-// requests (the httpfs case): nothing is downloaded that is not read.
-import { Agent, request } from "undici";
+// requests (the httpfs case): nothing is downloaded that is not read. undici is loaded on the
+// first open, not by every command that links this file.
+import type { Agent, request } from "undici";
 import { BlockIoError, checkRange, dataExtent, ReadOnlyError } from "./block-device.ts";
 import type { BlockDevice, Extent } from "./block-device.ts";
 import { RetriesExhaustedError, RetryableError, withBackoff } from "../store/retry.ts";
@@ -26,20 +27,28 @@ export class HttpDevice implements BlockDevice {
    */
   readonly validator: string | null;
   readonly #agent: Agent;
+  readonly #request: typeof request;
   requests = 0;
   bytesFetched = 0;
 
-  private constructor(url: string, size: number, validator: string | null, agent: Agent) {
+  private constructor(
+    url: string,
+    size: number,
+    validator: string | null,
+    client: { agent: Agent; request: typeof request },
+  ) {
     this.url = url;
     this.size = size;
     this.validator = validator;
-    this.#agent = agent;
+    this.#agent = client.agent;
+    this.#request = client.request;
   }
 
   static async open(
     url: string,
     options: { connections?: number; timeoutMs?: number } = {},
   ): Promise<HttpDevice> {
+    const { Agent, request } = await import("undici");
     const agent = new Agent({
       connections: options.connections ?? 8,
       headersTimeout: options.timeoutMs ?? 30_000,
@@ -67,7 +76,7 @@ export class HttpDevice implements BlockDevice {
       const lastModified = String(res.headers["last-modified"] ?? "");
       // A weak ETag cannot be used with If-Range.
       const validator = etag && !etag.startsWith("W/") ? etag : lastModified || null;
-      return new HttpDevice(url, Number(m[1]), validator, agent);
+      return new HttpDevice(url, Number(m[1]), validator, { agent, request });
     } catch (err) {
       await agent.close();
       if (err instanceof RangeUnsupportedError || err instanceof BlockIoError) throw err;
@@ -84,7 +93,7 @@ export class HttpDevice implements BlockDevice {
         this.requests++;
         const headers: Record<string, string> = { range };
         if (this.validator) headers["if-range"] = this.validator;
-        const res = await request(this.url, { dispatcher: this.#agent, headers });
+        const res = await this.#request(this.url, { dispatcher: this.#agent, headers });
         if (res.statusCode === 200 && this.validator) {
           await res.body.dump();
           throw new BlockIoError(

@@ -1,6 +1,7 @@
 // A store served by any static web server, CDN or object store, read over pooled keep-alive
-// connections (undici) with retries and exponential backoff.
-import { Agent, request } from "undici";
+// connections (undici) with retries and exponential backoff. undici (~30 MB of a process's
+// memory) is loaded on the first request: `pack` and other local-only commands never pay for it.
+import type { Agent, Dispatcher, request } from "undici";
 import { BodyTooLargeError, FetchError, NotFoundError } from "./errors.ts";
 import { DEFAULT_MAX_READ_BYTES } from "./limits.ts";
 import { RetriesExhaustedError, RetryableError, withBackoff } from "./retry.ts";
@@ -39,20 +40,31 @@ function discard(body: NodeJS.ReadableStream & { destroy(): void }): void {
   body.destroy();
 }
 
+type RequestOptions = { method: "GET" | "HEAD"; headers?: Record<string, string> };
+
 export class HttpStoreReader implements StoreReader {
   readonly location: string;
-  readonly #agent: Agent;
+  #client: Promise<{ agent: Agent; request: typeof request }> | null = null;
   readonly #options: Required<HttpStoreOptions>;
 
   constructor(url: string, options: HttpStoreOptions = {}) {
     this.location = url.endsWith("/") ? url : `${url}/`;
     this.#options = { ...DEFAULT_HTTP_STORE_OPTIONS, ...options };
-    this.#agent = new Agent({
-      connections: this.#options.connections,
-      keepAliveTimeout: 30_000,
-      headersTimeout: this.#options.timeoutMs,
-      bodyTimeout: this.#options.timeoutMs,
-    });
+  }
+
+  /** One request on the reader's pooled connections (made on the first). */
+  async #request(url: string, options: RequestOptions): Promise<Dispatcher.ResponseData> {
+    this.#client ??= import("undici").then(({ Agent, request }) => ({
+      request,
+      agent: new Agent({
+        connections: this.#options.connections,
+        keepAliveTimeout: 30_000,
+        headersTimeout: this.#options.timeoutMs,
+        bodyTimeout: this.#options.timeoutMs,
+      }),
+    }));
+    const { agent, request } = await this.#client;
+    return request(url, { ...options, dispatcher: agent });
   }
 
   describe(path: string): string {
@@ -68,7 +80,7 @@ export class HttpStoreReader implements StoreReader {
   async size(path: string): Promise<number | null> {
     const url = this.describe(path);
     const res = await this.#withRetries("HEAD", url, async () => {
-      const r = await request(url, { method: "HEAD", dispatcher: this.#agent });
+      const r = await this.#request(url, { method: "HEAD" });
       await r.body.dump();
       return r;
     });
@@ -88,7 +100,7 @@ export class HttpStoreReader implements StoreReader {
     const range = `bytes=${offset}-${offset + length - 1}`;
     // Retries cover getting the response; a body cut short is the caller's to resume.
     const res = await this.#withRetries("GET", url, async () => {
-      const r = await request(url, { method: "GET", headers: { range }, dispatcher: this.#agent });
+      const r = await this.#request(url, { method: "GET", headers: { range } });
       if (r.statusCode !== 206 && r.statusCode !== 200) await r.body.dump();
       return r;
     });
@@ -122,7 +134,7 @@ export class HttpStoreReader implements StoreReader {
     const limit = options.maxBytes ?? DEFAULT_MAX_READ_BYTES;
     const tooLarge = (): BodyTooLargeError => new BodyTooLargeError(url, limit, options.what);
     return this.#withRetries(method, url, async () => {
-      const r = await request(url, { method, dispatcher: this.#agent });
+      const r = await this.#request(url, { method });
       if (r.statusCode === 404 || r.statusCode === 410) {
         await r.body.dump();
         return null;
@@ -176,7 +188,8 @@ export class HttpStoreReader implements StoreReader {
   }
 
   async close(): Promise<void> {
-    await this.#agent.close();
+    const client = await this.#client;
+    await client?.agent.close();
   }
 }
 

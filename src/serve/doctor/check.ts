@@ -1,7 +1,7 @@
 // What `inetboot doctor` reports: checks as data (a name, an outcome, what was seen, the fix),
 // and the bounded tools every network check shares — one HTTP probe with a timeout and a body
 // cap, and a runner that keeps a fixed number of probes in flight.
-import { Agent, request } from "undici";
+import type { Agent, request } from "undici";
 
 export type Outcome = "ok" | "warn" | "fail";
 
@@ -63,7 +63,8 @@ export interface ProbeOptions {
 
 /** Makes bounded HTTP requests over one agent; close() lets the process exit at once. */
 export class Prober {
-  readonly #agent = new Agent({ connections: PROBE_CONCURRENCY, keepAliveTimeout: 1000 });
+  /** undici, loaded on the first probe. */
+  #client: Promise<{ agent: Agent; request: typeof request }> | null = null;
   /** Every Date header seen, for the clock check. */
   readonly dates: { url: string; date: Date; at: number }[] = [];
 
@@ -71,10 +72,15 @@ export class Prober {
     const timeoutMs = options.timeoutMs ?? PROBE_TIMEOUT_MS;
     const start = Date.now();
     try {
+      this.#client ??= import("undici").then(({ Agent, request }) => ({
+        request,
+        agent: new Agent({ connections: PROBE_CONCURRENCY, keepAliveTimeout: 1000 }),
+      }));
+      const { agent, request } = await this.#client;
       const res = await request(url, {
         method: options.method ?? "HEAD",
         headers: options.headers,
-        dispatcher: this.#agent,
+        dispatcher: agent,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
         signal: AbortSignal.timeout(timeoutMs),
@@ -111,8 +117,9 @@ export class Prober {
     return this.probe(url, { method: "GET", headers: { Range: "bytes=0-0" } });
   }
 
-  close(): Promise<void> {
-    return this.#agent.close();
+  async close(): Promise<void> {
+    const client = await this.#client;
+    await client?.agent.close();
   }
 }
 
