@@ -4,6 +4,7 @@
 // types under node_modules).
 /* global process, console, URL */
 import { existsSync } from "node:fs";
+import { enableCompileCache } from "node:module";
 
 const major = Number(process.versions.node.split(".")[0]);
 if (major < 24) {
@@ -14,6 +15,9 @@ if (major < 24) {
   );
   process.exit(1);
 }
+// Node's compile cache keeps each module's compiled code, and for TypeScript its stripped
+// JavaScript: a run after the first starts faster and never loads the stripper (~20 MB).
+enableCompileCache();
 const source = new URL("../src/cli/main.ts", import.meta.url);
 await import(
   existsSync(source) ? source.href : new URL("../dist/cli/main.js", import.meta.url).href

@@ -6,6 +6,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { getAsset, isSea } from "node:sea";
 import { Worker } from "node:worker_threads";
+import { startModuleWorker } from "../lib/module-worker.ts";
 import { CAIBX_DEFAULT_FLAGS, encodeBlobIndex } from "./caibx.ts";
 import type { IndexChunk } from "./caibx.ts";
 import { sha256Hex } from "./chunks.ts";
@@ -27,7 +28,7 @@ import { requireWritable } from "./store.ts";
 
 export const DEFAULT_ZSTD_LEVEL = 3;
 /** Bytes read per batch handed to a worker. */
-export const PACK_READ_SIZE = 4 * 1024 * 1024;
+export const PACK_READ_SIZE = 1024 * 1024;
 
 export interface PackProgress {
   bytesRead: number;
@@ -73,7 +74,7 @@ function startWorker(init: PackWorkerInit): Worker {
   if (isSea())
     return new Worker(getAsset("pack-worker.js", "utf8"), { eval: true, workerData: init });
   const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
-  return new Worker(new URL(`./pack-worker${ext}`, import.meta.url), { workerData: init });
+  return startModuleWorker(new URL(`./pack-worker${ext}`, import.meta.url), { workerData: init });
 }
 
 class WorkerPool {
