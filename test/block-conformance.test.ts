@@ -23,6 +23,8 @@ import { BorrowedDevice } from "../src/block/borrowed-device.ts";
 import { TraceDevice } from "../src/block/trace-device.ts";
 import { UnpackedDevice } from "../src/block/unpacked-device.ts";
 import { isZeroChunk } from "../src/store/chunks.ts";
+import { optimizeRelease } from "../src/store/optimize.ts";
+import { encodeProfile } from "../src/store/profile.ts";
 import { packImage } from "../src/store/pack.ts";
 import { openImage } from "../src/store/source.ts";
 import { openStore } from "../src/store/open-store.ts";
@@ -100,6 +102,34 @@ const factories: [string, Factory][] = [
       await cold.read(0, Math.floor(f.data.length / 2));
       await cold.close();
       return UnpackedDevice.open(await chunked(f), root);
+    },
+  ],
+  [
+    // A release whose boot pack holds pieces of chunks (scattered small reads, one across a
+    // text/zero boundary, the image's tail): pieces, their chunks' other bytes and the rest.
+    "boot-pack pieces over an unpacked copy (a release after optimize)",
+    async (_t, f) => {
+      const profile = join(f.dir, "boot.profile");
+      writeFileSync(
+        profile,
+        encodeProfile([
+          { offset: 12_388, length: 5000, ms: 0 },
+          { offset: 698_000, length: 9000, ms: 1 },
+          { offset: 1_900_000, length: 50_000, ms: 2 },
+          { offset: f.data.length - 3000, length: 3000, ms: 3 },
+        ]),
+      );
+      const r = await optimizeRelease({ store: f.store, name: "disk", profile });
+      assert.ok(r.packPieces > 0, "the pack holds pieces");
+      const stack = await openDeviceStack("disk", {
+        stores: [f.store],
+        cache: join(f.dir, "cache"),
+        policy: { trusted: [], insecure: true, statePath: null },
+      });
+      const at = 1_900_000;
+      assert.ok((await stack.device.read(at, 4096)).equals(f.data.subarray(at, at + 4096)));
+      assert.ok((stack.pieces?.pieceReads ?? 0) > 0, "read from a piece");
+      return stack.device;
     },
   ],
   [

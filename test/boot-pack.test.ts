@@ -11,7 +11,10 @@ import { sha256Hex } from "../src/store/chunks.ts";
 import { ReleaseError } from "../src/store/errors.ts";
 import { LocalStore } from "../src/store/local-store.ts";
 import { decodeProfile, encodeProfile, ProfileFormatError } from "../src/store/profile.ts";
-import { decodePackTable, packPath, profilePath, tableBytes } from "../src/store/boot-pack.ts";
+import { decodePackTable, packPath, packTableBytes, profilePath } from "../src/store/boot-pack.ts";
+import { decodeBlobIndex } from "../src/store/caibx.ts";
+import { isPiece } from "../src/block/pack-fetcher.ts";
+import { coveredBytes } from "../src/store/optimize.ts";
 import { decodeRelease } from "../src/store/release.ts";
 import {
   inetboot,
@@ -56,7 +59,7 @@ async function optimizedStore(
 describe("boot profiles and boot packs", () => {
   it("optimize publishes profile + pack as the next signed revision; minisign verifies it", async (t) => {
     const dir = tempDir(t);
-    const { store, key, profile } = await optimizedStore(dir);
+    const { data, store, key, profile } = await optimizedStore(dir);
     const r = await inetbootOk([
       "optimize",
       "disk",
@@ -72,6 +75,9 @@ describe("boot profiles and boot packs", () => {
       revision: number;
       baseRevision: number;
       pack: { chunks: number; digest: string };
+      profileBytes: number;
+      packChunkBytes: number;
+      packPieces: number;
     };
     assert.equal(result.baseRevision, 1);
     assert.equal(result.revision, 2);
@@ -87,13 +93,31 @@ describe("boot profiles and boot packs", () => {
     const pack = readFileSync(join(store, packPath(release.pack.digest)));
     assert.equal(pack.length, release.pack.size);
     const entries = decodePackTable(
-      pack.subarray(0, tableBytes(release.pack.chunks)),
+      pack.subarray(0, packTableBytes(release.pack)),
       release.pack,
       "pack",
     );
-    assert.ok(entries.length >= 5, `${entries.length} chunks in the pack`);
-    // First-access order: the chunk holding the profile's first region comes first.
-    assert.equal(entries[0].id.length, 64);
+    assert.equal(release.pack.format, 2, "entries placed in the image");
+    assert.ok(entries.length >= 5, `${entries.length} entries in the pack`);
+    // Pieces: the small regions are cut out of their chunks, each named by its own bytes.
+    const index = decodeBlobIndex(readFileSync(join(store, `indexes/${release.index}.caibx`)));
+    const pieces = entries.filter((e) => isPiece(index, e));
+    assert.equal(pieces.length, result.packPieces);
+    assert.ok(pieces.length >= 2, `${pieces.length} pieces`);
+    for (const p of pieces) {
+      assert.equal(p.id, sha256Hex(data.subarray(p.at!, p.at! + p.size)), `piece at ${p.at}`);
+    }
+    // First-access order: the profile's first region (5 MiB + 4 KiB) comes first.
+    assert.ok(
+      entries[0].at! <= 5 * MiB + 4096 && entries[0].at! + entries[0].size > 5 * MiB + 4096,
+    );
+    // Occupancy if the boot repeats: the pack holds little the boot does not read.
+    const regions = decodeProfile(readFileSync(profile, "utf8"));
+    assert.equal(result.profileBytes, coveredBytes(regions));
+    assert.ok(
+      result.profileBytes / result.packChunkBytes >= 0.9,
+      `${result.profileBytes} read of ${result.packChunkBytes} packed`,
+    );
     if (requireTool(t, "minisign", "minisign")) {
       const v = await run("minisign", ["-V", "-p", `${key}.pub`, "-m", relPath]);
       assert.equal(v.code, 0, v.stderr + v.stdout);
@@ -158,7 +182,43 @@ describe("boot profiles and boot packs", () => {
       0,
       "no chunk file was read for the boot set",
     );
+    // What was fetched is what the boot reads, not the whole chunks around it.
+    const read = coveredBytes(regions);
+    assert.ok(read / stack.pack.deliveredBytes >= 0.9, `${read} of ${stack.pack.deliveredBytes}`);
+    // Reads across pieces, their chunks and the rest of the image: the image's bytes.
+    for (const [offset, length] of [
+      [0, data.length],
+      [5 * MiB, 200 * 1024],
+      [3 * MiB + 90 * 1024, 400 * 1024],
+    ]) {
+      const got = await stack.device.read(offset, length);
+      assert.ok(got.equals(data.subarray(offset, offset + length)), `read at ${offset}`);
+    }
     await stack.close();
+
+    // Offline from the same cache (a cold-booted machine's next boot): the pieces and the
+    // pack's table come from the cache, and nothing else is needed for the boot set.
+    const cold = join(dir, "cache-boot-only");
+    const once = await openDeviceStack("disk", {
+      stores: [nginx.url],
+      cache: cold,
+      policy: { trusted: [], insecure: true, statePath: null },
+    });
+    for (let i = 0; i < 200 && !once.pack?.finished; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    for (const r of regions) await once.device.read(r.offset, r.length);
+    await once.cache?.drain();
+    await once.close();
+    const offline = await openDeviceStack("disk", {
+      cache: cold,
+      offline: true,
+      policy: { trusted: [], insecure: true, statePath: null },
+    });
+    for (const r of regions) {
+      const got = await offline.device.read(r.offset, r.length);
+      assert.ok(got.equals(data.subarray(r.offset, r.offset + r.length)), `offline ${r.offset}`);
+    }
+    await offline.close();
 
     // Warm: everything is cached, so the pack is not fetched again.
     const before = accessLogRequests(nginx.accessLog).length;
@@ -191,7 +251,7 @@ describe("boot profiles and boot packs", () => {
       cpSync(store, web, { recursive: true });
       const packFile = join(web, packPath(release.pack.digest));
       const bytes = readFileSync(packFile);
-      const at = damage === "table" ? 20 : tableBytes(release.pack.chunks) + 40;
+      const at = damage === "table" ? 20 : packTableBytes(release.pack) + 40;
       bytes[at] ^= 0xff;
       writeFileSync(packFile, bytes);
       const nginx = await startNginx(t, web);

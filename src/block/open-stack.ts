@@ -1,8 +1,9 @@
 // Builds the block stack for one source, top to bottom:
-//   tracer → copy-on-write overlay → prefetcher → chunked image → chunk cache → boot pack →
-//   mirror set
-// The release's own boot profile (when it has one) pins its chunks in the cache; its boot pack
-// is downloaded in the background at open, or else the profile is prefetched.
+//   tracer → copy-on-write overlay → prefetcher or boot-pack pieces → unpacked copy → chunked
+//   image → chunk cache → boot pack → mirror set
+// The release's own boot profile (when it has one) pins its chunks (and its pack's pieces) in
+// the cache; its boot pack is downloaded in the background at open, or else the profile is
+// prefetched.
 // or, for a plain file or http:// URL, tracer → overlay → file/HTTP device.
 import { existsSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
@@ -15,7 +16,9 @@ import {
   ReleaseError,
   UsageError,
 } from "../store/errors.ts";
-import { profilePath } from "../store/boot-pack.ts";
+import { decodePackTable, packTableBytes, profilePath } from "../store/boot-pack.ts";
+import type { PackEntry, PackInfo } from "../store/boot-pack.ts";
+import type { BlobIndex } from "../store/caibx.ts";
 import { sha256Hex } from "../store/chunks.ts";
 import { indexPath, latestPath, releasePath } from "../store/layout.ts";
 import { indexBytesFor, MAX_PROFILE_BYTES, MAX_RELEASE_FILE_BYTES } from "../store/limits.ts";
@@ -41,6 +44,8 @@ import type { MirrorStats } from "./mirror-set.ts";
 import { PrefetchDevice } from "./prefetch-device.ts";
 import type { PrefetchStats } from "./prefetch-device.ts";
 import { PackFetcher } from "./pack-fetcher.ts";
+import { PieceDevice } from "./piece-device.ts";
+import type { PieceStats } from "./piece-device.ts";
 import type { PackStats } from "./pack-fetcher.ts";
 import { decodeProfile, profileChunks, readProfile } from "../store/profile.ts";
 import type { ProfileEntry } from "../store/profile.ts";
@@ -85,6 +90,8 @@ export interface DeviceStack {
   prefetch: PrefetchStats | null;
   /** The release's boot pack download, when it has one. */
   pack: PackStats | null;
+  /** Reads served from the boot pack's pieces (format 2 packs). */
+  pieces: PieceStats | null;
   /** Where the boot profile in use came from: --profile, the release, or none. */
   profileSource: string | null;
   mirrorStats(): MirrorStats[];
@@ -161,6 +168,24 @@ export async function readReleaseProfile(
   return decodeProfile(bytes.toString("utf8"), reader.describe(path));
 }
 
+/** The checked table of a format 2 pack kept in the cache folder; none when it is not there. */
+async function keptPackTable(
+  file: string | null,
+  info: PackInfo,
+  index: BlobIndex,
+  log: Logger,
+): Promise<readonly PackEntry[]> {
+  if (!file) return [];
+  try {
+    if ((await stat(file)).size !== packTableBytes(info)) return [];
+    return decodePackTable(await readFile(file), info, file, index.size);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+      log.warn({ err: (err as Error).message }, "the boot pack's table in the cache is unusable");
+    return [];
+  }
+}
+
 class OfflineFetcher implements ChunkFetcher {
   fetch(chunk: { id: string }): Promise<Buffer> {
     return Promise.reject(
@@ -180,6 +205,8 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
   let mirrors: MirrorSet | null = null;
   let prefetch: PrefetchDevice | null = null;
   let pack: PackFetcher | null = null;
+  let pieces: Promise<readonly PackEntry[]> | null = null;
+  let pieceStats: PieceStats | null = null;
   let profile: ProfileEntry[] | null = options.profile ? readProfile(options.profile) : null;
   let profileSource: string | null = options.profile ?? null;
 
@@ -290,11 +317,25 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
         log.warn({ err: err.message }, "cannot keep the release in the cache"),
       );
     }
-    const packInfo = image.release?.release.pack;
-    if (packInfo && mirrors && !options.profile) {
+    const packInfo = options.profile ? null : (image.release?.release.pack ?? null);
+    // A format 2 pack places pieces in the image: its table is kept in the cache folder, for
+    // an offline open or a store that cannot be reached.
+    const tableFile =
+      cache && packInfo?.format === 2 ? join(cache.dir, "packs", `${packInfo.digest}.table`) : null;
+    if (packInfo && mirrors) {
       // The release's boot set, in a few large requests; the mirrors serve everything else.
-      pack = new PackFetcher(fetcher, mirrors.readers, packInfo, { cache, logger: log });
+      pack = new PackFetcher(fetcher, mirrors.readers, packInfo, {
+        cache,
+        logger: log,
+        index: image.index,
+        tableFile: tableFile ?? undefined,
+      });
       fetcher = pack;
+    }
+    if (packInfo?.format === 2) {
+      const kept = (): Promise<readonly PackEntry[]> =>
+        keptPackTable(tableFile, packInfo, image!.index, log);
+      pieces = pack ? pack.entries.then((e) => (e.length > 0 ? e : kept())) : kept();
     }
     if (cache) fetcher = cache.layer(fetcher);
     await unusedReader?.close();
@@ -314,6 +355,16 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
             logger: log,
           })
         : chunked;
+    if (pieces) {
+      // Reads of what the boot read come from the pack's pieces, not whole chunks.
+      const layer = new PieceDevice(device, image.index, pieces, fetcher, { logger: log });
+      device = layer;
+      pieceStats = layer.stats;
+      if (cache && profile) {
+        const pinned = profileChunks(image.index, profile).map((c) => c.id);
+        void layer.pieceIds().then((ids) => cache!.setPinned([...pinned, ...ids]));
+      }
+    }
   }
   if (profile && !pack) {
     prefetch = new PrefetchDevice(device, profile, {
@@ -334,6 +385,7 @@ export async function openDeviceStack(source: string, options: StackOptions): Pr
     mirrors,
     prefetch: prefetch?.stats ?? null,
     pack: pack?.stats ?? null,
+    pieces: pieceStats,
     profileSource,
     mirrorStats: () => mirrors?.stats ?? [],
     close: () => top.close(),

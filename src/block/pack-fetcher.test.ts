@@ -9,7 +9,12 @@ import { FetchError, NotFoundError } from "../store/errors.ts";
 import type { StoreReader } from "../store/store.ts";
 import type { ChunkCache } from "./chunk-cache.ts";
 import type { ChunkFetcher, ChunkRef } from "./chunk-fetcher.ts";
-import { PackFetcher } from "./pack-fetcher.ts";
+import { isPiece, PackFetcher } from "./pack-fetcher.ts";
+import type { BlobIndex } from "../store/caibx.ts";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 /** A store in memory that serves ranges in small parts, counting requests. */
 class MemoryReader implements StoreReader {
@@ -91,6 +96,50 @@ function packed(count: number): {
 }
 
 describe("PackFetcher", () => {
+  it("format 2: pieces are waited for even before their part of the pack starts", async (t) => {
+    // Five incompressible 300 KB pieces of one 2 MiB chunk: two download pieces, one connection.
+    const data = new Map<string, Buffer>();
+    const frames = Array.from({ length: 5 }, (_, i) => {
+      const d = randomBytes(300_000);
+      const chunk = { id: sha256Hex(d), size: d.length, offset: i * 300_000 };
+      data.set(chunk.id, d);
+      return { chunk, frame: zstdCompressSync(d) };
+    });
+    const index = {
+      chunks: [{ id: "f".repeat(64), offset: 0, size: 2 * 1024 * 1024 }],
+      size: 2 * 1024 * 1024,
+    } as BlobIndex;
+    const pack = encodePack(frames, 2);
+    const reader = new MemoryReader();
+    reader.files.set(packPath(pack.info.digest), pack.bytes);
+    let open!: () => void;
+    reader.gate = new Promise((r) => (open = r));
+    const dir = mkdtempSync(join(tmpdir(), "inetboot-pack-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const next = new RecordingFetcher(data);
+    const fetcher = new PackFetcher(next, [reader], pack.info, {
+      connections: 1,
+      index,
+      tableFile: join(dir, "kept.table"),
+    });
+    const entries = await fetcher.entries;
+    assert.deepEqual(entries, pack.entries);
+    assert.ok(entries.every((e) => isPiece(index, e)));
+    assert.ok(
+      readFileSync(join(dir, "kept.table")).equals(pack.bytes.subarray(0, entries[0].offset)),
+    );
+    while (reader.ranges < 2) await new Promise((r) => setTimeout(r, 1));
+    // The last piece is in the second part, not started: still waited for.
+    const last = frames[4].chunk;
+    const read = fetcher.fetch(last);
+    open();
+    assert.ok((await read).equals(data.get(last.id)!));
+    assert.deepEqual(next.asked, [], "no piece was asked of the chunk source");
+    await fetcher.close();
+    assert.equal(fetcher.stats.delivered, 5);
+    assert.ok(fetcher.stats.requests >= 3, `${fetcher.stats.requests} requests`);
+  });
+
   it("a demand read of a chunk on its way waits for the pack instead of the chunk source", async () => {
     const { reader, info, chunks, data } = packed(4);
     let open!: () => void;

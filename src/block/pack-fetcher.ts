@@ -2,11 +2,15 @@
 // few large Range requests over parallel connections, in access order, verifying and caching
 // each chunk as its bytes stream in. Demand reads of a chunk whose part of the pack is already
 // on its way wait for it; any other read (or a chunk the pack fails to deliver) goes to `next`.
-import { decodePackTable, packPath, tableBytes } from "../store/boot-pack.ts";
+// Pieces (format 2: parts of chunks, which no store holds on their own) are always waited for.
+import { writeFileAtomic } from "../lib/atomic-file.ts";
+import { decodePackTable, packPath, packTableBytes } from "../store/boot-pack.ts";
 import type { PackEntry, PackInfo } from "../store/boot-pack.ts";
 import { verifyChunk } from "../store/chunks.ts";
 import type { VerifiedChunk } from "../store/chunks.ts";
 import type { StoreReader } from "../store/store.ts";
+import type { BlobIndex } from "../store/caibx.ts";
+import { chunkIndexAt } from "../store/caibx.ts";
 import { silentLogger } from "../lib/log.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ChunkCache } from "./chunk-cache.ts";
@@ -51,6 +55,13 @@ interface Piece {
   length: number;
 }
 
+/** Whether a placed entry is a piece rather than the image's chunk at its place. */
+export function isPiece(index: BlobIndex, entry: PackEntry): boolean {
+  if (entry.at === null) return false;
+  const chunk = index.chunks[chunkIndexAt(index, entry.at)];
+  return chunk.offset !== entry.at || chunk.id !== entry.id || chunk.size !== entry.size;
+}
+
 export class PackFetcher implements ChunkFetcher {
   readonly stats: PackStats;
   readonly #next: ChunkFetcher;
@@ -60,14 +71,29 @@ export class PackFetcher implements ChunkFetcher {
   readonly #log: Logger;
   readonly #connections: number;
   readonly #slots = new Map<string, Slot>();
+  readonly #index: BlobIndex | null;
+  readonly #tableFile: string | null;
+  /** Ids of the pack's pieces: parts of chunks, which no store has on their own. */
+  readonly #pieces = new Set<string>();
   #closed = false;
   readonly done: Promise<void>;
+  /** The table's entries once it is read and checked; none when the pack is unusable. */
+  readonly entries: Promise<readonly PackEntry[]>;
+  #tableRead!: (entries: readonly PackEntry[]) => void;
 
   constructor(
     next: ChunkFetcher,
     readers: StoreReader[],
     info: PackInfo,
-    options: { cache?: ChunkCache | null; connections?: number; logger?: Logger } = {},
+    options: {
+      cache?: ChunkCache | null;
+      connections?: number;
+      logger?: Logger;
+      /** The image's index: entries are checked to lie in it, and pieces told from chunks. */
+      index?: BlobIndex;
+      /** Where to keep the checked table (for an offline open). */
+      tableFile?: string;
+    } = {},
   ) {
     this.#next = next;
     this.#readers = readers;
@@ -75,6 +101,9 @@ export class PackFetcher implements ChunkFetcher {
     this.#cache = options.cache ?? null;
     this.#log = options.logger ?? silentLogger;
     this.#connections = options.connections ?? DEFAULT_PACK_CONNECTIONS;
+    this.#index = options.index ?? null;
+    this.#tableFile = options.tableFile ?? null;
+    this.entries = new Promise((resolve) => (this.#tableRead = resolve));
     this.stats = {
       chunks: info.chunks,
       wanted: 0,
@@ -93,6 +122,7 @@ export class PackFetcher implements ChunkFetcher {
       this.stats.error = err.message;
       this.stats.failed = this.stats.chunks - this.stats.delivered;
       this.stats.finished = true;
+      this.#tableRead([]);
     });
   }
 
@@ -121,15 +151,27 @@ export class PackFetcher implements ChunkFetcher {
 
   async #run(): Promise<void> {
     const started = performance.now();
-    const tableLength = tableBytes(this.#info.chunks);
+    const tableLength = packTableBytes(this.#info);
     const chunksOfTable: Buffer[] = [];
     for await (const part of this.#range(0, tableLength)) chunksOfTable.push(part);
+    const table = Buffer.concat(chunksOfTable);
     const entries = decodePackTable(
-      Buffer.concat(chunksOfTable),
+      table,
       this.#info,
       packPath(this.#info.digest),
+      this.#index?.size,
     );
-    const missing = entries.filter((e) => !this.#cache?.has(e.id));
+    for (const e of entries) if (this.#index && isPiece(this.#index, e)) this.#pieces.add(e.id);
+    if (this.#tableFile) {
+      await writeFileAtomic(this.#tableFile, table).catch((err: Error) =>
+        this.#log.warn({ err: err.message }, "cannot keep the boot pack's table in the cache"),
+      );
+    }
+    this.#tableRead(entries);
+    // An entry at several places in the image is one download.
+    const missing = [...new Map(entries.map((e) => [e.id, e])).values()].filter(
+      (e) => !this.#cache?.has(e.id),
+    );
     this.stats.wanted = missing.length;
     for (const entry of missing) {
       let resolve!: (v: VerifiedChunk) => void;
@@ -251,7 +293,7 @@ export class PackFetcher implements ChunkFetcher {
 
   async fetchWithFrame(chunk: ChunkRef): Promise<VerifiedChunk> {
     const slot = this.#slots.get(chunk.id);
-    if (slot?.started) {
+    if (slot?.started || (slot && this.#pieces.has(chunk.id))) {
       try {
         return await slot.promise;
       } catch {

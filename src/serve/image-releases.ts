@@ -324,6 +324,7 @@ export class ImageReleases {
         occupancy: fetchedBytes > 0 ? trace.coveredBytes / fetchedBytes : null,
         cache: stack.cache?.stats ?? null,
         pack: stack.pack,
+        pieces: stack.pieces,
         prefetch: stack.prefetch,
         mirrors: stack.mirrorStats(),
       });

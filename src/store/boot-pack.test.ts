@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { decodePackTable, encodePack, tableBytes } from "./boot-pack.ts";
+import fc from "fast-check";
+import { decodePackTable, encodePack, packTableBytes, tableBytes } from "./boot-pack.ts";
+import type { PackEntry } from "./boot-pack.ts";
 import { sha256Hex } from "./chunks.ts";
 import { decodeRelease, encodeRelease, RELEASE_FORMAT } from "./release.ts";
 import type { Release } from "./release.ts";
@@ -95,6 +97,104 @@ describe("boot pack format", () => {
     assert.throws(
       () => decodeRelease(encodeRelease({ ...withPack, pack: { ...info, digest: "nope" } }), "x"),
       /pack must be null/,
+    );
+  });
+
+  it("format 2 places entries in the image: round trip, and no entry outside it or overlapping", () => {
+    const placed = frames().map((f, i) => ({ ...f, chunk: { ...f.chunk, offset: i * 8192 } }));
+    const { bytes, info, entries } = encodePack(placed, 2);
+    assert.equal(info.format, 2);
+    const table = bytes.subarray(0, packTableBytes(info));
+    assert.equal(table.length, tableBytes(3, 2));
+    assert.deepEqual(decodePackTable(table, info, "p", 3 * 8192), entries);
+    assert.deepEqual(
+      entries.map((e) => e.at),
+      [0, 8192, 16384],
+    );
+    // The image is smaller than the last entry's end.
+    assert.throws(() => decodePackTable(table, info, "p", 16384 + 4095), /not inside the image/);
+    // Two entries over the same bytes (signed consistently: the layout itself is refused).
+    const overlapping = encodePack(
+      placed.map((f, i) => ({
+        ...f,
+        chunk: { ...f.chunk, offset: i === 2 ? 6000 : f.chunk.offset },
+      })),
+      2,
+    );
+    assert.throws(
+      () =>
+        decodePackTable(
+          overlapping.bytes.subarray(0, packTableBytes(overlapping.info)),
+          overlapping.info,
+          "p",
+        ),
+      /entries at 6000 and 8192 overlap/,
+    );
+    // A format 1 reader's view of a format 2 table (and the other way round) is refused.
+    assert.throws(
+      () => decodePackTable(table, { ...info, format: undefined }, "p"),
+      /table is \d+ bytes, expected/,
+    );
+    // The release bounds the entries by what the image can have; format is 2 or absent.
+    const withPack = { ...release, profile: "c".repeat(64), pack: info };
+    assert.deepEqual(decodeRelease(encodeRelease(withPack), "v2").pack, info);
+    const tooMany = { ...info, chunks: 2 * 16 + 256 + 1, size: tableBytes(2 * 16 + 257, 2) };
+    assert.throws(
+      () => decodeRelease(encodeRelease({ ...withPack, pack: tooMany }), "x"),
+      /pack holds 289 entries, more than an image of 16 chunks and 1048576 bytes can have/,
+    );
+    assert.throws(
+      () =>
+        decodeRelease(
+          encodeRelease({ ...withPack, pack: { ...info, format: 3 as unknown as 2 } }),
+          "x",
+        ),
+      /pack must be null/,
+    );
+  });
+
+  it("fuzz: a damaged format 2 table (re-signed) is refused or yields entries that fit", () => {
+    const placed = [10, 300, 7, 50].map((n, i) => {
+      const frame = Buffer.alloc(n, i + 1);
+      return { chunk: { id: sha256Hex(frame), offset: i * 4096, size: 4096 }, frame };
+    });
+    const { bytes, info } = encodePack(placed, 2);
+    const imageSize = 5 * 4096;
+    const table = bytes.subarray(0, packTableBytes(info));
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(table.length - 1), fc.integer({ min: 1, max: 255 })), {
+          minLength: 1,
+          maxLength: 8,
+        }),
+        (flips) => {
+          const damaged = Buffer.from(table);
+          for (const [at, x] of flips) damaged[at] ^= x;
+          let entries: PackEntry[];
+          try {
+            entries = decodePackTable(
+              damaged,
+              { ...info, table: sha256Hex(damaged) },
+              "p",
+              imageSize,
+            );
+          } catch (err) {
+            assert.match((err as Error).message, /^Boot pack p: /);
+            return;
+          }
+          let end = table.length;
+          for (const e of entries) {
+            assert.equal(e.offset, end, "frames back to back");
+            end += e.length;
+            assert.ok(e.at !== null && e.at + e.size <= imageSize && e.size > 0);
+          }
+          assert.equal(end, info.size);
+          const sorted = [...entries].sort((a, b) => a.at! - b.at!);
+          for (let i = 1; i < sorted.length; i++)
+            assert.ok(sorted[i - 1].at! + sorted[i - 1].size <= sorted[i].at!, "no overlap");
+        },
+      ),
+      { numRuns: 2000 },
     );
   });
 });

@@ -1,23 +1,28 @@
 // `inetboot optimize`: publishes a boot profile with an image's latest release, together with a
-// boot pack of the chunks it touches, as the next (signed) revision. The disk contents do not
-// change: the new release names the same index, so no chunk is written and clients that already
-// hold the image fetch nothing but the pack's missing chunks.
+// boot pack of what it reads, as the next (signed) revision. The disk contents do not change:
+// the new release names the same index, so no chunk is written and clients that already hold
+// the image fetch nothing but what the pack holds that they lack.
 import { readFile } from "node:fs/promises";
+import { zstdCompressSync, constants } from "node:zlib";
 import { encodePack, packPath, profilePath } from "./boot-pack.ts";
 import type { PackInfo } from "./boot-pack.ts";
+import { isWholeChunk, planBootSet } from "./boot-set.ts";
+import type { BootPart } from "./boot-set.ts";
 import { readLatest } from "./catalog.ts";
-import { sha256Hex } from "./chunks.ts";
+import { sha256Hex, verifyChunk } from "./chunks.ts";
 import { ReleaseError } from "./errors.ts";
 import { chunkFile, releasePath } from "./layout.ts";
 import type { SecretKey } from "./minisign.ts";
-import { publishRelease } from "./pack.ts";
+import { DEFAULT_ZSTD_LEVEL, publishRelease } from "./pack.ts";
+import { mapLimit } from "./parallel.ts";
 import { decodeRelease } from "./release.ts";
 import { loadReleaseIndex } from "./source.ts";
 import { MAX_RELEASE_FILE_BYTES, maxFrameBytes } from "./limits.ts";
 import { openStore } from "./open-store.ts";
-import { decodeProfile, encodeProfile, profileChunks } from "./profile.ts";
+import { decodeProfile, encodeProfile } from "./profile.ts";
 import type { ProfileEntry } from "./profile.ts";
 import { requireWritable } from "./store.ts";
+import type { StoreReader } from "./store.ts";
 
 export interface OptimizeResult {
   name: string;
@@ -30,8 +35,11 @@ export interface OptimizeResult {
   /** Bytes the profile's regions cover (what the recorded boot read). */
   profileBytes: number;
   pack: PackInfo;
-  /** Uncompressed bytes of the pack's chunks. */
+  /** Uncompressed bytes of the pack's chunks and pieces. */
   packChunkBytes: number;
+  /** Of the pack's entries: whole chunks, and pieces of chunks. */
+  packWholeChunks: number;
+  packPieces: number;
   signed: boolean;
 }
 
@@ -40,6 +48,8 @@ export async function optimizeRelease(options: {
   name: string;
   profile: string;
   key?: SecretKey;
+  /** Whole chunks only (a format 1 pack, which clients before pieces can read). */
+  wholeChunks?: boolean;
 }): Promise<OptimizeResult> {
   const reader = requireWritable(openStore(options.store), "optimize");
   const revision = await readLatest(reader, options.name);
@@ -68,17 +78,19 @@ export async function optimizeRelease(options: {
   // Content-addressed: when it is already there, the same bytes are.
   await reader.create(profilePath(profileDigest), profileText);
 
-  const chunks = profileChunks(index, entries);
-  const frames = await Promise.all(
-    chunks.map(async (chunk) => ({
-      chunk,
-      frame: await reader.read(`chunks/${chunkFile(chunk.id)}`, {
-        maxBytes: maxFrameBytes(chunk.size),
-        what: "chunk",
-      }),
-    })),
+  const parts = planBootSet(index, entries).map((part) =>
+    options.wholeChunks
+      ? { chunk: part.chunk, offset: part.chunk.offset, size: part.chunk.size }
+      : part,
   );
-  const pack = encodePack(frames);
+  // (Whole chunks only: a chunk several pieces came from goes in once.)
+  const unique = options.wholeChunks
+    ? [...new Map(parts.map((p) => [p.chunk.id, p])).values()]
+    : parts;
+  // A chunk several pieces are cut from is read and checked once.
+  const checked = new Map<string, Promise<Buffer>>();
+  const frames = await mapLimit(unique, 16, (part) => packedPart(reader, part, checked));
+  const pack = encodePack(frames, options.wholeChunks ? 1 : 2);
   await reader.create(packPath(pack.info.digest), pack.bytes);
 
   const published = await publishRelease(
@@ -101,8 +113,41 @@ export async function optimizeRelease(options: {
     profileRegions: entries.length,
     profileBytes: coveredBytes(entries),
     pack: pack.info,
-    packChunkBytes: chunks.reduce((n, c) => n + c.size, 0),
+    packChunkBytes: unique.reduce((n, p) => n + p.size, 0),
+    packWholeChunks: unique.filter(isWholeChunk).length,
+    packPieces: unique.filter((p) => !isWholeChunk(p)).length,
     signed: options.key !== undefined,
+  };
+}
+
+/**
+ * One entry of the pack: a whole chunk as stored, or a piece cut from its checked bytes and
+ * compressed on its own, named by the SHA-256 of its bytes like any chunk.
+ */
+async function packedPart(
+  reader: StoreReader,
+  part: BootPart,
+  checked: Map<string, Promise<Buffer>>,
+): Promise<{ chunk: { id: string; size: number; offset: number }; frame: Buffer }> {
+  const path = `chunks/${chunkFile(part.chunk.id)}`;
+  const read = (): Promise<Buffer> =>
+    reader.read(path, { maxBytes: maxFrameBytes(part.chunk.size), what: "chunk" });
+  if (isWholeChunk(part)) return { chunk: part.chunk, frame: await read() };
+  let pending = checked.get(part.chunk.id);
+  if (!pending) {
+    pending = read().then((frame) => verifyChunk(frame, part.chunk, reader.describe(path)));
+    checked.set(part.chunk.id, pending);
+  }
+  const data = await pending;
+  const bytes = data.subarray(
+    part.offset - part.chunk.offset,
+    part.offset - part.chunk.offset + part.size,
+  );
+  return {
+    chunk: { id: sha256Hex(bytes), size: part.size, offset: part.offset },
+    frame: zstdCompressSync(bytes, {
+      params: { [constants.ZSTD_c_compressionLevel]: DEFAULT_ZSTD_LEVEL },
+    }),
   };
 }
 

@@ -1,6 +1,6 @@
 // Release manifests: one small JSON file per image version, signed with minisign.
 import { ReleaseError } from "./errors.ts";
-import { checkPackInfo } from "./boot-pack.ts";
+import { checkPackInfo, maxPackEntries } from "./boot-pack.ts";
 import type { PackInfo } from "./boot-pack.ts";
 import type { ChunkerParams } from "./chunker.ts";
 import { isChunkId, isImageName } from "./layout.ts";
@@ -97,9 +97,18 @@ export function decodeRelease(bytes: Uint8Array, name: string): Release {
   const pack = checkPackInfo(r.pack);
   if (typeof pack === "string") fail(pack);
   r.pack = pack;
-  // The pack holds chunks of the image: its table (read whole) is no larger than the index's.
-  if (typeof pack === "object" && pack !== null && pack.chunks > (r.chunks as number))
-    fail(`pack holds ${pack.chunks} chunks, more than the image's ${String(r.chunks)}`);
+  // The pack holds chunks (or pieces) of the image: its table (read whole) is bounded by it.
+  if (
+    typeof pack === "object" &&
+    pack !== null &&
+    pack.chunks > maxPackEntries(pack.format ?? 1, r.chunks as number, r.size as number)
+  ) {
+    fail(
+      pack.format === 2
+        ? `pack holds ${pack.chunks} entries, more than an image of ${String(r.chunks)} chunks and ${String(r.size)} bytes can have`
+        : `pack holds ${pack.chunks} chunks, more than the image's ${String(r.chunks)}`,
+    );
+  }
   if (r.pack !== null && r.profile === null)
     fail("a release with a boot pack must name its profile");
   if (r.keyId !== null && (typeof r.keyId !== "string" || !/^[0-9A-F]{16}$/.test(r.keyId))) {
