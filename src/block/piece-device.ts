@@ -15,6 +15,11 @@ import { PassThroughDevice } from "./pass-through.ts";
 
 /** Decoded pieces kept in memory (LRU, by bytes). */
 const PIECE_MEMORY_BYTES = 16 * 1024 * 1024;
+/**
+ * How long reads wait for the pack's table at open. A slow or failing store must not stall a
+ * boot behind it: after this, reads go to the image until the table arrives.
+ */
+export const TABLE_WAIT_MS = 3000;
 
 interface Piece {
   id: string;
@@ -38,6 +43,9 @@ export class PieceDevice extends PassThroughDevice {
   readonly #log: Logger;
   /** Pieces in image order, once the pack's table is known. */
   readonly #ready: Promise<Piece[]>;
+  #pieces: Piece[] | null = null;
+  /** Resolves with the pieces, or with none once TABLE_WAIT_MS have passed without them. */
+  readonly #early: Promise<Piece[]>;
   readonly #memory = new Map<string, Buffer>();
   #memoryUsed = 0;
   readonly #inFlight = new Map<string, Promise<Buffer>>();
@@ -51,7 +59,7 @@ export class PieceDevice extends PassThroughDevice {
     index: BlobIndex,
     entries: Promise<readonly PackEntry[]>,
     fetcher: ChunkFetcher,
-    options: { logger?: Logger } = {},
+    options: { logger?: Logger; tableWaitMs?: number } = {},
   ) {
     super(next);
     this.#fetcher = fetcher;
@@ -62,8 +70,21 @@ export class PieceDevice extends PassThroughDevice {
         .map((e) => ({ id: e.id, offset: e.at!, size: e.size, dropped: false }))
         .sort((a, b) => a.offset - b.offset);
       this.stats.pieces = pieces.length;
+      this.#pieces = pieces;
       return pieces;
     });
+    let timer: NodeJS.Timeout | undefined;
+    this.#early = Promise.race([
+      this.#ready,
+      new Promise<Piece[]>((resolve) => {
+        timer = setTimeout(() => {
+          if (!this.#pieces)
+            this.#log.warn("boot pack table is late; reading whole chunks meanwhile");
+          resolve([]);
+        }, options.tableWaitMs ?? TABLE_WAIT_MS);
+        timer.unref();
+      }),
+    ]).finally(() => clearTimeout(timer));
   }
 
   /** The pieces' ids (to keep them in the cache), once the table is known. */
@@ -79,7 +100,7 @@ export class PieceDevice extends PassThroughDevice {
 
   async readInto(offset: number, into: Buffer): Promise<void> {
     checkRange(this, offset, into.length);
-    const pieces = await this.#ready;
+    const pieces = this.#pieces ?? (await this.#early);
     const end = offset + into.length;
     const jobs: Promise<void>[] = [];
     let at = offset;
