@@ -33,7 +33,11 @@ export function registerPackCommand(program: Command): void {
     .option("--key <key>", "sign the release with this secret key (from inetboot keygen)")
     .option("--chunk-size <min:avg:max>", "content-defined chunk sizes", "16K:64K:256K")
     .option("--level <n>", "zstd compression level (1-19)", positiveInt, DEFAULT_ZSTD_LEVEL)
-    .option("--workers <n>", "worker threads (default: one per core)", positiveInt)
+    .option(
+      "--workers <n>",
+      "threads that hash, compress and store chunks, the main thread included (default: one per core)",
+      positiveInt,
+    )
     .option("--json", "print the summary as JSON")
     .action(async (image: string, opts: PackFlags) => {
       if (isUrl(opts.store))

@@ -1,64 +1,11 @@
-// Worker thread for `pack`: hashes, recognises zero chunks, compresses and stores new chunks.
-// The main thread only cuts; this is where the CPU time goes, so it runs on every core.
-import { existsSync, mkdirSync, renameSync, utimesSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+// Worker thread for `pack`: packs the batches the main thread cuts (see pack-batch.ts). This is
+// where the CPU time goes, so there is one per core beside the main thread.
 import { parentPort, workerData } from "node:worker_threads";
-import { sha256Hex, zeroChunkId } from "./chunks.ts";
-import { chunkFile } from "./layout.ts";
-import { tempPathFor } from "../lib/atomic-file.ts";
-import { FrameCompressor } from "./frame-compressor.ts";
-import { KIND_NEW, KIND_REUSED, KIND_ZERO } from "./pack-protocol.ts";
-import type { PackBatch, PackBatchResult, PackWorkerInit } from "./pack-protocol.ts";
+import { batchPacker } from "./pack-batch.ts";
+import type { PackBatch, PackWorkerInit } from "./pack-protocol.ts";
 
-const init = workerData as PackWorkerInit;
-const zeros = Buffer.alloc(init.maxChunk);
-const madeDirs = new Set<string>();
-// One zstd context for the worker's life; each frame is written from its buffer, uncopied.
-const compressor = new FrameCompressor(init.level, init.maxChunk);
-
-function storeChunk(id: string, data: Uint8Array): number {
-  const dir = join(init.chunksDir, id.slice(0, 4));
-  const path = join(init.chunksDir, chunkFile(id));
-  if (existsSync(path)) {
-    // Fresh mtime tells a concurrent `gc` this chunk is in use (its grace period).
-    const now = new Date();
-    utimesSync(path, now, now);
-    return -1;
-  }
-  if (!madeDirs.has(dir)) {
-    mkdirSync(dir, { recursive: true });
-    madeDirs.add(dir);
-  }
-  const compressed = compressor.compress(data);
-  const tmp = tempPathFor(path);
-  writeFileSync(tmp, compressed, { flag: "wx" });
-  renameSync(tmp, path);
-  return compressed.length;
-}
+const pack = batchPacker(workerData as PackWorkerInit);
 
 parentPort!.on("message", (batch: PackBatch) => {
-  const buf = Buffer.from(batch.buffer);
-  const n = batch.cuts.length;
-  const result: PackBatchResult = {
-    seq: batch.seq,
-    buffer: batch.buffer,
-    ids: new Array<string>(n),
-    kinds: new Uint8Array(n),
-    stored: new Array<number>(n),
-  };
-  let s = batch.start;
-  for (let i = 0; i < n; i++) {
-    const e = batch.cuts[i];
-    const data = buf.subarray(s, e);
-    const zero = zeros.compare(data, 0, data.length, 0, data.length) === 0 && data.length > 0;
-    const id = zero ? zeroChunkId(data.length) : sha256Hex(data);
-    // Zero chunks are stored too (a few tiny files) so casync, which has no notion of them,
-    // can extract our images; inetboot clients recognise them by id and never fetch them.
-    const stored = storeChunk(id, data);
-    result.ids[i] = id;
-    result.kinds[i] = zero ? KIND_ZERO : stored < 0 ? KIND_REUSED : KIND_NEW;
-    result.stored[i] = Math.max(stored, 0);
-    s = e;
-  }
-  parentPort!.postMessage(result, [batch.buffer]);
+  parentPort!.postMessage(pack(batch), [batch.buffer]);
 });

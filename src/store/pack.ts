@@ -19,7 +19,8 @@ import { MAX_RELEASE_FILE_BYTES } from "./limits.ts";
 import { LocalStore } from "./local-store.ts";
 import { formatKeyId, signMessage } from "./minisign.ts";
 import type { SecretKey } from "./minisign.ts";
-import { KIND_NEW, KIND_REUSED, KIND_ZERO } from "./pack-protocol.ts";
+import { batchPacker } from "./pack-batch.ts";
+import { KIND_NEW, KIND_ZERO } from "./pack-protocol.ts";
 import type { PackBatch, PackBatchResult, PackWorkerInit } from "./pack-protocol.ts";
 import { encodeRelease, RELEASE_FORMAT } from "./release.ts";
 import type { Release } from "./release.ts";
@@ -47,6 +48,7 @@ export interface PackOptions {
   key?: SecretKey;
   chunker?: ChunkerParams;
   level?: number;
+  /** Threads packing batches, the main thread included (default: one per core). */
   workers?: number;
   onProgress?: (progress: PackProgress) => void;
 }
@@ -77,15 +79,17 @@ function startWorker(init: PackWorkerInit): Worker {
   return startModuleWorker(new URL(`./pack-worker${ext}`, import.meta.url), { workerData: init });
 }
 
+/** `count` packers of batches: the main thread itself, and count - 1 worker threads. */
 class WorkerPool {
-  readonly #workers: { worker: Worker; busy: number }[] = [];
+  readonly #slots: { worker: Worker | null; busy: number }[] = [];
+  readonly #inline: (batch: PackBatch) => PackBatchResult;
   readonly #waiting = new Map<
     number,
     { resolve: (r: PackBatchResult) => void; reject: (e: Error) => void }
   >();
 
   constructor(count: number, init: PackWorkerInit) {
-    for (let i = 0; i < count; i++) {
+    for (let i = 1; i < count; i++) {
       const worker = startWorker(init);
       const slot = { worker, busy: 0 };
       worker.on("message", (r: PackBatchResult) => {
@@ -94,8 +98,11 @@ class WorkerPool {
         this.#waiting.delete(r.seq);
       });
       worker.on("error", (err: Error) => this.#failAll(err));
-      this.#workers.push(slot);
+      this.#slots.push(slot);
     }
+    // Last: on a tie the threads get the batch, and the main thread keeps reading and cutting.
+    this.#inline = batchPacker(init);
+    this.#slots.push({ worker: null, busy: 0 });
   }
 
   #failAll(err: Error): void {
@@ -104,17 +111,31 @@ class WorkerPool {
   }
 
   run(batch: PackBatch): Promise<PackBatchResult> {
-    const slot = this.#workers.reduce((a, b) => (b.busy < a.busy ? b : a));
+    const slot = this.#slots.reduce((a, b) => (b.busy < a.busy ? b : a));
     slot.busy++;
     const done = new Promise<PackBatchResult>((resolve, reject) =>
       this.#waiting.set(batch.seq, { resolve, reject }),
     );
-    slot.worker.postMessage(batch, [batch.buffer]);
+    const worker = slot.worker;
+    if (worker) worker.postMessage(batch, [batch.buffer]);
+    else {
+      setImmediate(() => {
+        const waiter = this.#waiting.get(batch.seq);
+        this.#waiting.delete(batch.seq);
+        try {
+          waiter?.resolve(this.#inline(batch));
+        } catch (err) {
+          waiter?.reject(err as Error);
+        } finally {
+          slot.busy--;
+        }
+      });
+    }
     return done;
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.#workers.map((w) => w.worker.terminate()));
+    await Promise.all(this.#slots.flatMap((w) => (w.worker ? [w.worker.terminate()] : [])));
   }
 }
 
@@ -156,6 +177,8 @@ export async function packImage(image: string, options: PackOptions): Promise<Pa
   });
   const chunks: IndexChunk[] = [];
   const seen = new Set<string>();
+  /** Chunks this pack stored (the rest were there already). */
+  const stored = new Set<string>();
   const pending = new Map<number, PackBatchResult>();
   const batchSizes = new Map<number, { offset: number; cuts: number[]; start: number }>();
   let nextToFlush = 0;
@@ -174,13 +197,16 @@ export async function packImage(image: string, options: PackOptions): Promise<Pa
         chunks.push({ offset, size, id });
         offset += size;
         progress.chunks++;
-        // Two workers may both store a chunk that repeats within one image: count it once.
-        const repeat = seen.has(id);
         seen.add(id);
+        // A chunk that repeats within the image may be stored by a later batch's packer
+        // before an earlier one gets to it (which then finds it there), or by both: it is new
+        // once, wherever its storing occurrence falls.
         if (r.kinds[i] === KIND_ZERO) progress.zeroChunks++;
-        else if (r.kinds[i] === KIND_REUSED || repeat) progress.reusedChunks++;
-        else progress.newChunks++;
-        if (r.kinds[i] === KIND_NEW && !repeat) progress.storedBytes += r.stored[i];
+        else if (r.kinds[i] === KIND_NEW && !stored.has(id)) {
+          stored.add(id);
+          progress.newChunks++;
+          progress.storedBytes += r.stored[i];
+        } else progress.reusedChunks++;
       }
       pending.delete(nextToFlush);
       batchSizes.delete(nextToFlush);
