@@ -55,7 +55,7 @@ export function registerOptimizeCommand(program: Command): void {
           [
             `Published ${name} revision ${r.revision} (same disk as revision ${r.baseRevision})${r.signed ? " (signed)" : " (unsigned: pass --key to sign)"}`,
             `  profile    ${r.profileRegions} regions, ${formatBytes(r.profileBytes)} read at boot`,
-            `  boot pack  ${r.packWholeChunks} whole chunks and ${r.packPieces} pieces, ${formatBytes(r.pack.size)} (${formatBytes(r.packChunkBytes)} uncompressed); occupancy if the boot repeats: ${((r.profileBytes / Math.max(1, r.packChunkBytes)) * 100).toFixed(0)}%`,
+            `  boot pack  ${r.packWholeChunks} whole chunks and ${r.packPieces} pieces, ${formatBytes(r.pack.size)} (${formatBytes(r.packChunkBytes)} uncompressed); occupancy if the boot repeats: ${((r.profileDataBytes / Math.max(1, r.packChunkBytes)) * 100).toFixed(0)}%`,
             `  release    ${r.releasePath}`,
           ].join("\n"),
         );

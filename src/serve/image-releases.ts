@@ -12,6 +12,7 @@ import { isErrno } from "../lib/atomic-file.ts";
 import type { Logger } from "../lib/log.ts";
 import { readLatest } from "../store/catalog.ts";
 import { openStore } from "../store/open-store.ts";
+import { regionDataBytes } from "../store/profile.ts";
 import { loadTrustedKeys } from "../store/trust.ts";
 import type { Entry } from "./config.ts";
 import { ExportTickets } from "./export-tickets.ts";
@@ -305,8 +306,9 @@ export class ImageReleases {
   }
 
   /**
-   * Statistics of the opened images (for the API). Occupancy = distinct bytes machines read /
-   * bytes of the chunks fetched for them (HTTP-FUSE CLOOP measured 30%).
+   * Statistics of the opened images (for the API). Occupancy = distinct bytes machines read
+   * that had to be fetched (all-zero chunks never are) / bytes fetched for them, chunks and
+   * boot-pack pieces (HTTP-FUSE CLOOP measured 30%).
    */
   async stats(): Promise<Record<string, unknown>[]> {
     const out: Record<string, unknown>[] = [];
@@ -315,13 +317,16 @@ export class ImageReleases {
       if (!base) continue;
       const { stack, trace } = base;
       const fetchedBytes = (stack.mirrors?.fetchedBytes ?? 0) + (stack.pack?.deliveredBytes ?? 0);
+      const index = stack.image?.index;
+      const readDataBytes = index ? regionDataBytes(index, trace.profile) : trace.coveredBytes;
       out.push({
         entry,
         image: stack.label,
         profile: stack.profileSource,
         readBytes: trace.coveredBytes,
+        readDataBytes,
         fetchedBytes,
-        occupancy: fetchedBytes > 0 ? trace.coveredBytes / fetchedBytes : null,
+        occupancy: fetchedBytes > 0 ? readDataBytes / fetchedBytes : null,
         cache: stack.cache?.stats ?? null,
         pack: stack.pack,
         pieces: stack.pieces,

@@ -19,7 +19,7 @@ import { decodeRelease } from "./release.ts";
 import { loadReleaseIndex } from "./source.ts";
 import { MAX_RELEASE_FILE_BYTES, maxFrameBytes } from "./limits.ts";
 import { openStore } from "./open-store.ts";
-import { decodeProfile, encodeProfile } from "./profile.ts";
+import { decodeProfile, encodeProfile, regionDataBytes } from "./profile.ts";
 import type { ProfileEntry } from "./profile.ts";
 import { requireWritable } from "./store.ts";
 import type { StoreReader } from "./store.ts";
@@ -34,6 +34,8 @@ export interface OptimizeResult {
   profileRegions: number;
   /** Bytes the profile's regions cover (what the recorded boot read). */
   profileBytes: number;
+  /** Of those, the bytes in chunks with data (all-zero chunks are never fetched). */
+  profileDataBytes: number;
   pack: PackInfo;
   /** Uncompressed bytes of the pack's chunks and pieces. */
   packChunkBytes: number;
@@ -112,6 +114,7 @@ export async function optimizeRelease(options: {
     profileDigest,
     profileRegions: entries.length,
     profileBytes: coveredBytes(entries),
+    profileDataBytes: regionDataBytes(index, entries),
     pack: pack.info,
     packChunkBytes: unique.reduce((n, p) => n + p.size, 0),
     packWholeChunks: unique.filter(isWholeChunk).length,

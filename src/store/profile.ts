@@ -2,7 +2,7 @@
 // "OFFSET LENGTH MILLISECONDS" after a header line. A store file format (profiles/<sha256>.profile,
 // named by a release); written by the block tracer, read by the prefetcher, optimize and gc.
 import { readFileSync } from "node:fs";
-import { chunksInRange } from "./caibx.ts";
+import { chunkIndexAt, chunksInRange } from "./caibx.ts";
 import type { BlobIndex, IndexChunk } from "./caibx.ts";
 import { isZeroChunk } from "./chunks.ts";
 
@@ -59,4 +59,28 @@ export function profileChunks(index: BlobIndex, profile: readonly ProfileEntry[]
     for (const c of chunksInRange(index, e.offset, e.length)) if (!isZeroChunk(c)) out.set(c.id, c);
   }
   return [...out.values()];
+}
+
+/**
+ * Distinct bytes of the regions that lie in chunks with data: what reading them must fetch at
+ * the least (all-zero chunks are never fetched). The numerator of a boot set's occupancy.
+ */
+export function regionDataBytes(index: BlobIndex, regions: readonly ProfileEntry[]): number {
+  const sorted = regions
+    .filter((r) => r.length > 0)
+    .map((r) => ({ offset: r.offset, end: Math.min(index.size, r.offset + r.length) }))
+    .sort((a, b) => a.offset - b.offset);
+  let total = 0;
+  let done = 0; // bytes before this are counted
+  for (const r of sorted) {
+    const from = Math.max(r.offset, done);
+    if (r.end <= from) continue;
+    for (let i = chunkIndexAt(index, from); i < index.chunks.length; i++) {
+      const c = index.chunks[i];
+      if (c.offset >= r.end) break;
+      if (!isZeroChunk(c)) total += Math.min(r.end, c.offset + c.size) - Math.max(from, c.offset);
+    }
+    done = r.end;
+  }
+  return total;
 }
