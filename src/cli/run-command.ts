@@ -37,6 +37,10 @@ export function registerRunCommand(program: Command): void {
       "--cache-quota <size>",
       "cache size limit, chunks and ISO blocks together, e.g. 20G (default 10G, or what the cache was given before)",
     )
+    .option(
+      "--no-unpacked",
+      "keep only the compressed chunks in the cache, not also the image's bytes uncompressed (less disk, slower warm reads)",
+    )
     .option("--disk <file>", "the VM's copy-on-write disk file (default: in the cache folder)")
     .option("--fresh", "start the disk file over (discard what the VM wrote)")
     .option(

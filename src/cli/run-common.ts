@@ -8,6 +8,8 @@ export interface RunFlags extends TrustFlags {
   store: string[];
   cache: string;
   cacheQuota?: string;
+  /** false with --no-unpacked: only compressed chunks in the cache. */
+  unpacked: boolean;
   sha256?: string;
   checksums?: string;
   signature?: string;

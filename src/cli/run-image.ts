@@ -73,6 +73,7 @@ export async function runImage(
     stores: opts.store,
     cache: opts.cache,
     cacheQuotaBytes: opts.cacheQuota ? parseBytes(opts.cacheQuota) : undefined,
+    unpacked: opts.unpacked,
     offline: opts.offline,
     policy: trustPolicy(opts, { recordState: true }),
     logger: log,
