@@ -25,6 +25,8 @@ const REPO = new URL("../", import.meta.url).pathname;
 const CLI = join(REPO, "bin", "inetboot.js");
 const LOAD = join(REPO, "bench", "boot-load.ts");
 const FILE_MB = 64;
+/** Rounds of the TFTP transfers; each figure is the best. */
+const ROUNDS = 3;
 
 function ensurePackages(): void {
   const need = ["tftpd-hpa", "dnsmasq-base", "atftp", "ipxe"].filter(
@@ -189,36 +191,43 @@ async function benchTftp(lan: TestLan, client: string, dir: string): Promise<str
     [8192, 1],
     [8192, 16],
   ];
+  // Best of ROUNDS, the servers in turns (one run each is at the mercy of a noisy host); the
+  // storm once per server.
   const results = new Map<string, (string | number)[]>();
-  for (const server of tftpServers(lan, dir, root)) {
-    const child = server.start();
-    await waitForPort(lan, "udp", 69);
-    const row: (string | number)[] = [];
-    for (const [b, w] of combos) {
-      const { mbps, negotiated, window } = atftp(
-        lan,
-        client,
-        lan.serverAddress,
-        "big.bin",
-        join(dir, "out.bin"),
-        b,
-        w,
-      );
-      if (!negotiated) row.push(`(${mbps.toFixed(1)}, not negotiated)`);
-      else if (window !== w) row.push(`${mbps.toFixed(1)} (window ${window})`);
-      else row.push(mbps);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const server of tftpServers(lan, dir, root)) {
+      const child = server.start();
+      await waitForPort(lan, "udp", 69);
+      const best = results.get(server.name) ?? [];
+      combos.forEach(([b, w], i) => {
+        const { mbps, negotiated, window } = atftp(
+          lan,
+          client,
+          lan.serverAddress,
+          "big.bin",
+          join(dir, "out.bin"),
+          b,
+          w,
+        );
+        const before = best[i];
+        if (!negotiated) best[i] = `(${mbps.toFixed(1)}, not negotiated)`;
+        else if (window !== w) best[i] = `${mbps.toFixed(1)} (window ${window})`;
+        else best[i] = typeof before === "number" ? Math.max(before, mbps) : mbps;
+      });
+      results.set(server.name, best);
+      if (round === 0) {
+        storm.set(
+          server.name,
+          runLoad(
+            lan,
+            client,
+            ["tftp", lan.serverAddress, String(concurrent), "first.bin", SOURCE_BASE],
+            300_000,
+          ),
+        );
+      }
+      await stop(child);
     }
-    results.set(server.name, row);
-    storm.set(
-      server.name,
-      runLoad(
-        lan,
-        client,
-        ["tftp", lan.serverAddress, String(concurrent), "first.bin", SOURCE_BASE],
-        300_000,
-      ),
-    );
-    await stop(child);
   }
   const fmt = (v: string | number): string => (typeof v === "number" ? v.toFixed(1) : v);
   const ours = results.get("inetboot") ?? [];
@@ -229,7 +238,7 @@ async function benchTftp(lan: TestLan, client: string, dir: string): Promise<str
       : "n/a";
   };
   return [
-    `## TFTP: ${FILE_MB} MiB file, atftp client, MB/s`,
+    `## TFTP: ${FILE_MB} MiB file, atftp client, MB/s (best of ${ROUNDS} rounds, the servers in turns)`,
     "",
     `| server | ${combos.map(([b, w]) => `blksize ${b} window ${w}`).join(" | ")} |`,
     `| --- | ${combos.map(() => "---").join(" | ")} |`,
