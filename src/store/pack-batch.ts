@@ -11,7 +11,10 @@ import { KIND_NEW, KIND_REUSED, KIND_ZERO } from "./pack-protocol.ts";
 import type { PackBatch, PackBatchResult, PackWorkerInit } from "./pack-protocol.ts";
 
 /** A packer of batches with its own zstd context: `pack(batch)` runs synchronously. */
-export function batchPacker(init: PackWorkerInit): (batch: PackBatch) => PackBatchResult {
+export function batchPacker(init: PackWorkerInit): {
+  pack: (batch: PackBatch) => PackBatchResult;
+  close: () => void;
+} {
   const zeros = Buffer.alloc(init.maxChunk);
   const madeDirs = new Set<string>();
   // One zstd context for the packer's life; each frame is written from its buffer, uncopied.
@@ -37,7 +40,7 @@ export function batchPacker(init: PackWorkerInit): (batch: PackBatch) => PackBat
     return compressed.length;
   };
 
-  return (batch) => {
+  const pack = (batch: PackBatch): PackBatchResult => {
     const buf = Buffer.from(batch.buffer);
     const n = batch.cuts.length;
     const result: PackBatchResult = {
@@ -63,4 +66,5 @@ export function batchPacker(init: PackWorkerInit): (batch: PackBatch) => PackBat
     }
     return result;
   };
+  return { pack, close: () => compressor.close() };
 }

@@ -4,7 +4,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import { batchPacker } from "./pack-batch.ts";
 import type { PackBatch, PackWorkerInit } from "./pack-protocol.ts";
 
-const pack = batchPacker(workerData as PackWorkerInit);
+const { pack } = batchPacker(workerData as PackWorkerInit);
 
 parentPort!.on("message", (batch: PackBatch) => {
   parentPort!.postMessage(pack(batch), [batch.buffer]);

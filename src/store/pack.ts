@@ -82,7 +82,8 @@ function startWorker(init: PackWorkerInit): Worker {
 /** `count` packers of batches: the main thread itself, and count - 1 worker threads. */
 class WorkerPool {
   readonly #slots: { worker: Worker | null; busy: number }[] = [];
-  readonly #inline: (batch: PackBatch) => PackBatchResult;
+  readonly #inline: ReturnType<typeof batchPacker>;
+  #closed = false;
   readonly #waiting = new Map<
     number,
     { resolve: (r: PackBatchResult) => void; reject: (e: Error) => void }
@@ -120,10 +121,13 @@ class WorkerPool {
     if (worker) worker.postMessage(batch, [batch.buffer]);
     else {
       setImmediate(() => {
+        // A pack that failed has closed the pool (its compressor is gone): like a terminated
+        // worker's, the batch is left unanswered.
+        if (this.#closed) return;
         const waiter = this.#waiting.get(batch.seq);
         this.#waiting.delete(batch.seq);
         try {
-          waiter?.resolve(this.#inline(batch));
+          waiter?.resolve(this.#inline.pack(batch));
         } catch (err) {
           waiter?.reject(err as Error);
         } finally {
@@ -135,7 +139,9 @@ class WorkerPool {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     await Promise.all(this.#slots.flatMap((w) => (w.worker ? [w.worker.terminate()] : [])));
+    this.#inline.close();
   }
 }
 
