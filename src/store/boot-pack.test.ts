@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { decodePackTable, encodePack, packTableBytes, tableBytes } from "./boot-pack.ts";
+import {
+  decodePackTable,
+  encodePack,
+  MAX_PLACED_ENTRIES,
+  packTableBytes,
+  tableBytes,
+} from "./boot-pack.ts";
 import type { PackEntry } from "./boot-pack.ts";
 import { sha256Hex } from "./chunks.ts";
 import { decodeRelease, encodeRelease, RELEASE_FORMAT } from "./release.ts";
@@ -142,6 +148,24 @@ describe("boot pack format", () => {
     assert.throws(
       () => decodeRelease(encodeRelease({ ...withPack, pack: tooMany }), "x"),
       /pack holds 289 entries, more than an image of 16 chunks and 1048576 bytes can have/,
+    );
+    // However large the image, a format 2 table is at most MAX_PLACED_ENTRIES entries.
+    const huge = { ...withPack, size: 2 ** 50, chunks: 2 ** 34 };
+    const most = { ...info, chunks: MAX_PLACED_ENTRIES, size: tableBytes(MAX_PLACED_ENTRIES, 2) };
+    assert.equal(
+      decodeRelease(encodeRelease({ ...huge, pack: most }), "v2").pack?.chunks,
+      most.chunks,
+    );
+    assert.throws(
+      () =>
+        decodeRelease(
+          encodeRelease({
+            ...huge,
+            pack: { ...most, chunks: most.chunks + 1, size: tableBytes(most.chunks + 1, 2) },
+          }),
+          "x",
+        ),
+      /pack holds 1048577 entries, more than an image of/,
     );
     assert.throws(
       () =>

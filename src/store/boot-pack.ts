@@ -28,12 +28,17 @@ export type PackFormat = 1 | 2;
 /** Pieces are cut on this grain (and at chunk ends): the size of the reads boots make. */
 export const PIECE_ALIGN = 4096;
 
+/** Entries of a format 2 pack at most: a table of 56 MiB, a boot set of 4 GiB in pieces. */
+export const MAX_PLACED_ENTRIES = 1 << 20;
+
 /**
  * Most entries a pack of an image of `chunks` chunks and `size` bytes can hold: its table is
- * read whole, so it is bounded by the image. Pieces lie on the 4 KiB grain or end at a chunk end.
+ * read whole, so it is bounded by the image (pieces lie on the 4 KiB grain or end at a chunk
+ * end), and a format 2 table also by MAX_PLACED_ENTRIES.
  */
 export function maxPackEntries(format: PackFormat, chunks: number, size: number): number {
-  return format === 1 ? chunks : 2 * chunks + Math.ceil(size / PIECE_ALIGN);
+  if (format === 1) return chunks;
+  return Math.min(MAX_PLACED_ENTRIES, 2 * chunks + Math.ceil(size / PIECE_ALIGN));
 }
 
 /** What a release says about its boot pack. */
