@@ -1,9 +1,25 @@
 // QEMU (TCG) runs for boot tests: start, watch the serial console for a marker, kill.
 import { spawn } from "node:child_process";
-import { appendFileSync, copyFileSync, existsSync } from "node:fs";
+import {
+  appendFileSync,
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { StringDecoder } from "node:string_decoder";
 import { join } from "node:path";
 
-/** Boots QEMU until `marker` appears on the serial console (or the timeout); returns the output. */
+/**
+ * Boots QEMU until `marker` appears on the serial console (or the timeout); returns the output.
+ * The console goes to a file, never a pipe: a guest writing faster than this process reads
+ * would find the UART busy and drop characters ("Command ine:") once the pipe is full.
+ */
 export async function bootUntil(
   args: string[],
   marker: RegExp,
@@ -13,6 +29,9 @@ export async function bootUntil(
   const binary = options.binary ?? "qemu-system-x86_64";
   const cmd = options.netns ? "ip" : binary;
   const prefix = options.netns ? ["netns", "exec", options.netns, binary] : [];
+  const dir = mkdtempSync(join(tmpdir(), "inetboot-console-"));
+  const consoleFile = join(dir, "serial.log");
+  writeFileSync(consoleFile, "");
   const qemu = spawn(cmd, [
     ...prefix,
     "-accel",
@@ -24,48 +43,64 @@ export async function bootUntil(
     "-display",
     "none",
     "-serial",
-    "stdio",
+    `file:${consoleFile}`,
     "-monitor",
     "none",
     ...args,
   ]);
   let out = "";
+  let errors = "";
   // INETBOOT_TEST_CONSOLE=FILE: every console's output as it comes (for watching a long boot).
   const watch = process.env.INETBOOT_TEST_CONSOLE;
-  qemu.stdout.on("data", (d: Buffer) => {
-    out += d.toString();
-    if (watch) appendFileSync(watch, d);
-  });
-  qemu.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  const fd = openSync(consoleFile, "r");
+  const chunk = Buffer.alloc(1 << 16);
+  const text = new StringDecoder("utf8");
+  const drain = (): void => {
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunk.length, null);
+      if (n === 0) return;
+      out += text.write(chunk.subarray(0, n));
+      if (watch) appendFileSync(watch, chunk.subarray(0, n));
+    }
+  };
+  qemu.stdout.on("data", (d: Buffer) => (errors += d.toString()));
+  qemu.stderr.on("data", (d: Buffer) => (errors += d.toString()));
+  const shown = (): string => `${errors}${out}`.slice(-3000);
+  let poll: NodeJS.Timeout | undefined;
+  let settled = false;
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
         () =>
           reject(
             new Error(
-              `no ${marker} on the serial console within ${timeoutMs / 1000} s:\n${out.slice(-3000)}`,
+              `no ${marker} on the serial console within ${timeoutMs / 1000} s:\n${shown()}`,
             ),
           ),
         timeoutMs,
       );
-      const check = (): void => {
-        if (marker.test(out)) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      qemu.stdout.on("data", check);
-      qemu.on("exit", () => {
-        check();
+      const check = (): boolean => {
+        if (settled) return true;
+        drain();
+        if (!marker.test(out)) return false;
         clearTimeout(timer);
-        if (!marker.test(out))
-          reject(new Error(`QEMU exited before ${marker}:\n${out.slice(-3000)}`));
+        resolve();
+        return true;
+      };
+      poll = setInterval(check, 100);
+      qemu.on("exit", () => {
+        clearTimeout(timer);
+        if (!check()) reject(new Error(`QEMU exited before ${marker}:\n${shown()}`));
       });
     });
   } finally {
+    settled = true;
+    clearInterval(poll);
     qemu.kill("SIGKILL");
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
   }
-  return out.replace(/\r/g, "");
+  return `${errors}${out}`.replace(/\r/g, "");
 }
 
 /** QEMU arguments for a NIC on `tap` with `mac` that network-boots (its iPXE ROM, or `romfile`). */
