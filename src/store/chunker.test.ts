@@ -7,7 +7,32 @@ import {
   DEFAULT_CHUNKER,
   discriminatorFor,
   parseChunkSize,
+  WINDOW_SIZE,
 } from "./chunker.ts";
+import type { ChunkerParams } from "./chunker.ts";
+import { BUZHASH_TABLE } from "./buzhash-table.ts";
+
+/** casync's cut rule, spelt out byte by byte: the reference the fast chunker must match. */
+function referenceCuts(data: Buffer, params: ChunkerParams): number[] {
+  const d = discriminatorFor(params);
+  const rol = (x: number, n: number): number => ((x << n) | (x >>> (32 - n))) >>> 0;
+  const cuts: number[] = [];
+  for (let s = 0; s < data.length;) {
+    let cut = Math.min(data.length, s + params.max);
+    let h = 0;
+    for (let pos = s; pos < cut; pos++) {
+      h = (rol(h, 1) ^ BUZHASH_TABLE[data[pos]]) >>> 0;
+      if (pos - s >= WINDOW_SIZE) h = (h ^ rol(BUZHASH_TABLE[data[pos - WINDOW_SIZE]], 16)) >>> 0;
+      if (pos + 1 - s >= Math.max(params.min, WINDOW_SIZE) && h % d === d - 1) {
+        cut = pos + 1;
+        break;
+      }
+    }
+    cuts.push(cut);
+    s = cut;
+  }
+  return cuts;
+}
 
 function cutAll(data: Buffer, params = DEFAULT_CHUNKER): number[] {
   const chunker = createChunker(params);
@@ -52,6 +77,22 @@ describe("chunker", () => {
     assert.equal(cuts.at(-1), data.length);
     const avg = data.length / cuts.length;
     assert.ok(avg > 40_000 && avg < 110_000, `average chunk ${avg} bytes`);
+  });
+
+  it("cuts where casync's rule cuts, for odd and even discriminators and every kind of data", () => {
+    // Small chunks so each case has hundreds of cuts; avg 4096 gives discriminator 3074 (even),
+    // 1024 gives 768 (2^8 * 3), 777 gives 583 (odd).
+    const kinds = [
+      randomBytes(600_000),
+      Buffer.concat([randomBytes(50_000), Buffer.alloc(70_000), randomBytes(80_000)]),
+      Buffer.from("abcabcabd".repeat(40_000)),
+    ];
+    for (const avg of [777, 1024, 4096]) {
+      const params = { min: avg >> 2, avg, max: avg * 4 };
+      for (const data of kinds) {
+        assert.deepEqual(cutAll(data, params), referenceCuts(data, params), `avg ${avg}`);
+      }
+    }
   });
 
   it("cuts zeros at max and resynchronises after an insertion (content-defined)", () => {

