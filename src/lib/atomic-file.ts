@@ -8,9 +8,14 @@ export function isErrno(err: unknown, code: string): boolean {
   return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
 }
 
+// Random once per thread (each worker loads its own copy), then a counter: a pack names a
+// temporary file per chunk, and a random draw each time was 2% of its time.
+const TEMP_RUN = randomBytes(4).toString("hex");
+let tempCounter = 0;
+
 /** A unique temporary name beside `path`; `gc` removes stale ones (`*.tmp`). */
 export function tempPathFor(path: string): string {
-  return `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  return `${path}.${process.pid}.${TEMP_RUN}${(tempCounter++).toString(36)}.tmp`;
 }
 
 async function writeTemp(
