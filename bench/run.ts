@@ -36,6 +36,7 @@ function packSection(title: string, images: { v1: string; v2: string }): string 
     "",
     `- throughput ratio inetboot/casync: v1 ${(ours.v1.mbps / peer.v1.mbps).toFixed(2)}x, v2 ${(ours.v2.mbps / peer.v2.mbps).toFixed(2)}x (goal: at least 1.5x)`,
     `- store size inetboot/casync: after v1 ${((100 * ours.storeAfterV1) / peer.storeAfterV1).toFixed(1)}%, after v1+v2 ${((100 * ours.storeAfterV2) / peer.storeAfterV2).toFixed(1)}% (goal: within 2%)`,
+    "- times are the best of three rounds, the tools in turns, each into a new store on disk; peak RSS is the largest of any round (goal: at most 100 MB)",
   ];
   return lines.join("\n");
 }
