@@ -61,3 +61,31 @@ it("symlinks that stay inside the root are served", async (t) => {
     await src.close();
   }
 });
+
+it("a file's next slice is read into the same buffer only when the transfer says it is idle", async (t) => {
+  const dir = root(t);
+  const data = Buffer.alloc(700 * 1024);
+  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i, i);
+  writeFileSync(join(dir, "big.bin"), data);
+  const src = await new VirtualTree(dir).open("big.bin");
+  t.after(() => src.close());
+  let idle = false;
+  src.reuseWhen?.(() => idle);
+  const slice = 256 * 1024;
+  const first = await src.read(0, 8192);
+  const held = Buffer.from(first);
+  // Not idle (a send still holds the view): a new buffer, the old view keeps its bytes.
+  const second = await src.read(slice, 8192);
+  assert.notEqual(second.buffer, first.buffer);
+  assert.ok(first.equals(held), "a held view was overwritten");
+  assert.ok(second.equals(data.subarray(slice, slice + 8192)));
+  // Idle: the same buffer, refilled.
+  idle = true;
+  const third = await src.read(2 * slice, 8192);
+  assert.equal(third.buffer, second.buffer);
+  assert.ok(third.equals(data.subarray(2 * slice, 2 * slice + 8192)));
+  // Going back (a retransmission) reads the bytes again, right ones.
+  const again = await src.read(slice + 4096, 8192);
+  assert.ok(again.equals(data.subarray(slice + 4096, slice + 4096 + 8192)));
+  assert.equal(src.peek(slice + 4096, 100)?.length, 100);
+});

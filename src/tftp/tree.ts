@@ -22,6 +22,11 @@ export interface TftpSource {
   read(offset: number, length: number): Promise<Buffer>;
   /** The same bytes when they are already in memory, else null (the transfer's fast path). */
   peek(offset: number, length: number): Buffer | null;
+  /**
+   * Lets the source read its next slice into the buffer its earlier views point into when
+   * `idle()` says none of them is held any more (a send still queued holds one).
+   */
+  reuseWhen?(idle: () => boolean): void;
   close(): Promise<void>;
 }
 
@@ -40,8 +45,12 @@ const SLICE = 256 * 1024;
 class FileSource implements TftpSource {
   readonly size: number;
   readonly #fh: FileHandle;
-  #slice = Buffer.alloc(0);
+  #slice: Buffer = Buffer.alloc(0);
   #sliceAt = -1;
+  /** The slice's whole buffer, refilled in place when `#idle` allows. */
+  #buffer: Buffer | null = null;
+  #idle: (() => boolean) | null = null;
+  #filling = false;
 
   constructor(fh: FileHandle, size: number) {
     this.#fh = fh;
@@ -61,13 +70,31 @@ class FileSource implements TftpSource {
     const end = Math.min(offset + length, this.size);
     if (offset >= end) return Buffer.alloc(0);
     if (this.#sliceAt < 0 || offset < this.#sliceAt || end > this.#sliceAt + this.#slice.length) {
-      const want = Math.max(SLICE, end - offset);
-      const buf = Buffer.allocUnsafe(Math.min(want, this.size - offset));
-      const { bytesRead } = await this.#fh.read(buf, 0, buf.length, offset);
-      this.#slice = buf.subarray(0, bytesRead);
-      this.#sliceAt = offset;
+      const n = Math.min(Math.max(SLICE, end - offset), this.size - offset);
+      // A new 256 KiB buffer per slice was 64 MB of short-lived external memory per 64 MB
+      // sent, and V8 answers that with full collections: a third of lock-step throughput.
+      const reuse =
+        !this.#filling &&
+        this.#buffer !== null &&
+        this.#buffer.length >= n &&
+        this.#idle?.() === true;
+      if (!reuse) this.#buffer = Buffer.allocUnsafe(n);
+      const buf = this.#buffer!.subarray(0, n);
+      this.#sliceAt = -1; // nothing to peek while the read fills the buffer
+      this.#filling = true;
+      try {
+        const { bytesRead } = await this.#fh.read(buf, 0, n, offset);
+        this.#slice = buf.subarray(0, bytesRead);
+        this.#sliceAt = offset;
+      } finally {
+        this.#filling = false;
+      }
     }
     return this.#slice.subarray(offset - this.#sliceAt, end - this.#sliceAt);
+  }
+
+  reuseWhen(idle: () => boolean): void {
+    this.#idle = idle;
   }
 
   close(): Promise<void> {
