@@ -121,7 +121,9 @@ export class Transfer {
     this.#source = mode === "netascii" ? new NetasciiSource(file) : file;
     // Blocks go out as views of the file's slice: it is refilled in place once no send that
     // points into it is still queued (the kernel has copied the rest).
-    if (mode === "octet") file.reuseWhen?.(() => this.#socket?.getSendQueueCount() === 0);
+    // (A closed socket has no queue to ask: a finished transfer reads nothing more anyway.)
+    if (mode === "octet")
+      file.reuseWhen?.(() => !this.#finished && this.#socket?.getSendQueueCount() === 0);
     const size = this.#source.size;
     const n = negotiate(this.#req.options, {
       maxBlksize: this.#o.maxBlksize,
