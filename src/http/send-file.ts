@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { BlockDevice } from "../block/block-device.ts";
+import { FileDevice } from "../block/file-device.ts";
 import { isErrno } from "../lib/atomic-file.ts";
 import { BufferPool } from "../lib/buffer-pool.ts";
 
@@ -71,17 +72,31 @@ export async function sendFile(
     throw err;
   }
   if (!st.isFile()) return -1;
-  return sendRanges(
-    req,
-    res,
-    {
-      size: st.size,
-      etag: options.etag ?? `${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}`,
-      lastModified: st.mtime,
-      stream: (start, end) => createReadStream(path, { start, end, highWaterMark: 256 * 1024 }),
-    },
-    options,
-  );
+  const source: RangeSource = {
+    size: st.size,
+    etag: options.etag ?? `${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}`,
+    lastModified: st.mtime,
+    stream: (start, end) => createReadStream(path, { start, end, highWaterMark: 256 * 1024 }),
+  };
+  // A body is pumped from the reused send buffers (a read stream takes a new 256 KiB buffer
+  // per read: a storm's kernels and initrds were gigabytes of garbage, collected in pauses).
+  const body = req.method === "HEAD" ? null : await openBody(path, st.size);
+  try {
+    return await sendRanges(req, res, body ? { ...source, device: body } : source, options);
+  } finally {
+    await body?.close();
+  }
+}
+
+/** The file as a device of the size just seen, or null when it is gone (then streamed). */
+async function openBody(path: string, size: number): Promise<BlockDevice | null> {
+  const file = await FileDevice.open(path).catch(() => null);
+  if (file && file.size !== size) {
+    // Changed between the stat and the open: the stream reads what is there.
+    await file.close();
+    return null;
+  }
+  return file;
 }
 
 /** Sends `source` honouring HEAD, Range, If-Range and If-None-Match; resolves with body bytes. */
