@@ -249,19 +249,21 @@ export function decodeRequest(b: Buffer): Request {
       `Request magic is 0x${b.readUInt32BE(0).toString(16)}, expected 0x25609513`,
     );
   }
-  const offset = b.readBigUInt64BE(16);
+  // (Two 32-bit halves, not a BigInt: this runs once per request.)
+  const high = b.readUInt32BE(16);
+  const offset = high * 2 ** 32 + b.readUInt32BE(20);
   return {
     flags: b.readUInt16BE(4),
     type: b.readUInt16BE(6),
     handle: Buffer.from(b.subarray(8, 16)),
     // Offsets past 2^53 are out of range for any device anyway; keep them out of range.
-    offset: offset > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(offset),
+    offset: high >= 2 ** 21 ? Number.MAX_SAFE_INTEGER : offset,
     length: b.readUInt32BE(24),
   };
 }
 
 export function encodeSimpleReply(handle: Buffer, error: number): Buffer {
-  const b = Buffer.alloc(16);
+  const b = Buffer.allocUnsafe(16); // every byte is written
   b.writeUInt32BE(NBD_SIMPLE_REPLY_MAGIC, 0);
   b.writeUInt32BE(error, 4);
   handle.copy(b, 8);
@@ -277,7 +279,8 @@ export function encodeOffsetDataHeader(handle: Buffer, offset: number, length: n
     8 + length,
     8,
   );
-  b.writeBigUInt64BE(BigInt(offset), 20);
+  b.writeUInt32BE(Math.floor(offset / 2 ** 32), 20);
+  b.writeUInt32BE(offset % 2 ** 32, 24);
   return b;
 }
 
@@ -289,7 +292,10 @@ export function encodeStructuredHeader(
   /** Room for this many bytes of the payload after the header. */
   extra = 0,
 ): Buffer {
-  const b = Buffer.alloc(20 + extra);
+  // From Node's shared pool, not an ArrayBuffer of its own per reply (the extra bytes are
+  // zeroed: the caller may fill only part of them).
+  const b = Buffer.allocUnsafe(20 + extra);
+  b.fill(0, 20);
   b.writeUInt32BE(NBD_STRUCTURED_REPLY_MAGIC, 0);
   b.writeUInt16BE(flags, 4);
   b.writeUInt16BE(type, 6);
