@@ -81,12 +81,12 @@ function startWorker(init: PackWorkerInit): Worker {
   return startModuleWorker(new URL(`./pack-worker${ext}`, import.meta.url), options);
 }
 
-/** `count` packers of batches: the main thread itself, and count - 1 worker threads. */
 interface Slot {
   worker: Worker | null;
   busy: number;
 }
 
+/** `count` packers of batches: the main thread itself, and count - 1 worker threads. */
 class WorkerPool {
   readonly #slots: Slot[] = [];
   readonly #inline: ReturnType<typeof batchPacker>;
@@ -203,8 +203,8 @@ export async function packImage(image: string, options: PackOptions): Promise<Pa
   const batchSizes = new Map<number, { offset: number; cuts: number[]; start: number }>();
   let nextToFlush = 0;
   const inFlight = new Set<Promise<void>>();
-  // Room for each worker thread's queue of three and the main thread's batch.
-  const maxInFlight = 2 * (options.workers ?? availableParallelism()) + 2;
+  // Room for each worker thread's three (one packing, two queued) and the main thread's own.
+  const maxInFlight = 3 * (options.workers ?? availableParallelism());
 
   const flush = (): void => {
     for (let r = pending.get(nextToFlush); r; r = pending.get(nextToFlush)) {
