@@ -61,7 +61,7 @@ describe("inetboot init", { timeout: 1_200_000 }, () => {
     const dir = tempDir(t);
     const lan = createLan(t, "10.96.1");
     const dnsmasq = lanDnsmasq(lan, dir);
-    await new Promise((r) => setTimeout(r, 500));
+    await dnsmasq.ready;
     const config = join(dir, "serve.yaml");
     const state = join(dir, "state");
     const first = await init(lan, ["--config", config, "--console", "ttyS0"], state);

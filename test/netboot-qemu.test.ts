@@ -96,6 +96,7 @@ describe("QEMU network boot from inetboot serve", { timeout: 900_000 }, () => {
     const lan = createLan(t);
     const tap = lan.addTap();
     const dnsmasq = lanDnsmasq(lan, s.dir);
+    await dnsmasq.ready;
     const serve = await startServe(lan, config(lan, s, "{ mode: proxy }"));
     const out = await bootUntil(qemuNet(tap), MARKER, 300_000, { netns: lan.server });
     assert.match(out, /inetboot\.test=hello/);

@@ -157,7 +157,7 @@ export class TestLan {
  * dnsmasq as the LAN's existing DHCP server on a host of its own (PREFIX.2), leasing
  * PREFIX.50-60 and logging each transaction; `log()` is what it said so far.
  */
-export function lanDnsmasq(lan: TestLan, dir: string): { log: () => string } {
+export function lanDnsmasq(lan: TestLan, dir: string): { log: () => string; ready: Promise<void> } {
   const other = lan.addHost(`${lan.prefix}.2`);
   const dnsmasq = lan.spawn(other.ns, "dnsmasq", [
     "--no-daemon",
@@ -170,8 +170,28 @@ export function lanDnsmasq(lan: TestLan, dir: string): { log: () => string } {
     "--log-dhcp",
   ]);
   let log = "";
-  dnsmasq.stderr?.on("data", (d: Buffer) => (log += d.toString()));
-  return { log: () => log };
+  // Ready once it has logged its range (a fixed wait was too short for a loaded CI host).
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`dnsmasq did not start within 20 s:\n${log}`)),
+      20_000,
+    );
+    const check = (): void => {
+      if (!/DHCP, IP range/.test(log)) return;
+      clearTimeout(timer);
+      resolve();
+    };
+    dnsmasq.stderr?.on("data", (d: Buffer) => {
+      log += d.toString();
+      check();
+    });
+    dnsmasq.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`dnsmasq exited (${code}):\n${log}`));
+    });
+  });
+  ready.catch(() => {}); // awaited by the tests that need it
+  return { log: () => log, ready };
 }
 
 export function createLan(t: Cleanup, subnet?: string): TestLan {
