@@ -192,6 +192,12 @@ const factories: [string, Factory][] = [
   ],
 ];
 
+/** Stacks whose small reads are answered at once (readIntoNow) once the suite has read them. */
+const WARM_AT_ONCE = new Set([
+  "unpacked copy over chunked (half warm)",
+  "tracer over an unpacked copy",
+]);
+
 describe("block device conformance", () => {
   for (const [name, make] of factories) {
     it(name, async (t) => {
@@ -229,6 +235,29 @@ describe("block device conformance", () => {
           assert.ok(into.equals(f.data.subarray(o, o + l)), `readInto(${o}, ${l}) differs`);
         }
         await assert.rejects(dev.readInto(f.data.length - 10, Buffer.alloc(11)), OutOfRangeError);
+      }
+
+      if (dev.readIntoNow) {
+        // At once, where the device can: the same bytes; where it cannot, false (the caller
+        // then uses readInto). Out of range is never answered.
+        let atOnce = 0;
+        for (const [o, l] of probes) {
+          const into = Buffer.alloc(l, 0xa5);
+          if (!dev.readIntoNow(o, into)) continue;
+          atOnce++;
+          assert.ok(into.equals(f.data.subarray(o, o + l)), `readIntoNow(${o}, ${l}) differs`);
+        }
+        t.diagnostic(`${atOnce} of ${probes.length} reads answered at once`);
+        // Four of the fixed probes are small and not empty.
+        if (WARM_AT_ONCE.has(name)) assert.ok(atOnce >= 4, "the small warm reads are at once");
+        let beyond: Error | null = null;
+        try {
+          assert.equal(dev.readIntoNow(f.data.length - 10, Buffer.alloc(11)), false);
+        } catch (err) {
+          beyond = err as Error;
+        }
+        if (beyond)
+          assert.ok(beyond instanceof OutOfRangeError, `beyond the end: ${beyond.message}`);
       }
 
       await assert.rejects(dev.read(f.data.length - 10, 11), OutOfRangeError);
@@ -464,6 +493,20 @@ describe("block device conformance", () => {
     assert.equal((await again.read(1000, 13)).toString(), "hello overlay");
     assert.equal(again.writtenBlocks, 1);
     await again.close();
+
+    // Over a base that answers at once: the overlay's blocks are never answered from the base.
+    const warm = await UnpackedDevice.open(await chunked(f), join(f.dir, "warm"));
+    await warm.read(0, f.data.length);
+    const over = await CowDevice.open(warm, join(f.dir, "warm.cow"), { baseId: "warm" });
+    t.after(() => over.close());
+    await over.write(70_000, Buffer.from("written"));
+    const into = Buffer.alloc(4096);
+    assert.equal(over.readIntoNow(68_000, into), false, "a range with a written block");
+    assert.ok(over.readIntoNow(200_000, into), "a range the base holds");
+    assert.ok(into.equals(f.data.subarray(200_000, 204_096)));
+    await over.readInto(68_000, into);
+    assert.equal(into.subarray(2000, 2007).toString(), "written");
+
     const base = await FileDevice.open(f.image);
     await assert.rejects(
       CowDevice.open(base, overlay, { baseId: "base-2" }),

@@ -6,8 +6,10 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { TestContext } from "node:test";
+import * as P from "../src/nbd/protocol.ts";
 import { startAttach } from "./attach.ts";
 import { inetbootOk, requireOrSkip, requireTool, run, tempDir, textLike } from "./helpers.ts";
+import { TestNbdClient } from "./nbd-client.ts";
 import { startNginx } from "./nginx.ts";
 
 async function ok(cmd: string, args: string[]): Promise<string> {
@@ -123,6 +125,20 @@ describe("real NBD clients", () => {
     const a = await startAttach(t, args);
     await copyBoth(a.uri, "cold");
     await copyBoth(a.uri, "warm");
+    // Warm 4 KiB reads, each answered at once (no promise, no budget wait)...
+    await ok("nbdcopy", ["--request-size=4096", a.uri, join(img.dir, "small.out")]);
+    assert.ok(readFileSync(join(img.dir, "small.out")).equals(img.data), "nbdcopy, 4 KiB reads");
+    // ...are still bounded by what the client leaves unread: 1.25 GiB asked, never read.
+    const greedy = await TestNbdClient.connect(sock);
+    greedy.socket.pause();
+    for (let i = 0; i < 20_000; i++)
+      void greedy.request(P.NBD_CMD_READ, (i % 64) << 16, 1 << 16).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 1500));
+    const rss = Number(
+      /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${a.child.pid}/status`, "utf8"))![1],
+    );
+    greedy.close();
+    assert.ok(rss < 300 * 1024, `the server's RSS reached ${rss} KiB`);
     assert.equal(await a.stop(), 0);
     // Damage the first non-zero byte the unpacked copy holds.
     const [folder] = readdirSync(join(cache, "unpacked"));

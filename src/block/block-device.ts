@@ -26,6 +26,13 @@ export interface BlockDevice {
    * buffers). Only where the device fills it without a buffer of its own; else use read().
    */
   readInto?(offset: number, into: Buffer): Promise<void>;
+  /**
+   * Fills `into` at once and returns true when the bytes are at hand (verified, in the page
+   * cache); false sends the caller to readInto (what `into` holds then is unspecified). A
+   * server answers a warm read this way without a promise. A layer that changes what reads
+   * return implements it only where it can say the same as its readInto.
+   */
+  readIntoNow?(offset: number, into: Buffer): boolean;
   write?(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
   /** Makes every completed write durable. */
   flush?(): Promise<void>;

@@ -19,6 +19,12 @@ export class BorrowedDevice extends PassThroughDevice {
     this.bytesRead += into.length;
   }
 
+  readIntoNow(offset: number, into: Buffer): boolean {
+    if (!this.next.readIntoNow?.(offset, into)) return false;
+    this.bytesRead += into.length;
+    return true;
+  }
+
   override close(): Promise<void> {
     return Promise.resolve();
   }

@@ -160,6 +160,16 @@ export class CowDevice implements BlockDevice {
     await settleAll(jobs);
   }
 
+  /** At once only where the overlay holds none of the range: the base answers for all of it. */
+  readIntoNow(offset: number, into: Buffer): boolean {
+    if (!this.#next.readIntoNow || into.length === 0) return false;
+    checkRange(this, offset, into.length);
+    const last = Math.floor((offset + into.length - 1) / COW_BLOCK_SIZE);
+    for (let b = Math.floor(offset / COW_BLOCK_SIZE); b <= last; b++)
+      if (this.#has(b)) return false;
+    return this.#next.readIntoNow(offset, into);
+  }
+
   /** Overlay bytes at `position` of its file; past the file's end (never written) reads zeros. */
   async #readOverlay(into: Buffer, position: number): Promise<void> {
     let done = 0;

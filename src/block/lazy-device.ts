@@ -9,6 +9,8 @@ export class LazyDevice implements BlockDevice {
   readonly readOnly = false;
   readonly #open: () => Promise<BlockDevice>;
   #device: Promise<BlockDevice> | null = null;
+  /** The device behind once it is open: reads at once go straight to it. */
+  #ready: BlockDevice | null = null;
   #closed = false;
 
   constructor(size: number, open: () => Promise<BlockDevice>) {
@@ -27,9 +29,14 @@ export class LazyDevice implements BlockDevice {
     if (!this.#device) {
       const p = this.#open();
       this.#device = p;
-      p.catch(() => {
-        if (this.#device === p) this.#device = null; // the next request tries again
-      });
+      p.then(
+        (d) => {
+          if (this.#device === p) this.#ready = d;
+        },
+        () => {
+          if (this.#device === p) this.#device = null; // the next request tries again
+        },
+      );
     }
     return this.#device;
   }
@@ -40,6 +47,10 @@ export class LazyDevice implements BlockDevice {
 
   async readInto(offset: number, into: Buffer): Promise<void> {
     return readIntoFrom(await this.#get(), offset, into);
+  }
+
+  readIntoNow(offset: number, into: Buffer): boolean {
+    return this.#ready?.readIntoNow?.(offset, into) ?? false;
   }
 
   async write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
@@ -74,6 +85,7 @@ export class LazyDevice implements BlockDevice {
     this.#closed = true;
     const p = this.#device;
     this.#device = null;
+    this.#ready = null;
     if (p) await (await p.catch(() => null))?.close();
   }
 }

@@ -141,6 +141,11 @@ export class PrefetchDevice extends PassThroughDevice {
     return this.#onDemand(() => readIntoFrom(this.next, offset, into));
   }
 
+  /** A read answered at once keeps nobody waiting: the prefetch need not yield to it. */
+  readIntoNow(offset: number, into: Buffer): boolean {
+    return this.next.readIntoNow?.(offset, into) ?? false;
+  }
+
   /** A machine's read: the prefetch yields while any is under way. */
   async #onDemand<T>(read: () => Promise<T>): Promise<T> {
     this.#demand++;

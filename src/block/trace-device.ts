@@ -72,6 +72,12 @@ export class TraceDevice extends PassThroughDevice {
     return readIntoFrom(this.next, offset, into);
   }
 
+  readIntoNow(offset: number, into: Buffer): boolean {
+    if (!this.next.readIntoNow?.(offset, into)) return false;
+    this.#record(offset, into.length);
+    return true;
+  }
+
   override async close(): Promise<void> {
     if (this.#fd !== null) closeSync(this.#fd);
     await this.next.close();

@@ -178,28 +178,62 @@ export class UnpackedDevice implements BlockDevice {
 
   /** Fills `into` with the bytes at `offset`: one pread when every chunk there is verified. */
   async readInto(offset: number, into: Buffer): Promise<void> {
-    const length = into.length;
-    checkRange(this, offset, length);
-    if (length === 0) return;
+    checkRange(this, offset, into.length);
+    if (into.length === 0) return;
     const first = this.#chunked.chunkAt(offset);
-    const last = this.#chunked.chunkAt(offset + length - 1);
-    let ready = true;
+    const last = this.#chunked.chunkAt(offset + into.length - 1);
+    const zeros = this.#zerosIfReady(first, last);
+    if (zeros < 0) return this.#slowRead(offset, into, first, last);
+    if (into.length <= SYNC_READ_MAX && performance.now() >= this.#asyncUntil) {
+      this.#readReady(offset, into, first, last, zeros);
+      return;
+    }
+    if (zeros < last - first + 1) {
+      this.stats.fileReads++;
+      await pread(this.#data.fd, into, offset);
+    }
+    this.#zeroFill(into, offset, first, last, zeros);
+  }
+
+  /**
+   * The read at once when it is small and every chunk there is verified (the page cache holds
+   * them while reads in place stay fast); false sends the caller to readInto.
+   */
+  readIntoNow(offset: number, into: Buffer): boolean {
+    if (into.length === 0 || into.length > SYNC_READ_MAX) return false;
+    if (performance.now() < this.#asyncUntil) return false;
+    checkRange(this, offset, into.length);
+    const first = this.#chunked.chunkAt(offset);
+    const last = this.#chunked.chunkAt(offset + into.length - 1);
+    const zeros = this.#zerosIfReady(first, last);
+    if (zeros < 0) return false;
+    this.#readReady(offset, into, first, last, zeros);
+    return true;
+  }
+
+  /** How many of chunks first..last are zero chunks when the rest are verified; else -1. */
+  #zerosIfReady(first: number, last: number): number {
     let zeros = 0;
     for (let i = first; i <= last; i++) {
       const s = this.#state[i];
       if (s === ZERO) zeros++;
-      else if (s !== VERIFIED) ready = false;
+      else if (s !== VERIFIED) return -1;
     }
-    if (!ready) return this.#slowRead(offset, into, first, last);
-    if (zeros === last - first + 1) {
-      into.fill(0);
-      return;
-    }
-    this.stats.fileReads++;
-    if (length <= SYNC_READ_MAX && performance.now() >= this.#asyncUntil)
+    return zeros;
+  }
+
+  #readReady(offset: number, into: Buffer, first: number, last: number, zeros: number): void {
+    if (zeros < last - first + 1) {
+      this.stats.fileReads++;
       this.#preadNow(into, offset);
-    else await pread(this.#data.fd, into, offset);
-    if (zeros)
+    }
+    this.#zeroFill(into, offset, first, last, zeros);
+  }
+
+  /** Zero chunks are never in the file: their part of a read is zeros. */
+  #zeroFill(into: Buffer, offset: number, first: number, last: number, zeros: number): void {
+    if (zeros === last - first + 1) into.fill(0);
+    else if (zeros)
       this.#fill(into, offset, first, last, (i) => (this.#state[i] === ZERO ? null : undefined));
   }
 

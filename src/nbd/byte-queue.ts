@@ -48,6 +48,14 @@ export class ByteQueue {
     });
   }
 
+  /** Exactly `n` bytes if they are here already (and no read waits), else null. */
+  takeNow(n: number): Buffer | null {
+    if (this.#waiter || this.#length < n) return null;
+    const data = this.#take(n);
+    if (this.#length <= this.#highWater && this.#socket.isPaused()) this.#socket.resume();
+    return data;
+  }
+
   /** Consumes and drops `n` bytes without holding more than one socket chunk at a time. */
   async skip(n: number): Promise<void> {
     let left = n;
@@ -86,9 +94,7 @@ export class ByteQueue {
     if (!w) return;
     if (this.#length >= w.n) {
       this.#waiter = null;
-      const data = this.#take(w.n);
-      if (this.#length <= this.#highWater && this.#socket.isPaused()) this.#socket.resume();
-      w.resolve(data);
+      w.resolve(this.takeNow(w.n)!);
     } else if (this.#closed) {
       this.#waiter = null;
       w.reject(this.#closed);
