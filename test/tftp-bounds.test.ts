@@ -322,7 +322,9 @@ it("a transfer is abandoned at maxTransferMs however the client paces its ACKs",
     await new Promise((r) => setTimeout(r, 20));
   }
   assert.equal(server.stats.failed, 1);
-  assert.ok(performance.now() - started < 1500);
+  // Uncapped, the drip takes 10 s; the slack past 500 ms is for late timers on a loaded machine.
+  const tookMs = performance.now() - started;
+  assert.ok(tookMs < 4000, `abandoned after ${Math.round(tookMs)} ms`);
   // The ERROR datagram may land a moment after the server counted the failure.
   for (let i = 0; i < 50 && last?.op !== Op.ERROR; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(last?.op, Op.ERROR);
