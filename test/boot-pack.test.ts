@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { openDeviceStack, readReleaseProfile } from "../src/block/open-stack.ts";
+import { openDeviceStack } from "../src/block/open-stack.ts";
+import { readReleaseProfile } from "../src/store/profile.ts";
 import { sha256Hex } from "../src/store/chunks.ts";
 import { ReleaseError } from "../src/store/errors.ts";
 import { LocalStore } from "../src/store/local-store.ts";
@@ -277,6 +278,66 @@ describe("boot profiles and boot packs", () => {
     }
   });
 
+  it("verify checks each boot pack whole (digest, table, every entry) and each profile, over a folder and HTTP", async (t) => {
+    const dir = tempDir(t);
+    const { store, key, profile } = await optimizedStore(dir);
+    await inetbootOk(["optimize", "disk", "--profile", profile, "--store", store, "--key", key]);
+    const release = decodeRelease(readFileSync(join(store, "releases/disk/2.json")), "2.json");
+    assert.ok(release.pack && release.profile);
+    const good = (await inetbootOk(["verify", "--store", store])).stdout;
+    assert.match(
+      good,
+      new RegExp(`disk@2: boot pack and profile OK \\(${release.pack.chunks} entries\\)`),
+    );
+    const nginx = await startNginx(t, store);
+    if (nginx) {
+      const overHttp = await inetbootOk(["verify", "--store", nginx.url]);
+      assert.match(overHttp.stdout, /boot pack and profile OK/);
+    }
+
+    const table = packTableBytes(release.pack);
+    const hit = table + 40;
+    const victim = decodePackTable(
+      readFileSync(join(store, packPath(release.pack.digest))).subarray(0, table),
+      release.pack,
+      "pack",
+    ).find((e) => e.offset <= hit && hit < e.offset + e.length)!;
+    const damages: [string, (copy: string) => void, RegExp[]][] = [
+      [
+        "a flipped byte in an entry",
+        (copy) => flip(join(copy, packPath(release.pack!.digest)), hit),
+        [
+          new RegExp(`BAD PACK disk@2.*Chunk ${victim.id} is corrupt`),
+          /its SHA-256 is [0-9a-f]{64}, the release signs/,
+        ],
+      ],
+      [
+        "a flipped byte in the table",
+        (copy) => flip(join(copy, packPath(release.pack!.digest)), 20),
+        [/BAD PACK disk@2.*table does not match the digest the release signs/],
+      ],
+      [
+        "the pack gone",
+        (copy) => rmSync(join(copy, packPath(release.pack!.digest))),
+        [/BAD PACK disk@2.*is missing \(clients read its chunks one by one\)/],
+      ],
+      [
+        "the profile replaced",
+        (copy) => writeFileSync(join(copy, profilePath(release.profile!)), encodeProfile([])),
+        [new RegExp(`BAD PACK disk@2.*expected ${release.profile}`)],
+      ],
+    ];
+    for (const [what, damage, expected] of damages) {
+      const copy = join(dir, what.replaceAll(" ", "-"));
+      cpSync(store, copy, { recursive: true });
+      damage(copy);
+      const r = await inetboot(["verify", "--store", copy]);
+      assert.notEqual(r.code, 0, `${what}: verify fails`);
+      assert.match(r.stdout, /FAILED/, what);
+      for (const re of expected) assert.match(r.stdout, re, what);
+    }
+  });
+
   it("a release's missing boot profile is skipped; a damaged one stops the open, naming the file", async (t) => {
     const dir = tempDir(t);
     const { store, key, profile } = await optimizedStore(dir);
@@ -322,3 +383,9 @@ describe("boot profiles and boot packs", () => {
     assert.equal(await readReleaseProfile(store, "0".repeat(64)), null, "a missing one is null");
   });
 });
+
+function flip(file: string, at: number): void {
+  const bytes = readFileSync(file);
+  bytes[at] ^= 0xff;
+  writeFileSync(file, bytes);
+}

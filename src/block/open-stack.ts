@@ -9,20 +9,13 @@ import { existsSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { writeFileAtomic } from "../lib/atomic-file.ts";
 import { join } from "node:path";
-import {
-  ChunkMissingError,
-  FetchError,
-  NotFoundError,
-  ReleaseError,
-  UsageError,
-} from "../store/errors.ts";
+import { ChunkMissingError, FetchError, NotFoundError, UsageError } from "../store/errors.ts";
 import { decodePackTable, packTableBytes, profilePath } from "../store/boot-pack.ts";
 import type { PackEntry, PackInfo } from "../store/boot-pack.ts";
 import type { BlobIndex } from "../store/caibx.ts";
-import { sha256Hex } from "../store/chunks.ts";
 import { indexPath, latestPath, releasePath } from "../store/layout.ts";
 import { indexBytesFor, MAX_PROFILE_BYTES, MAX_RELEASE_FILE_BYTES } from "../store/limits.ts";
-import type { ReadOptions, StoreReader } from "../store/store.ts";
+import type { ReadOptions } from "../store/store.ts";
 import { openImage } from "../store/source.ts";
 import type { OpenedImage } from "../store/source.ts";
 import { isUrl, openStore } from "../store/open-store.ts";
@@ -47,7 +40,7 @@ import { PackFetcher } from "./pack-fetcher.ts";
 import { PieceDevice } from "./piece-device.ts";
 import type { PieceStats } from "./piece-device.ts";
 import type { PackStats } from "./pack-fetcher.ts";
-import { decodeProfile, profileChunks, readProfile } from "../store/profile.ts";
+import { profileChunks, readProfile, readReleaseProfile } from "../store/profile.ts";
 import type { ProfileEntry } from "../store/profile.ts";
 import { TraceDevice } from "./trace-device.ts";
 import { UNPACKED_MEMORY_BYTES, UnpackedDevice } from "./unpacked-device.ts";
@@ -139,33 +132,6 @@ async function rememberRelease(image: OpenedImage, cacheDir: string): Promise<vo
   const latest = join(cacheDir, latestPath(r.release.name));
   const current = Number(await readFile(latest, "utf8").catch(() => "0"));
   if (!(current >= r.release.revision)) await writeFileAtomic(latest, `${r.release.revision}\n`);
-}
-
-/**
- * The release's boot profile, checked against the digest the signed release names; null when
- * the store does not have it (the image boots without a prefetch plan). A profile that is there
- * but too large, tampered with or malformed is a ReleaseError or ProfileFormatError naming the
- * file: the store is broken, and is not treated as if the profile were simply absent.
- */
-export async function readReleaseProfile(
-  reader: StoreReader,
-  digest: string,
-): Promise<ProfileEntry[] | null> {
-  const path = profilePath(digest);
-  let bytes: Buffer;
-  try {
-    bytes = await reader.read(path, { maxBytes: MAX_PROFILE_BYTES, what: "profile" });
-  } catch (err) {
-    if (err instanceof NotFoundError) return null;
-    throw err;
-  }
-  const actual = sha256Hex(bytes);
-  if (actual !== digest) {
-    throw new ReleaseError(
-      `Cannot use boot profile ${reader.describe(path)}: its SHA-256 is ${actual}, expected ${digest} as its release names (the store is damaged or tampered with)`,
-    );
-  }
-  return decodeProfile(bytes.toString("utf8"), reader.describe(path));
 }
 
 /** The checked table of a format 2 pack kept in the cache folder; none when it is not there. */

@@ -33,7 +33,9 @@ function registerVerify(program: Command): void {
   addTrustOptions(
     program
       .command("verify")
-      .description("check that every chunk every release references is present and intact")
+      .description(
+        "check that every chunk every release references is present and intact, and every boot pack and profile",
+      )
       .argument("[name]", "only this image")
       .requiredOption("--store <dir|url>", "the store to check")
       .option("--json", "print the report as JSON"),
@@ -62,6 +64,11 @@ function registerVerify(program: Command): void {
           }
           for (const m of report.missing) console.log(`MISSING ${m.id} ${m.where}`);
           for (const c of report.corrupt) console.log(`CORRUPT ${c.id} ${c.where}`);
+          for (const p of report.packs) {
+            const what = `${p.name}@${p.revision}: boot pack and profile`;
+            if (p.problems.length === 0) console.log(`${what} OK (${p.entries} entries)`);
+            for (const problem of p.problems) console.log(`BAD PACK ${what}: ${problem}`);
+          }
           console.log(
             `${report.chunksChecked} chunks checked: ${report.missing.length} missing, ${report.corrupt.length} corrupt — ${report.ok ? "OK" : "FAILED"}`,
           );

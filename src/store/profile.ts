@@ -2,9 +2,13 @@
 // "OFFSET LENGTH MILLISECONDS" after a header line. A store file format (profiles/<sha256>.profile,
 // named by a release); written by the block tracer, read by the prefetcher, optimize and gc.
 import { readFileSync } from "node:fs";
+import { profilePath } from "./boot-pack.ts";
 import { chunkIndexAt, chunksInRange } from "./caibx.ts";
 import type { BlobIndex, IndexChunk } from "./caibx.ts";
-import { isZeroChunk } from "./chunks.ts";
+import { isZeroChunk, sha256Hex } from "./chunks.ts";
+import { NotFoundError, ReleaseError } from "./errors.ts";
+import { MAX_PROFILE_BYTES } from "./limits.ts";
+import type { StoreReader } from "./store.ts";
 
 export const PROFILE_HEADER = "inetboot-profile 1";
 
@@ -83,4 +87,31 @@ export function regionDataBytes(index: BlobIndex, regions: readonly ProfileEntry
     done = r.end;
   }
   return total;
+}
+
+/**
+ * The release's boot profile, checked against the digest the signed release names; null when
+ * the store does not have it (the image boots without a prefetch plan). A profile that is there
+ * but too large, tampered with or malformed is a ReleaseError or ProfileFormatError naming the
+ * file: the store is broken, and is not treated as if the profile were simply absent.
+ */
+export async function readReleaseProfile(
+  reader: StoreReader,
+  digest: string,
+): Promise<ProfileEntry[] | null> {
+  const path = profilePath(digest);
+  let bytes: Buffer;
+  try {
+    bytes = await reader.read(path, { maxBytes: MAX_PROFILE_BYTES, what: "profile" });
+  } catch (err) {
+    if (err instanceof NotFoundError) return null;
+    throw err;
+  }
+  const actual = sha256Hex(bytes);
+  if (actual !== digest) {
+    throw new ReleaseError(
+      `Cannot use boot profile ${reader.describe(path)}: its SHA-256 is ${actual}, expected ${digest} as its release names (the store is damaged or tampered with)`,
+    );
+  }
+  return decodeProfile(bytes.toString("utf8"), reader.describe(path));
 }
