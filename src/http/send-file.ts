@@ -64,6 +64,8 @@ export async function sendFile(
   path: string,
   options: SendFileOptions = {},
 ): Promise<number> {
+  // stat before any open: opening a FIFO or device left in a served folder would hold a
+  // thread-pool thread until a writer came; only a regular file is ever opened.
   let st;
   try {
     st = await stat(path);
