@@ -3,8 +3,9 @@
 // client that leaves mid-body, a device that fails mid-body.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
+import { connect } from "node:net";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -83,4 +84,60 @@ it("sendRanges from a device: whole, ranges, concurrent clients, a client that l
     errors.join("; "),
   );
   assert.ok((await get("/")).equals(data), "whole body after a failure");
+});
+
+it("clients that ask for a large body and never read it are not read ahead for: a few MiB each", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "inetboot-send-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const size = 256 * 1024 * 1024;
+  writeFileSync(join(dir, "big"), "");
+  truncateSync(join(dir, "big"), size); // sparse: costs no disk
+  const file = await FileDevice.open(join(dir, "big"));
+  t.after(() => file.close());
+  let bytesRead = 0;
+  const counted: BlockDevice = {
+    size,
+    readOnly: true,
+    read: (o, l) => file.read(o, l),
+    readInto: (o, into) => {
+      bytesRead += into.length;
+      return file.readInto(o, into);
+    },
+    close: () => Promise.resolve(),
+  };
+  const server = createServer((req, res) => {
+    sendRanges(req, res, {
+      size,
+      etag: "big",
+      stream: (s, e) => deviceStream(counted, s, e),
+      device: counted,
+    }).catch(() => {});
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.after(() => server.close());
+  const port = (server.address() as AddressInfo).port;
+
+  const clients = 20;
+  const sockets = await Promise.all(
+    Array.from({ length: clients }, async () => {
+      const s = connect(port, "127.0.0.1");
+      await new Promise<void>((r) => s.once("connect", r));
+      s.pause(); // never reads: the kernel's buffers fill, then the server's
+      s.write("GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+      return s;
+    }),
+  );
+  t.after(() => sockets.forEach((s) => s.destroy()));
+  await new Promise((r) => setTimeout(r, 1500));
+  const perClient = bytesRead / clients / (1024 * 1024);
+  t.diagnostic(`${clients} stalled clients: ${perClient.toFixed(1)} MiB read for each`);
+  // 256 MiB asked by each; the pump keeps 4 pieces of 1 MiB ahead of what the socket took,
+  // and loopback's socket buffers take a few MiB more.
+  assert.ok(perClient < 24, `${perClient.toFixed(1)} MiB read ahead per stalled client`);
+
+  // The server still answers others at once.
+  const started = performance.now();
+  const res = await fetch(`http://127.0.0.1:${port}/big`, { headers: { range: "bytes=0-65535" } });
+  assert.equal((await res.arrayBuffer()).byteLength, 65536);
+  assert.ok(performance.now() - started < 2000, "another client is served");
 });

@@ -9,6 +9,7 @@ import type { BlockDevice } from "../block/block-device.ts";
 import { FileDevice } from "../block/file-device.ts";
 import { isErrno } from "../lib/atomic-file.ts";
 import { BufferPool } from "../lib/buffer-pool.ts";
+import { drained } from "../lib/drained.ts";
 
 export interface SendFileOptions {
   contentType?: string;
@@ -176,17 +177,7 @@ async function pumpDevice(
         sendBuffers.give(piece.buf);
         break;
       }
-      if (!res.write(piece.buf, () => sendBuffers.give(piece.buf))) {
-        await new Promise<void>((resolve) => {
-          const done = (): void => {
-            res.off("drain", done);
-            res.off("close", done);
-            resolve();
-          };
-          res.on("drain", done);
-          res.on("close", done);
-        });
-      }
+      if (!res.write(piece.buf, () => sendBuffers.give(piece.buf))) await drained(res, 0);
     }
   } catch (err) {
     res.destroy(err as Error);

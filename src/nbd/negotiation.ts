@@ -5,7 +5,7 @@ import type { Socket } from "node:net";
 import type { BlockDevice } from "../block/block-device.ts";
 import type { ByteQueue } from "./byte-queue.ts";
 import type { ConnectionHost } from "./connection-host.ts";
-import { drained } from "./drained.ts";
+import { drained } from "../lib/drained.ts";
 import type { NbdExport } from "./options.ts";
 import * as P from "./protocol.ts";
 

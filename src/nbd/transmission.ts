@@ -8,7 +8,7 @@ import type { BlockDevice } from "../block/block-device.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ByteQueue } from "./byte-queue.ts";
 import type { ConnectionHost } from "./connection-host.ts";
-import { drained } from "./drained.ts";
+import { drained } from "../lib/drained.ts";
 import { InFlightBudget } from "./in-flight.ts";
 import { BASE_ALLOCATION_ID } from "./negotiation.ts";
 import type { NbdExport } from "./options.ts";
