@@ -125,6 +125,14 @@ export class PieceDevice extends PassThroughDevice {
     await settleAll(jobs);
   }
 
+  /**
+   * Pieces are bytes of the same image, named by their hashes: where the device below holds the
+   * range verified, its bytes are the pieces' bytes. So a read at once is the one below.
+   */
+  readIntoNow(offset: number, into: Buffer): boolean {
+    return this.next.readIntoNow?.(offset, into) ?? false;
+  }
+
   #fromNext(offset: number, into: Buffer): Promise<void> {
     return readIntoFrom(this.next, offset, into);
   }
