@@ -196,6 +196,7 @@ const factories: [string, Factory][] = [
 const WARM_AT_ONCE = new Set([
   "unpacked copy over chunked (half warm)",
   "tracer over an unpacked copy",
+  "block cache over HTTP (cold, then warm)",
 ]);
 
 describe("block device conformance", () => {

@@ -7,7 +7,7 @@
 // a damaged or torn file is caught there and the chunk fetched again, never served. All-zero
 // chunks are never written and always read as zeros, whatever the file holds there.
 import { createHash } from "node:crypto";
-import { read as readFd, readSync } from "node:fs";
+import { read as readFd } from "node:fs";
 import { open, readFile, truncate } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
@@ -20,6 +20,7 @@ import { checkRange, ReadOnlyError, settleAll } from "./block-device.ts";
 import type { BlockDevice, Extent } from "./block-device.ts";
 import type { CacheSpace } from "./chunk-cache.ts";
 import type { ChunkedDevice } from "./chunked-device.ts";
+import { InPlaceReads } from "./in-place-reads.ts";
 
 /** Chunk states. */
 const ABSENT = 0;
@@ -34,13 +35,6 @@ const ZERO = 4;
 
 /** The memory tier of a chunked image under an unpacked copy: it only bridges the writes. */
 export const UNPACKED_MEMORY_BYTES = 32 * 1024 * 1024;
-
-/** Reads up to this size are served in place (see #preadNow). */
-const SYNC_READ_MAX = 64 * 1024;
-/** A read in place that took longer went to the disk... */
-const SLOW_SYNC_MS = 1;
-/** ...and the reads of the next 10 s go through the thread pool. */
-const SLOW_SYNC_BACKOFF_MS = 10_000;
 
 /** Writes allowed to run behind the reads that caused them before a read waits for them. */
 const MAX_PENDING_WRITES = 64;
@@ -111,8 +105,7 @@ export class UnpackedDevice implements BlockDevice {
   readonly #space: CacheSpace | null;
   readonly #logger: Logger;
   #warnedFull = false;
-  /** Until then, small reads too go through the thread pool (see #preadNow). */
-  #asyncUntil = 0;
+  readonly #inPlace = new InPlaceReads();
 
   private constructor(
     chunked: ChunkedDevice,
@@ -184,7 +177,7 @@ export class UnpackedDevice implements BlockDevice {
     const last = this.#chunked.chunkAt(offset + into.length - 1);
     const zeros = this.#zerosIfReady(first, last);
     if (zeros < 0) return this.#slowRead(offset, into, first, last);
-    if (into.length <= SYNC_READ_MAX && performance.now() >= this.#asyncUntil) {
+    if (this.#inPlace.allowed(into.length)) {
       this.#readReady(offset, into, first, last, zeros);
       return;
     }
@@ -200,8 +193,7 @@ export class UnpackedDevice implements BlockDevice {
    * them while reads in place stay fast); false sends the caller to readInto.
    */
   readIntoNow(offset: number, into: Buffer): boolean {
-    if (into.length === 0 || into.length > SYNC_READ_MAX) return false;
-    if (performance.now() < this.#asyncUntil) return false;
+    if (!this.#inPlace.allowed(into.length)) return false;
     checkRange(this, offset, into.length);
     const first = this.#chunked.chunkAt(offset);
     const last = this.#chunked.chunkAt(offset + into.length - 1);
@@ -225,7 +217,9 @@ export class UnpackedDevice implements BlockDevice {
   #readReady(offset: number, into: Buffer, first: number, last: number, zeros: number): void {
     if (zeros < last - first + 1) {
       this.stats.fileReads++;
-      this.#preadNow(into, offset);
+      // Beyond the file's end (chunks at the image's end never written) reads as zeros.
+      const n = this.#inPlace.read(this.#data.fd, into, offset);
+      if (n < into.length) into.fill(0, n);
     }
     this.#zeroFill(into, offset, first, last, zeros);
   }
@@ -235,28 +229,6 @@ export class UnpackedDevice implements BlockDevice {
     if (zeros === last - first + 1) into.fill(0);
     else if (zeros)
       this.#fill(into, offset, first, last, (i) => (this.#state[i] === ZERO ? null : undefined));
-  }
-
-  /**
-   * A small read of verified chunks, from the page cache in place: a thread-pool round trip
-   * would cost more than the copy. One that took long went to the disk (the page cache let the
-   * file go): reads go through the thread pool for a while, so the event loop waits for the
-   * disk at most once per SLOW_SYNC_BACKOFF_MS.
-   */
-  #preadNow(into: Buffer, offset: number): void {
-    const started = performance.now();
-    const length = into.length;
-    let done = 0;
-    while (done < length) {
-      const n = readSync(this.#data.fd, into, done, length - done, offset + done);
-      if (n === 0) {
-        into.fill(0, done);
-        break;
-      }
-      done += n;
-    }
-    const took = performance.now() - started;
-    if (took > SLOW_SYNC_MS) this.#asyncUntil = started + took + SLOW_SYNC_BACKOFF_MS;
   }
 
   /** Some chunk of the range is not checked yet: check or fetch it, then read. */
