@@ -1,5 +1,6 @@
-// InPlaceReads: small reads in place until reads show the disk is being waited for; one slow read
-// (a preempted thread) does not switch them off, two within a second do, for ten seconds.
+// InPlaceReads: small reads in place until reads show the disk is being waited for: a slow read
+// with no disk reads meanwhile (a preempted thread) never switches them off; two slow reads with
+// disk reads, within a second, do, for ten seconds.
 import assert from "node:assert/strict";
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -7,7 +8,7 @@ import { join } from "node:path";
 import { it } from "node:test";
 import { IN_PLACE_MAX, InPlaceReads } from "./in-place-reads.ts";
 
-it("reads in place, stops after two slow reads within a second, resumes ten seconds later", (t) => {
+it("reads in place; two slow reads from the disk within a second send reads to the thread pool for ten seconds", (t) => {
   const dir = mkdtempSync(join(tmpdir(), "inetboot-inplace-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, "f"), Buffer.from("0123456789"));
@@ -18,9 +19,11 @@ it("reads in place, stops after two slow reads within a second, resumes ten seco
   // take `tick` ms.
   let clock = 0;
   let tick = 0;
-  const reads = new InPlaceReads(() => (clock += tick));
-  const read = (ms = 0): string => {
+  let disk = 0;
+  const reads = new InPlaceReads({ now: () => (clock += tick), diskReads: () => disk });
+  const read = (ms = 0, fromDisk = true): string => {
     tick = ms;
+    if (ms && fromDisk) disk += 8;
     const into = Buffer.alloc(4);
     const n = reads.read(fd, into, 8);
     tick = 0;
@@ -32,7 +35,10 @@ it("reads in place, stops after two slow reads within a second, resumes ten seco
   assert.ok(allowed());
   assert.ok(!allowed(0) && !allowed(IN_PLACE_MAX + 1) && allowed(IN_PLACE_MAX), "sizes");
 
-  read(5); // one slow read: preempted, perhaps
+  for (let i = 0; i < 5; i++) read(5, false); // slow, nothing read from the disk: preempted
+  assert.ok(allowed(), "slow reads without disk reads change nothing");
+  clock += 2000;
+  read(5); // one slow read from the disk
   assert.ok(allowed(), "one slow read alone changes nothing");
   clock += 2000;
   read(5); // slow again, but two seconds later: still one strike

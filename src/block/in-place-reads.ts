@@ -1,28 +1,33 @@
 // Small reads of a cache file done in place, on the calling thread: from the page cache a
-// thread-pool round trip costs more than the copy. Reads that take long went to the disk (the
-// page cache let the file go): then reads go through the thread pool for a while, so the event
-// loop waits for the disk at most twice per BACKOFF_MS. One slow read alone is not enough: on a
-// busy or virtual machine a read in place is sometimes slow only because the thread was
-// preempted, and that should not cost ten seconds of slower reads.
+// thread-pool round trip costs more than the copy. Reads that wait for the disk (the page cache
+// let the file go) send reads to the thread pool for a while, so the event loop waits for the
+// disk at most twice per BACKOFF_MS. A read that was merely slow is not such a wait: on a busy
+// or virtual machine a preempted thread's read takes milliseconds too, and must not cost ten
+// seconds of slower reads. So a slow read counts only when the process read from the disk
+// since the last one (getrusage's block input), and it takes two within a second.
 import { readSync } from "node:fs";
 
 /** Reads up to this size may be done in place. */
 export const IN_PLACE_MAX = 64 * 1024;
-/** A read in place that took longer may have gone to the disk... */
+/** A read in place that took longer, with blocks read from the disk meanwhile, waited for it... */
 const SLOW_MS = 1;
-/** ...and a second one within this time says it did... */
+/** ...and a second one within this time says the page cache no longer holds the file... */
 const STRIKE_WINDOW_MS = 1000;
 /** ...so reads of the next 10 s go through the thread pool. */
 const BACKOFF_MS = 10_000;
 
 export class InPlaceReads {
   readonly #now: () => number;
+  readonly #diskReads: () => number;
   #asyncUntil = -Infinity;
   #lastSlow = -Infinity;
+  #diskReadsSeen: number;
 
-  /** `now`: the clock (milliseconds), for tests. */
-  constructor(now: () => number = () => performance.now()) {
-    this.#now = now;
+  /** `now` (milliseconds) and `diskReads` (blocks read from the disk so far): for tests. */
+  constructor(options: { now?: () => number; diskReads?: () => number } = {}) {
+    this.#now = options.now ?? (() => performance.now());
+    this.#diskReads = options.diskReads ?? (() => process.resourceUsage().fsRead);
+    this.#diskReadsSeen = this.#diskReads();
   }
 
   /** Whether a read of `length` bytes may be done in place now. */
@@ -43,10 +48,16 @@ export class InPlaceReads {
       done += n;
     }
     const ended = this.#now();
-    if (ended - started > SLOW_MS) {
-      if (started - this.#lastSlow < STRIKE_WINDOW_MS) this.#asyncUntil = ended + BACKOFF_MS;
-      this.#lastSlow = ended;
-    }
+    if (ended - started > SLOW_MS) this.#slow(started, ended);
     return done;
+  }
+
+  #slow(started: number, ended: number): void {
+    const seen = this.#diskReads();
+    const waitedForDisk = seen > this.#diskReadsSeen;
+    this.#diskReadsSeen = seen;
+    if (!waitedForDisk) return; // preempted: the page cache answered, late
+    if (started - this.#lastSlow < STRIKE_WINDOW_MS) this.#asyncUntil = ended + BACKOFF_MS;
+    this.#lastSlow = ended;
   }
 }
