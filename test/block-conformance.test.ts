@@ -194,6 +194,9 @@ const factories: [string, Factory][] = [
 
 /** Stacks whose small reads are answered at once (readIntoNow) once the suite has read them. */
 const WARM_AT_ONCE = new Set([
+  "file",
+  "tracer over file",
+  "borrowed device",
   "unpacked copy over chunked (half warm)",
   "tracer over an unpacked copy",
   "block cache over HTTP (cold, then warm)",
