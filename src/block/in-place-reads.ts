@@ -4,13 +4,17 @@
 // disk at most twice per BACKOFF_MS. A read that was merely slow is not such a wait: on a busy
 // or virtual machine a preempted thread's read takes milliseconds too, and must not cost ten
 // seconds of slower reads. So a slow read counts only when the process read from the disk
-// since the last one (getrusage's block input), and it takes two within a second.
+// since the last one (getrusage's block input), or when it took so long (LONG_MS) that it was a
+// wait whatever the count says (a network filesystem's reads are not block input); and it
+// takes two within a second.
 import { readSync } from "node:fs";
 
 /** Reads up to this size may be done in place. */
 export const IN_PLACE_MAX = 64 * 1024;
 /** A read in place that took longer, with blocks read from the disk meanwhile, waited for it... */
 const SLOW_MS = 1;
+/** A read in place this long waited for storage even without block input (NFS, FUSE). */
+const LONG_MS = 10;
 /** ...and a second one within this time says the page cache no longer holds the file... */
 const STRIKE_WINDOW_MS = 1000;
 /** ...so reads of the next 10 s go through the thread pool. */
@@ -56,7 +60,8 @@ export class InPlaceReads {
     const seen = this.#diskReads();
     const waitedForDisk = seen > this.#diskReadsSeen;
     this.#diskReadsSeen = seen;
-    if (!waitedForDisk) return; // preempted: the page cache answered, late
+    // Preempted: the page cache answered, late.
+    if (!waitedForDisk && ended - started < LONG_MS) return;
     if (started - this.#lastSlow < STRIKE_WINDOW_MS) this.#asyncUntil = ended + BACKOFF_MS;
     this.#lastSlow = ended;
   }
