@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { drained } from "../lib/drained.ts";
 import type { Logger } from "../lib/log.ts";
 import { ChecksumsError } from "./checksums-error.ts";
 import { GPGV_MISSING, gpgvMissing, gpgvVerdict } from "./gpgv.ts";
@@ -92,28 +93,14 @@ export async function streamVerifier(
   child.stdin.on("error", () => undefined);
   const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
   return {
-    write: (piece) =>
-      new Promise<void>((resolveWrite) => {
-        const stdin = child.stdin;
-        // Up to IN_FLIGHT bytes wait in the pipe's buffer, so gpgv never starves while the
-        // next piece is read.
-        if (
-          stdin.destroyed ||
-          stdin.writableEnded ||
-          stdin.write(piece) ||
-          stdin.writableLength < IN_FLIGHT
-        ) {
-          resolveWrite();
-          return;
-        }
-        const done = (): void => {
-          stdin.off("drain", done);
-          stdin.off("close", done);
-          resolveWrite();
-        };
-        stdin.once("drain", done);
-        stdin.once("close", done);
-      }),
+    write: async (piece) => {
+      const stdin = child.stdin;
+      if (stdin.destroyed || stdin.writableEnded) return;
+      stdin.write(piece);
+      // Up to IN_FLIGHT bytes wait in the pipe's buffer, so gpgv never starves while the next
+      // piece is read.
+      await drained(stdin, IN_FLIGHT - 1);
+    },
     finish: async () => {
       child.stdin.end();
       try {
