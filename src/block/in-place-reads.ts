@@ -25,13 +25,16 @@ export class InPlaceReads {
   readonly #diskReads: () => number;
   #asyncUntil = -Infinity;
   #lastSlow = -Infinity;
-  #diskReadsSeen: number;
+  /**
+   * Block input at the last slow read, or at the first read: taken lazily, since a device
+   * opened for an HTTP body never reads in place and need not pay a getrusage.
+   */
+  #diskReadsSeen = -1;
 
   /** `now` (milliseconds) and `diskReads` (blocks read from the disk so far): for tests. */
   constructor(options: { now?: () => number; diskReads?: () => number } = {}) {
     this.#now = options.now ?? (() => performance.now());
     this.#diskReads = options.diskReads ?? (() => process.resourceUsage().fsRead);
-    this.#diskReadsSeen = this.#diskReads();
   }
 
   /** Whether a read of `length` bytes may be done in place now. */
@@ -44,6 +47,7 @@ export class InPlaceReads {
    * end), having timed the read.
    */
   read(fd: number, into: Buffer, position: number): number {
+    if (this.#diskReadsSeen < 0) this.#diskReadsSeen = this.#diskReads();
     const started = this.#now();
     let done = 0;
     while (done < into.length) {
